@@ -1,0 +1,204 @@
+# Cairn: one non-recursive Makefile.  Everything is built out of tree under
+# $(BUILD); nothing is generated in the source folders.
+#
+#   make            build everything          make check   build and run every test suite
+#   make run        build, start a member and open the shell
+#   make asan       everything under AddressSanitizer + UBSan, then the whole check
+#   make bench      the short benchmark suite  make deps    install missing Debian packages
+#   make install DESTDIR=... PREFIX=...        make clean
+#
+# Each part is a folder (DESIGN.md).  Its sources are found by wildcard, so a
+# new file in a part needs no edit here:
+#   base/ raft/ storage/ daemon/ client/  -> $(BUILD)/lib<part>.a
+#   proto/*.proto                         -> protoc-c -> $(BUILD)/proto/ -> libproto.a
+#   test/unit/test_X.c                    -> $(BUILD)/test/unit/test_X (one cmocka binary per module)
+#   test/sim/*.c                          -> $(BUILD)/test/sim/raft-sim (one program)
+#   bench/*.c                             -> $(BUILD)/bench/<name> (one program per file)
+
+BUILD    ?= build
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+PYTHON   ?= /usr/bin/python3
+VERSION  := 0.1.0
+
+# The Debian packages Cairn needs to build, test and run.  This is the one
+# place the list lives; `make deps` and .ci/run install from it.
+DEB_PACKAGES := build-essential pkg-config clang \
+	libnng-dev libmbedtls-dev libsystemd-dev libsqlite3-dev libreadline-dev \
+	libssl-dev libprotobuf-c-dev protobuf-c-compiler libcmocka-dev \
+	python3 python3-pytest openssl systemd iproute2 iptables util-linux procps
+
+# --- flags ------------------------------------------------------------------
+
+WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Werror
+OPT      ?= -O2 -g
+PKGS     := libsystemd sqlite3 libprotobuf-c openssl
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# Debian's libnng-dev ships no .pc file; take pkg-config's answer if one exists.
+NNG_LIBS   := $(shell pkg-config --libs nng 2>/dev/null || echo -lnng)
+CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null || echo -lcmocka)
+READLINE_LIBS := $(shell pkg-config --libs readline 2>/dev/null || echo -lreadline)
+
+CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(WARN) $(OPT) -fPIC -I. -I$(BUILD) $(PKG_CFLAGS) \
+	-DCAIRN_VERSION='"$(VERSION)"' $(CFLAGS)
+LDFLAGS_ALL := $(LDFLAGS)
+LDLIBS_ALL  := $(NNG_LIBS) $(PKG_LIBS) -lpthread -lm -ldl $(LDLIBS)
+
+ifeq ($(SANITIZE),1)
+CFLAGS_ALL  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined -DCAIRN_SANITIZE=1
+LDFLAGS_ALL += -fsanitize=address,undefined
+endif
+
+# --- parts ------------------------------------------------------------------
+
+# part_lib(name, sources): objects and a static library for one part.
+define part_lib
+$(1)_SRC := $(2)
+$(1)_OBJ := $$(patsubst %.c,$(BUILD)/%.o,$$($(1)_SRC))
+$(1)_LIB := $$(if $$($(1)_SRC),$(BUILD)/lib$(1).a)
+ifneq ($$($(1)_SRC),)
+$(BUILD)/lib$(1).a: $$($(1)_OBJ)
+	@mkdir -p $$(@D)
+	@rm -f $$@
+	ar rcs $$@ $$^
+endif
+endef
+
+PROTO_SRC  := $(wildcard proto/*.proto)
+PROTO_GEN_C := $(patsubst %.proto,$(BUILD)/%.pb-c.c,$(PROTO_SRC))
+PROTO_GEN_H := $(PROTO_GEN_C:.c=.h)
+
+$(eval $(call part_lib,base,$(wildcard base/*.c)))
+$(eval $(call part_lib,raft,$(wildcard raft/*.c)))
+$(eval $(call part_lib,storage,$(wildcard storage/*.c)))
+$(eval $(call part_lib,proto,$(PROTO_GEN_C)))
+$(eval $(call part_lib,client,$(wildcard client/*.c)))
+$(eval $(call part_lib,daemon,$(filter-out daemon/main.c,$(wildcard daemon/*.c))))
+$(eval $(call part_lib,shell,$(filter-out shell/main.c,$(wildcard shell/*.c))))
+
+# Highest layer first, as the static linker wants.
+ALL_LIBS := $(shell_LIB) $(daemon_LIB) $(client_LIB) $(storage_LIB) $(raft_LIB) $(proto_LIB) $(base_LIB)
+
+# Generated protobuf code: compiled with the same warnings as ours.
+$(BUILD)/proto/%.pb-c.c $(BUILD)/proto/%.pb-c.h: proto/%.proto
+	@mkdir -p $(@D)
+	protoc-c --proto_path=. --c_out=$(BUILD) $<
+
+$(BUILD)/%.o: %.c | $(PROTO_GEN_H)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -MMD -MP -c -o $@ $<
+
+$(BUILD)/proto/%.o: $(BUILD)/proto/%.c | $(PROTO_GEN_H)
+	$(CC) $(CFLAGS_ALL) -MMD -MP -c -o $@ $<
+
+# --- programs ---------------------------------------------------------------
+
+BINS :=
+ifneq ($(wildcard daemon/main.c),)
+BINS += $(BUILD)/cairnd
+$(BUILD)/cairnd: $(BUILD)/daemon/main.o $(ALL_LIBS)
+	$(CC) $(LDFLAGS_ALL) -rdynamic -o $@ $^ $(LDLIBS_ALL)
+endif
+ifneq ($(wildcard shell/main.c),)
+BINS += $(BUILD)/cairn
+$(BUILD)/cairn: $(BUILD)/shell/main.o $(ALL_LIBS)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(READLINE_LIBS) $(LDLIBS_ALL)
+endif
+
+BENCH_SRC  := $(wildcard bench/*.c)
+BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(ALL_LIBS)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
+
+# --- tests ------------------------------------------------------------------
+
+UNIT_SRC  := $(wildcard test/unit/test_*.c)
+UNIT_BINS := $(patsubst test/unit/%.c,$(BUILD)/test/unit/%,$(UNIT_SRC))
+# test/unit/*.c files not named test_* are shared helpers linked into every test.
+UNIT_HELPER_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(filter-out $(UNIT_SRC),$(wildcard test/unit/*.c)))
+$(BUILD)/test/unit/test_%: $(BUILD)/test/unit/test_%.o $(UNIT_HELPER_OBJ) $(ALL_LIBS)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(CMOCKA_LIBS) $(LDLIBS_ALL)
+
+SIM_SRC := $(wildcard test/sim/*.c)
+SIM_BIN := $(if $(SIM_SRC),$(BUILD)/test/sim/raft-sim)
+ifneq ($(SIM_SRC),)
+$(BUILD)/test/sim/raft-sim: $(patsubst %.c,$(BUILD)/%.o,$(SIM_SRC)) $(ALL_LIBS)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
+endif
+
+TEST_BINS := $(UNIT_BINS) $(SIM_BIN)
+
+# --- top-level targets ------------------------------------------------------
+
+.PHONY: all tests check run asan bench deps clean install sim _check _bench
+.DEFAULT_GOAL := all
+.SECONDARY:
+
+all: $(ALL_LIBS) $(BINS) $(BENCH_BINS)
+
+tests: all $(TEST_BINS)
+
+# deps first, in its own make, so the flags above are computed after the
+# packages are there.
+check: deps
+	@$(MAKE) --no-print-directory _check
+
+_check: tests
+	@$(PYTHON) test/run.py --build $(BUILD)
+
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=$(BUILD)/asan SANITIZE=1 OPT='-O1 -g' _check
+
+sim: deps
+	@$(MAKE) --no-print-directory $(SIM_BIN)
+	$(SIM_BIN) --seeds $(or $(SEEDS),10000)
+
+bench: deps
+	@$(MAKE) --no-print-directory _bench
+
+_bench: all
+	@set -e; for b in $(BENCH_BINS); do echo "== $$b"; $$b; done
+
+run: deps
+	@if [ ! -f daemon/main.c ]; then echo "make run: cairnd is not in this tree yet (issue 6 brings it)"; exit 1; fi
+	@$(MAKE) --no-print-directory all
+	@sh test/run-member.sh $(BUILD)
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	echo "make deps: missing Debian packages:" $$missing; \
+	if [ "$$(id -u)" = 0 ]; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
+	else \
+		echo "run as root:  apt-get install -y $$missing"; exit 1; \
+	fi
+
+# --- install ----------------------------------------------------------------
+
+BINDIR  := $(DESTDIR)$(PREFIX)/bin
+LIBDIR  := $(DESTDIR)$(PREFIX)/lib
+INCDIR  := $(DESTDIR)$(PREFIX)/include/cairn
+MANDIR  := $(DESTDIR)$(PREFIX)/share/man
+UNITDIR := $(DESTDIR)$(PREFIX)/lib/systemd/system
+
+install: all
+	install -d $(BINDIR) $(LIBDIR)/pkgconfig $(INCDIR)
+	$(if $(BINS),install -m 0755 $(BINS) $(BINDIR)/)
+	$(if $(wildcard $(BUILD)/bench/cairn-bench),install -m 0755 $(BUILD)/bench/cairn-bench $(BINDIR)/)
+	$(if $(client_LIB),install -m 0644 $(client_LIB) $(LIBDIR)/libcairn.a)
+	install -m 0644 base/errors.h $(INCDIR)/errors.h
+	$(if $(wildcard client/cairn.h),install -m 0644 client/cairn.h $(INCDIR)/cairn.h)
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' docs/cairn.pc.in > $(LIBDIR)/pkgconfig/cairn.pc
+	$(if $(wildcard units/*.service units/*.socket),install -d $(UNITDIR) && install -m 0644 $(wildcard units/*.service units/*.socket) $(UNITDIR)/)
+	$(if $(wildcard docs/man/*.1),install -d $(MANDIR)/man1 && install -m 0644 $(wildcard docs/man/*.1) $(MANDIR)/man1/)
+	$(if $(wildcard docs/man/*.5),install -d $(MANDIR)/man5 && install -m 0644 $(wildcard docs/man/*.5) $(MANDIR)/man5/)
+	$(if $(wildcard docs/man/*.8),install -d $(MANDIR)/man8 && install -m 0644 $(wildcard docs/man/*.8) $(MANDIR)/man8/)
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
