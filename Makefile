@@ -1,4 +1,5 @@
 # Cairn: one non-recursive Makefile.  Everything is built out of tree under
+# Before you change anything: read HACKING.md (how to build one part alone, how to commit).
 # $(BUILD); nothing is generated in the source folders.
 #
 #   make            build everything          make check   build and run every test suite
