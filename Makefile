@@ -1,7 +1,8 @@
 # Cairn: one non-recursive Makefile.  Everything is built out of tree under
-# Before you change anything: read HACKING.md (how to build one part alone, how to commit).
 # $(BUILD); nothing is generated in the source folders.
 #
+#
+# Before you change anything, read HACKING.md (how to build one part alone, how to commit).
 #   make            build everything          make check   build and run every test suite
 #   make run        build, start a member and open the shell
 #   make asan       everything under AddressSanitizer + UBSan, then the whole check
