@@ -1,7 +1,6 @@
 # Cairn: one non-recursive Makefile.  Everything is built out of tree under
 # $(BUILD); nothing is generated in the source folders.
 #
-#
 # Before you change anything, read HACKING.md (how to build one part alone, how to commit).
 #   make            build everything          make check   build and run every test suite
 #   make run        build, start a member and open the shell
@@ -74,7 +73,13 @@ PROTO_GEN_H := $(PROTO_GEN_C:.c=.h)
 $(eval $(call part_lib,base,$(wildcard base/*.c)))
 $(eval $(call part_lib,raft,$(wildcard raft/*.c)))
 $(eval $(call part_lib,storage,$(wildcard storage/*.c)))
-$(eval $(call part_lib,proto,$(PROTO_GEN_C)))
+# Generated sources already live under $(BUILD): their objects sit beside them.
+proto_SRC := $(PROTO_GEN_C)
+proto_OBJ := $(PROTO_GEN_C:.c=.o)
+proto_LIB := $(if $(proto_SRC),$(BUILD)/libproto.a)
+$(BUILD)/libproto.a: $(proto_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
 $(eval $(call part_lib,client,$(wildcard client/*.c)))
 $(eval $(call part_lib,daemon,$(filter-out daemon/main.c,$(wildcard daemon/*.c))))
 $(eval $(call part_lib,shell,$(filter-out shell/main.c,$(wildcard shell/*.c))))
