@@ -103,7 +103,7 @@ static int take_lock(struct wal *w, struct wal_error *err)
         int e = errno;
         ssize_t r = pread(fd, pid, sizeof pid - 1, 0);
         pid[r > 0 ? r : 0] = '\0';
-        pid[strcspn(pid, "\n")] = '\0';
+        pid[strcspn(pid, " \n")] = '\0';
         close(fd);
         if (e != EWOULDBLOCK)
             return wal_seterr(err, -e, WAL_LOCK_NAME, 0, "cannot lock %s: %s", w->dir, strerror(e));
@@ -111,8 +111,10 @@ static int take_lock(struct wal *w, struct wal_error *err)
                           "WAL directory %s is locked by process %s", w->dir,
                           pid[0] ? pid : "(unknown: it has not written its PID yet)");
     }
-    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
-    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
+    /* Fixed width, written in place: no truncation, so reopening on a
+     * full disk needs no new block for it. */
+    int n = snprintf(pid, sizeof pid, "%-20ld\n", (long)getpid());
+    if (pwrite(fd, pid, (size_t)n, 0) != n) {
         int e = errno;
         close(fd);
         return wal_seterr(err, -e, WAL_LOCK_NAME, 0, "cannot write lock file in %s: %s",

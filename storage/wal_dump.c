@@ -160,7 +160,7 @@ int wal_dump(const char *dir, FILE *out)
     if (fd >= 0) {
         ssize_t r = read(fd, pid, sizeof pid - 1);
         pid[r > 0 ? r : 0] = '\0';
-        pid[strcspn(pid, "\n")] = '\0';
+        pid[strcspn(pid, " \n")] = '\0';
         if (pid[0])
             fprintf(out, "lock file names process %s (it may have exited)\n", pid);
         close(fd);

@@ -1,0 +1,351 @@
+/*
+ * A full disk: an append that meets ENOSPC fails cleanly, nothing
+ * acknowledged before it is lost, nothing of the failed batch shows up
+ * later, and appends work again once space returns.  Run twice: on a real,
+ * tiny tmpfs in a private mount namespace (needs root; skipped otherwise),
+ * and through the WAL's I/O seam, which needs nothing.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "base/errors.h"
+#include "storage/wal.h"
+#include "storage/wal_internal.h"
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
+{
+    (void)st, (void)flag, (void)f;
+    return remove(p);
+}
+
+static char *make_tmpdir(void)
+{
+    const char *t = getenv("TMPDIR");
+    char *d;
+    if (asprintf(&d, "%s/cairn-walx-XXXXXX", t ? t : "/tmp") < 0)
+        return NULL;
+    if (!mkdtemp(d)) {
+        free(d);
+        return NULL;
+    }
+    return d;
+}
+
+static const struct wal_metadata meta = {1, 2, NULL, 0};
+
+static void entry(uint64_t i, uint64_t term, struct wal_entry *e, uint8_t *buf)
+{
+    e->index = i;
+    e->term = term;
+    e->type = 0;
+    e->len = 256;
+    for (size_t k = 0; k < e->len; k++)
+        buf[k] = (uint8_t)(i * 5 + term + k);
+    e->data = buf;
+}
+
+/* Save entries [from, from+n) at term; returns wal_save's result. */
+static int save(struct wal *w, uint64_t from, size_t n, uint64_t term)
+{
+    static uint8_t bufs[32][256];
+    struct wal_entry e[32];
+    assert_true(n <= 32);
+    for (size_t k = 0; k < n; k++)
+        entry(from + k, term, &e[k], bufs[k]);
+    struct wal_hardstate hs = {term, 1, from + n - 1};
+    return wal_save(w, &hs, e, n, NULL);
+}
+
+/* The log holds exactly entries 1..n, entry i written at terms[i] (or 1). */
+static void expect_log(const char *dir, const struct wal_options *o, uint64_t n, uint64_t term_from,
+                       uint64_t term)
+{
+    struct wal *w;
+    struct wal_contents c;
+    struct wal_error err;
+    uint8_t buf[256];
+    struct wal_entry want;
+    int rc = wal_open(dir, NULL, o, &w, &err);
+    if (rc != 0)
+        fail_msg("reopen: %s at %s:%llu: %s", cairn_errname(rc), err.file,
+                 (unsigned long long)err.offset, err.msg);
+    assert_int_equal(wal_read_all(w, &c), 0);
+    assert_int_equal(c.n_entries, n);
+    assert_int_equal(c.repair.cut, 0);
+    for (uint64_t i = 1; i <= n; i++) {
+        entry(i, i >= term_from ? term : 1, &want, buf);
+        assert_int_equal(c.entries[i - 1].index, i);
+        assert_int_equal(c.entries[i - 1].term, want.term);
+        assert_memory_equal(c.entries[i - 1].data, buf, 256);
+    }
+    wal_close(w);
+}
+
+/* --- the I/O seam ---------------------------------------------------------- */
+
+static int fail_pwrite;      /* next pwrite writes half, then ENOSPC */
+static int fail_fallocate;   /* fallocate fails with ENOSPC */
+static int fail_fdatasync;   /* fdatasync fails with EIO */
+static int half_written;
+
+static ssize_t fake_pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+    if (fail_pwrite) {
+        if (!half_written && n > 1) {
+            half_written = 1;
+            return wal_io_real.pwrite(fd, buf, n / 2, off);
+        }
+        return -ENOSPC;
+    }
+    return wal_io_real.pwrite(fd, buf, n, off);
+}
+
+static int fake_fdatasync(int fd)
+{
+    return fail_fdatasync ? -EIO : wal_io_real.fdatasync(fd);
+}
+
+static int fake_fallocate(int fd, off_t off, off_t len)
+{
+    return fail_fallocate ? -ENOSPC : wal_io_real.fallocate(fd, off, len);
+}
+
+static const struct wal_io fake_io = {
+    fake_pwrite, fake_fdatasync, NULL, fake_fallocate, NULL,
+};
+static struct wal_io seam;
+
+static int setup(void **state)
+{
+    char *d = make_tmpdir();
+    if (!d)
+        return -1;
+    seam = fake_io;
+    seam.fsync = wal_io_real.fsync;
+    seam.ftruncate = wal_io_real.ftruncate;
+    wal_io = &seam;
+    fail_pwrite = fail_fallocate = fail_fdatasync = half_written = 0;
+    *state = d;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    wal_io = &wal_io_real;
+    nftw(*state, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    free(*state);
+    return 0;
+}
+
+static const struct wal_options seamopts = {.segment_size = 16384};
+
+static char *sub(void **state)
+{
+    static char p[512];
+    snprintf(p, sizeof p, "%s/wal", (char *)*state);
+    return p;
+}
+
+/* A batch half written when the disk fills fails, and its half never comes
+ * back: retrying a shorter batch of the same entries leaves exactly those. */
+static void test_seam_failed_write_is_rolled_back_and_retry_succeeds(void **state)
+{
+    struct wal *w;
+    assert_int_equal(wal_create(sub(state), &meta, &seamopts, &w, NULL), 0);
+    for (uint64_t i = 1; i <= 100; i += 10)
+        assert_int_equal(save(w, i, 10, 1), 0);
+
+    fail_pwrite = 1;
+    assert_int_equal(save(w, 101, 20, 1), -ENOSPC);
+    assert_int_equal(half_written, 1);
+    assert_int_equal(wal_last_index(w), 100);
+    assert_int_equal(save(w, 101, 20, 1), -ENOSPC);
+
+    fail_pwrite = 0;
+    /* The same entries' prefix: stale records after it would chain cleanly. */
+    assert_int_equal(save(w, 101, 2, 1), 0);
+    wal_close(w);
+    expect_log(sub(state), &seamopts, 102, 0, 1);
+}
+
+/* A cut that cannot preallocate its new segment fails before anything of
+ * the batch is written; the next append cuts and succeeds. */
+static void test_seam_failed_cut_writes_nothing_and_is_retried(void **state)
+{
+    struct wal *w;
+    uint64_t i = 1;
+    assert_int_equal(wal_create(sub(state), &meta, &seamopts, &w, NULL), 0);
+    /* Fill the first segment: the next save must cut. */
+    while (wal_segment_count(w) == 1) {
+        fail_fallocate = 1;
+        int rc = save(w, i, 10, 1);
+        if (rc == 0) {
+            i += 10;
+            continue;
+        }
+        assert_int_equal(rc, -ENOSPC);
+        break;
+    }
+    assert_int_equal(wal_segment_count(w), 1);
+    assert_int_equal(wal_last_index(w), i - 1);
+    assert_int_equal(wal_exists(sub(state)), 1);
+    fail_fallocate = 0;
+    assert_int_equal(save(w, i, 10, 1), 0);
+    assert_int_equal(wal_segment_count(w), 2);
+    wal_close(w);
+    /* No temporary segment was left behind by the failed cut. */
+    char tmp[700];
+    snprintf(tmp, sizeof tmp, "%s/%016llx-%016llx.wal.tmp", sub(state), 1ULL,
+             (unsigned long long)i);
+    assert_int_equal(access(tmp, F_OK), -1);
+    expect_log(sub(state), &seamopts, i + 9, 0, 1);
+}
+
+/* After a failed fdatasync the page cache cannot be trusted: the handle
+ * refuses further appends, and a reopen still has everything acknowledged. */
+static void test_seam_failed_sync_poisons_handle_but_keeps_acknowledged(void **state)
+{
+    struct wal *w;
+    struct wal_contents c;
+    assert_int_equal(wal_create(sub(state), &meta, &seamopts, &w, NULL), 0);
+    assert_int_equal(save(w, 1, 10, 1), 0);
+    fail_fdatasync = 1;
+    assert_int_equal(save(w, 11, 10, 1), -EIO);
+    fail_fdatasync = 0;
+    assert_int_equal(save(w, 11, 10, 1), -EIO);
+    wal_close(w);
+    assert_int_equal(wal_open(sub(state), NULL, &seamopts, &w, NULL), 0);
+    assert_int_equal(wal_read_all(w, &c), 0);
+    /* The unsynced batch may or may not be there (like after a crash). */
+    assert_true(c.n_entries == 10 || c.n_entries == 20);
+    assert_int_equal(c.entries[9].index, 10);
+    wal_close(w);
+}
+
+/* --- a real, tiny filesystem ----------------------------------------------- */
+
+static int mount_tmpfs(const char *dir, const char *size)
+{
+    char opt[64];
+    snprintf(opt, sizeof opt, "size=%s,mode=0700", size);
+    return mount("cairn-wal-test", dir, "tmpfs", 0, opt);
+}
+
+static int remount_tmpfs(const char *dir, const char *size)
+{
+    char opt[64];
+    snprintf(opt, sizeof opt, "size=%s", size);
+    return mount("cairn-wal-test", dir, "tmpfs", MS_REMOUNT, opt);
+}
+
+static int in_private_namespace = -1;
+
+static int private_mounts(void)
+{
+    if (in_private_namespace < 0) {
+        in_private_namespace = 0;
+        /* The whole test process moves into its own mount namespace: the
+         * tmpfs below is invisible to the host and goes when we exit. */
+        if (unshare(CLONE_NEWNS) == 0 && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0)
+            in_private_namespace = 1;
+    }
+    return in_private_namespace;
+}
+
+/* Fill the disk with w, appending batches of 10 from *next; returns once an
+ * append fails with ENOSPC (a bounded number of tries). */
+static void fill(struct wal *w, uint64_t *next)
+{
+    for (int tries = 0; tries < 100000; tries++) {
+        int rc = save(w, *next, 10, 1);
+        if (rc == -ENOSPC)
+            return;
+        assert_int_equal(rc, 0);
+        *next += 10;
+    }
+    fail_msg("the disk never filled");
+}
+
+static void real_disk_full(void **state, const struct wal_options *o)
+{
+    char mnt[512], dir[600];
+    struct wal *w;
+    uint64_t next = 1;
+
+    wal_io = &wal_io_real;
+    if (!private_mounts())
+        skip();
+    snprintf(mnt, sizeof mnt, "%s/mnt", (char *)*state);
+    assert_int_equal(mkdir(mnt, 0700), 0);
+    if (mount_tmpfs(mnt, "256k") != 0) {
+        rmdir(mnt);
+        skip();
+    }
+    snprintf(dir, sizeof dir, "%s/wal", mnt);
+
+    assert_int_equal(wal_create(dir, &meta, o, &w, NULL), 0);
+    fill(w, &next);
+    uint64_t acked = next - 1;
+    assert_true(acked > 0);
+    assert_int_equal(wal_last_index(w), acked);
+    /* Still full: still a clean failure. */
+    assert_int_equal(save(w, next, 10, 1), -ENOSPC);
+
+    /* Space returns: the same handle appends again. */
+    assert_int_equal(remount_tmpfs(mnt, "1m"), 0);
+    assert_int_equal(save(w, next, 10, 1), 0);
+    next += 10;
+    fill(w, &next);
+    acked = next - 1;
+    wal_close(w);
+
+    /* Reopening on the full disk finds exactly what was acknowledged. */
+    expect_log(dir, o, acked, 0, 1);
+    assert_int_equal(wal_open(dir, NULL, o, &w, NULL), 0);
+    assert_int_equal(save(w, next, 10, 1), -ENOSPC);
+    assert_int_equal(remount_tmpfs(mnt, "4m"), 0);
+    /* Overwrite the tail at a new term, as a new leader would. */
+    assert_int_equal(save(w, acked - 4, 10, 2), 0);
+    wal_close(w);
+    expect_log(dir, o, acked + 5, acked - 4, 2);
+
+    assert_int_equal(umount(mnt), 0);
+    assert_int_equal(rmdir(mnt), 0);
+}
+
+static void test_tmpfs_full_disk_preallocated_segments(void **state)
+{
+    const struct wal_options o = {.segment_size = 32768};
+    real_disk_full(state, &o);
+}
+
+static void test_tmpfs_full_disk_without_preallocation(void **state)
+{
+    const struct wal_options o = {.segment_size = 32768, .no_preallocate = 1};
+    real_disk_full(state, &o);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_seam_failed_write_is_rolled_back_and_retry_succeeds, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seam_failed_cut_writes_nothing_and_is_retried, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seam_failed_sync_poisons_handle_but_keeps_acknowledged, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tmpfs_full_disk_preallocated_segments, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tmpfs_full_disk_without_preallocation, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
