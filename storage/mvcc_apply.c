@@ -1,0 +1,971 @@
+/*
+ * storage/mvcc apply: executes committed requests against the store, in one
+ * SQLite transaction per batch, with etcd's semantics (etcd's applierV3backend
+ * and storeTxnWrite).  Every request is checked in full before it writes, so
+ * a failing request writes nothing and needs no savepoint; only a storage
+ * error aborts the batch.  Reads inside a txn see the txn's earlier writes
+ * because they run on the writer's connection inside its transaction.
+ */
+#include "storage/mvcc_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/errors.h"
+
+struct applier {
+    struct mvcc_store *s;
+    struct arena *a;
+    struct state *st;          /* the batch's working state */
+    struct mvcc_event *events; /* in the arena, grown by doubling */
+    size_t n_events, cap_events;
+    int64_t begin_rev;         /* the current entry's revision before it */
+    int64_t sub;               /* operations written so far: the next sub revision */
+};
+
+/* The revision a read inside the current request sees. */
+static int64_t view_rev(const struct applier *w)
+{
+    return w->begin_rev + (w->sub > 0);
+}
+
+/* Errors that belong to a request (it fails, the batch goes on). */
+static bool request_error(int rc)
+{
+    switch (-rc) {
+    case CAIRN_E_KEY_EMPTY:
+    case CAIRN_E_VALUE_PROVIDED:
+    case CAIRN_E_LEASE_PROVIDED:
+    case CAIRN_E_DUPLICATE_KEY:
+    case CAIRN_E_LEASE_NOT_FOUND:
+    case CAIRN_E_KEY_NOT_FOUND:
+    case CAIRN_E_COMPACTED:
+    case CAIRN_E_FUTURE_REV:
+    case CAIRN_E_LEASE_EXISTS:
+    case CAIRN_E_LEASE_TTL_TOO_LARGE:
+    case CAIRN_E_INVALID_ARGUMENT:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static int db_err(struct applier *w)
+{
+    return sql_err(sqlite3_errcode(w->s->c.db));
+}
+
+static int step_done(sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : sql_err(rc);
+}
+
+/* --- rows ---------------------------------------------------------------------- */
+
+struct prevrow {
+    bool live;       /* the newest row is a live value */
+    int64_t main, sub;
+    struct mvcc_kv kv;
+};
+
+/* The newest row of key; kv (with key = the given copy) only if live. */
+static int kv_latest(struct applier *w, struct mvcc_buf key, struct prevrow *p)
+{
+    sqlite3_stmt *st = conn_stmt(&w->s->c, ST_KV_LATEST);
+    memset(p, 0, sizeof(*p));
+    if (!st)
+        return db_err(w);
+    bind_buf(st, 1, key);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW && sqlite3_column_type(st, 7) == SQLITE_NULL) {
+        p->live = true;
+        p->main = sqlite3_column_int64(st, 1);
+        p->sub = sqlite3_column_int64(st, 6);
+        if ((rc = row_kv(w->a, st, &p->kv, true)) < 0)
+            goto out;
+    }
+    rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sql_err(rc);
+out:
+    sqlite3_reset(st);
+    return rc;
+}
+
+static int lease_exists(struct applier *w, int64_t id, bool *exists)
+{
+    sqlite3_stmt *st = conn_stmt(&w->s->c, ST_LEASE_GET);
+    if (!st)
+        return db_err(w);
+    sqlite3_bind_int64(st, 1, id);
+    int rc = sqlite3_step(st);
+    *exists = rc == SQLITE_ROW;
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sql_err(rc);
+}
+
+static int set_dead(struct applier *w, const struct mvcc_buf key, int64_t main, int64_t sub,
+                    int64_t dead)
+{
+    sqlite3_stmt *st = conn_stmt(&w->s->c, ST_KV_SET_DEAD);
+    if (!st)
+        return db_err(w);
+    bind_buf(st, 1, key);
+    sqlite3_bind_int64(st, 2, main);
+    sqlite3_bind_int64(st, 3, sub);
+    sqlite3_bind_int64(st, 4, dead);
+    return step_done(st);
+}
+
+static int insert_row(struct applier *w, const struct mvcc_kv *kv, int64_t sub, bool tombstone)
+{
+    sqlite3_stmt *st = conn_stmt(&w->s->c, ST_KV_INSERT);
+    if (!st)
+        return db_err(w);
+    bind_buf(st, 1, kv->key);
+    sqlite3_bind_int64(st, 2, kv->mod_revision);
+    sqlite3_bind_int64(st, 3, sub);
+    if (tombstone)
+        sqlite3_bind_int64(st, 4, kv->mod_revision);
+    sqlite3_bind_int64(st, 5, kv->create_revision);
+    sqlite3_bind_int64(st, 6, kv->version);
+    sqlite3_bind_int64(st, 7, kv->lease);
+    if (!tombstone)
+        bind_buf(st, 8, kv->value);
+    return step_done(st);
+}
+
+static int add_event(struct applier *w, enum mvcc_event_type type, const struct mvcc_kv *kv,
+                     struct mvcc_kv *prev)
+{
+    if (w->n_events == w->cap_events) {
+        size_t cap = w->cap_events ? w->cap_events * 2 : 64;
+        struct mvcc_event *ev = arena_alloc(w->a, cap * sizeof(*ev));
+        if (!ev)
+            return -ENOMEM;
+        if (w->n_events)
+            memcpy(ev, w->events, w->n_events * sizeof(*ev));
+        w->events = ev;
+        w->cap_events = cap;
+    }
+    struct mvcc_event *e = &w->events[w->n_events++];
+    e->type = type;
+    e->kv = *kv;
+    e->prev_kv = prev;
+    return 0;
+}
+
+static struct mvcc_kv *kv_copy(struct applier *w, const struct mvcc_kv *kv)
+{
+    struct mvcc_kv *c = arena_alloc(w->a, sizeof(*c));
+    if (c)
+        *c = *kv;
+    return c;
+}
+
+static int buf_copy(struct applier *w, struct mvcc_buf in, struct mvcc_buf *out)
+{
+    void *d = arena_dup(w->a, in.data, in.len);
+    if (!d)
+        return -ENOMEM;
+    out->data = d;
+    out->len = in.len;
+    return 0;
+}
+
+/* Delete one live key at the current write revision. */
+static int delete_one(struct applier *w, struct prevrow *p, struct mvcc_kv **prev_out)
+{
+    int64_t rev = w->begin_rev + 1;
+    int rc = set_dead(w, p->kv.key, p->main, p->sub, rev);
+    if (rc < 0)
+        return rc;
+    struct mvcc_kv tomb = {.key = p->kv.key, .mod_revision = rev};
+    if ((rc = insert_row(w, &tomb, w->sub++, true)) < 0)
+        return rc;
+    struct mvcc_kv *prev = kv_copy(w, &p->kv);
+    if (!prev)
+        return -ENOMEM;
+    if (prev_out)
+        *prev_out = prev;
+    return add_event(w, MVCC_EVENT_DELETE, &tomb, prev);
+}
+
+/* --- Put ---------------------------------------------------------------------------- */
+
+static int put_static_check(const struct mvcc_put_req *r)
+{
+    if (r->key.len == 0)
+        return -CAIRN_E_KEY_EMPTY;
+    if (r->ignore_value && r->value.len)
+        return -CAIRN_E_VALUE_PROVIDED;
+    if (r->ignore_lease && r->lease)
+        return -CAIRN_E_LEASE_PROVIDED;
+    return 0;
+}
+
+/* etcd's checkPut: the lease exists; ignore_* needs an existing key. */
+static int put_state_check(struct applier *w, const struct mvcc_put_req *r)
+{
+    int rc;
+    if (r->lease) {
+        bool ok;
+        if ((rc = lease_exists(w, r->lease, &ok)) < 0)
+            return rc;
+        if (!ok)
+            return -CAIRN_E_LEASE_NOT_FOUND;
+    }
+    if (r->ignore_value || r->ignore_lease) {
+        struct prevrow p;
+        if ((rc = kv_latest(w, r->key, &p)) < 0)
+            return rc;
+        if (!p.live)
+            return -CAIRN_E_KEY_NOT_FOUND;
+    }
+    return 0;
+}
+
+static int do_put(struct applier *w, const struct mvcc_put_req *r, struct mvcc_response *resp)
+{
+    struct prevrow p;
+    struct mvcc_buf key;
+    int rc;
+    if ((rc = buf_copy(w, r->key, &key)) < 0 || (rc = kv_latest(w, key, &p)) < 0)
+        return rc;
+    if ((r->ignore_value || r->ignore_lease) && !p.live)
+        return -CAIRN_E_KEY_NOT_FOUND; /* checked before; kept as a guard */
+    int64_t rev = w->begin_rev + 1;
+    struct mvcc_kv kv = {
+        .key = key,
+        .create_revision = p.live ? p.kv.create_revision : rev,
+        .mod_revision = rev,
+        .version = p.live ? p.kv.version + 1 : 1,
+        .lease = r->ignore_lease ? p.kv.lease : r->lease,
+    };
+    if (r->ignore_value)
+        kv.value = p.kv.value;
+    else if ((rc = buf_copy(w, r->value, &kv.value)) < 0)
+        return rc;
+    if (p.live) {
+        p.kv.key = key;
+        if ((rc = set_dead(w, key, p.main, p.sub, rev)) < 0)
+            return rc;
+    }
+    if ((rc = insert_row(w, &kv, w->sub++, false)) < 0)
+        return rc;
+    struct mvcc_kv *prev = p.live ? kv_copy(w, &p.kv) : NULL;
+    if (p.live && !prev)
+        return -ENOMEM;
+    resp->revision = rev;
+    resp->put.prev_kv = r->prev_kv ? prev : NULL;
+    return add_event(w, MVCC_EVENT_PUT, &kv, prev);
+}
+
+/* --- DeleteRange ---------------------------------------------------------------------- */
+
+/* The live rows of a range, in key order, before any of them is deleted. */
+static int live_rows(struct applier *w, struct mvcc_buf key, struct mvcc_buf end,
+                     struct prevrow **rows, size_t *n)
+{
+    enum range_kind kind = range_kind(key, end);
+    size_t cap = 0;
+    int rc;
+    *rows = NULL;
+    *n = 0;
+    if (kind == RK_EMPTY)
+        return 0;
+    if (kind == RK_SINGLE) {
+        struct prevrow p;
+        struct mvcc_buf k;
+        if ((rc = buf_copy(w, key, &k)) < 0 || (rc = kv_latest(w, k, &p)) < 0)
+            return rc;
+        if (!p.live)
+            return 0;
+        p.kv.key = k;
+        if (!(*rows = arena_alloc(w->a, sizeof(p))))
+            return -ENOMEM;
+        **rows = p;
+        *n = 1;
+        return 0;
+    }
+    sqlite3_stmt *st = conn_stmt(&w->s->c, kind == RK_BOUNDED ? ST_KV_LIVE_RANGE : ST_KV_LIVE_FROM);
+    if (!st)
+        return db_err(w);
+    bind_buf(st, 1, key);
+    if (kind == RK_BOUNDED)
+        bind_buf(st, 2, end);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            struct prevrow *nr = arena_alloc(w->a, ncap * sizeof(*nr));
+            if (!nr) {
+                rc = -ENOMEM;
+                goto out;
+            }
+            if (*n)
+                memcpy(nr, *rows, *n * sizeof(*nr));
+            *rows = nr;
+            cap = ncap;
+        }
+        struct prevrow *p = &(*rows)[(*n)++];
+        p->live = true;
+        p->main = sqlite3_column_int64(st, 1);
+        p->sub = sqlite3_column_int64(st, 6);
+        if ((rc = row_kv(w->a, st, &p->kv, true)) < 0)
+            goto out;
+    }
+    rc = rc == SQLITE_DONE ? 0 : sql_err(rc);
+out:
+    sqlite3_reset(st);
+    return rc;
+}
+
+static int do_delete(struct applier *w, const struct mvcc_delete_req *r,
+                     struct mvcc_response *resp)
+{
+    struct prevrow *rows;
+    size_t n;
+    int rc = live_rows(w, r->key, r->range_end, &rows, &n);
+    if (rc < 0)
+        return rc;
+    struct mvcc_kv *prevs = NULL;
+    if (r->prev_kv && n && !(prevs = arena_alloc(w->a, n * sizeof(*prevs))))
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        struct mvcc_kv *prev;
+        if ((rc = delete_one(w, &rows[i], &prev)) < 0)
+            return rc;
+        if (prevs)
+            prevs[i] = *prev;
+    }
+    resp->del.deleted = (int64_t)n;
+    resp->del.prev_kvs = prevs;
+    resp->del.n_prev_kvs = prevs ? n : 0;
+    resp->revision = view_rev(w);
+    return 0;
+}
+
+/* --- Txn -------------------------------------------------------------------------------- */
+
+/* etcd's checkRequestOp, recursively: request shapes only. */
+static int txn_static_check(const struct mvcc_txn_req *t)
+{
+    for (size_t i = 0; i < t->n_compares; i++) {
+        if (t->compares[i].key.len == 0)
+            return -CAIRN_E_KEY_EMPTY;
+        if ((unsigned)t->compares[i].target > MVCC_CMP_LEASE ||
+            (unsigned)t->compares[i].result > MVCC_CMP_NOT_EQUAL)
+            return -CAIRN_E_INVALID_ARGUMENT;
+    }
+    for (int branch = 0; branch < 2; branch++) {
+        const struct mvcc_request *ops = branch ? t->failure : t->success;
+        size_t n = branch ? t->n_failure : t->n_success;
+        for (size_t i = 0; i < n; i++) {
+            int rc = 0;
+            switch (ops[i].type) {
+            case MVCC_REQ_RANGE:
+                rc = ops[i].range.key.len ? 0 : -CAIRN_E_KEY_EMPTY;
+                break;
+            case MVCC_REQ_PUT:
+                rc = put_static_check(&ops[i].put);
+                break;
+            case MVCC_REQ_DELETE_RANGE:
+                rc = ops[i].del.key.len ? 0 : -CAIRN_E_KEY_EMPTY;
+                break;
+            case MVCC_REQ_TXN:
+                rc = txn_static_check(&ops[i].txn);
+                break;
+            default:
+                rc = -CAIRN_E_INVALID_ARGUMENT;
+            }
+            if (rc < 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+/* Key sets and delete intervals for etcd's checkIntervals. */
+struct keyset {
+    const struct mvcc_buf *k;
+    size_t n, cap;
+};
+struct ivl {
+    struct mvcc_buf key, end;
+};
+struct ivlset {
+    struct ivl *v;
+    size_t n, cap;
+};
+
+static bool buf_eq(struct mvcc_buf a, struct mvcc_buf b)
+{
+    return a.len == b.len && (a.len == 0 || memcmp(a.data, b.data, a.len) == 0);
+}
+
+static int buf_cmp(struct mvcc_buf a, struct mvcc_buf b)
+{
+    size_t n = a.len < b.len ? a.len : b.len;
+    int c = n ? memcmp(a.data, b.data, n) : 0;
+    return c ? c : a.len < b.len ? -1 : a.len > b.len;
+}
+
+static bool keyset_has(const struct keyset *s, struct mvcc_buf k)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (buf_eq(s->k[i], k))
+            return true;
+    return false;
+}
+
+/* Add k unless present: a set, like etcd's map. */
+static int keyset_add(struct arena *a, struct keyset *s, struct mvcc_buf k)
+{
+    if (keyset_has(s, k))
+        return 0;
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 8;
+        struct mvcc_buf *nk = arena_alloc(a, cap * sizeof(*nk));
+        if (!nk)
+            return -ENOMEM;
+        if (s->n)
+            memcpy(nk, s->k, s->n * sizeof(*nk));
+        s->k = nk;
+        s->cap = cap;
+    }
+    ((struct mvcc_buf *)s->k)[s->n++] = k;
+    return 0;
+}
+
+static int ivl_add(struct arena *a, struct ivlset *s, struct ivl iv)
+{
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 8;
+        struct ivl *nv = arena_alloc(a, cap * sizeof(*nv));
+        if (!nv)
+            return -ENOMEM;
+        if (s->n)
+            memcpy(nv, s->v, s->n * sizeof(*nv));
+        s->v = nv;
+        s->cap = cap;
+    }
+    s->v[s->n++] = iv;
+    return 0;
+}
+
+/* Does a delete interval cover key k?  ("\0" as range_end: every key >= key.) */
+static bool ivl_hit(const struct ivlset *s, struct mvcc_buf k)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        const struct ivl *iv = &s->v[i];
+        switch (range_kind(iv->key, iv->end)) {
+        case RK_SINGLE:
+            if (buf_eq(iv->key, k))
+                return true;
+            break;
+        case RK_FROM:
+            if (buf_cmp(k, iv->key) >= 0)
+                return true;
+            break;
+        case RK_BOUNDED:
+            if (buf_cmp(k, iv->key) >= 0 && buf_cmp(k, iv->end) < 0)
+                return true;
+            break;
+        case RK_EMPTY:
+            break;
+        }
+    }
+    return false;
+}
+
+/*
+ * etcd's checkIntervals: a put may not share its key with another put or a
+ * delete of the txn (then/else branches of one nested txn excepted, since
+ * only one runs).  Returns -CAIRN_E_DUPLICATE_KEY.
+ */
+static int check_intervals(struct arena *a, const struct mvcc_request *ops, size_t n,
+                           struct keyset *puts, struct ivlset *dels)
+{
+    int rc;
+    memset(puts, 0, sizeof(*puts));
+    memset(dels, 0, sizeof(*dels));
+    for (size_t i = 0; i < n; i++)
+        if (ops[i].type == MVCC_REQ_DELETE_RANGE &&
+            (rc = ivl_add(a, dels, (struct ivl){ops[i].del.key, ops[i].del.range_end})) < 0)
+            return rc;
+    for (size_t i = 0; i < n; i++) {
+        if (ops[i].type != MVCC_REQ_TXN)
+            continue;
+        const struct mvcc_txn_req *t = &ops[i].txn;
+        struct keyset pt, pe;
+        struct ivlset dt, de;
+        if ((rc = check_intervals(a, t->success, t->n_success, &pt, &dt)) < 0 ||
+            (rc = check_intervals(a, t->failure, t->n_failure, &pe, &de)) < 0)
+            return rc;
+        for (size_t j = 0; j < pt.n; j++) {
+            if (keyset_has(puts, pt.k[j]) || ivl_hit(dels, pt.k[j]))
+                return -CAIRN_E_DUPLICATE_KEY;
+            if ((rc = keyset_add(a, puts, pt.k[j])) < 0)
+                return rc;
+        }
+        for (size_t j = 0; j < pe.n; j++) {
+            if ((keyset_has(puts, pe.k[j]) && !keyset_has(&pt, pe.k[j])) || ivl_hit(dels, pe.k[j]))
+                return -CAIRN_E_DUPLICATE_KEY;
+            if ((rc = keyset_add(a, puts, pe.k[j])) < 0)
+                return rc;
+        }
+        for (size_t j = 0; j < dt.n; j++)
+            if ((rc = ivl_add(a, dels, dt.v[j])) < 0)
+                return rc;
+        for (size_t j = 0; j < de.n; j++)
+            if ((rc = ivl_add(a, dels, de.v[j])) < 0)
+                return rc;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (ops[i].type != MVCC_REQ_PUT)
+            continue;
+        struct mvcc_buf k = ops[i].put.key;
+        if (keyset_has(puts, k) || ivl_hit(dels, k))
+            return -CAIRN_E_DUPLICATE_KEY;
+        if ((rc = keyset_add(a, puts, k)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int cmp_i64(int64_t a, int64_t b)
+{
+    return a < b ? -1 : a > b;
+}
+
+/* etcd's compareKV. */
+static bool compare_kv(const struct mvcc_compare *c, const struct mvcc_kv *kv)
+{
+    int r = 0;
+    switch (c->target) {
+    case MVCC_CMP_VALUE:
+        r = buf_cmp(kv->value, c->value);
+        break;
+    case MVCC_CMP_CREATE:
+        r = cmp_i64(kv->create_revision, c->number);
+        break;
+    case MVCC_CMP_MOD:
+        r = cmp_i64(kv->mod_revision, c->number);
+        break;
+    case MVCC_CMP_VERSION:
+        r = cmp_i64(kv->version, c->number);
+        break;
+    case MVCC_CMP_LEASE:
+        r = cmp_i64(kv->lease, c->number);
+        break;
+    }
+    switch (c->result) {
+    case MVCC_CMP_EQUAL:
+        return r == 0;
+    case MVCC_CMP_NOT_EQUAL:
+        return r != 0;
+    case MVCC_CMP_GREATER:
+        return r > 0;
+    case MVCC_CMP_LESS:
+        return r < 0;
+    }
+    return true;
+}
+
+/* etcd's applyCompare: every key in the range must satisfy it. */
+static int apply_compare(struct applier *w, const struct mvcc_compare *c, bool *ok)
+{
+    struct mvcc_range_req rr = {.key = c->key, .range_end = c->range_end};
+    struct mvcc_range_resp out;
+    int rc = kv_range(&w->s->c, w->a, &rr, view_rev(w), w->st->compact_rev, &out);
+    if (rc < 0)
+        return rc;
+    if (out.n_kvs == 0) {
+        static const struct mvcc_kv zero;
+        *ok = c->target == MVCC_CMP_VALUE ? false : compare_kv(c, &zero);
+        return 0;
+    }
+    *ok = true;
+    for (size_t i = 0; i < out.n_kvs && *ok; i++)
+        *ok = compare_kv(c, &out.kvs[i]);
+    return 0;
+}
+
+/* The branch every txn of the tree takes, in depth-first order (etcd's txnPath). */
+struct path {
+    bool *v;
+    size_t n, cap;
+};
+
+static int path_build(struct applier *w, const struct mvcc_txn_req *t, struct path *p)
+{
+    bool ok = true;
+    int rc;
+    for (size_t i = 0; i < t->n_compares && ok; i++)
+        if ((rc = apply_compare(w, &t->compares[i], &ok)) < 0)
+            return rc;
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 8;
+        bool *nv = arena_alloc(w->a, cap);
+        if (!nv)
+            return -ENOMEM;
+        if (p->n)
+            memcpy(nv, p->v, p->n);
+        p->v = nv;
+        p->cap = cap;
+    }
+    p->v[p->n++] = ok;
+    const struct mvcc_request *ops = ok ? t->success : t->failure;
+    size_t n = ok ? t->n_success : t->n_failure;
+    for (size_t i = 0; i < n; i++)
+        if (ops[i].type == MVCC_REQ_TXN && (rc = path_build(w, &ops[i].txn, p)) < 0)
+            return rc;
+    return 0;
+}
+
+/* etcd's checkRequests with checkPut and checkRange, along the path. */
+static int path_check(struct applier *w, const struct mvcc_txn_req *t, const struct path *p,
+                      size_t *pi, bool puts)
+{
+    bool ok = p->v[(*pi)++];
+    const struct mvcc_request *ops = ok ? t->success : t->failure;
+    size_t n = ok ? t->n_success : t->n_failure;
+    int rc;
+    for (size_t i = 0; i < n; i++) {
+        if (puts && ops[i].type == MVCC_REQ_PUT && (rc = put_state_check(w, &ops[i].put)) < 0)
+            return rc;
+        if (!puts && ops[i].type == MVCC_REQ_RANGE && ops[i].range.revision > 0) {
+            if (ops[i].range.revision > view_rev(w))
+                return -CAIRN_E_FUTURE_REV;
+            if (ops[i].range.revision < w->st->compact_rev)
+                return -CAIRN_E_COMPACTED;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        if (ops[i].type == MVCC_REQ_TXN && (rc = path_check(w, &ops[i].txn, p, pi, puts)) < 0)
+            return rc;
+    return 0;
+}
+
+static int do_range(struct applier *w, const struct mvcc_range_req *r, struct mvcc_response *resp)
+{
+    resp->revision = view_rev(w);
+    return kv_range(&w->s->c, w->a, r, view_rev(w), w->st->compact_rev, &resp->range);
+}
+
+static int txn_exec(struct applier *w, const struct mvcc_txn_req *t, const struct path *p,
+                    size_t *pi, struct mvcc_response *resp)
+{
+    bool ok = p->v[(*pi)++];
+    const struct mvcc_request *ops = ok ? t->success : t->failure;
+    size_t n = ok ? t->n_success : t->n_failure;
+    int rc = 0;
+    resp->txn.succeeded = ok;
+    resp->txn.n_responses = n;
+    if (n && !(resp->txn.responses = arena_alloc(w->a, n * sizeof(*resp->txn.responses))))
+        return -ENOMEM;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        struct mvcc_response *sub = &resp->txn.responses[i];
+        sub->type = ops[i].type;
+        switch (ops[i].type) {
+        case MVCC_REQ_RANGE:
+            rc = do_range(w, &ops[i].range, sub);
+            break;
+        case MVCC_REQ_PUT:
+            rc = do_put(w, &ops[i].put, sub);
+            break;
+        case MVCC_REQ_DELETE_RANGE:
+            rc = do_delete(w, &ops[i].del, sub);
+            break;
+        case MVCC_REQ_TXN:
+            rc = txn_exec(w, &ops[i].txn, p, pi, sub);
+            break;
+        default:
+            rc = -CAIRN_E_INVALID_ARGUMENT;
+        }
+    }
+    /* Everything was checked first: an error now is the storage's, never the request's. */
+    if (rc < 0 && request_error(rc))
+        rc = -CAIRN_E_CORRUPT;
+    return rc;
+}
+
+static int do_txn(struct applier *w, const struct mvcc_txn_req *t, struct mvcc_response *resp)
+{
+    struct keyset puts;
+    struct ivlset dels;
+    struct path p = {0};
+    size_t pi;
+    int rc;
+    struct mvcc_request self = {.type = MVCC_REQ_TXN, .txn = *t};
+    if ((rc = txn_static_check(t)) < 0 || (rc = check_intervals(w->a, &self, 1, &puts, &dels)) < 0)
+        return rc;
+    if ((rc = path_build(w, t, &p)) < 0)
+        return rc;
+    pi = 0;
+    if ((rc = path_check(w, t, &p, &pi, true)) < 0)
+        return rc;
+    pi = 0;
+    if ((rc = path_check(w, t, &p, &pi, false)) < 0)
+        return rc;
+    pi = 0;
+    if ((rc = txn_exec(w, t, &p, &pi, resp)) < 0)
+        return rc;
+    resp->revision = view_rev(w);
+    return 0;
+}
+
+/* --- leases, compaction, records ---------------------------------------------------------- */
+
+static int do_lease_grant(struct applier *w, const struct mvcc_lease_grant_req *r,
+                          struct mvcc_response *resp)
+{
+    bool exists;
+    int rc;
+    if (r->id == 0)
+        return -CAIRN_E_LEASE_NOT_FOUND; /* etcd: NoLease cannot be granted */
+    if (r->ttl > MVCC_MAX_LEASE_TTL)
+        return -CAIRN_E_LEASE_TTL_TOO_LARGE;
+    if ((rc = lease_exists(w, r->id, &exists)) < 0)
+        return rc;
+    if (exists)
+        return -CAIRN_E_LEASE_EXISTS;
+    int64_t ttl = r->ttl < w->s->opts.min_lease_ttl ? w->s->opts.min_lease_ttl : r->ttl;
+    sqlite3_stmt *st = conn_stmt(&w->s->c, ST_LEASE_INSERT);
+    if (!st)
+        return db_err(w);
+    sqlite3_bind_int64(st, 1, r->id);
+    sqlite3_bind_int64(st, 2, ttl);
+    if ((rc = step_done(st)) < 0)
+        return rc;
+    resp->lease_grant.id = r->id;
+    resp->lease_grant.ttl = ttl;
+    resp->revision = view_rev(w);
+    return 0;
+}
+
+/* Revoke: delete every attached key, in key order, in one revision. */
+static int do_lease_revoke(struct applier *w, const struct mvcc_lease_revoke_req *r,
+                           struct mvcc_response *resp)
+{
+    bool exists;
+    int rc;
+    if ((rc = lease_exists(w, r->id, &exists)) < 0)
+        return rc;
+    if (!exists || r->id == 0)
+        return -CAIRN_E_LEASE_NOT_FOUND;
+    sqlite3_stmt *st = conn_stmt(&w->s->c, ST_LEASE_KEYS);
+    if (!st)
+        return db_err(w);
+    sqlite3_bind_int64(st, 1, r->id);
+    struct mvcc_buf *keys = NULL;
+    size_t n = 0, cap = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            struct mvcc_buf *nk = arena_alloc(w->a, ncap * sizeof(*nk));
+            if (!nk) {
+                sqlite3_reset(st);
+                return -ENOMEM;
+            }
+            if (n)
+                memcpy(nk, keys, n * sizeof(*nk));
+            keys = nk;
+            cap = ncap;
+        }
+        if (col_buf(w->a, st, 0, &keys[n++]) < 0) {
+            sqlite3_reset(st);
+            return -ENOMEM;
+        }
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        return sql_err(rc);
+    for (size_t i = 0; i < n; i++) {
+        struct prevrow p;
+        if ((rc = kv_latest(w, keys[i], &p)) < 0)
+            return rc;
+        p.kv.key = keys[i];
+        if (p.live && (rc = delete_one(w, &p, NULL)) < 0)
+            return rc;
+    }
+    if (!(st = conn_stmt(&w->s->c, ST_LEASE_DELETE)))
+        return db_err(w);
+    sqlite3_bind_int64(st, 1, r->id);
+    if ((rc = step_done(st)) < 0)
+        return rc;
+    resp->revision = view_rev(w);
+    return 0;
+}
+
+static int do_lease_checkpoint(struct applier *w, const struct mvcc_lease_checkpoint_req *r,
+                               struct mvcc_response *resp)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        sqlite3_stmt *st = conn_stmt(&w->s->c, ST_LEASE_CHECKPOINT);
+        if (!st)
+            return db_err(w);
+        sqlite3_bind_int64(st, 1, r->checkpoints[i].id);
+        sqlite3_bind_int64(st, 2, r->checkpoints[i].remaining_ttl);
+        int rc = step_done(st);
+        if (rc < 0)
+            return rc;
+    }
+    resp->revision = view_rev(w);
+    return 0;
+}
+
+static int do_compact(struct applier *w, const struct mvcc_compact_req *r,
+                      struct mvcc_response *resp)
+{
+    resp->revision = view_rev(w);
+    if (r->revision <= w->st->compact_rev) {
+        resp->compact_revision = w->st->compact_rev;
+        return -CAIRN_E_COMPACTED;
+    }
+    if (r->revision > w->st->rev)
+        return -CAIRN_E_FUTURE_REV;
+    /* Stored with the batch: scheduled first, deleted later by mvcc_compact_step. */
+    w->st->compact_rev = r->revision;
+    resp->compact_revision = r->revision;
+    return 0;
+}
+
+static int do_record(struct applier *w, const struct mvcc_request *req, struct mvcc_response *resp)
+{
+    const struct mvcc_record_req *r = &req->record;
+    bool put = req->type == MVCC_REQ_RECORD_PUT;
+    if (r->ns.len == 0 || r->name.len == 0)
+        return -CAIRN_E_INVALID_ARGUMENT;
+    sqlite3_stmt *st = conn_stmt(&w->s->c, put ? ST_RECORD_PUT : ST_RECORD_DELETE);
+    if (!st)
+        return db_err(w);
+    bind_buf(st, 1, r->ns);
+    bind_buf(st, 2, r->name);
+    if (put)
+        bind_buf(st, 3, r->value);
+    int rc = step_done(st);
+    if (rc < 0)
+        return rc;
+    if (!put)
+        resp->record.deleted = sqlite3_changes(w->s->c.db);
+    resp->revision = view_rev(w);
+    return 0;
+}
+
+/* --- entries and batches ------------------------------------------------------------------ */
+
+static int apply_request(struct applier *w, const struct mvcc_request *req,
+                         struct mvcc_response *resp)
+{
+    int rc;
+    resp->type = req->type;
+    resp->revision = view_rev(w);
+    switch (req->type) {
+    case MVCC_REQ_NOOP:
+        return 0;
+    case MVCC_REQ_RANGE:
+        return do_range(w, &req->range, resp);
+    case MVCC_REQ_PUT:
+        if ((rc = put_static_check(&req->put)) < 0 || (rc = put_state_check(w, &req->put)) < 0)
+            return rc;
+        return do_put(w, &req->put, resp);
+    case MVCC_REQ_DELETE_RANGE:
+        if (req->del.key.len == 0)
+            return -CAIRN_E_KEY_EMPTY;
+        return do_delete(w, &req->del, resp);
+    case MVCC_REQ_TXN:
+        return do_txn(w, &req->txn, resp);
+    case MVCC_REQ_COMPACT:
+        return do_compact(w, &req->compact, resp);
+    case MVCC_REQ_LEASE_GRANT:
+        return do_lease_grant(w, &req->lease_grant, resp);
+    case MVCC_REQ_LEASE_REVOKE:
+        return do_lease_revoke(w, &req->lease_revoke, resp);
+    case MVCC_REQ_LEASE_CHECKPOINT:
+        return do_lease_checkpoint(w, &req->lease_checkpoint, resp);
+    case MVCC_REQ_RECORD_PUT:
+    case MVCC_REQ_RECORD_DELETE:
+        return do_record(w, req, resp);
+    }
+    return -CAIRN_E_INVALID_ARGUMENT;
+}
+
+int mvcc_apply(struct mvcc_store *s, const struct mvcc_entry *entries, size_t n,
+               struct mvcc_result **out)
+{
+    struct arena a = {0};
+    struct state st = s->st;
+    struct applier w = {.s = s, .a = &a, .st = &st};
+    struct mvcc_result *res = arena_alloc(&a, sizeof(*res));
+    struct arena *keep = arena_alloc(&a, sizeof(*keep));
+    bool applied = false;
+    int rc;
+    *out = NULL;
+    if (!res || !keep || (n && !(res->entries = arena_alloc(&a, n * sizeof(*res->entries))))) {
+        arena_free(&a);
+        return -ENOMEM;
+    }
+    if ((rc = conn_exec(&s->c, ST_BEGIN_IMMEDIATE)) < 0) {
+        arena_free(&a);
+        return rc;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct mvcc_applied *ap = &res->entries[i];
+        ap->index = entries[i].index;
+        ap->first_event = w.n_events;
+        if (entries[i].index <= st.ci) {
+            ap->skipped = true;
+            continue;
+        }
+        w.begin_rev = st.rev;
+        w.sub = 0;
+        rc = apply_request(&w, &entries[i].req, &ap->resp);
+        if (rc < 0 && !request_error(rc))
+            goto fail;
+        if (rc < 0) {
+            /* checks come before writes, so a failed request wrote nothing */
+            if (w.sub != 0) {
+                rc = -CAIRN_E_CORRUPT;
+                goto fail;
+            }
+            ap->resp.err = rc;
+            if (rc == -CAIRN_E_COMPACTED)
+                ap->resp.compact_revision = st.compact_rev;
+            ap->resp.revision = st.rev;
+        }
+        if (w.sub > 0)
+            st.rev = w.begin_rev + 1;
+        ap->n_events = w.n_events - ap->first_event;
+        st.ci = entries[i].index;
+        st.term = entries[i].term;
+        applied = true;
+    }
+    if (applied && (rc = state_put(&s->c, &st)) < 0)
+        goto fail;
+    if ((rc = conn_exec(&s->c, ST_COMMIT)) < 0)
+        goto fail;
+    s->st = st;
+    res->n_entries = n;
+    res->events = w.events;
+    res->n_events = w.n_events;
+    res->revision = st.rev;
+    res->consistent_index = st.ci;
+    *keep = a;
+    res->priv_ = keep;
+    *out = res;
+    return 0;
+fail:
+    conn_exec(&s->c, ST_ROLLBACK);
+    arena_free(&a);
+    return rc;
+}
+
+void mvcc_result_free(struct mvcc_result *r)
+{
+    if (r && r->priv_) {
+        struct arena a = *(struct arena *)r->priv_;
+        arena_free(&a);
+    }
+}

@@ -1,0 +1,1075 @@
+/* storage/mvcc: every etcd semantic the issue lists, one named test each. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "base/errors.h"
+#include "storage/mvcc.h"
+
+#define B(s) ((struct mvcc_buf){(s), strlen(s)})
+#define NOB ((struct mvcc_buf){NULL, 0})
+
+struct fx {
+    char dir[64];
+    struct mvcc_store *s;
+    struct mvcc_reader *r;
+    uint64_t index;
+    struct mvcc_result *last;
+};
+
+static void rm_rf(const char *dir)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void fx_open(struct fx *f)
+{
+    char err[256];
+    assert_int_equal(mvcc_open(f->dir, NULL, &f->s, err, sizeof(err)), 0);
+    assert_int_equal(mvcc_reader_open(f->s, &f->r), 0);
+}
+
+static void fx_close(struct fx *f)
+{
+    mvcc_result_free(f->last);
+    f->last = NULL;
+    mvcc_reader_close(f->r);
+    mvcc_close(f->s);
+    f->r = NULL;
+    f->s = NULL;
+}
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    snprintf(f->dir, sizeof(f->dir), "/tmp/test_mvcc.XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    fx_open(f);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    fx_close(f);
+    rm_rf(f->dir);
+    free(f);
+    return 0;
+}
+
+/* Apply one request as the next entry; the response stays valid until the next call. */
+static struct mvcc_response *apply(struct fx *f, struct mvcc_request req)
+{
+    mvcc_result_free(f->last);
+    struct mvcc_entry e = {.index = ++f->index, .term = 1, .req = req};
+    assert_int_equal(mvcc_apply(f->s, &e, 1, &f->last), 0);
+    assert_int_equal(f->last->n_entries, 1);
+    assert_false(f->last->entries[0].skipped);
+    return &f->last->entries[0].resp;
+}
+
+static int64_t put(struct fx *f, const char *k, const char *v)
+{
+    struct mvcc_response *r =
+        apply(f, (struct mvcc_request){.type = MVCC_REQ_PUT, .put = {.key = B(k), .value = B(v)}});
+    assert_int_equal(r->err, 0);
+    return r->revision;
+}
+
+static int64_t put_lease(struct fx *f, const char *k, const char *v, int64_t lease)
+{
+    struct mvcc_response *r = apply(
+        f, (struct mvcc_request){.type = MVCC_REQ_PUT,
+                                 .put = {.key = B(k), .value = B(v), .lease = lease}});
+    assert_int_equal(r->err, 0);
+    return r->revision;
+}
+
+static struct mvcc_response *del(struct fx *f, const char *k, const char *end)
+{
+    return apply(f, (struct mvcc_request){.type = MVCC_REQ_DELETE_RANGE,
+                                          .del = {.key = B(k), .range_end = end ? B(end) : NOB}});
+}
+
+static int64_t rev_now(struct fx *f)
+{
+    struct mvcc_status st;
+    assert_int_equal(mvcc_reader_status(f->r, &st), 0);
+    return st.revision;
+}
+
+/* Range, asserting success. */
+static struct mvcc_range_result *rng(struct fx *f, struct mvcc_range_req req)
+{
+    struct mvcc_range_result *res = NULL;
+    assert_int_equal(mvcc_range(f->r, &req, &res, NULL), 0);
+    return res;
+}
+
+/* The single key's kv at rev (0: current), or found=false. */
+static bool get(struct fx *f, const char *k, int64_t rev, struct mvcc_kv *kv, char *val, size_t vlen)
+{
+    struct mvcc_range_result *res = rng(f, (struct mvcc_range_req){.key = B(k), .revision = rev});
+    bool found = res->resp.n_kvs == 1;
+    if (found) {
+        *kv = res->resp.kvs[0];
+        snprintf(val, vlen, "%.*s", (int)kv->value.len, (const char *)kv->value.data);
+        kv->key = kv->value = NOB;
+    }
+    mvcc_range_result_free(res);
+    return found;
+}
+
+static void lease_grant(struct fx *f, int64_t id, int64_t ttl)
+{
+    struct mvcc_response *r = apply(
+        f, (struct mvcc_request){.type = MVCC_REQ_LEASE_GRANT, .lease_grant = {id, ttl}});
+    assert_int_equal(r->err, 0);
+}
+
+static void compact(struct fx *f, int64_t rev, int expect_err)
+{
+    struct mvcc_response *r =
+        apply(f, (struct mvcc_request){.type = MVCC_REQ_COMPACT, .compact = {rev}});
+    assert_int_equal(r->err, expect_err);
+}
+
+static void compact_finish(struct fx *f)
+{
+    bool done = false;
+    while (!done)
+        assert_int_equal(mvcc_compact_step(f->s, 2, &done), 0);
+}
+
+/* --- revisions ------------------------------------------------------------------ */
+
+static void test_new_store_starts_at_revision_1(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(rev_now(f), 1);
+    assert_int_equal(put(f, "a", "1"), 2);
+}
+
+static void test_revision_only_grows_across_reopen(void **state)
+{
+    struct fx *f = *state;
+    put(f, "a", "1");
+    put(f, "a", "2");
+    del(f, "a", NULL);
+    assert_int_equal(rev_now(f), 4);
+    compact(f, 4, 0);
+    compact_finish(f);
+    fx_close(f);
+    fx_open(f);
+    /* the newest row was a compacted tombstone: the revision must not fall back */
+    assert_int_equal(rev_now(f), 4);
+    assert_int_equal(put(f, "b", "1"), 5);
+}
+
+static void test_main_revision_per_request_sub_revision_per_operation(void **state)
+{
+    struct fx *f = *state;
+    struct mvcc_request ops[] = {
+        {.type = MVCC_REQ_PUT, .put = {.key = B("x"), .value = B("1")}},
+        {.type = MVCC_REQ_PUT, .put = {.key = B("y"), .value = B("2")}},
+        {.type = MVCC_REQ_DELETE_RANGE, .del = {.key = B("z")}},
+    };
+    put(f, "z", "0");
+    struct mvcc_response *r = apply(
+        f, (struct mvcc_request){.type = MVCC_REQ_TXN, .txn = {.success = ops, .n_success = 3}});
+    assert_int_equal(r->err, 0);
+    assert_int_equal(r->revision, 3);
+    assert_int_equal(f->last->n_events, 3);
+    struct mvcc_history_result *h;
+    assert_int_equal(mvcc_history(f->r,
+                                  &(struct mvcc_history_req){.key = B("a"), .range_end = B("\xff"),
+                                                             .min_revision = 3},
+                                  &h),
+                     0);
+    assert_int_equal(h->n_rows, 3);
+    const char *keys[] = {"x", "y", "z"};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(h->rows[i].kv.mod_revision, 3);
+        assert_int_equal(h->rows[i].sub_revision, i);
+        assert_memory_equal(h->rows[i].kv.key.data, keys[i], 1);
+    }
+    assert_true(h->rows[2].tombstone);
+    mvcc_history_result_free(h);
+}
+
+static void test_delete_of_missing_key_does_not_bump_revision(void **state)
+{
+    struct fx *f = *state;
+    put(f, "a", "1");
+    struct mvcc_response *r = del(f, "b", NULL);
+    assert_int_equal(r->err, 0);
+    assert_int_equal(r->del.deleted, 0);
+    assert_int_equal(r->revision, 2);
+    assert_int_equal(f->last->n_events, 0);
+    r = del(f, "c", "d");
+    assert_int_equal(r->del.deleted, 0);
+    assert_int_equal(rev_now(f), 2);
+}
+
+static void test_read_only_txn_does_not_bump_revision(void **state)
+{
+    struct fx *f = *state;
+    put(f, "a", "1");
+    struct mvcc_request ops[] = {{.type = MVCC_REQ_RANGE, .range = {.key = B("a")}}};
+    struct mvcc_compare cmp = {.target = MVCC_CMP_VALUE, .result = MVCC_CMP_EQUAL,
+                               .key = B("a"), .value = B("1")};
+    struct mvcc_response *r = apply(
+        f, (struct mvcc_request){.type = MVCC_REQ_TXN,
+                                 .txn = {.compares = &cmp, .n_compares = 1, .success = ops,
+                                         .n_success = 1}});
+    assert_int_equal(r->err, 0);
+    assert_true(r->txn.succeeded);
+    assert_int_equal(r->revision, 2);
+    assert_int_equal(r->txn.responses[0].range.n_kvs, 1);
+    assert_int_equal(rev_now(f), 2);
+}
+
+static void test_create_mod_version_as_etcd(void **state)
+{
+    struct fx *f = *state;
+    struct mvcc_kv kv;
+    char v[16];
+    put(f, "a", "1");   /* 2 */
+    put(f, "b", "x");   /* 3 */
+    put(f, "a", "2");   /* 4 */
+    assert_true(get(f, "a", 0, &kv, v, sizeof(v)));
+    assert_int_equal(kv.create_revision, 2);
+    assert_int_equal(kv.mod_revision, 4);
+    assert_int_equal(kv.version, 2);
+    assert_string_equal(v, "2");
+    assert_true(get(f, "a", 3, &kv, v, sizeof(v)));
+    assert_int_equal(kv.version, 1);
+    assert_string_equal(v, "1");
+}
+
+static void test_put_then_delete_resets_version(void **state)
+{
+    struct fx *f = *state;
+    struct mvcc_kv kv;
+    char v[16];
+    put(f, "a", "1");
+    put(f, "a", "2");
+    assert_int_equal(del(f, "a", NULL)->del.deleted, 1);
+    assert_false(get(f, "a", 0, &kv, v, sizeof(v)));
+    int64_t rev = put(f, "a", "3");
+    assert_true(get(f, "a", 0, &kv, v, sizeof(v)));
+    assert_int_equal(kv.version, 1);
+    assert_int_equal(kv.create_revision, rev);
+}
+
+static void test_ignore_value_and_lease_on_missing_key_fail(void **state)
+{
+    struct fx *f = *state;
+    struct mvcc_response *r = apply(
+        f, (struct mvcc_request){.type = MVCC_REQ_PUT, .put = {.key = B("a"), .ignore_value = true}});
+    assert_int_equal(r->err, -CAIRN_E_KEY_NOT_FOUND);
+    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_PUT,
+                                       .put = {.key = B("a"), .value = B("v"), .ignore_lease = true}});
+    assert_int_equal(r->err, -CAIRN_E_KEY_NOT_FOUND);
+    assert_int_equal(rev_now(f), 1);
+    /* and on an existing key they keep what is there */
+    lease_grant(f, 7, 100);
+    put_lease(f, "a", "old", 7);
+    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_PUT,
+                                       .put = {.key = B("a"), .ignore_value = true, .prev_kv = true}});
+    assert_int_equal(r->err, 0);
+    assert_non_null(r->put.prev_kv);
+    struct mvcc_kv kv;
+    char v[16];
+    assert_true(get(f, "a", 0, &kv, v, sizeof(v)));
+    assert_string_equal(v, "old");
+    assert_int_equal(kv.lease, 0); /* lease not ignored: the put's lease 0 applies */
+    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_PUT,
+                                       .put = {.key = B("a"), .value = B("v"), .lease = 7,
+                                               .ignore_lease = true}});
+    assert_int_equal(r->err, -CAIRN_E_LEASE_PROVIDED);
+    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_PUT,
+                                       .put = {.key = B("a"), .value = B("v"), .ignore_value = true}});
+    assert_int_equal(r->err, -CAIRN_E_VALUE_PROVIDED);
+}
+
+static void test_put_with_unknown_lease_fails(void **state)
+{
+    struct fx *f = *state;
+    struct mvcc_response *r = apply(
+        f, (struct mvcc_request){.type = MVCC_REQ_PUT, .put = {.key = B("a"), .lease = 5}});
+    assert_int_equal(r->err, -CAIRN_E_LEASE_NOT_FOUND);
+    assert_int_equal(rev_now(f), 1);
+}
+
+static void test_txn_may_not_write_the_same_key_twice(void **state)
+{
+    struct fx *f = *state;
+    struct mvcc_request two_puts[] = {
+        {.type = MVCC_REQ_PUT, .put = {.key = B("a"), .value = B("1")}},
+        {.type = MVCC_REQ_PUT, .put = {.key = B("a"), .value = B("2")}},
+    };
+    struct mvcc_response *r = apply(
+        f, (struct mvcc_request){.type = MVCC_REQ_TXN, .txn = {.success = two_puts, .n_success = 2}});
+    assert_int_equal(r->err, -CAIRN_E_DUPLICATE_KEY);
+    struct mvcc_request put_in_deleted[] = {
+        {.type = MVCC_REQ_DELETE_RANGE, .del = {.key = B("a"), .range_end = B("c")}},
+        {.type = MVCC_REQ_PUT, .put = {.key = B("b"), .value = B("2")}},
+    };
+    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_TXN,
+                                       .txn = {.success = put_in_deleted, .n_success = 2}});
+    assert_int_equal(r->err, -CAIRN_E_DUPLICATE_KEY);
+    /* a nested txn's put under an outer delete */
+    struct mvcc_request inner[] = {{.type = MVCC_REQ_PUT, .put = {.key = B("b"), .value = B("x")}}};
+    struct mvcc_request outer[] = {
+        {.type = MVCC_REQ_DELETE_RANGE, .del = {.key = B("b")}},
+        {.type = MVCC_REQ_TXN, .txn = {.success = inner, .n_success = 1}},
+    };
+    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_TXN, .txn = {.failure = outer, .n_failure = 2}});
+    assert_int_equal(r->err, -CAIRN_E_DUPLICATE_KEY);
+    /* the same key in then and else of one nested txn is fine: only one runs */
+    struct mvcc_request nested[] = {
+        {.type = MVCC_REQ_TXN,
+         .txn = {.success = inner, .n_success = 1, .failure = inner, .n_failure = 1}},
+    };
+    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_TXN, .txn = {.success = nested, .n_success = 1}});
+    assert_int_equal(r->err, 0);
+    assert_int_equal(rev_now(f), 2);
+    /* two deletes of one key are allowed: the second finds nothing */
+    struct mvcc_request two_dels[] = {
+        {.type = MVCC_REQ_DELETE_RANGE, .del = {.key = B("b")}},
+        {.type = MVCC_REQ_DELETE_RANGE, .del = {.key = B("a"), .range_end = B("z")}},
+    };
+    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_TXN, .txn = {.success = two_dels, .n_success = 2}});
+    assert_int_equal(r->err, 0);
+    assert_int_equal(r->txn.responses[0].del.deleted, 1);
+    assert_int_equal(r->txn.responses[1].del.deleted, 0);
+    assert_int_equal(r->revision, 3);
+}
+
+/* Run a txn with one compare; return whether it succeeded. */
+static bool cmp1(struct fx *f, struct mvcc_compare c)
+{
+    struct mvcc_response *r =
+        apply(f, (struct mvcc_request){.type = MVCC_REQ_TXN, .txn = {.compares = &c, .n_compares = 1}});
+    assert_int_equal(r->err, 0);
+    return r->txn.succeeded;
+}
+
+static void test_txn_compares_every_target_and_result(void **state)
+{
+    struct fx *f = *state;
+    lease_grant(f, 9, 60);
+    put(f, "a", "m");          /* 2: create 2, version 1 */
+    put_lease(f, "a", "m", 9); /* 3: mod 3, version 2, lease 9 */
+    const enum mvcc_cmp_result R[] = {MVCC_CMP_EQUAL, MVCC_CMP_NOT_EQUAL, MVCC_CMP_LESS,
+                                      MVCC_CMP_GREATER};
+    struct {
+        enum mvcc_cmp_target t;
+        int64_t actual;
+    } ints[] = {{MVCC_CMP_VERSION, 2}, {MVCC_CMP_CREATE, 2}, {MVCC_CMP_MOD, 3}, {MVCC_CMP_LEASE, 9}};
+    for (size_t i = 0; i < 4; i++)
+        for (int d = -1; d <= 1; d++)
+            for (size_t k = 0; k < 4; k++) {
+                int64_t n = ints[i].actual + d; /* compare actual against n */
+                bool want = R[k] == MVCC_CMP_EQUAL       ? d == 0
+                            : R[k] == MVCC_CMP_NOT_EQUAL ? d != 0
+                            : R[k] == MVCC_CMP_LESS      ? ints[i].actual < n
+                                                         : ints[i].actual > n;
+                struct mvcc_compare c = {.target = ints[i].t, .result = R[k], .key = B("a"), .number = n};
+                assert_int_equal(cmp1(f, c), want);
+            }
+    const char *vals[] = {"l", "m", "n"};
+    for (int d = 0; d < 3; d++)
+        for (size_t k = 0; k < 4; k++) {
+            bool want = R[k] == MVCC_CMP_EQUAL       ? d == 1
+                        : R[k] == MVCC_CMP_NOT_EQUAL ? d != 1
+                        : R[k] == MVCC_CMP_LESS      ? d == 2 /* "m" < "n" */
+                                                     : d == 0;
+            struct mvcc_compare c = {.target = MVCC_CMP_VALUE, .result = R[k], .key = B("a"),
+                                     .value = B(vals[d])};
+            assert_int_equal(cmp1(f, c), want);
+        }
+    /* a missing key: VALUE always fails, others compare against 0 */
+    assert_false(cmp1(f, (struct mvcc_compare){.target = MVCC_CMP_VALUE, .result = MVCC_CMP_NOT_EQUAL,
+                                               .key = B("nope"), .value = B("x")}));
+    assert_true(cmp1(f, (struct mvcc_compare){.target = MVCC_CMP_CREATE, .result = MVCC_CMP_EQUAL,
+                                              .key = B("nope"), .number = 0}));
+    assert_int_equal(rev_now(f), 3);
+}
+
+static void test_txn_compare_over_a_key_range(void **state)
+{
+    struct fx *f = *state;
+    put(f, "p/1", "x");
+    put(f, "p/2", "x");
+    put(f, "q", "y");
+    struct mvcc_compare all_x = {.target = MVCC_CMP_VALUE, .result = MVCC_CMP_EQUAL,
+                                 .key = B("p/"), .range_end = B("p0"), .value = B("x")};
+    assert_true(cmp1(f, all_x));
+    all_x.range_end = B("\0"); /* "q" joins the range and is not "x" */
+    all_x.range_end.len = 1;
+    assert_false(cmp1(f, all_x));
+    struct mvcc_compare mods = {.target = MVCC_CMP_MOD, .result = MVCC_CMP_LESS, .key = B("p/"),
+                                .range_end = B("p0"), .number = 4};
+    assert_true(cmp1(f, mods));
+    mods.number = 3;
+    assert_false(cmp1(f, mods));
+}
+
+static void test_txn_reads_see_earlier_writes_and_compares_see_state_before(void **state)
+{
+    struct fx *f = *state;
+    put(f, "a", "1");
+    struct mvcc_request inner_ops[] = {{.type = MVCC_REQ_RANGE, .range = {.key = B("a")}}};
+    struct mvcc_compare inner_cmp = {.target = MVCC_CMP_VALUE, .result = MVCC_CMP_EQUAL,
+                                     .key = B("a"), .value = B("1")};
+    struct mvcc_request ops[] = {
+        {.type = MVCC_REQ_PUT, .put = {.key = B("a"), .value = B("2"), .prev_kv = true}},
+        {.type = MVCC_REQ_RANGE, .range = {.key = B("a")}},
+        {.type = MVCC_REQ_TXN, .txn = {.compares = &inner_cmp, .n_compares = 1,
+                                       .success = inner_ops, .n_success = 1}},
+    };
+    struct mvcc_response *r = apply(
+        f, (struct mvcc_request){.type = MVCC_REQ_TXN, .txn = {.success = ops, .n_success = 3}});
+    assert_int_equal(r->err, 0);
+    assert_int_equal(r->revision, 3);
+    assert_int_equal(r->txn.responses[0].revision, 3);
+    assert_memory_equal(r->txn.responses[0].put.prev_kv->value.data, "1", 1);
+    assert_int_equal(r->txn.responses[1].range.n_kvs, 1);
+    assert_memory_equal(r->txn.responses[1].range.kvs[0].value.data, "2", 1);
+    assert_int_equal(r->txn.responses[1].revision, 3);
+    /* the nested compare was decided on the state before the txn */
+    assert_true(r->txn.responses[2].txn.succeeded);
+    assert_int_equal(r->txn.responses[2].revision, 0);
+}
+
+/* --- reads ----------------------------------------------------------------------- */
+
+static void test_read_below_compact_revision_fails_with_it(void **state)
+{
+    struct fx *f = *state;
+    for (int i = 0; i < 5; i++)
+        put(f, "a", "v");
+    compact(f, 4, 0);
+    struct mvcc_range_result *res = NULL;
+    int64_t crev = 0;
+    assert_int_equal(mvcc_range(f->r, &(struct mvcc_range_req){.key = B("a"), .revision = 3}, &res, &crev),
+                     -CAIRN_E_COMPACTED);
+    assert_int_equal(crev, 4);
+    res = rng(f, (struct mvcc_range_req){.key = B("a"), .revision = 4});
+    assert_int_equal(res->resp.n_kvs, 1);
+    assert_int_equal(res->resp.kvs[0].mod_revision, 4);
+    mvcc_range_result_free(res);
+    /* through the log too, and compacting again at or below fails */
+    struct mvcc_response *r = apply(
+        f, (struct mvcc_request){.type = MVCC_REQ_RANGE, .range = {.key = B("a"), .revision = 2}});
+    assert_int_equal(r->err, -CAIRN_E_COMPACTED);
+    assert_int_equal(r->compact_revision, 4);
+    compact(f, 4, -CAIRN_E_COMPACTED);
+    compact(f, 7, -CAIRN_E_FUTURE_REV);
+}
+
+static void test_read_above_current_revision_fails_future_rev(void **state)
+{
+    struct fx *f = *state;
+    put(f, "a", "v");
+    struct mvcc_range_result *res = NULL;
+    assert_int_equal(mvcc_range(f->r, &(struct mvcc_range_req){.key = B("a"), .revision = 3}, &res, NULL),
+                     -CAIRN_E_FUTURE_REV);
+    assert_int_equal(mvcc_range(f->r, &(struct mvcc_range_req){.key = NOB}, &res, NULL),
+                     -CAIRN_E_KEY_EMPTY);
+}
+
+static void test_reads_at_past_revisions(void **state)
+{
+    struct fx *f = *state;
+    put(f, "a", "1"); /* 2 */
+    put(f, "b", "1"); /* 3 */
+    put(f, "a", "2"); /* 4 */
+    del(f, "b", NULL); /* 5 */
+    put(f, "c", "1"); /* 6 */
+    int64_t want[][3] = {{0, 0, 0}, {0, 0, 0}, {2, 0, 0}, {2, 3, 0}, {4, 3, 0}, {4, 0, 0}, {4, 0, 6}};
+    const char *keys[] = {"a", "b", "c"};
+    for (int rev = 1; rev <= 6; rev++) {
+        struct mvcc_range_result *res =
+            rng(f, (struct mvcc_range_req){.key = B("a"), .range_end = B("z"), .revision = rev});
+        size_t j = 0;
+        for (int k = 0; k < 3; k++) {
+            if (!want[rev][k])
+                continue;
+            assert_true(j < res->resp.n_kvs);
+            assert_memory_equal(res->resp.kvs[j].key.data, keys[k], 1);
+            assert_int_equal(res->resp.kvs[j].mod_revision, want[rev][k]);
+            j++;
+        }
+        assert_int_equal(res->resp.n_kvs, j);
+        assert_int_equal(res->revision, 6); /* the header is the current revision */
+        mvcc_range_result_free(res);
+    }
+}
+
+static void test_range_end_single_prefix_and_from_key(void **state)
+{
+    struct fx *f = *state;
+    const char *keys[] = {"a", "ab", "abc", "b", "c"};
+    for (int i = 0; i < 5; i++)
+        put(f, keys[i], "v");
+    struct mvcc_range_result *res = rng(f, (struct mvcc_range_req){.key = B("ab")});
+    assert_int_equal(res->resp.n_kvs, 1);
+    mvcc_range_result_free(res);
+    res = rng(f, (struct mvcc_range_req){.key = B("ab"), .range_end = B("ac")}); /* prefix "ab" */
+    assert_int_equal(res->resp.n_kvs, 2);
+    mvcc_range_result_free(res);
+    struct mvcc_buf zero = {"", 1};
+    res = rng(f, (struct mvcc_range_req){.key = B("abc"), .range_end = zero});
+    assert_int_equal(res->resp.n_kvs, 3);
+    mvcc_range_result_free(res);
+    res = rng(f, (struct mvcc_range_req){.key = zero, .range_end = zero}); /* every key */
+    assert_int_equal(res->resp.n_kvs, 5);
+    mvcc_range_result_free(res);
+    res = rng(f, (struct mvcc_range_req){.key = B("c"), .range_end = B("a")}); /* end <= key */
+    assert_int_equal(res->resp.n_kvs, 0);
+    assert_int_equal(res->resp.count, 0);
+    mvcc_range_result_free(res);
+}
+
+static void test_range_limit_more_count_and_sorting(void **state)
+{
+    struct fx *f = *state;
+    put(f, "k1", "c"); /* 2 */
+    put(f, "k2", "a"); /* 3 */
+    put(f, "k3", "b"); /* 4 */
+    put(f, "k2", "d"); /* 5: k2 version 2 */
+    struct mvcc_buf lo = B("k"), hi = B("l");
+    struct mvcc_range_result *res = rng(f, (struct mvcc_range_req){.key = lo, .range_end = hi, .limit = 2});
+    assert_int_equal(res->resp.n_kvs, 2);
+    assert_true(res->resp.more);
+    assert_int_equal(res->resp.count, 3);
+    mvcc_range_result_free(res);
+    res = rng(f, (struct mvcc_range_req){.key = lo, .range_end = hi, .limit = 3});
+    assert_false(res->resp.more);
+    mvcc_range_result_free(res);
+    /* sort by value descending, limit 2: d (k2), c (k1) */
+    res = rng(f, (struct mvcc_range_req){.key = lo, .range_end = hi, .limit = 2,
+                                         .sort_order = MVCC_SORT_DESCEND, .sort_target = MVCC_SORT_VALUE});
+    assert_int_equal(res->resp.n_kvs, 2);
+    assert_memory_equal(res->resp.kvs[0].key.data, "k2", 2);
+    assert_memory_equal(res->resp.kvs[1].key.data, "k1", 2);
+    assert_true(res->resp.more);
+    mvcc_range_result_free(res);
+    /* target MOD with order NONE sorts ascending: k1 (2), k3 (4), k2 (5) */
+    res = rng(f, (struct mvcc_range_req){.key = lo, .range_end = hi, .sort_target = MVCC_SORT_MOD});
+    assert_memory_equal(res->resp.kvs[1].key.data, "k3", 2);
+    assert_memory_equal(res->resp.kvs[2].key.data, "k2", 2);
+    mvcc_range_result_free(res);
+    res = rng(f, (struct mvcc_range_req){.key = lo, .range_end = hi, .sort_order = MVCC_SORT_DESCEND});
+    assert_memory_equal(res->resp.kvs[0].key.data, "k3", 2);
+    mvcc_range_result_free(res);
+    res = rng(f, (struct mvcc_range_req){.key = lo, .range_end = hi, .sort_order = MVCC_SORT_DESCEND,
+                                         .sort_target = MVCC_SORT_VERSION});
+    assert_memory_equal(res->resp.kvs[0].key.data, "k2", 2);
+    mvcc_range_result_free(res);
+    res = rng(f, (struct mvcc_range_req){.key = lo, .range_end = hi, .sort_order = MVCC_SORT_ASCEND,
+                                         .sort_target = MVCC_SORT_CREATE});
+    assert_memory_equal(res->resp.kvs[0].key.data, "k1", 2);
+    mvcc_range_result_free(res);
+}
+
+static void test_range_keys_only_count_only_and_min_max_filters(void **state)
+{
+    struct fx *f = *state;
+    put(f, "k1", "v"); /* 2 */
+    put(f, "k2", "v"); /* 3 */
+    put(f, "k3", "v"); /* 4 */
+    put(f, "k1", "w"); /* 5 */
+    struct mvcc_buf lo = B("k"), hi = B("l");
+    struct mvcc_range_result *res = rng(f, (struct mvcc_range_req){.key = lo, .range_end = hi, .keys_only = true});
+    assert_int_equal(res->resp.n_kvs, 3);
+    assert_int_equal(res->resp.kvs[0].value.len, 0);
+    assert_int_equal(res->resp.kvs[0].version, 2);
+    mvcc_range_result_free(res);
+    res = rng(f, (struct mvcc_range_req){.key = lo, .range_end = hi, .count_only = true});
+    assert_int_equal(res->resp.n_kvs, 0);
+    assert_int_equal(res->resp.count, 3);
+    mvcc_range_result_free(res);
+    res = rng(f, (struct mvcc_range_req){.key = lo, .range_end = hi, .min_mod_revision = 3,
+                                         .max_mod_revision = 4});
+    assert_int_equal(res->resp.n_kvs, 2); /* k2, k3 */
+    assert_int_equal(res->resp.count, 3); /* count ignores the filters, as in etcd */
+    mvcc_range_result_free(res);
+    res = rng(f, (struct mvcc_range_req){.key = lo, .range_end = hi, .min_create_revision = 3});
+    assert_int_equal(res->resp.n_kvs, 2);
+    mvcc_range_result_free(res);
+    res = rng(f, (struct mvcc_range_req){.key = lo, .range_end = hi, .max_create_revision = 2});
+    assert_int_equal(res->resp.n_kvs, 1);
+    mvcc_range_result_free(res);
+    res = rng(f, (struct mvcc_range_req){.key = B("k1"), .max_mod_revision = 4});
+    assert_int_equal(res->resp.n_kvs, 0);
+    assert_int_equal(res->resp.count, 1);
+    mvcc_range_result_free(res);
+}
+
+/* --- compaction ------------------------------------------------------------------ */
+
+static size_t history_count(struct fx *f, const char *k)
+{
+    struct mvcc_history_result *h;
+    assert_int_equal(mvcc_history(f->r, &(struct mvcc_history_req){.key = B(k)}, &h), 0);
+    size_t n = h->n_rows;
+    mvcc_history_result_free(h);
+    return n;
+}
+
+static void test_compaction_keeps_newest_at_or_below_unless_tombstone(void **state)
+{
+    struct fx *f = *state;
+    put(f, "a", "1");  /* 2 */
+    put(f, "a", "2");  /* 3 */
+    put(f, "b", "1");  /* 4 */
+    del(f, "b", NULL); /* 5 */
+    put(f, "c", "1");  /* 6 */
+    put(f, "a", "3");  /* 7 */
+    put(f, "c", "2");  /* 8 */
+    compact(f, 6, 0);
+    /* logically gone at once, before any row is deleted */
+    assert_int_equal(history_count(f, "a"), 2); /* 3 (newest <= 6) and 7 */
+    assert_int_equal(history_count(f, "b"), 0); /* tombstone at 5 <= 6: whole key gone */
+    assert_int_equal(history_count(f, "c"), 2);
+    assert_true(mvcc_compact_pending(f->s));
+    compact_finish(f);
+    assert_false(mvcc_compact_pending(f->s));
+    assert_int_equal(history_count(f, "a"), 2);
+    assert_int_equal(history_count(f, "b"), 0);
+    struct mvcc_kv kv;
+    char v[8];
+    assert_true(get(f, "a", 6, &kv, v, sizeof(v)));
+    assert_string_equal(v, "2");
+    assert_false(get(f, "b", 6, &kv, v, sizeof(v)));
+    assert_true(get(f, "c", 6, &kv, v, sizeof(v)));
+    assert_int_equal(kv.version, 1);
+}
+
+static void test_interrupted_compaction_is_pending_after_reopen_and_finishes(void **state)
+{
+    struct fx *f = *state;
+    for (int i = 0; i < 20; i++)
+        put(f, i % 2 ? "a" : "b", "v");
+    compact(f, 15, 0);
+    bool done;
+    assert_int_equal(mvcc_compact_step(f->s, 3, &done), 0); /* one short step, then "crash" */
+    assert_false(done);
+    fx_close(f);
+    fx_open(f);
+    assert_true(mvcc_compact_pending(f->s));
+    struct mvcc_status st;
+    assert_int_equal(mvcc_store_status(f->s, &st), 0);
+    assert_int_equal(st.compact_revision, 15);
+    compact_finish(f);
+    assert_int_equal(history_count(f, "a"), 4); /* a is at the odd revisions: 15 (newest <= 15), 17, 19, 21 */
+    fx_close(f);
+    /* and finish_compaction does it inside open */
+    char err[256];
+    assert_int_equal(mvcc_open(f->dir, &(struct mvcc_options){.finish_compaction = true}, &f->s,
+                               err, sizeof(err)), 0);
+    assert_false(mvcc_compact_pending(f->s));
+    assert_int_equal(mvcc_reader_open(f->s, &f->r), 0);
+}
+
+/* --- leases ------------------------------------------------------------------------ */
+
+static void test_lease_revoke_deletes_its_keys_in_one_revision(void **state)
+{
+    struct fx *f = *state;
+    lease_grant(f, 42, 30);
+    put_lease(f, "b", "1", 42);
+    put_lease(f, "a", "1", 42);
+    put_lease(f, "c", "1", 42);
+    put(f, "c", "2"); /* re-put without the lease: detached */
+    put(f, "d", "1");
+    int64_t before = rev_now(f);
+    struct mvcc_lease_list *l;
+    assert_int_equal(mvcc_lease_get(f->r, 42, &l), 0);
+    assert_int_equal(l->leases[0].n_keys, 2);
+    mvcc_lease_list_free(l);
+    struct mvcc_response *r =
+        apply(f, (struct mvcc_request){.type = MVCC_REQ_LEASE_REVOKE, .lease_revoke = {42}});
+    assert_int_equal(r->err, 0);
+    assert_int_equal(r->revision, before + 1);
+    assert_int_equal(f->last->n_events, 2);
+    assert_int_equal(f->last->events[0].type, MVCC_EVENT_DELETE);
+    assert_memory_equal(f->last->events[0].kv.key.data, "a", 1);
+    assert_memory_equal(f->last->events[1].kv.key.data, "b", 1);
+    assert_int_equal(f->last->events[1].kv.mod_revision, before + 1);
+    struct mvcc_kv kv;
+    char v[8];
+    assert_false(get(f, "a", 0, &kv, v, sizeof(v)));
+    assert_true(get(f, "c", 0, &kv, v, sizeof(v)));
+    assert_int_equal(mvcc_lease_get(f->r, 42, &l), -CAIRN_E_LEASE_NOT_FOUND);
+    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_LEASE_REVOKE, .lease_revoke = {42}});
+    assert_int_equal(r->err, -CAIRN_E_LEASE_NOT_FOUND);
+    /* a lease without keys revokes without a revision */
+    lease_grant(f, 43, 30);
+    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_LEASE_REVOKE, .lease_revoke = {43}});
+    assert_int_equal(r->err, 0);
+    assert_int_equal(rev_now(f), before + 1);
+}
+
+static void test_lease_grant_checkpoint_and_list(void **state)
+{
+    struct fx *f = *state;
+    mvcc_reader_close(f->r);
+    mvcc_close(f->s);
+    char err[256];
+    assert_int_equal(mvcc_open(f->dir, &(struct mvcc_options){.min_lease_ttl = 5}, &f->s, err,
+                               sizeof(err)), 0);
+    assert_int_equal(mvcc_reader_open(f->s, &f->r), 0);
+    struct mvcc_response *r =
+        apply(f, (struct mvcc_request){.type = MVCC_REQ_LEASE_GRANT, .lease_grant = {1, 2}});
+    assert_int_equal(r->lease_grant.ttl, 5);
+    lease_grant(f, 2, 100);
+    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_LEASE_GRANT, .lease_grant = {2, 10}});
+    assert_int_equal(r->err, -CAIRN_E_LEASE_EXISTS);
+    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_LEASE_GRANT,
+                                       .lease_grant = {3, 9000000001LL}});
+    assert_int_equal(r->err, -CAIRN_E_LEASE_TTL_TOO_LARGE);
+    struct mvcc_lease_checkpoint cps[] = {{2, 77}, {99, 1}};
+    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_LEASE_CHECKPOINT,
+                                       .lease_checkpoint = {cps, 2}});
+    assert_int_equal(r->err, 0);
+    struct mvcc_lease_list *l;
+    assert_int_equal(mvcc_lease_list(f->r, &l), 0);
+    assert_int_equal(l->n, 2);
+    assert_int_equal(l->leases[0].id, 1);
+    assert_int_equal(l->leases[1].ttl, 100);
+    assert_int_equal(l->leases[1].remaining_ttl, 77);
+    mvcc_lease_list_free(l);
+    assert_int_equal(rev_now(f), 1);
+}
+
+/* --- apply machinery ---------------------------------------------------------------- */
+
+static void test_entries_at_or_below_consistent_index_are_skipped(void **state)
+{
+    struct fx *f = *state;
+    struct mvcc_entry e[3] = {
+        {.index = 5, .term = 2, .req = {.type = MVCC_REQ_PUT, .put = {.key = B("a"), .value = B("1")}}},
+        {.index = 6, .term = 2, .req = {.type = MVCC_REQ_NOOP}},
+        {.index = 7, .term = 3, .req = {.type = MVCC_REQ_PUT, .put = {.key = B("a"), .value = B("2")}}},
+    };
+    struct mvcc_result *res;
+    assert_int_equal(mvcc_apply(f->s, e, 2, &res), 0);
+    assert_int_equal(res->consistent_index, 6);
+    mvcc_result_free(res);
+    fx_close(f);
+    fx_open(f);
+    /* replay from 5: only 7 applies */
+    assert_int_equal(mvcc_apply(f->s, e, 3, &res), 0);
+    assert_true(res->entries[0].skipped);
+    assert_true(res->entries[1].skipped);
+    assert_false(res->entries[2].skipped);
+    assert_int_equal(res->entries[2].resp.revision, 3);
+    assert_int_equal(res->n_events, 1);
+    assert_int_equal(res->entries[2].first_event, 0);
+    mvcc_result_free(res);
+    struct mvcc_status st;
+    assert_int_equal(mvcc_reader_status(f->r, &st), 0);
+    assert_int_equal(st.consistent_index, 7);
+    assert_int_equal(st.consistent_term, 3);
+    assert_int_equal(st.revision, 3);
+}
+
+static void test_events_carry_kv_and_prev_kv(void **state)
+{
+    struct fx *f = *state;
+    put(f, "a", "1");
+    put(f, "a", "2");
+    struct mvcc_event *ev = &f->last->events[0];
+    assert_int_equal(ev->type, MVCC_EVENT_PUT);
+    assert_memory_equal(ev->kv.value.data, "2", 1);
+    assert_int_equal(ev->kv.version, 2);
+    assert_non_null(ev->prev_kv);
+    assert_memory_equal(ev->prev_kv->value.data, "1", 1);
+    del(f, "a", NULL);
+    ev = &f->last->events[0];
+    assert_int_equal(ev->type, MVCC_EVENT_DELETE);
+    assert_int_equal(ev->kv.mod_revision, 4);
+    assert_int_equal(ev->prev_kv->mod_revision, 3);
+    put(f, "a", "3");
+    assert_null(f->last->events[0].prev_kv);
+    struct mvcc_response *r = apply(
+        f, (struct mvcc_request){.type = MVCC_REQ_DELETE_RANGE,
+                                 .del = {.key = B("a"), .range_end = B("b"), .prev_kv = true}});
+    assert_int_equal(r->del.n_prev_kvs, 1);
+    assert_memory_equal(r->del.prev_kvs[0].value.data, "3", 1);
+}
+
+static void test_records_live_outside_the_kv_space(void **state)
+{
+    struct fx *f = *state;
+    struct mvcc_response *r = apply(
+        f, (struct mvcc_request){.type = MVCC_REQ_RECORD_PUT,
+                                 .record = {.ns = B("member"), .name = B("m1"), .value = B("url")}});
+    assert_int_equal(r->err, 0);
+    apply(f, (struct mvcc_request){.type = MVCC_REQ_RECORD_PUT,
+                                   .record = {.ns = B("member"), .name = B("m2"), .value = B("u2")}});
+    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_RECORD_DELETE,
+                                       .record = {.ns = B("member"), .name = B("m1")}});
+    assert_int_equal(r->record.deleted, 1);
+    struct mvcc_record_list *l;
+    assert_int_equal(mvcc_record_list(f->r, B("member"), NOB, &l), 0);
+    assert_int_equal(l->n, 1);
+    assert_memory_equal(l->records[0].value.data, "u2", 2);
+    mvcc_record_list_free(l);
+    assert_int_equal(rev_now(f), 1);
+}
+
+static void test_history_pages_through_every_revision_with_tombstones(void **state)
+{
+    struct fx *f = *state;
+    for (int i = 0; i < 10; i++) {
+        put(f, "h/a", "v");
+        if (i % 3 == 2)
+            del(f, "h/a", NULL);
+        put(f, "h/b", "w");
+    }
+    put(f, "i", "x");
+    struct mvcc_history_req q = {.key = B("h/"), .range_end = B("h0"), .limit = 4};
+    size_t total = 0, tombs = 0;
+    int64_t last_main = 0, last_sub = -1;
+    for (;;) {
+        struct mvcc_history_result *h;
+        assert_int_equal(mvcc_history(f->r, &q, &h), 0);
+        for (size_t i = 0; i < h->n_rows; i++) {
+            int64_t m = h->rows[i].kv.mod_revision, s = h->rows[i].sub_revision;
+            assert_true(m > last_main || (m == last_main && s > last_sub));
+            last_main = m;
+            last_sub = s;
+            tombs += h->rows[i].tombstone;
+        }
+        total += h->n_rows;
+        bool more = h->more;
+        q.after_main = h->next_main;
+        q.after_sub = h->next_sub;
+        mvcc_history_result_free(h);
+        if (!more)
+            break;
+    }
+    assert_int_equal(total, 23);
+    assert_int_equal(tombs, 3);
+    /* a revision window */
+    struct mvcc_history_result *h;
+    assert_int_equal(mvcc_history(f->r, &(struct mvcc_history_req){.key = B("h/b"), .min_revision = 3,
+                                                                   .max_revision = 6}, &h), 0);
+    assert_int_equal(h->n_rows, 2);
+    mvcc_history_result_free(h);
+}
+
+static void test_hash_kv_ignores_physical_compaction_progress(void **state)
+{
+    struct fx *f = *state;
+    for (int i = 0; i < 30; i++)
+        put(f, i % 3 ? "x" : "y", "v");
+    del(f, "y", NULL);
+    uint32_t h1, h2, h3, h4;
+    int64_t cur, crev;
+    assert_int_equal(mvcc_hash_kv(f->r, 0, &h1, &cur, &crev), 0);
+    assert_int_equal(cur, 32);
+    assert_int_equal(mvcc_hash_kv(f->r, 20, &h2, NULL, NULL), 0);
+    assert_int_not_equal(h1, h2);
+    compact(f, 20, 0);
+    assert_int_equal(mvcc_hash_kv(f->r, 0, &h3, NULL, &crev), 0);
+    assert_int_equal(crev, 20);
+    compact_finish(f);
+    assert_int_equal(mvcc_hash_kv(f->r, 0, &h4, NULL, NULL), 0);
+    assert_int_equal(h3, h4);
+    assert_int_equal(mvcc_hash_kv(f->r, 19, &h4, NULL, NULL), -CAIRN_E_COMPACTED);
+    assert_int_equal(mvcc_hash_kv(f->r, 40, &h4, NULL, NULL), -CAIRN_E_FUTURE_REV);
+}
+
+/* --- files ---------------------------------------------------------------------------- */
+
+struct writer_arg {
+    struct fx *f;
+    int n;
+};
+
+static void *writer_thread(void *p)
+{
+    struct writer_arg *a = p;
+    for (int i = 0; i < a->n; i++) {
+        struct mvcc_entry e = {.index = ++a->f->index,
+                               .req = {.type = MVCC_REQ_PUT, .put = {.key = B("w"), .value = B("v")}}};
+        struct mvcc_result *res;
+        if (mvcc_apply(a->f->s, &e, 1, &res) != 0)
+            return (void *)1;
+        mvcc_result_free(res);
+    }
+    return NULL;
+}
+
+static void test_snapshot_while_writing_then_restore(void **state)
+{
+    struct fx *f = *state;
+    for (int i = 0; i < 200; i++)
+        put(f, "k", "v");
+    lease_grant(f, 5, 50);
+    char snap[96];
+    snprintf(snap, sizeof(snap), "%s.snap", f->dir);
+    pthread_t t;
+    struct writer_arg wa = {f, 300};
+    assert_int_equal(pthread_create(&t, NULL, writer_thread, &wa), 0);
+    uint64_t index = 0;
+    int rc = mvcc_snapshot_write(f->r, snap, &index);
+    void *tr;
+    pthread_join(t, &tr);
+    assert_int_equal(rc, 0);
+    assert_null(tr);
+    assert_true(index >= 201 && index <= 501);
+    uint32_t hash_then;
+    /* the copy is exactly the state at its index: revision index-1 puts of "k"/"w" */
+    fx_close(f);
+    char err[256];
+    assert_int_equal(mvcc_restore(f->dir, snap, err, sizeof(err)), 0);
+    fx_open(f);
+    struct mvcc_status st;
+    assert_int_equal(mvcc_reader_status(f->r, &st), 0);
+    assert_int_equal(st.consistent_index, index);
+    assert_int_equal(st.revision, (int64_t)index); /* every entry but the grant wrote once */
+    assert_int_equal(mvcc_hash_kv(f->r, 0, &hash_then, NULL, NULL), 0);
+    struct mvcc_lease_list *l;
+    assert_int_equal(mvcc_lease_get(f->r, 5, &l), 0);
+    mvcc_lease_list_free(l);
+    f->index = index;
+    put(f, "after", "restore");
+    unlink(snap);
+    /* a bad copy is refused and leaves the store alone */
+    int fd = open(snap, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(write(fd, "garbage garbage garbage garbage", 31) == 31);
+    close(fd);
+    fx_close(f);
+    assert_int_not_equal(mvcc_restore(f->dir, snap, err, sizeof(err)), 0);
+    assert_non_null(strstr(err, snap));
+    unlink(snap);
+    fx_open(f);
+    assert_int_equal(rev_now(f), (int64_t)index + 1);
+}
+
+static void test_open_refuses_foreign_corrupt_and_newer_files(void **state)
+{
+    struct fx *f = *state;
+    fx_close(f);
+    char path[128], err[256];
+    struct mvcc_store *s = NULL;
+    snprintf(path, sizeof(path), "%s/mvcc.db", f->dir);
+    /* newer schema */
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "sqlite3 '%s' 'PRAGMA user_version = 99' 2>/dev/null", path);
+    if (system(cmd) == 0) {
+        assert_int_equal(mvcc_open(f->dir, NULL, &s, err, sizeof(err)), -CAIRN_E_SCHEMA);
+        assert_non_null(strstr(err, path));
+        assert_non_null(strstr(err, "99"));
+    }
+    /* not a database at all */
+    unlink(path);
+    char wal[140];
+    snprintf(wal, sizeof(wal), "%s-wal", path);
+    unlink(wal);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    char junk[4096];
+    memset(junk, 'x', sizeof(junk));
+    assert_int_equal(write(fd, junk, sizeof(junk)), (int)sizeof(junk));
+    close(fd);
+    assert_int_equal(mvcc_open(f->dir, NULL, &s, err, sizeof(err)), -CAIRN_E_CORRUPT);
+    assert_non_null(strstr(err, path));
+    /* a foreign SQLite database */
+    unlink(path);
+    snprintf(cmd, sizeof(cmd), "sqlite3 '%s' 'CREATE TABLE t(x)' 2>/dev/null", path);
+    if (system(cmd) == 0) {
+        assert_int_equal(mvcc_open(f->dir, NULL, &s, err, sizeof(err)), -CAIRN_E_SCHEMA);
+        assert_non_null(strstr(err, "application_id"));
+    }
+    unlink(path);
+    fx_open(f);
+}
+
+static void test_size_and_defragmentation(void **state)
+{
+    struct fx *f = *state;
+    char big[2048];
+    memset(big, 'v', sizeof(big) - 1);
+    big[sizeof(big) - 1] = 0;
+    for (int i = 0; i < 300; i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "k%03d", i);
+        put(f, k, big);
+    }
+    assert_int_equal(del(f, "k", "l")->del.deleted, 300);
+    compact(f, rev_now(f), 0);
+    compact_finish(f);
+    assert_int_equal(mvcc_sync(f->s), 0);
+    struct mvcc_status st;
+    assert_int_equal(mvcc_store_status(f->s, &st), 0);
+    assert_true(st.db_size - st.db_size_in_use > 300 * 2048 / 2);
+    int64_t remaining = 1;
+    while (remaining > 0)
+        assert_int_equal(mvcc_defrag_step(f->s, 16, &remaining), 0);
+    struct mvcc_status after;
+    assert_int_equal(mvcc_store_status(f->s, &after), 0);
+    assert_true(after.db_size < st.db_size);
+    assert_int_equal(after.db_size, after.db_size_in_use);
+    assert_int_equal(mvcc_vacuum(f->s), 0);
+    assert_int_equal(rev_now(f), st.revision);
+}
+
+int main(void)
+{
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_new_store_starts_at_revision_1),
+        T(test_revision_only_grows_across_reopen),
+        T(test_main_revision_per_request_sub_revision_per_operation),
+        T(test_delete_of_missing_key_does_not_bump_revision),
+        T(test_read_only_txn_does_not_bump_revision),
+        T(test_create_mod_version_as_etcd),
+        T(test_put_then_delete_resets_version),
+        T(test_ignore_value_and_lease_on_missing_key_fail),
+        T(test_put_with_unknown_lease_fails),
+        T(test_txn_may_not_write_the_same_key_twice),
+        T(test_txn_compares_every_target_and_result),
+        T(test_txn_compare_over_a_key_range),
+        T(test_txn_reads_see_earlier_writes_and_compares_see_state_before),
+        T(test_read_below_compact_revision_fails_with_it),
+        T(test_read_above_current_revision_fails_future_rev),
+        T(test_reads_at_past_revisions),
+        T(test_range_end_single_prefix_and_from_key),
+        T(test_range_limit_more_count_and_sorting),
+        T(test_range_keys_only_count_only_and_min_max_filters),
+        T(test_compaction_keeps_newest_at_or_below_unless_tombstone),
+        T(test_interrupted_compaction_is_pending_after_reopen_and_finishes),
+        T(test_lease_revoke_deletes_its_keys_in_one_revision),
+        T(test_lease_grant_checkpoint_and_list),
+        T(test_entries_at_or_below_consistent_index_are_skipped),
+        T(test_events_carry_kv_and_prev_kv),
+        T(test_records_live_outside_the_kv_space),
+        T(test_history_pages_through_every_revision_with_tombstones),
+        T(test_hash_kv_ignores_physical_compaction_progress),
+        T(test_snapshot_while_writing_then_restore),
+        T(test_open_refuses_foreign_corrupt_and_newer_files),
+        T(test_size_and_defragmentation),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
