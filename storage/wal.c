@@ -295,6 +295,10 @@ int wal_create(const char *dir, const struct wal_metadata *meta,
         wal_seterr(err, rc, NULL, 0, "invalid metadata");
         goto fail;
     }
+    w->contents.meta.member_id = meta->member_id;
+    w->contents.meta.cluster_id = meta->cluster_id;
+    w->contents.meta.blob = w->meta + 16;
+    w->contents.meta.blob_len = meta->blob_len;
     /* A snapshot record at 0 lets a fresh log be read "at snapshot 0". */
     rc = wal_segment_create(w, 0, 0, &zero, err);
     if (rc < 0)

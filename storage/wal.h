@@ -128,11 +128,12 @@ int wal_open(const char *dir, const struct wal_snapshot *snap,
  * entry after the snapshot (a later write at an index having replaced the
  * earlier one and all after it), plus what repair cut.  The pointers in *out
  * are owned by w and stay valid until wal_free_contents or wal_close; after
- * wal_create the contents are empty.  Returns 0.
+ * wal_create only the metadata is filled in.  Returns 0.
  */
 int wal_read_all(struct wal *w, struct wal_contents *out);
 
-/* wal_free_contents: drop the memory behind wal_read_all's answer (optional). */
+/* wal_free_contents: drop the entries behind wal_read_all's answer once the
+ * caller has copied them (optional; the metadata stays). */
 void wal_free_contents(struct wal *w);
 
 /*

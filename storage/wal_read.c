@@ -54,7 +54,10 @@ void wal_free_contents(struct wal *w)
         w->chunks = next;
     }
     free(w->contents.entries);
+    /* The metadata lives in w->meta, which the writer keeps needing. */
+    struct wal_metadata meta = w->contents.meta;
     memset(&w->contents, 0, sizeof w->contents);
+    w->contents.meta = meta;
     w->ents_cap = 0;
 }
 

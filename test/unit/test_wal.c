@@ -312,6 +312,11 @@ static void test_create_refuses_an_existing_log(void **state)
     struct wal *w;
     assert_int_equal(wal_exists(waldir(state)), 0);
     assert_int_equal(wal_create(waldir(state), &meta, &small, &w, NULL), 0);
+    struct wal_contents c;
+    assert_int_equal(wal_read_all(w, &c), 0);
+    assert_int_equal(c.n_entries, 0);
+    assert_int_equal(c.meta.cluster_id, 0x2222);
+    assert_int_equal(c.meta.blob_len, 5);
     wal_close(w);
     assert_int_equal(wal_exists(waldir(state)), 1);
     assert_int_equal(wal_create(waldir(state), &meta, &small, &w, NULL), -EEXIST);
@@ -360,6 +365,8 @@ static void test_save_rejects_gaps_and_bad_batches(void **state)
     wal_free_contents(w);
     assert_int_equal(wal_read_all(w, &c), 0);
     assert_int_equal(c.n_entries, 0);
+    assert_int_equal(c.meta.member_id, 0x1111);
+    assert_memory_equal(c.meta.blob, "blob!", 5);
     wal_close(w);
 }
 
