@@ -65,7 +65,7 @@ static void print_record(struct dump *d, const struct wal_seg *seg, const struct
         d->states++;
         break;
     case WAL_REC_SNAPSHOT:
-        fprintf(out, "snapshot index %" PRIu64 " term %" PRIu64, wal_get64(r->data),
+        fprintf(out, "index %" PRIu64 " term %" PRIu64, wal_get64(r->data),
                 wal_get64(r->data + 8));
         d->snapshots++;
         break;
