@@ -1,0 +1,385 @@
+/*
+ * libcairn: the C client library of Cairn.  One struct cairn_client talks to
+ * a cluster through a list of member endpoints (tcp://, tls+tcp://, ipc://),
+ * one nng req0 socket per endpoint, many calls in flight per connection
+ * through nng contexts.  It owns the connections, round-robin with fail-over,
+ * the retry rules and the KV helpers; it does not cache, watch or keep leases
+ * alive on its own.
+ *
+ * Installed as <cairn/cairn.h> beside <cairn/errors.h> and the generated
+ * <cairn/proto/cairn.pb-c.h>; in the source tree it finds base/errors.h and
+ * build/proto/ through the -I. -Ibuild the Makefile passes.
+ *
+ * Threads: every function may be called from any thread at the same time on
+ * the same client, except cairn_close, which must be called once, after the
+ * caller's other calls have returned, and never from a callback.
+ *
+ * Errors: functions return 0 or a negative code: -CAIRN_E_xxx from errors.h
+ * (the code a member put in Response.error, negated), or -errno.  The codes
+ * the library produces itself:
+ *   -CAIRN_E_UNAVAILABLE  no member could be reached before the deadline; the
+ *                         request was never handed to a connection, so a write
+ *                         was certainly not applied.
+ *   -CAIRN_E_TIMEOUT      the deadline passed, or the connection died, after
+ *                         the request was sent: the outcome is unknown (a
+ *                         write may or may not have been applied).
+ *   -CAIRN_E_MALFORMED    a reply could not be decoded.
+ *   -CAIRN_E_CONFIG       a bad configuration (the detail message says which).
+ *   -ECANCELED            the client was closed while the call was in flight.
+ *   -EAGAIN               too many asynchronous calls in flight.
+ *   -EINVAL / -ENOMEM     bad arguments / out of memory.
+ */
+#ifndef CAIRN_CLIENT_CAIRN_H
+#define CAIRN_CLIENT_CAIRN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * errors.h sits beside this header once installed (the quoted form searches
+ * this header's own directory first); in the tree it is base/errors.h.
+ */
+#if defined(__has_include)
+#if __has_include("errors.h")
+#include "errors.h"
+#else
+#include "base/errors.h"
+#endif
+#else
+#include "errors.h"
+#endif
+#ifndef CAIRN_BASE_ERRORS_H
+#error "cairn.h: found an errors.h that is not Cairn's"
+#endif
+
+/* Generated from proto/cairn.proto: Cairn__Request, Cairn__Response, ... */
+#include "proto/cairn.pb-c.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct cairn_client;
+
+/* ------------------------------------------------------------ configuration */
+
+/* TLS for tls+tcp:// endpoints.  Every path is a PEM file. */
+struct cairn_tls {
+    const char *ca_file;     /* CAs that sign the members' certificates; required for tls+tcp */
+    const char *cert_file;   /* client certificate (mutual TLS); NULL = none */
+    const char *key_file;    /* its private key; NULL = in cert_file */
+    /*
+     * The DNS name every member certificate must carry.  NULL = the host of
+     * each endpoint URL, which must then be a DNS name (mbedTLS cannot check
+     * IP address SANs).  The name is always set: without it nng would accept
+     * any certificate the CA signed.
+     */
+    const char *server_name;
+};
+
+struct cairn_config {
+    const char *const *endpoints; /* URLs, at least one, at most CAIRN_MAX_ENDPOINTS */
+    size_t n_endpoints;
+    struct cairn_tls tls;
+    /*
+     * How long one attempt waits for a connection to a member before moving
+     * on to the next endpoint.  0 = CAIRN_DEFAULT_DIAL_TIMEOUT_MS.
+     */
+    int dial_timeout_ms;
+    /* Deadline of a call that gives none.  0 = CAIRN_DEFAULT_CALL_TIMEOUT_MS. */
+    int call_timeout_ms;
+    /* Token put in every Request that carries none; NULL = none. */
+    const char *auth_token;
+    /* Largest reply accepted.  0 = CAIRN_DEFAULT_MAX_RESPONSE_BYTES. */
+    size_t max_response_bytes;
+    /* Bound on calls in flight (sync and async).  0 = CAIRN_DEFAULT_MAX_IN_FLIGHT. */
+    unsigned max_in_flight;
+};
+
+#define CAIRN_MAX_ENDPOINTS 64
+#define CAIRN_DEFAULT_DIAL_TIMEOUT_MS 2000
+/* Above the member's --request-timeout (7 s) so its TIMEOUT reply arrives first. */
+#define CAIRN_DEFAULT_CALL_TIMEOUT_MS 10000
+/* 64 MiB: large ranges and snapshot chunks; nng's own default is 1 MiB. */
+#define CAIRN_DEFAULT_MAX_RESPONSE_BYTES ((size_t)64 << 20)
+#define CAIRN_DEFAULT_MAX_IN_FLIGHT 4096
+
+/*
+ * What went wrong with a call, or who answered it.  Filled on success too
+ * (code 0, endpoint, attempts, member_id).
+ */
+struct cairn_error_detail {
+    int code;                 /* the return value: 0 or negative */
+    char message[512];        /* the member's message, or the library's; "" on success */
+    int64_t compact_revision; /* with -CAIRN_E_COMPACTED: read at or after this revision */
+    uint64_t member_id;       /* the member that answered (header or error), 0 if none */
+    int endpoint;             /* index of the endpoint of the last attempt; -1 = none */
+    int attempts;             /* attempts made (sends tried on an endpoint) */
+};
+
+/* Options of one call; zeroed or NULL means all defaults. */
+struct cairn_call_opts {
+    int timeout_ms; /* deadline of the whole call, retries included; 0 = the client's */
+    /*
+     * Send only to endpoint `endpoint` (an index into the configured list),
+     * with no fail-over: for per-member calls like Status.
+     */
+    bool pinned;
+    unsigned endpoint;
+};
+
+/*
+ * cairn_open: create a client for cfg and start connecting to every endpoint
+ * in the background (the connections come up while the first calls wait).
+ * Copies everything it needs from cfg.  Returns 0 and *out, or a negative
+ * code with err (may be NULL) saying which option is wrong.  The caller owns
+ * *out and frees it with cairn_close.
+ */
+int cairn_open(const struct cairn_config *cfg, struct cairn_client **out,
+               struct cairn_error_detail *err);
+
+/*
+ * cairn_close: cancel every call in flight (each completes once, with
+ * -ECANCELED), wait for their callbacks to return, then close the contexts,
+ * sockets and TLS configurations.  Never blocks longer than the callbacks
+ * take.  Must not be called from a callback.  NULL is ignored.
+ */
+void cairn_close(struct cairn_client *c);
+
+/* cairn_endpoint_count: how many endpoints c was opened with. */
+size_t cairn_endpoint_count(const struct cairn_client *c);
+
+/* cairn_endpoint_url: the URL of endpoint i (owned by c), or NULL if out of range. */
+const char *cairn_endpoint_url(const struct cairn_client *c, size_t i);
+
+/* cairn_endpoint_connected: nonzero if endpoint i has a live connection now. */
+int cairn_endpoint_connected(const struct cairn_client *c, size_t i);
+
+/*
+ * cairn_set_auth_token: replace the token put in requests that carry none
+ * (copied; NULL clears it).  Returns 0 or -ENOMEM.
+ */
+int cairn_set_auth_token(struct cairn_client *c, const char *token);
+
+/* -------------------------------------------------------------- generic call */
+
+/*
+ * cairn_call: send req (not modified; the client's auth token is added when
+ * req->auth_token is NULL or empty) and wait for the reply.
+ *
+ * Endpoints are taken round-robin, preferring connected ones.  A read (Range,
+ * a Txn made only of ranges, History, Status, MemberList, the lease, alarm
+ * and auth queries, HashKV) is retried on another endpoint, within the
+ * deadline, when the connection fails or the member answers NO_LEADER,
+ * UNAVAILABLE, STOPPED, LEARNER_NOT_SERVING, LEADER_TRANSFER,
+ * TOO_MANY_REQUESTS or TIMEOUT.  Any other request is retried only while it
+ * was never handed to a connection; once sent, a lost connection or the
+ * deadline gives -CAIRN_E_TIMEOUT (outcome unknown) and it is never resent.
+ *
+ * Returns 0 with *resp (owned by the caller, freed with cairn_response_free)
+ * or a negative code with *resp = NULL; a member's error reply becomes the
+ * negated Response.error.code, its message and compact_revision in err.
+ * resp and err may be NULL.
+ */
+int cairn_call(struct cairn_client *c, const Cairn__Request *req,
+               const struct cairn_call_opts *opts, Cairn__Response **resp,
+               struct cairn_error_detail *err);
+
+/*
+ * Completion of an asynchronous call: rc and err as cairn_call's; resp is
+ * owned by the callback (free it with cairn_response_free), NULL on error.
+ * err is valid only during the callback.  Runs on one of nng's threads: it
+ * must not block (no cairn_call, no cairn_close), but may start new
+ * asynchronous calls.
+ */
+typedef void (*cairn_callback)(void *arg, int rc, Cairn__Response *resp,
+                               const struct cairn_error_detail *err);
+
+/*
+ * cairn_call_async: start req (packed at once; req may be freed on return)
+ * and return.  On 0, cb(arg, ...) is called exactly once, possibly before
+ * this function returns.  On a negative return (-EAGAIN, -ECANCELED,
+ * -EINVAL, -ENOMEM) cb is never called.
+ */
+int cairn_call_async(struct cairn_client *c, const Cairn__Request *req,
+                     const struct cairn_call_opts *opts, cairn_callback cb, void *arg);
+
+/* cairn_response_free: free a response from this library.  NULL is ignored. */
+void cairn_response_free(Cairn__Response *resp);
+
+/* ---------------------------------------------------------------- KV helpers */
+
+/* A byte string that is not copied: data may be NULL when len is 0. */
+struct cairn_bytes {
+    const void *data;
+    size_t len;
+};
+/* CAIRN_STR("abc"): the bytes of a C string, without its NUL. */
+#define CAIRN_STR(s) ((struct cairn_bytes){(s), __builtin_strlen(s)})
+
+struct cairn_put {
+    struct cairn_bytes key, value;
+    int64_t lease;     /* 0 = none */
+    bool prev_kv;      /* return the previous key-value in resp->put->prev_kv */
+    bool ignore_value; /* keep the current value */
+    bool ignore_lease; /* keep the current lease */
+};
+
+struct cairn_range {
+    struct cairn_bytes key;
+    struct cairn_bytes range_end; /* empty: only key; "\0": every key >= key */
+    int64_t limit;                /* 0 = no limit */
+    int64_t revision;             /* 0 = current */
+    Cairn__RangeRequest__SortOrder sort_order;
+    Cairn__RangeRequest__SortTarget sort_target;
+    bool serializable, keys_only, count_only;
+    int64_t min_mod_revision, max_mod_revision;
+    int64_t min_create_revision, max_create_revision;
+};
+
+struct cairn_delete {
+    struct cairn_bytes key;
+    struct cairn_bytes range_end;
+    bool prev_kv; /* return the deleted key-values in resp->delete_range->prev_kvs */
+};
+
+struct cairn_history {
+    struct cairn_bytes key;
+    struct cairn_bytes range_end;
+    int64_t min_revision, max_revision; /* inclusive; 0 = unbounded */
+    int64_t limit;                      /* records per page; 0 = the member's default */
+    int64_t after_revision, after_sub;  /* continue after this record (next_revision/next_sub) */
+    bool keys_only, serializable;
+};
+
+/*
+ * cairn_put: Put.  Returns 0 or a negative code.  *resp (optional, owned by
+ * the caller) holds the header and, with prev_kv, resp->put->prev_kv.
+ */
+int cairn_put(struct cairn_client *c, const struct cairn_put *put,
+              const struct cairn_call_opts *opts, Cairn__Response **resp,
+              struct cairn_error_detail *err);
+
+/*
+ * cairn_get: the current value of one key.  Returns 0 with *resp (required,
+ * owned by the caller) and *kv pointing into it, or *kv = NULL when the key
+ * does not exist; or a negative code.
+ */
+int cairn_get(struct cairn_client *c, struct cairn_bytes key,
+              const struct cairn_call_opts *opts, Cairn__Response **resp,
+              const Cairn__KeyValue **kv, struct cairn_error_detail *err);
+
+/*
+ * cairn_range_call: Range with every RangeRequest option.  The key-values
+ * are in (*resp)->range->kvs, owned by *resp (required).
+ */
+int cairn_range_call(struct cairn_client *c, const struct cairn_range *r,
+                     const struct cairn_call_opts *opts, Cairn__Response **resp,
+                     struct cairn_error_detail *err);
+
+/*
+ * cairn_delete_range: DeleteRange.  *deleted (optional) gets the number of
+ * keys deleted; *resp (optional) the reply with prev_kvs.
+ */
+int cairn_delete_range(struct cairn_client *c, const struct cairn_delete *d,
+                       const struct cairn_call_opts *opts, int64_t *deleted,
+                       Cairn__Response **resp, struct cairn_error_detail *err);
+
+/*
+ * cairn_compact: compact history below revision; with physical, return only
+ * once the store has dropped it.
+ */
+int cairn_compact(struct cairn_client *c, int64_t revision, bool physical,
+                  const struct cairn_call_opts *opts, struct cairn_error_detail *err);
+
+/*
+ * cairn_history_page: one page of History.  (*resp)->history has records,
+ * more, next_revision and next_sub; give the last two back as after_revision
+ * and after_sub for the next page.
+ */
+int cairn_history_page(struct cairn_client *c, const struct cairn_history *h,
+                       const struct cairn_call_opts *opts, Cairn__Response **resp,
+                       struct cairn_error_detail *err);
+
+/*
+ * cairn_history_each: every record of History h, page after page, handed to
+ * fn in revision order (the record is valid during the call only).  fn
+ * returns 0 to go on or anything else to stop, which cairn_history_each then
+ * returns.  opts applies to each page.  Returns 0 or a negative code.
+ */
+typedef int (*cairn_history_fn)(void *arg, const Cairn__HistoryRecord *rec);
+int cairn_history_each(struct cairn_client *c, const struct cairn_history *h,
+                       const struct cairn_call_opts *opts, cairn_history_fn fn, void *arg,
+                       struct cairn_error_detail *err);
+
+/*
+ * cairn_status: Status of one member: pin it with opts->pinned and
+ * opts->endpoint, or any.  The answer is (*resp)->status, owned by *resp
+ * (required).
+ */
+int cairn_status(struct cairn_client *c, const struct cairn_call_opts *opts,
+                 Cairn__Response **resp, struct cairn_error_detail *err);
+
+/* ----------------------------------------------------------------------- Txn */
+
+/*
+ * A transaction under construction: compares, then the operations to run if
+ * they all hold (success) or else (failure).  Every byte string given is
+ * copied.  Not thread-safe: build it in one thread.
+ */
+struct cairn_txn;
+
+enum cairn_txn_branch { CAIRN_TXN_SUCCESS, CAIRN_TXN_FAILURE };
+
+/* cairn_txn_new: an empty transaction, owned by the caller; NULL if out of memory. */
+struct cairn_txn *cairn_txn_new(void);
+
+/* cairn_txn_free: free t and everything it holds (nested txns included).  NULL is ignored. */
+void cairn_txn_free(struct cairn_txn *t);
+
+/*
+ * cairn_txn_compare_int: compare target (VERSION, CREATE, MOD or LEASE) of
+ * key (range_end: every key of a range; empty = the key alone) with v.
+ * Returns 0, -EINVAL (target VALUE: use cairn_txn_compare_value) or -ENOMEM.
+ */
+int cairn_txn_compare_int(struct cairn_txn *t, struct cairn_bytes key,
+                          struct cairn_bytes range_end,
+                          Cairn__Compare__CompareTarget target,
+                          Cairn__Compare__CompareResult result, int64_t v);
+
+/* cairn_txn_compare_value: compare the value of key with value.  0 or -ENOMEM. */
+int cairn_txn_compare_value(struct cairn_txn *t, struct cairn_bytes key,
+                            struct cairn_bytes range_end,
+                            Cairn__Compare__CompareResult result, struct cairn_bytes value);
+
+/* cairn_txn_put / _range / _delete: add an operation to a branch.  0 or -ENOMEM. */
+int cairn_txn_put(struct cairn_txn *t, enum cairn_txn_branch b, const struct cairn_put *put);
+int cairn_txn_range(struct cairn_txn *t, enum cairn_txn_branch b, const struct cairn_range *r);
+int cairn_txn_delete(struct cairn_txn *t, enum cairn_txn_branch b, const struct cairn_delete *d);
+
+/*
+ * cairn_txn_nest: add inner as an operation of t's branch b.  t takes
+ * ownership of inner on success (0); on -ENOMEM or -EINVAL (inner == t) the
+ * caller keeps it.
+ */
+int cairn_txn_nest(struct cairn_txn *t, enum cairn_txn_branch b, struct cairn_txn *inner);
+
+/* cairn_txn_request: the TxnRequest t has built, owned by t (valid until it changes or is freed). */
+const Cairn__TxnRequest *cairn_txn_request(const struct cairn_txn *t);
+
+/*
+ * cairn_txn_commit: send t (t stays the caller's).  Returns 0 with
+ * *succeeded (optional) telling which branch ran and *resp (optional) the
+ * reply, whose txn->responses answer the branch's operations in order.  A
+ * Txn made only of ranges is a read and retried as one.
+ */
+int cairn_txn_commit(struct cairn_client *c, const struct cairn_txn *t,
+                     const struct cairn_call_opts *opts, bool *succeeded,
+                     Cairn__Response **resp, struct cairn_error_detail *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
