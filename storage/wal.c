@@ -260,6 +260,30 @@ int wal_exists(const char *dir)
     return n > 0;
 }
 
+/* fsync the directory that holds dir (dir's own entry in it). */
+static int fsync_parent(const char *dir)
+{
+    char *parent = strdup(dir), *slash;
+    int fd, rc;
+
+    if (!parent)
+        return -ENOMEM;
+    for (size_t l = strlen(parent); l > 1 && parent[l - 1] == '/'; l--)
+        parent[l - 1] = '\0';
+    slash = strrchr(parent, '/');
+    if (slash == parent)
+        slash[1] = '\0';
+    else if (slash)
+        *slash = '\0';
+    fd = open(slash ? parent : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    free(parent);
+    if (fd < 0)
+        return -errno;
+    rc = wal_io->fsync(fd);
+    close(fd);
+    return rc;
+}
+
 int wal_create(const char *dir, const struct wal_metadata *meta,
                const struct wal_options *opts, struct wal **out, struct wal_error *err)
 {
@@ -304,28 +328,10 @@ int wal_create(const char *dir, const struct wal_metadata *meta,
     if (rc < 0)
         goto fail;
     /* The directory itself may be new: make its entry durable too. */
-    {
-        char *parent = strdup(dir), *slash;
-        int pfd;
-        if (!parent) {
-            rc = -ENOMEM;
-            goto fail;
-        }
-        slash = strrchr(parent, '/');
-        if (slash == parent)
-            slash[1] = '\0';
-        else if (slash)
-            *slash = '\0';
-        pfd = open(slash ? parent : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        free(parent);
-        if (pfd >= 0) {
-            rc = wal_io->fsync(pfd);
-            close(pfd);
-            if (rc < 0) {
-                wal_seterr(err, rc, NULL, 0, "cannot sync the parent of %s", dir);
-                goto fail;
-            }
-        }
+    rc = fsync_parent(dir);
+    if (rc < 0) {
+        wal_seterr(err, rc, NULL, 0, "cannot sync the parent of %s: %s", dir, strerror(-rc));
+        goto fail;
     }
     *out = w;
     return 0;

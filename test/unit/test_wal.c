@@ -322,6 +322,19 @@ static void test_create_refuses_an_existing_log(void **state)
     assert_int_equal(wal_create(waldir(state), &meta, &small, &w, NULL), -EEXIST);
 }
 
+static void test_create_with_trailing_slash_then_open(void **state)
+{
+    struct wal *w;
+    char d[600];
+    snprintf(d, sizeof d, "%s//", waldir(state));
+    assert_int_equal(wal_create(d, &meta, &small, &w, NULL), 0);
+    save_range(w, 1, 3, 1, 3);
+    wal_close(w);
+    assert_int_equal(wal_open(waldir(state), NULL, &small, &w, NULL), 0);
+    assert_int_equal(wal_last_index(w), 3);
+    wal_close(w);
+}
+
 static void test_open_of_missing_or_empty_dir_fails(void **state)
 {
     struct wal *w;
@@ -439,6 +452,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_release_keeps_newest_and_what_snapshot_needs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_second_opener_is_refused_and_told_the_holder, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_refuses_an_existing_log, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_with_trailing_slash_then_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_of_missing_or_empty_dir_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_save_rejects_gaps_and_bad_batches, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_entry_and_empty_entry_round_trip, setup, teardown),
