@@ -2,10 +2,12 @@
  * A full disk: an append that meets ENOSPC fails cleanly, nothing
  * acknowledged before it is lost, nothing of the failed batch shows up
  * later, and appends work again once space returns.  Run twice: on a real,
- * tiny tmpfs in a private mount namespace (needs root; skipped otherwise),
- * and through the WAL's I/O seam, which needs nothing; the seam also fails
- * every step of a segment cut in turn.
+ * tiny tmpfs in a private mount namespace (as root, or in a user namespace
+ * without root; skipped if neither is allowed), and against a byte budget
+ * enforced through the WAL's I/O seam, which needs nothing.  The seam also
+ * fails every step of a segment cut in turn.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -323,32 +325,107 @@ static void test_failure_at_every_step_of_a_cut_loses_nothing_acknowledged(void 
 
 /* --- a real, tiny filesystem ----------------------------------------------- */
 
-static int mount_tmpfs(const char *dir, const char *size)
+static int write_file(const char *path, const char *text)
 {
-    char opt[64];
-    snprintf(opt, sizeof opt, "size=%s,mode=0700", size);
-    return mount("cairn-wal-test", dir, "tmpfs", 0, opt);
-}
-
-static int remount_tmpfs(const char *dir, const char *size)
-{
-    char opt[64];
-    snprintf(opt, sizeof opt, "size=%s", size);
-    return mount("cairn-wal-test", dir, "tmpfs", MS_REMOUNT, opt);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = write(fd, text, strlen(text));
+    close(fd);
+    return n == (ssize_t)strlen(text) ? 0 : -1;
 }
 
 static int in_private_namespace = -1;
 
 static int private_mounts(void)
 {
-    if (in_private_namespace < 0) {
-        in_private_namespace = 0;
-        /* The whole test process moves into its own mount namespace: the
-         * tmpfs below is invisible to the host and goes when we exit. */
-        if (unshare(CLONE_NEWNS) == 0 && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0)
-            in_private_namespace = 1;
+    if (in_private_namespace >= 0)
+        return in_private_namespace;
+    in_private_namespace = 0;
+    /* The whole test process moves into its own mount namespace: the tmpfs
+     * below is invisible to the host and goes away when we exit.  Without
+     * root, a user namespace grants the right to mount a tmpfs. */
+    if (unshare(CLONE_NEWNS) != 0) {
+        char map[64];
+        uid_t uid = getuid();
+        gid_t gid = getgid();
+        if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0)
+            return 0;
+        snprintf(map, sizeof map, "0 %u 1", (unsigned)uid);
+        if (write_file("/proc/self/uid_map", map) != 0)
+            return 0;
+        write_file("/proc/self/setgroups", "deny");
+        snprintf(map, sizeof map, "0 %u 1", (unsigned)gid);
+        if (write_file("/proc/self/gid_map", map) != 0)
+            return 0;
     }
-    return in_private_namespace;
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+        return 0;
+    in_private_namespace = 1;
+    return 1;
+}
+
+/* The disk under test: a real tmpfs, or a byte budget enforced through the
+ * I/O seam (the same scenario without any privilege). */
+static int use_tmpfs;
+static char cap_dir[600];
+static off_t capacity;
+
+static off_t dir_used(void)
+{
+    off_t used = 0;
+    DIR *d = opendir(cap_dir);
+    struct dirent *de;
+    if (!d)
+        return 0;
+    while ((de = readdir(d)) != NULL) {
+        struct stat st;
+        if (fstatat(dirfd(d), de->d_name, &st, 0) == 0 && S_ISREG(st.st_mode))
+            used += st.st_size;
+    }
+    closedir(d);
+    return used;
+}
+
+static ssize_t cap_pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return -errno;
+    off_t grow = off + (off_t)n > st.st_size ? off + (off_t)n - st.st_size : 0;
+    off_t room = capacity - dir_used();
+    if (grow > room) {
+        off_t can = (off_t)n - (grow - (room > 0 ? room : 0));
+        if (can <= 0)
+            return -ENOSPC;
+        return wal_io_real.pwrite(fd, buf, (size_t)can, off); /* a short write, as a full disk gives */
+    }
+    return wal_io_real.pwrite(fd, buf, n, off);
+}
+
+static int cap_fallocate(int fd, off_t off, off_t len)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return -errno;
+    off_t grow = off + len > st.st_size ? off + len - st.st_size : 0;
+    if (grow > capacity - dir_used())
+        return -ENOSPC;
+    return wal_io_real.fallocate(fd, off, len);
+}
+
+static struct wal_io cap_io;
+
+/* Make the disk at mnt hold kib KiB. */
+static void disk_size(const char *mnt, unsigned kib)
+{
+    char opt[64];
+    if (!use_tmpfs) {
+        capacity = (off_t)kib * 1024;
+        return;
+    }
+    snprintf(opt, sizeof opt, "size=%uk", kib);
+    assert_int_equal(mount("cairn-wal-test", mnt, "tmpfs", MS_REMOUNT, opt), 0);
 }
 
 /* Fill the disk with w, appending batches of 10 from *next; returns once an
@@ -365,22 +442,32 @@ static void fill(struct wal *w, uint64_t *next)
     fail_msg("the disk never filled");
 }
 
-static void real_disk_full(void **state, const struct wal_options *o)
+static void disk_full(void **state, const struct wal_options *o, int tmpfs)
 {
     char mnt[512], dir[600];
     struct wal *w;
     uint64_t next = 1;
 
     wal_io = &wal_io_real;
-    if (!private_mounts())
-        skip();
+    use_tmpfs = tmpfs;
     snprintf(mnt, sizeof mnt, "%s/mnt", (char *)*state);
-    assert_int_equal(mkdir(mnt, 0700), 0);
-    if (mount_tmpfs(mnt, "256k") != 0) {
-        rmdir(mnt);
-        skip();
-    }
     snprintf(dir, sizeof dir, "%s/wal", mnt);
+    if (tmpfs && !private_mounts())
+        skip();
+    assert_int_equal(mkdir(mnt, 0700), 0);
+    if (tmpfs) {
+        if (mount("cairn-wal-test", mnt, "tmpfs", 0, "size=256k,mode=0700") != 0) {
+            rmdir(mnt);
+            skip();
+        }
+    } else {
+        snprintf(cap_dir, sizeof cap_dir, "%s", dir);
+        cap_io = wal_io_real;
+        cap_io.pwrite = cap_pwrite;
+        cap_io.fallocate = cap_fallocate;
+        wal_io = &cap_io;
+    }
+    disk_size(mnt, 256);
 
     assert_int_equal(wal_create(dir, &meta, o, &w, NULL), 0);
     fill(w, &next);
@@ -391,7 +478,7 @@ static void real_disk_full(void **state, const struct wal_options *o)
     assert_int_equal(save(w, next, 10, 1), -ENOSPC);
 
     /* Space returns: the same handle appends again. */
-    assert_int_equal(remount_tmpfs(mnt, "1m"), 0);
+    disk_size(mnt, 1024);
     assert_int_equal(save(w, next, 10, 1), 0);
     next += 10;
     fill(w, &next);
@@ -402,26 +489,40 @@ static void real_disk_full(void **state, const struct wal_options *o)
     expect_log(dir, o, acked, 0, 1);
     assert_int_equal(wal_open(dir, NULL, o, &w, NULL), 0);
     assert_int_equal(save(w, next, 10, 1), -ENOSPC);
-    assert_int_equal(remount_tmpfs(mnt, "4m"), 0);
+    disk_size(mnt, 4096);
     /* Overwrite the tail at a new term, as a new leader would. */
     assert_int_equal(save(w, acked - 4, 10, 2), 0);
     wal_close(w);
     expect_log(dir, o, acked + 5, acked - 4, 2);
 
-    assert_int_equal(umount(mnt), 0);
-    assert_int_equal(rmdir(mnt), 0);
+    if (tmpfs)
+        assert_int_equal(umount(mnt), 0);
+    else
+        nftw(mnt, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    rmdir(mnt);
+}
+
+static const struct wal_options prealloc_opts = {.segment_size = 32768};
+static const struct wal_options noprealloc_opts = {.segment_size = 32768, .no_preallocate = 1};
+
+static void test_simulated_full_disk_preallocated_segments(void **state)
+{
+    disk_full(state, &prealloc_opts, 0);
+}
+
+static void test_simulated_full_disk_without_preallocation(void **state)
+{
+    disk_full(state, &noprealloc_opts, 0);
 }
 
 static void test_tmpfs_full_disk_preallocated_segments(void **state)
 {
-    const struct wal_options o = {.segment_size = 32768};
-    real_disk_full(state, &o);
+    disk_full(state, &prealloc_opts, 1);
 }
 
 static void test_tmpfs_full_disk_without_preallocation(void **state)
 {
-    const struct wal_options o = {.segment_size = 32768, .no_preallocate = 1};
-    real_disk_full(state, &o);
+    disk_full(state, &noprealloc_opts, 1);
 }
 
 int main(void)
@@ -431,6 +532,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_seam_failed_cut_writes_nothing_and_is_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seam_failed_sync_poisons_handle_but_keeps_acknowledged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failure_at_every_step_of_a_cut_loses_nothing_acknowledged, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_simulated_full_disk_preallocated_segments, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_simulated_full_disk_without_preallocation, setup, teardown),
+        /* Last: they move the process into its own mount (and user) namespace. */
         cmocka_unit_test_setup_teardown(test_tmpfs_full_disk_preallocated_segments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tmpfs_full_disk_without_preallocation, setup, teardown),
     };
