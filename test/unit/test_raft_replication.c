@@ -1,0 +1,252 @@
+/* Log replication: commit by quorum, figure 8, fast backtracking, pipelining bounds, probing. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "test/unit/raft_testutil.h"
+
+static struct raft_config cfg_small_msgs(void)
+{
+    return (struct raft_config){ .election_tick = 10, .heartbeat_tick = 1, .max_inflight_msgs = 256,
+                                 .max_msg_bytes = 1 };
+}
+
+static void test_proposal_commits_and_applies_everywhere(void **state)
+{
+    (void)state;
+    struct tnet *net = t_new(3, 0, 1, 1);
+    t_elect(net, 1);
+    assert_int_equal(t_propose(net, 1, "a"), 0);
+    assert_int_equal(t_propose(net, 1, "b"), 0);
+    /* pipelined: the second goes out before the first is acknowledged */
+    assert_int_equal(t_count(net, RAFT_MSG_APP, 1), 4);
+    t_stabilize(net);
+    t_tick(net, 1, 1);
+    t_stabilize(net);
+    for (uint64_t i = 1; i <= 3; i++) {
+        assert_string_equal(net->n[i].applied, "a,b");
+        assert_int_equal(net->n[i].hs.commit, 4);
+    }
+    t_free(net);
+}
+
+static void test_entry_not_committed_without_quorum(void **state)
+{
+    (void)state;
+    struct tnet *net = t_new(5, 0, 0, 0);
+    t_elect(net, 1);
+    t_isolate(net, 3);
+    t_isolate(net, 4);
+    t_isolate(net, 5);
+    assert_int_equal(t_propose(net, 1, "x"), 0);
+    t_stabilize(net);
+    assert_int_equal(t_status(net, 1).commit, 2);
+    assert_string_equal(net->n[1].applied, "");
+    t_heal(net);
+    t_tick(net, 1, 1);
+    t_stabilize(net);
+    assert_int_equal(t_status(net, 1).commit, 3);
+    assert_string_equal(net->n[1].applied, "x");
+    t_free(net);
+}
+
+/*
+ * Raft paper, figure 8: a leader must not commit an entry of an older term
+ * by counting replicas, only through an entry of its own term.
+ */
+static void test_old_term_entry_is_not_committed_by_counting(void **state)
+{
+    (void)state;
+    struct tnet *net;
+    /* Now step by step: stop right after a quorum holds index 3 but not 4. */
+    net = t_new_cfg(3, 0, cfg_small_msgs());
+    t_elect(net, 1);
+    assert_int_equal(t_propose(net, 1, "ab"), 0);
+    t_drop(net, 0);
+    t_crash(net, 1);
+    t_start(net, 1);
+    assert_int_equal(raft_campaign(net->n[1].r), 0);
+    t_ready(net, 1);
+    t_deliver_type(net, RAFT_MSG_VOTE);
+    t_deliver_type(net, RAFT_MSG_VOTE_RESP);
+    assert_int_equal(t_role(net, 1), RAFT_LEADER);
+    t_drop(net, 0);
+    t_isolate(net, 3);
+    /* probe 2 from index 4; it lacks 3 and rejects; the leader backs up and sends 3 alone */
+    t_tick(net, 1, 1);               /* heartbeat -> response -> MsgApp */
+    for (int round = 0; round < 10 && t_status(net, 2).last_index < 3; round++) {
+        t_deliver_type(net, RAFT_MSG_HEARTBEAT);
+        t_deliver_type(net, RAFT_MSG_HEARTBEAT_RESP);
+        t_deliver_type(net, RAFT_MSG_APP);
+        t_deliver_type(net, RAFT_MSG_APP_RESP);
+    }
+    assert_int_equal(t_status(net, 2).last_index, 3);
+    /* 1 and 2 (a quorum) hold index 3 of term 2; it must not count */
+    struct raft_status ls = t_status(net, 1);
+    for (uint32_t i = 0; i < ls.n_progress; i++)
+        if (ls.progress[i].id == 2)
+            assert_int_equal(ls.progress[i].match, 3);
+    assert_int_equal(ls.commit, 2);
+    assert_string_equal(net->n[1].applied, "");
+    t_stabilize(net);
+    assert_int_equal(t_status(net, 1).commit, 4);
+    assert_string_equal(net->n[1].applied, "ab");
+    t_free(net);
+}
+
+static void test_reject_hint_skips_a_divergent_term_at_once(void **state)
+{
+    (void)state;
+    struct tnet *net = t_new(3, 0, 0, 0);
+    t_elect(net, 1);
+    /* 1, cut off, takes 30 proposals that never commit */
+    t_isolate(net, 1);
+    for (int i = 0; i < 30; i++)
+        assert_int_equal(t_propose(net, 1, "lost"), 0);
+    t_stabilize(net);
+    assert_int_equal(raft_campaign(net->n[2].r), 0);
+    t_stabilize(net);
+    assert_int_equal(t_role(net, 2), RAFT_LEADER);
+    for (int i = 0; i < 30; i++)
+        assert_int_equal(t_propose(net, 2, "kept"), 0);
+    t_stabilize(net);
+    /* a fresh leader probes 1 from its own last index, far past the divergence */
+    assert_int_equal(raft_campaign(net->n[3].r), 0);
+    t_stabilize(net);
+    assert_int_equal(t_role(net, 3), RAFT_LEADER);
+    t_heal(net);
+    /* 3's heartbeat demotes 1; count 1's rejections while it catches up */
+    t_tick(net, 3, 1);
+    int rejects = 0;
+    for (int rounds = 0; net->nq && rounds < 10000; rounds++) {
+        if (net->q[0].m.type == RAFT_MSG_APP_RESP && net->q[0].m.from == 1 && net->q[0].m.reject)
+            rejects++;
+        t_deliver_one(net, 0);
+    }
+    assert_true(rejects >= 1 && rejects <= 2); /* not one per divergent entry */
+    t_tick(net, 3, 1);
+    t_stabilize(net);
+    assert_string_equal(net->n[1].applied, net->n[3].applied);
+    assert_null(strstr(net->n[1].applied, "lost"));
+    t_free(net);
+}
+
+static void test_inflight_window_bounds_pipelining_by_count(void **state)
+{
+    (void)state;
+    struct raft_config c = cfg_small_msgs();
+    c.max_inflight_msgs = 3;
+    struct tnet *net = t_new_cfg(3, 0, c);
+    t_elect(net, 1);
+    t_tick(net, 1, 1);
+    t_stabilize(net); /* followers in replicate state */
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(t_propose(net, 1, "xx"), 0);
+    assert_int_equal(t_count(net, RAFT_MSG_APP, 1), 2 * 3);
+    struct raft_status st = t_status(net, 1);
+    for (uint32_t i = 0; i < st.n_progress; i++)
+        if (st.progress[i].id != 1) {
+            assert_int_equal(st.progress[i].state, RAFT_PROGRESS_REPLICATE);
+            assert_int_equal(st.progress[i].inflight, 3);
+            assert_true(st.progress[i].paused);
+        }
+    t_stabilize(net); /* acks open the window again until everything is through */
+    assert_int_equal(t_status(net, 2).last_index, 12);
+    t_free(net);
+}
+
+static void test_inflight_window_bounds_pipelining_by_bytes(void **state)
+{
+    (void)state;
+    struct raft_config c = cfg_small_msgs();
+    c.max_inflight_bytes = 10;
+    struct tnet *net = t_new_cfg(3, 0, c);
+    t_elect(net, 1);
+    t_tick(net, 1, 1);
+    t_stabilize(net);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(t_propose(net, 1, "abcd"), 0);
+    /* 4-byte entries, 10 bytes of window: three messages, then paused */
+    assert_int_equal(t_count(net, RAFT_MSG_APP, 1), 2 * 3);
+    t_stabilize(net);
+    assert_int_equal(t_status(net, 3).last_index, 12);
+    t_free(net);
+}
+
+static void test_probe_state_sends_one_message_per_round_trip(void **state)
+{
+    (void)state;
+    struct tnet *net = t_new(3, 0, 0, 0);
+    t_elect(net, 1);
+    t_isolate(net, 3);
+    t_tick(net, 1, 1);
+    t_stabilize(net);
+    raft_report_unreachable(net->n[1].r, 3); /* replicate -> probe */
+    struct raft_status st = t_status(net, 1);
+    for (uint32_t i = 0; i < st.n_progress; i++)
+        if (st.progress[i].id == 3)
+            assert_int_equal(st.progress[i].state, RAFT_PROGRESS_PROBE);
+    t_propose(net, 1, "p1");
+    t_propose(net, 1, "p2");
+    t_propose(net, 1, "p3");
+    int to3 = 0;
+    for (int i = 0; i < net->nq; i++)
+        if (net->q[i].m.type == RAFT_MSG_APP && net->q[i].m.to == 3)
+            to3++;
+    assert_int_equal(to3, 1);
+    t_heal(net);
+    t_stabilize(net);
+    t_tick(net, 1, 1);
+    t_stabilize(net);
+    assert_string_equal(net->n[3].applied, "p1,p2,p3");
+    t_free(net);
+}
+
+static void test_committed_entries_survive_restart_and_replay(void **state)
+{
+    (void)state;
+    struct tnet *net = t_new(3, 0, 1, 1);
+    t_elect(net, 1);
+    t_propose(net, 1, "a");
+    t_propose(net, 1, "b");
+    t_stabilize(net);
+    t_crash(net, 2);
+    t_start(net, 2); /* state machine rebuilt from the snapshot, then replayed */
+    assert_string_equal(net->n[2].applied, "");
+    t_ready(net, 2);
+    assert_string_equal(net->n[2].applied, "a,b");
+    t_free(net);
+}
+
+static void test_malformed_messages_are_refused(void **state)
+{
+    (void)state;
+    struct tnet *net = t_new(3, 0, 0, 0);
+    struct raft_message m = { .type = 99, .from = 2, .to = 1, .term = 1 };
+    assert_int_equal(raft_step(net->n[1].r, &m), -CAIRN_E_MALFORMED);
+    struct raft_entry e = { .term = 5, .index = 9, .len = 1, .data = "z" };
+    m = (struct raft_message){ .type = RAFT_MSG_APP, .from = 2, .to = 1, .term = 2, .index = 1,
+                               .log_term = 1, .entries = &e, .n_entries = 1 };
+    assert_int_equal(raft_step(net->n[1].r, &m), -CAIRN_E_MALFORMED); /* index gap, term above message */
+    m = (struct raft_message){ .type = RAFT_MSG_SNAP, .from = 2, .to = 1, .term = 2 };
+    assert_int_equal(raft_step(net->n[1].r, &m), -CAIRN_E_MALFORMED); /* no metadata */
+    t_free(net);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_proposal_commits_and_applies_everywhere),
+        cmocka_unit_test(test_entry_not_committed_without_quorum),
+        cmocka_unit_test(test_old_term_entry_is_not_committed_by_counting),
+        cmocka_unit_test(test_reject_hint_skips_a_divergent_term_at_once),
+        cmocka_unit_test(test_inflight_window_bounds_pipelining_by_count),
+        cmocka_unit_test(test_inflight_window_bounds_pipelining_by_bytes),
+        cmocka_unit_test(test_probe_state_sends_one_message_per_round_trip),
+        cmocka_unit_test(test_committed_entries_survive_restart_and_replay),
+        cmocka_unit_test(test_malformed_messages_are_refused),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
