@@ -446,7 +446,7 @@ static int append(struct wal *w, const struct wal_hardstate *hs, const struct wa
     for (size_t i = 0; i < n; i++) {
         uint8_t *p = w->buf + len;
         size_t dlen = WAL_ENTRY_HDR + ents[i].len;
-        /* Framed in place: header first, then the payload, then the CRC. */
+        /* Built in place in the batch buffer, so each payload is copied once. */
         wal_put64(p + WAL_HDR, ents[i].index);
         wal_put64(p + WAL_HDR + 8, ents[i].term);
         wal_put32(p + WAL_HDR + 16, ents[i].type);
