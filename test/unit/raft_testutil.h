@@ -8,6 +8,7 @@
 #ifndef CAIRN_TEST_RAFT_TESTUTIL_H
 #define CAIRN_TEST_RAFT_TESTUTIL_H
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
