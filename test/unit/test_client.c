@@ -955,6 +955,68 @@ static void test_close_with_calls_in_flight_cancels_each_once(void **state)
     mock_stop(&m);
 }
 
+/* ------------------------------------------------------------- threads */
+
+#define N_THREADS 4
+#define N_PER_THREAD 50
+
+struct worker {
+    pthread_t thread;
+    struct cairn_client *c;
+    int id, failures;
+};
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    for (int i = 0; i < N_PER_THREAD; i++) {
+        char key[32], want[40];
+        snprintf(key, sizeof(key), "t%d-%d", w->id, i);
+        snprintf(want, sizeof(want), "v:%s", key);
+        struct cairn_put put = {.key = {key, strlen(key)}, .value = CAIRN_STR("x")};
+        if (cairn_put(w->c, &put, NULL, NULL, NULL) != 0)
+            w->failures++;
+        Cairn__Response *resp = NULL;
+        const Cairn__KeyValue *kv = NULL;
+        if (cairn_get(w->c, (struct cairn_bytes){key, strlen(key)}, NULL, &resp, &kv, NULL) != 0 ||
+            !kv || !bytes_eq(kv->value, want))
+            w->failures++;
+        cairn_response_free(resp);
+    }
+    return NULL;
+}
+
+static void test_blocking_calls_from_many_threads_share_one_client(void **state)
+{
+    (void)state;
+    struct mock a, b;
+    assert_int_equal(mock_start(&a, "tcp://127.0.0.1:0", NULL, 1), 0);
+    assert_int_equal(mock_start(&b, "tcp://127.0.0.1:0", NULL, 2), 0);
+    const char *urls[] = {a.url, b.url};
+    struct cairn_client *c = open_client(urls, 2, 0, LONG_MS);
+    assert_int_equal(cairn_endpoint_count(c), 2);
+    assert_string_equal(cairn_endpoint_url(c, 1), b.url);
+    assert_null(cairn_endpoint_url(c, 2));
+
+    struct worker w[N_THREADS];
+    for (int i = 0; i < N_THREADS; i++) {
+        w[i] = (struct worker){.c = c, .id = i};
+        assert_int_equal(pthread_create(&w[i].thread, NULL, worker_main, &w[i]), 0);
+    }
+    for (int i = 0; i < N_THREADS; i++) {
+        pthread_join(w[i].thread, NULL);
+        assert_int_equal(w[i].failures, 0);
+    }
+    unsigned puts = mock_count(&a, CAIRN__REQUEST__BODY_PUT) + mock_count(&b, CAIRN__REQUEST__BODY_PUT);
+    unsigned gets = mock_count(&a, CAIRN__REQUEST__BODY_RANGE) + mock_count(&b, CAIRN__REQUEST__BODY_RANGE);
+    assert_int_equal(puts, N_THREADS * N_PER_THREAD);
+    assert_int_equal(gets, N_THREADS * N_PER_THREAD);
+
+    cairn_close(c);
+    mock_stop(&a);
+    mock_stop(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -981,6 +1043,7 @@ int main(void)
         cmocka_unit_test(test_nothing_reachable_is_unavailable_and_unsent),
         cmocka_unit_test(test_many_async_calls_complete_exactly_once),
         cmocka_unit_test(test_close_with_calls_in_flight_cancels_each_once),
+        cmocka_unit_test(test_blocking_calls_from_many_threads_share_one_client),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
