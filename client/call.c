@@ -518,6 +518,10 @@ int cairn_call(struct cairn_client *c, const Cairn__Request *req,
 
     if (resp)
         *resp = NULL;
+    if (err) {
+        memset(err, 0, sizeof(*err));
+        err->endpoint = -1;
+    }
     pthread_mutex_init(&w.mu, NULL);
     pthread_cond_init(&w.cv, NULL);
     if ((rv = cairn_call_async(c, req, opts, waiter_cb, &w)) != 0) {
