@@ -10,6 +10,8 @@
 #define CAIRN_TEST_CLIENT_MOCK_H
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -353,17 +355,23 @@ static inline void mock_stop(struct mock *m)
     m->started = false;
 }
 
-/* A tcp URL on 127.0.0.1 where nothing listens: a port bound, then released. */
+/*
+ * A tcp URL on 127.0.0.1 that refuses connections: a socket bound to a fresh
+ * port but never listening.  It stays open (for the life of the test
+ * process) so no later listener can be given the same port.
+ */
 static inline void refused_url(char *buf, size_t len)
 {
-    nng_socket s;
-    nng_listener l;
-    nng_sockaddr sa;
-    nng_rep0_open(&s);
-    nng_listen(s, "tcp://127.0.0.1:0", &l, 0);
-    nng_listener_get_addr(l, NNG_OPT_LOCADDR, &sa);
-    snprintf(buf, len, "tcp://127.0.0.1:%u", (unsigned)ntohs(sa.s_in.sa_port));
-    nng_close(s);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
+    socklen_t salen = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &salen) != 0) {
+        snprintf(buf, len, "tcp://127.0.0.1:1"); /* port 1: refused on loopback too */
+        return;
+    }
+    snprintf(buf, len, "tcp://127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
 }
 
 /* Poll pred(arg) until true or deadline_ms pass; returns its last value. */
