@@ -15,6 +15,7 @@
 #   test/unit/test_X.c                    -> $(BUILD)/test/unit/test_X (one cmocka binary per module)
 #   test/sim/*.c                          -> $(BUILD)/test/sim/raft-sim (one program)
 #   bench/*.c                             -> $(BUILD)/bench/<name> (one program per file)
+#   tools/*.c                             -> $(BUILD)/<name> (offline operator tools)
 
 BUILD    ?= build
 PREFIX   ?= /usr/local
@@ -112,6 +113,13 @@ BINS += $(BUILD)/cairn
 $(BUILD)/cairn: $(BUILD)/shell/main.o $(ALL_LIBS)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(READLINE_LIBS) $(LDLIBS_ALL)
 endif
+
+# Offline operator tools: tools/NAME.c -> $(BUILD)/NAME, installed beside cairnd.
+TOOL_SRC  := $(wildcard tools/*.c)
+TOOL_BINS := $(patsubst tools/%.c,$(BUILD)/%,$(TOOL_SRC))
+BINS += $(TOOL_BINS)
+$(TOOL_BINS): $(BUILD)/%: $(BUILD)/tools/%.o $(ALL_LIBS)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
 
 BENCH_SRC  := $(wildcard bench/*.c)
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
