@@ -85,6 +85,18 @@ $(eval $(call part_lib,client,$(wildcard client/*.c)))
 $(eval $(call part_lib,daemon,$(filter-out daemon/main.c,$(wildcard daemon/*.c))))
 $(eval $(call part_lib,shell,$(filter-out shell/main.c,$(wildcard shell/*.c))))
 
+# libcairn, the installable client library: the client with the wire code
+# and the error table it uses, so a program needs nothing else of ours.
+ifneq ($(client_SRC),)
+LIBCAIRN_OBJ := $(client_OBJ) $(proto_OBJ) $(BUILD)/base/errors.o
+LIBCAIRN := $(BUILD)/libcairn.a $(BUILD)/libcairn.so.0
+$(BUILD)/libcairn.a: $(LIBCAIRN_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+$(BUILD)/libcairn.so.0: $(LIBCAIRN_OBJ)
+	$(CC) $(LDFLAGS_ALL) -shared -Wl,-soname,libcairn.so.0 -Wl,--no-undefined -o $@ $^ $(NNG_LIBS) -lprotobuf-c -lpthread
+endif
+
 # Highest layer first, as the static linker wants.
 ALL_LIBS := $(shell_LIB) $(daemon_LIB) $(client_LIB) $(storage_LIB) $(raft_LIB) $(proto_LIB) $(base_LIB)
 
@@ -150,7 +162,7 @@ TEST_BINS := $(UNIT_BINS) $(SIM_BIN)
 .DEFAULT_GOAL := all
 .SECONDARY:
 
-all: $(ALL_LIBS) $(BINS) $(BENCH_BINS)
+all: $(ALL_LIBS) $(LIBCAIRN) $(BINS) $(BENCH_BINS)
 
 tests: all $(TEST_BINS)
 
@@ -206,10 +218,12 @@ install: all
 	install -m 0644 README.md $(wildcard docs/*.md) $(DESTDIR)$(PREFIX)/share/doc/cairn/
 	$(if $(BINS),install -d $(BINDIR) && install -m 0755 $(BINS) $(BINDIR)/)
 	$(if $(filter %/cairn-bench,$(BENCH_BINS)),install -d $(BINDIR) && install -m 0755 $(BUILD)/bench/cairn-bench $(BINDIR)/)
-	$(if $(client_LIB),install -d $(LIBDIR)/pkgconfig $(INCDIR) && install -m 0644 $(client_LIB) $(LIBDIR)/libcairn.a)
-	$(if $(client_LIB),install -m 0644 base/errors.h $(INCDIR)/errors.h)
-	$(if $(client_LIB),install -m 0644 client/cairn.h $(INCDIR)/cairn.h)
-	$(if $(client_LIB),sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' docs/cairn.pc.in > $(LIBDIR)/pkgconfig/cairn.pc)
+	$(if $(LIBCAIRN),install -d $(LIBDIR)/pkgconfig $(INCDIR)/proto)
+	$(if $(LIBCAIRN),install -m 0644 $(BUILD)/libcairn.a $(LIBDIR)/libcairn.a)
+	$(if $(LIBCAIRN),install -m 0755 $(BUILD)/libcairn.so.0 $(LIBDIR)/libcairn.so.0 && ln -sf libcairn.so.0 $(LIBDIR)/libcairn.so)
+	$(if $(LIBCAIRN),install -m 0644 base/errors.h client/cairn.h $(INCDIR)/)
+	$(if $(LIBCAIRN),install -m 0644 $(BUILD)/proto/cairn.pb-c.h $(BUILD)/proto/kv.pb-c.h $(INCDIR)/proto/)
+	$(if $(LIBCAIRN),sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' docs/cairn.pc.in > $(LIBDIR)/pkgconfig/cairn.pc)
 	$(if $(wildcard units/*.service units/*.socket),install -d $(UNITDIR) && install -m 0644 $(wildcard units/*.service units/*.socket) $(UNITDIR)/)
 	$(if $(wildcard docs/man/*.1),install -d $(MANDIR)/man1 && install -m 0644 $(wildcard docs/man/*.1) $(MANDIR)/man1/)
 	$(if $(wildcard docs/man/*.5),install -d $(MANDIR)/man5 && install -m 0644 $(wildcard docs/man/*.5) $(MANDIR)/man5/)

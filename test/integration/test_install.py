@@ -25,9 +25,9 @@ def test_install_puts_everything_under_destdir_and_prefix(root_dir, build_dir, t
             p = dest / "usr/bin" / prog
             assert p.exists() and os.access(p, os.X_OK), prog
     if (build_dir / "libclient.a").exists():
-        assert (dest / "usr/include/cairn/cairn.h").exists()
-        assert (dest / "usr/include/cairn/errors.h").exists()
-        assert (dest / "usr/lib/libcairn.a").exists()
+        for f in ("include/cairn/cairn.h", "include/cairn/errors.h", "include/cairn/proto/cairn.pb-c.h",
+                  "include/cairn/proto/kv.pb-c.h", "lib/libcairn.a", "lib/libcairn.so.0", "lib/libcairn.so"):
+            assert (dest / "usr" / f).exists(), f
         pc = dest / "usr/lib/pkgconfig/cairn.pc"
         out = subprocess.run(["pkg-config", "--cflags", "--libs", str(pc)],
                              check=True, stdout=subprocess.PIPE, text=True).stdout
@@ -40,3 +40,52 @@ def test_install_honours_prefix(root_dir, build_dir, tmp_path):
     dest = installed_tree(root_dir, build_dir, tmp_path, prefix="/opt/cairn")
     files = [p for p in dest.rglob("*") if p.is_file()]
     assert files and all(str(p.relative_to(dest)).startswith("opt/cairn/") for p in files)
+
+
+PROGRAM = r"""
+#include <stdio.h>
+#include <cairn.h>
+
+int main(void)
+{
+    const char *eps[] = {"tcp://127.0.0.1:1"};
+    struct cairn_config cfg = {.endpoints = eps, .n_endpoints = 1, .dial_timeout_ms = 50, .call_timeout_ms = 200};
+    struct cairn_client *c = NULL;
+    struct cairn_error_detail err;
+    if (cairn_open(&cfg, &c, &err) != 0)
+        return 2;
+    Cairn__StatusRequest st = CAIRN__STATUS_REQUEST__INIT;
+    Cairn__Request req = CAIRN__REQUEST__INIT;
+    req.body_case = CAIRN__REQUEST__BODY_STATUS;
+    req.status = &st;
+    Cairn__Response *resp = NULL;
+    int rc = cairn_call(c, &req, NULL, &resp, &err);
+    printf("%s: %s\n", cairn_errname(rc), cairn_strerror(rc));
+    cairn_close(c);
+    return rc == -CAIRN_E_UNAVAILABLE ? 0 : 1;
+}
+"""
+
+
+def test_a_program_builds_against_the_installed_library(root_dir, build_dir, tmp_path):
+    """What a user does: compile with the installed pkg-config file, link
+    shared and static, run; with no member listening the call is UNAVAILABLE."""
+    if not (build_dir / "libclient.a").exists():
+        return
+    dest = installed_tree(root_dir, build_dir, tmp_path)
+    src = tmp_path / "prog.c"
+    src.write_text(PROGRAM)
+    pcdir = dest / "usr/lib/pkgconfig"
+    def pkg(*args):
+        return subprocess.run(["pkg-config", "--define-variable=prefix=%s/usr" % dest, *args, "cairn"],
+                              check=True, stdout=subprocess.PIPE, text=True,
+                              env=dict(os.environ, PKG_CONFIG_PATH=str(pcdir))).stdout.split()
+    static_libs = [str(dest / "usr/lib/libcairn.a")] + [l for l in pkg("--libs", "--static") if l != "-lcairn"]
+    for kind, libs in (("shared", pkg("--libs")), ("static", static_libs)):
+        exe = tmp_path / ("prog-" + kind)
+        subprocess.run(["cc", "-std=c11", "-Wall", "-Werror", "-o", str(exe), str(src)] + pkg("--cflags") + libs,
+                       check=True)
+        env = dict(os.environ, LD_LIBRARY_PATH=str(dest / "usr/lib"))
+        r = subprocess.run([str(exe)], env=env, stdout=subprocess.PIPE, text=True, timeout=30)
+        assert r.returncode == 0, (kind, r.stdout)
+        assert "UNAVAILABLE" in r.stdout
