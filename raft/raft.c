@@ -1130,6 +1130,11 @@ void raft_free(struct raft *r)
 
 /* ------------------------------------------------------------- introspection */
 
+void raft_basic_status(const struct raft *r, struct raft_basic_status *st)
+{
+    *st = (struct raft_basic_status){ r->id, r->role, r->term, r->vote, r->lead, r->log.committed, r->log.applied };
+}
+
 void raft_status(const struct raft *r, struct raft_status *st)
 {
     memset(st, 0, sizeof(*st));

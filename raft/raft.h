@@ -401,6 +401,20 @@ int raft_report_snapshot(struct raft *r, uint64_t id, int ok);
 /* raft_report_unreachable: sending to id failed; the leader stops pipelining to it. */
 int raft_report_unreachable(struct raft *r, uint64_t id);
 
+/* The cheap part of raft_status (no per-peer progress), for hot paths. */
+struct raft_basic_status {
+    uint64_t id;
+    int role;
+    uint64_t term;
+    uint64_t vote;
+    uint64_t lead;
+    uint64_t commit;
+    uint64_t applied;
+};
+
+/* raft_basic_status: fill *st; cheap enough to call after every event. */
+void raft_basic_status(const struct raft *r, struct raft_basic_status *st);
+
 /* raft_status: a snapshot of r's state for STATUS= and metrics. */
 void raft_status(const struct raft *r, struct raft_status *st);
 

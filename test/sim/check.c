@@ -31,8 +31,8 @@ void check_leaders(struct sim *s)
         struct simnode *n = &s->nodes[i];
         if (!n->up)
             continue;
-        struct raft_status st;
-        raft_status(n->r, &st);
+        struct raft_basic_status st;
+        raft_basic_status(n->r, &st);
         if (st.role != RAFT_LEADER)
             continue;
         grow_u64(&s->leader_of_term, &s->lot_cap, st.term);

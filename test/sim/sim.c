@@ -93,7 +93,7 @@ static void push_ev(struct sim *s, uint64_t t, int type, int node, struct netmsg
         if (!s->heap)
             abort();
     }
-    struct ev e = { t, s->seq++, type, node, m };
+    struct ev e = { t, s->seq++, type, node, node >= 0 ? s->nodes[node].incarnation : 0, m };
     size_t i = s->n_heap++;
     while (i > 0) {
         size_t p = (i - 1) / 2;
@@ -504,8 +504,8 @@ static struct simnode *find_leader(struct sim *s)
         struct simnode *n = &s->nodes[i];
         if (!n->up)
             continue;
-        struct raft_status st;
-        raft_status(n->r, &st);
+        struct raft_basic_status st;
+        raft_basic_status(n->r, &st);
         if (st.role == RAFT_LEADER && st.term >= best_term) {
             best = n;
             best_term = st.term;
@@ -756,17 +756,17 @@ static void check_liveness(struct sim *s)
     struct simnode *l = find_leader(s);
     if (!l)
         return;
-    struct raft_status st;
-    raft_status(l->r, &st);
-    for (uint32_t i = 0; i < st.conf.n_voters + st.conf.n_learners; i++) {
-        uint64_t id = i < st.conf.n_voters ? st.conf.voters[i] : st.conf.learners[i - st.conf.n_voters];
+    struct raft_conf_state cs;
+    raft_conf_state(l->r, &cs);
+    for (uint32_t i = 0; i < cs.n_voters + cs.n_learners; i++) {
+        uint64_t id = i < cs.n_voters ? cs.voters[i] : cs.learners[i - cs.n_voters];
         struct simnode *n = node_of(s, id);
         if (!n || !n->up || s->max_prop[id - 1] < s->sentinel_min)
             return;
     }
     s->live = true;
-    sim_log(s, "live: a post-heal write applied on all %u members (leader %llu, term %llu)",
-            st.conf.n_voters + st.conf.n_learners, (unsigned long long)l->id, (unsigned long long)st.term);
+    sim_log(s, "live: a post-heal write applied on all %u members (leader %llu)", cs.n_voters + cs.n_learners,
+            (unsigned long long)l->id);
 }
 
 /* ------------------------------------------------------------------- a run */
@@ -787,7 +787,7 @@ static void setup(struct sim *s)
         .max_pending_reads = 64,
     };
     s->max_delay = 2 + (int)rnd(s, 10);
-    s->chaos_end = 5000 + rnd(s, 10000);
+    s->chaos_end = 20000 + rnd(s, 80000);
     struct raft_snapshot_meta boot = { .index = 1, .term = 1 };
     for (int i = 0; i < voters; i++)
         boot.conf_state.voters[boot.conf_state.n_voters++] = (uint64_t)i + 1;
@@ -841,7 +841,7 @@ int sim_run(uint64_t seed, int verbose, char *why, size_t why_len, uint64_t *sta
         struct simnode *n = e.node >= 0 ? &s->nodes[e.node] : NULL;
         switch (e.type) {
         case EV_TICK:
-            if (n->up) {
+            if (n->up && e.inc == n->incarnation) {
                 raft_tick(n->r);
                 schedule_ready(s, n);
                 push_ev(s, s->now + TICK_MS, EV_TICK, e.node, NULL);

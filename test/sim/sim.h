@@ -28,6 +28,7 @@ struct ev {
     uint64_t t, seq;
     int type;
     int node;
+    int inc;                    /* EV_TICK: the incarnation it belongs to */
     struct netmsg *msg;
 };
 
