@@ -47,8 +47,8 @@
  * after step 4 (they may also appear in rd.entries of the same Ready).
  *
  * Between raft_ready() and raft_advance() the only calls allowed are
- * raft_apply_conf_change(), raft_status(), raft_conf_state(); everything
- * else returns -EBUSY.  Memory in rd (entries, their data, messages, their
+ * raft_apply_conf_change(), raft_status(), raft_basic_status() and
+ * raft_conf_state(); everything else returns -EBUSY.  Memory in rd (entries, their data, messages, their
  * entries/context/snapshot, reads) is owned by raft and valid until
  * raft_advance(); copy what you need to keep.
  *
@@ -361,8 +361,9 @@ int raft_read_index(struct raft *r, const void *ctx, size_t ctx_len);
 
 /*
  * raft_campaign: start an election now (as if the election timeout passed;
- * with pre-vote, a pre-vote first).  Returns 0, or -EINVAL if r cannot
- * campaign (learner, removed, leader already).
+ * with pre-vote, a pre-vote first; deferred while a committed conf change
+ * is unapplied).  Returns 0, -EINVAL if r cannot campaign (learner,
+ * removed, leader already), -EBUSY inside a Ready.
  */
 int raft_campaign(struct raft *r);
 
@@ -395,10 +396,15 @@ int raft_advance(struct raft *r, struct raft_ready *rd);
  */
 int raft_compact(struct raft *r, const struct raft_snapshot_meta *meta, uint64_t keep);
 
-/* raft_report_snapshot: the out-of-band transfer to peer id succeeded (ok != 0) or failed. */
+/*
+ * raft_report_snapshot: the out-of-band transfer to peer id succeeded
+ * (ok != 0) or failed.  Report every RAFT_MSG_SNAP sent (failure if it could
+ * not be sent): until then the leader sends that peer nothing more.
+ * Returns 0, or -EBUSY inside a Ready.
+ */
 int raft_report_snapshot(struct raft *r, uint64_t id, int ok);
 
-/* raft_report_unreachable: sending to id failed; the leader stops pipelining to it. */
+/* raft_report_unreachable: sending to id failed; the leader stops pipelining to it.  0 or -EBUSY. */
 int raft_report_unreachable(struct raft *r, uint64_t id);
 
 /* The cheap part of raft_status (no per-peer progress), for hot paths. */

@@ -236,6 +236,7 @@ static void node_start(struct sim *s, struct simnode *n)
     n->ready_sched = false;
     n->leader_checked_term = 0;
     n->last_commit = n->hs.commit;
+    n->hs_seen = n->hs;
     memset(n->pend, 0, sizeof(n->pend));
     push_ev(s, s->now + 1 + n->tick_offset, EV_TICK, (int)(n->id - 1), NULL);
 }
@@ -446,9 +447,9 @@ static void process_ready(struct sim *s, struct simnode *n)
                          (unsigned long long)n->snap.index + 1, (unsigned long long)(n->snap.index + n->log.n));
                 return;
             }
-            if (first <= n->hs.commit) {
+            if (first <= n->hs_seen.commit) {
                 sim_fail(s, "member %llu overwrites committed index %llu (commit %llu)", (unsigned long long)n->id,
-                         (unsigned long long)first, (unsigned long long)n->hs.commit);
+                         (unsigned long long)first, (unsigned long long)n->hs_seen.commit);
                 return;
             }
             dlog_truncate(&n->log, first - n->snap.index - 1);
@@ -459,12 +460,16 @@ static void process_ready(struct sim *s, struct simnode *n)
         }
         /* 3. hard state */
         if (rd.hard_state_changed) {
-            if (rd.hard_state.commit < n->hs.commit || rd.hard_state.term < n->hs.term)
+            if (rd.hard_state.commit < n->hs_seen.commit || rd.hard_state.term < n->hs_seen.term)
                 sim_fail(s, "member %llu: hard state went backwards", (unsigned long long)n->id);
             if (rd.hard_state.commit > n->snap.index + n->log.n)
                 sim_fail(s, "member %llu: commit %llu beyond its durable log", (unsigned long long)n->id,
                          (unsigned long long)rd.hard_state.commit);
-            n->hs = rd.hard_state;
+            /* must_sync 0: only the commit index moved and raft allows it to be
+             * written without fsync - model a crash losing it half the time */
+            if (rd.must_sync || chance(s, 50))
+                n->hs = rd.hard_state;
+            n->hs_seen = rd.hard_state;
         }
         if (rd.role == RAFT_LEADER && rd.hard_state.term > n->leader_checked_term) {
             n->leader_checked_term = rd.hard_state.term;
