@@ -24,6 +24,9 @@
 #include "base/errors.h"
 #include "storage/mvcc.h"
 
+/* Each includer uses a different part of this file. */
+#pragma GCC diagnostic ignored "-Wunused-function"
+
 /* --- random numbers -------------------------------------------------------------- */
 
 struct rng {
@@ -200,6 +203,21 @@ static int64_t dead_of(const struct model *m, int k, size_t i)
     if (mk->rows[i].tomb)
         return mk->rows[i].main;
     return i + 1 < mk->n ? mk->rows[i + 1].main : INT64_MAX;
+}
+
+/* Forget the rows no read can see any more (dead at or below the compact
+ * revision): what compaction drops.  Keeps dead_of() of the others intact,
+ * since a row's successor is dropped only if the row itself is. */
+static void model_prune(struct model *m)
+{
+    for (int k = 0; k < NKEYS; k++) {
+        struct mkey *mk = &m->keys[k];
+        size_t j = 0;
+        for (size_t i = 0; i < mk->n; i++)
+            if (dead_of(m, k, i) > m->compact_rev)
+                mk->rows[j++] = mk->rows[i];
+        mk->n = j;
+    }
 }
 
 static struct mvcc_kv row_to_kv(int k, const struct mrow *r)
@@ -640,6 +658,7 @@ static int m_request(struct model *m, struct pool *p, const struct mvcc_request 
         if (q->compact.revision > m->rev)
             return -CAIRN_E_FUTURE_REV;
         m->compact_rev = resp->compact_revision = q->compact.revision;
+        model_prune(m);
         return 0;
     case MVCC_REQ_LEASE_GRANT:
         if (q->lease_grant.id == 0)
@@ -1108,36 +1127,47 @@ static uint32_t mh_i64(uint32_t crc, int64_t v)
     return crc32c_extend(crc, b, 8);
 }
 
+struct hrow {
+    int k;
+    const struct mrow *r;
+};
+
+static int hrow_cmp(const void *a, const void *b)
+{
+    const struct mrow *x = ((const struct hrow *)a)->r, *y = ((const struct hrow *)b)->r;
+    if (x->main != y->main)
+        return x->main < y->main ? -1 : 1;
+    return x->sub < y->sub ? -1 : x->sub > y->sub;
+}
+
 static void model_hash(const struct model *m, int64_t rev, uint32_t *out)
 {
+    size_t n = 0, cap = 0;
+    for (int k = 0; k < NKEYS; k++)
+        cap += m->keys[k].n;
+    struct hrow *rows = calloc(cap + 1, sizeof(*rows));
+    assert_non_null(rows);
+    for (int k = 0; k < NKEYS; k++)
+        for (size_t i = 0; i < m->keys[k].n; i++)
+            if (m->keys[k].rows[i].main <= rev && dead_of(m, k, i) > m->compact_rev)
+                rows[n++] = (struct hrow){k, &m->keys[k].rows[i]};
+    qsort(rows, n, sizeof(*rows), hrow_cmp);
     uint32_t crc = crc32c_extend(0, "kv", 2);
-    /* rows of all keys merged by (main, sub): a revision holds few keys, so scan */
-    for (int64_t main = 1; main <= rev; main++)
-        for (int64_t sub = 0;; sub++) {
-            bool found = false;
-            for (int k = 0; k < NKEYS && !found; k++)
-                for (size_t i = 0; i < m->keys[k].n; i++) {
-                    const struct mrow *r = &m->keys[k].rows[i];
-                    if (r->main != main || r->sub != sub)
-                        continue;
-                    found = true;
-                    if (dead_of(m, k, i) <= m->compact_rev)
-                        break;
-                    crc = mh_i64(crc, r->main);
-                    crc = mh_i64(crc, r->sub);
-                    crc = mh_i64(crc, (int64_t)strlen(UKEYS[k]));
-                    crc = crc32c_extend(crc, UKEYS[k], strlen(UKEYS[k]));
-                    crc = mh_i64(crc, r->create);
-                    crc = mh_i64(crc, r->version);
-                    crc = mh_i64(crc, r->lease);
-                    crc = mh_i64(crc, (int64_t)r->vlen);
-                    if (r->vlen)
-                        crc = crc32c_extend(crc, r->val, r->vlen);
-                    break;
-                }
-            if (!found)
-                break;
-        }
+    for (size_t i = 0; i < n; i++) {
+        const struct mrow *r = rows[i].r;
+        const char *key = UKEYS[rows[i].k];
+        crc = mh_i64(crc, r->main);
+        crc = mh_i64(crc, r->sub);
+        crc = mh_i64(crc, (int64_t)strlen(key));
+        crc = crc32c_extend(crc, key, strlen(key));
+        crc = mh_i64(crc, r->create);
+        crc = mh_i64(crc, r->version);
+        crc = mh_i64(crc, r->lease);
+        crc = mh_i64(crc, (int64_t)r->vlen);
+        if (r->vlen)
+            crc = crc32c_extend(crc, r->val, r->vlen);
+    }
+    free(rows);
     *out = crc;
 }
 
