@@ -41,7 +41,11 @@
  * which is only safe because no message - vote grant, append ack, commit
  * index - can reach a peer before the data it vouches for is on disk.
  * When must_sync is 0 but hard_state_changed is 1, only the commit index
- * moved; it may be written without fsync (losing it in a crash is safe).
+ * moved; it may be written without fsync, but it must become durable no
+ * later than the next fsync (a WAL appending in order gives this for free):
+ * raft relies on a member never appending a conf change while its durable
+ * commit index is behind an earlier conf change (etcd's "Append" invariant
+ * for apply-time membership).
  *
  * Apply rule: rd.committed entries are durable on a quorum; apply them only
  * after step 4 (they may also appear in rd.entries of the same Ready).

@@ -5,6 +5,7 @@
  * completeness, and linearizable ReadIndex.  Each failure names the member,
  * index and term involved.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,8 +46,14 @@ void check_leaders(struct sim *s)
         if (!*l) {
             *l = n->id;
             s->elections++;
-            sim_log(s, "member %llu is leader of term %llu", (unsigned long long)n->id,
-                    (unsigned long long)st.term);
+            struct raft_conf_state cs;
+            raft_conf_state(n->r, &cs);
+            char v[128] = "";
+            for (uint32_t k = 0; k < cs.n_voters; k++)
+                snprintf(v + strlen(v), sizeof(v) - strlen(v), " %llu", (unsigned long long)cs.voters[k]);
+            sim_log(s, "member %llu is leader of term %llu (commit %llu, applied %llu, voters%s)",
+                    (unsigned long long)n->id, (unsigned long long)st.term, (unsigned long long)st.commit,
+                    (unsigned long long)st.applied, v);
         }
     }
 }
@@ -123,6 +130,9 @@ void check_applied(struct sim *s, struct simnode *n, uint64_t index, uint64_t fp
     s->g[index] = fp;
     s->g_term[index] = term;
     s->g_len = index;
+    if (s->verbose > 1)
+        sim_log(s, "member %llu first to apply index %llu (at term %llu)", (unsigned long long)n->id,
+                (unsigned long long)index, (unsigned long long)term);
 }
 
 /* A snapshot a member installs must agree with what was applied elsewhere. */
@@ -154,8 +164,11 @@ void check_new_leader(struct sim *s, struct simnode *n, uint64_t term)
         uint64_t fp = i <= n->snap.index ? n->snap_sm[i] : entry_fp(&n->log.e[i - n->snap.index - 1]);
         if (fp != s->g[i]) {
             sim_fail(s, "leader completeness: member %llu, leader of term %llu, holds a different entry at "
-                     "committed index %llu", (unsigned long long)n->id, (unsigned long long)term,
-                     (unsigned long long)i);
+                     "committed index %llu (first applied by a member at term %llu; this leader's entry has "
+                     "term %llu; its snapshot is at %llu)", (unsigned long long)n->id, (unsigned long long)term,
+                     (unsigned long long)i, (unsigned long long)s->g_term[i],
+                     (unsigned long long)(i <= n->snap.index ? 0 : n->log.e[i - n->snap.index - 1].term),
+                     (unsigned long long)n->snap.index);
             return;
         }
     }

@@ -17,8 +17,14 @@
  *                  checker now accepts at-least-once answers, still checked)
  *   1073           raft_compact() raced a received snapshot not yet
  *                  installed (-CAIRN_E_SNAPSHOT_TOO_OLD is now expected)
+ *   557            the simulated WAL lost an unsynced commit index even
+ *                  after a later fsync; a member restarted behind a conf
+ *                  change it had appended after, campaigned with a
+ *                  configuration two changes old and a committed entry was
+ *                  lost (leader completeness fired).  raft.h now states
+ *                  the ordering rule; the simulated WAL follows it.
  */
-static const uint64_t regression_seeds[] = { 1, 10, 13, 14, 1073 };
+static const uint64_t regression_seeds[] = { 1, 10, 13, 14, 557, 1073 };
 
 static void usage(void)
 {

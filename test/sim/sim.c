@@ -237,6 +237,10 @@ static void node_start(struct sim *s, struct simnode *n)
     n->leader_checked_term = 0;
     n->last_commit = n->hs.commit;
     n->hs_seen = n->hs;
+    if (s->verbose > 1)
+        sim_log(s, "start member %llu: term %llu commit %llu snapshot %llu, %zu entries, %u voters",
+                (unsigned long long)n->id, (unsigned long long)n->hs.term, (unsigned long long)n->hs.commit,
+                (unsigned long long)n->snap.index, n->log.n, n->snap.conf_state.n_voters);
     memset(n->pend, 0, sizeof(n->pend));
     push_ev(s, s->now + 1 + n->tick_offset, EV_TICK, (int)(n->id - 1), NULL);
 }
@@ -465,12 +469,13 @@ static void process_ready(struct sim *s, struct simnode *n)
             if (rd.hard_state.commit > n->snap.index + n->log.n)
                 sim_fail(s, "member %llu: commit %llu beyond its durable log", (unsigned long long)n->id,
                          (unsigned long long)rd.hard_state.commit);
-            /* must_sync 0: only the commit index moved and raft allows it to be
-             * written without fsync - model a crash losing it half the time */
-            if (rd.must_sync || chance(s, 50))
-                n->hs = rd.hard_state;
             n->hs_seen = rd.hard_state;
         }
+        /* must_sync 0: only the commit index moved and raft allows writing it
+         * without fsync.  Like a WAL, the write becomes durable at the next
+         * fsync (or when the OS flushes it); a crash before that loses it. */
+        if (rd.must_sync || (rd.hard_state_changed && chance(s, 30)))
+            n->hs = n->hs_seen;
         if (rd.role == RAFT_LEADER && rd.hard_state.term > n->leader_checked_term) {
             n->leader_checked_term = rd.hard_state.term;
             check_new_leader(s, n, rd.hard_state.term);

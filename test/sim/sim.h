@@ -47,7 +47,7 @@ struct simnode {
     struct raft *r;
     /* durable */
     struct raft_hard_state hs;
-    struct raft_hard_state hs_seen;  /* newest handed out, synced or not */
+    struct raft_hard_state hs_seen;  /* newest written, synced or not (lost in a crash) */
     struct raft_snapshot_meta snap;
     uint64_t *snap_sm;          /* fingerprints 1..snap.index (index 0 unused) */
     struct dlog log;
