@@ -83,21 +83,23 @@ bool log_is_up_to_date(const struct rlog *l, uint64_t last_index, uint64_t term)
     return term > lt || (term == lt && last_index >= log_last_index(l));
 }
 
-/* Room for one more entry at the end, reusing the front before growing. */
+/*
+ * Room for `extra` more entries at the end.  Compaction leaves a gap at the
+ * front; slide down into it when it is at least a quarter of the array (so
+ * each slide buys many appends), otherwise grow by doubling.
+ */
 static int reserve(struct rlog *l, size_t extra)
 {
     if (l->head + l->n + extra <= l->cap)
         return 0;
-    if (l->head > 0 && l->n + extra <= l->cap && l->head >= l->cap / 2) {
+    if (l->head >= l->cap / 4 && l->n + extra <= l->cap) {
         memmove(l->ents, l->ents + l->head, l->n * sizeof(*l->ents));
         l->head = 0;
         return 0;
     }
-    if (l->head > 0) {
+    if (l->head > 0) { /* a small gap: reclaim it as part of growing */
         memmove(l->ents, l->ents + l->head, l->n * sizeof(*l->ents));
         l->head = 0;
-        if (l->n + extra <= l->cap)
-            return 0;
     }
     size_t cap = l->cap ? l->cap * 2 : 64;
     while (cap < l->n + extra)
