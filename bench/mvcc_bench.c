@@ -1,0 +1,288 @@
+/*
+ * mvcc_bench: storage/mvcc throughput and latency (docs/perf/mvcc.md).
+ * Applies batches of 100 puts of 256-byte values over random keys, then
+ * measures point reads (current and old revision), 1000-key prefix ranges,
+ * bytes on disk per key revision, RSS, compaction, snapshot, and
+ * defragmentation (incremental vacuum against VACUUM).
+ *
+ *   mvcc_bench [-n puts] [-k keys] [-d dir] [-r read_seconds] [-c cache_mb] [-D]
+ * Defaults are the short run of `make bench`; -D also measures defragmentation.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/errors.h"
+#include "storage/mvcc.h"
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static uint64_t rng_state = 88172645463325252ULL;
+static uint64_t rnd64(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+static long rss_kb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "VmRSS: %ld", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void report_latency(const char *what, double *lat, size_t n)
+{
+    qsort(lat, n, sizeof(*lat), cmp_double);
+    double sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += lat[i];
+    printf("%-34s n=%zu avg %.1f us  p50 %.1f us  p99 %.1f us  max %.1f us\n", what, n,
+           sum / (double)n * 1e6, lat[n / 2] * 1e6, lat[n * 99 / 100] * 1e6, lat[n - 1] * 1e6);
+}
+
+#define BATCH 100
+#define VALUE 256
+
+static void die(const char *what, int rc)
+{
+    fprintf(stderr, "mvcc_bench: %s: %s\n", what, cairn_strerror(rc));
+    exit(1);
+}
+
+int main(int argc, char **argv)
+{
+    long puts = 300000, keys = 1000000;
+    double read_secs = 2;
+    const char *dir = NULL;
+    bool defrag = false;
+    struct mvcc_options mo = {0};
+    int opt;
+    while ((opt = getopt(argc, argv, "n:k:d:r:c:D")) != -1) {
+        switch (opt) {
+        case 'c': mo.cache_mb = atoi(optarg); break;
+        case 'n': puts = atol(optarg); break;
+        case 'k': keys = atol(optarg); break;
+        case 'd': dir = optarg; break;
+        case 'r': read_secs = atof(optarg); break;
+        case 'D': defrag = true; break;
+        default:
+            fprintf(stderr, "usage: mvcc_bench [-n puts] [-k keys] [-d dir] [-r secs] [-c cache_mb] [-D]\n");
+            return 2;
+        }
+    }
+    char tmpl[] = "/tmp/mvcc_bench.XXXXXX";
+    if (!dir && !(dir = mkdtemp(tmpl))) {
+        perror("mkdtemp");
+        return 1;
+    }
+    struct mvcc_store *s;
+    struct mvcc_reader *r;
+    char err[256];
+    int rc;
+    if ((rc = mvcc_open(dir, &mo, &s, err, sizeof(err))) < 0) {
+        fprintf(stderr, "mvcc_bench: %s\n", err);
+        return 1;
+    }
+    printf("mvcc_bench: %ld puts in batches of %d, %d-byte values, keys from %ld, dir %s\n",
+           puts, BATCH, VALUE, keys, dir);
+
+    /* --- puts ---------------------------------------------------------------- */
+    static char kbuf[BATCH][24];
+    static unsigned char vbuf[BATCH][VALUE];
+    struct mvcc_entry e[BATCH];
+    uint64_t index = 0;
+    double t0 = now(), worst = 0;
+    for (long done = 0; done < puts; done += BATCH) {
+        for (int i = 0; i < BATCH; i++) {
+            int n = snprintf(kbuf[i], sizeof(kbuf[i]), "key/%07ld", (long)(rnd64() % (uint64_t)keys));
+            for (int j = 0; j < VALUE; j += 8) {
+                uint64_t x = rnd64();
+                memcpy(vbuf[i] + j, &x, 8);
+            }
+            e[i] = (struct mvcc_entry){
+                .index = ++index, .term = 1,
+                .req = {.type = MVCC_REQ_PUT,
+                        .put = {.key = {kbuf[i], (size_t)n}, .value = {vbuf[i], VALUE}}}};
+        }
+        struct mvcc_result *res;
+        double b0 = now();
+        if ((rc = mvcc_apply(s, e, BATCH, &res)) < 0)
+            die("apply", rc);
+        double b1 = now() - b0;
+        worst = b1 > worst ? b1 : worst;
+        mvcc_result_free(res);
+    }
+    double dt = now() - t0;
+    printf("%-34s %.0f puts/s (%.2f s; slowest batch %.1f ms)\n", "apply 100-put batches",
+           (double)puts / dt, dt, worst * 1e3);
+
+    struct mvcc_status st;
+    mvcc_sync(s);
+    mvcc_store_status(s, &st);
+    printf("%-34s %.1f MiB, %.0f bytes per key revision (%ld revisions)\n", "database size",
+           (double)st.db_size / 1048576.0, (double)st.db_size / (double)puts, puts);
+    printf("%-34s %ld KiB\n", "writer RSS after load", rss_kb());
+
+    if ((rc = mvcc_reader_open(s, &r)) < 0)
+        die("reader", rc);
+
+    /* --- point reads at the current revision ------------------------------------ */
+    long reads = 0, found = 0;
+    t0 = now();
+    while ((dt = now() - t0) < read_secs) {
+        for (int i = 0; i < 1000; i++) {
+            char k[24];
+            int n = snprintf(k, sizeof(k), "key/%07ld", (long)(rnd64() % (uint64_t)keys));
+            struct mvcc_range_result *res;
+            struct mvcc_range_req q = {.key = {k, (size_t)n}};
+            if ((rc = mvcc_range(r, &q, &res, NULL)) < 0)
+                die("range", rc);
+            found += res->resp.n_kvs;
+            mvcc_range_result_free(res);
+        }
+        reads += 1000;
+    }
+    printf("%-34s %.0f reads/s (%ld reads, %.0f%% found)\n", "point reads, current revision",
+           (double)reads / dt, reads, 100.0 * (double)found / (double)reads);
+
+    /* --- point reads at an old revision: latency -------------------------------- */
+    size_t nl = 20000;
+    double *lat = malloc(nl * sizeof(*lat));
+    for (size_t i = 0; i < nl; i++) {
+        char k[24];
+        int n = snprintf(k, sizeof(k), "key/%07ld", (long)(rnd64() % (uint64_t)keys));
+        struct mvcc_range_req q = {.key = {k, (size_t)n},
+                                   .revision = 2 + (int64_t)(rnd64() % (uint64_t)(st.revision - 1))};
+        struct mvcc_range_result *res;
+        double a = now();
+        if ((rc = mvcc_range(r, &q, &res, NULL)) < 0)
+            die("range old", rc);
+        lat[i] = now() - a;
+        mvcc_range_result_free(res);
+    }
+    report_latency("point read, random old revision", lat, nl);
+
+    /* --- 1000-key prefix ranges --------------------------------------------------- */
+    size_t nr = 200, nkeys = 0;
+    for (size_t i = 0; i < nr; i++) {
+        char k[24], end[24];
+        long p = (long)(rnd64() % (uint64_t)(keys / 1000 > 0 ? keys / 1000 : 1));
+        int n = snprintf(k, sizeof(k), "key/%04ld", p);
+        snprintf(end, sizeof(end), "key/%04ld", p + 1);
+        struct mvcc_range_req q = {.key = {k, (size_t)n}, .range_end = {end, (size_t)n}};
+        struct mvcc_range_result *res;
+        double a = now();
+        if ((rc = mvcc_range(r, &q, &res, NULL)) < 0)
+            die("prefix range", rc);
+        lat[i] = now() - a;
+        nkeys += res->resp.n_kvs;
+        mvcc_range_result_free(res);
+    }
+    char what[64];
+    snprintf(what, sizeof(what), "prefix range (%zu keys avg)", nkeys / nr);
+    report_latency(what, lat, nr);
+
+    /* --- snapshot ---------------------------------------------------------------- */
+    char snap[512];
+    snprintf(snap, sizeof(snap), "%s.snap", dir);
+    t0 = now();
+    if ((rc = mvcc_snapshot_write(r, snap, NULL)) < 0)
+        die("snapshot", rc);
+    dt = now() - t0;
+    printf("%-34s %.2f s (%.0f MiB/s)\n", "snapshot (online backup)", dt,
+           (double)st.db_size / 1048576.0 / dt);
+    unlink(snap);
+
+    /* --- compaction: delete half of the history --------------------------------- */
+    int64_t crev = st.revision - (st.revision - 1) / 2;
+    struct mvcc_entry ce = {.index = ++index, .req = {.type = MVCC_REQ_COMPACT, .compact = {crev}}};
+    struct mvcc_result *cres;
+    if ((rc = mvcc_apply(s, &ce, 1, &cres)) < 0)
+        die("compact", rc);
+    mvcc_result_free(cres);
+    bool done = false;
+    long steps = 0;
+    worst = 0;
+    t0 = now();
+    while (!done) {
+        double a = now();
+        if ((rc = mvcc_compact_step(s, 0, &done)) < 0)
+            die("compact step", rc);
+        double b = now() - a;
+        worst = b > worst ? b : worst;
+        steps++;
+    }
+    dt = now() - t0;
+    printf("%-34s %ld steps of 1000 rows, %.2f s, %.2f ms per step avg, %.1f ms max\n",
+           "compaction to the middle", steps, dt, dt / (double)steps * 1e3, worst * 1e3);
+    mvcc_sync(s);
+    mvcc_store_status(s, &st);
+    printf("%-34s size %.1f MiB, in use %.1f MiB\n", "after compaction",
+           (double)st.db_size / 1048576.0, (double)st.db_size_in_use / 1048576.0);
+
+    if (defrag) {
+        /* incremental: free pages back to the file system, 1000 pages per step */
+        int64_t remaining = 1, before = st.db_size;
+        worst = 0;
+        steps = 0;
+        t0 = now();
+        while (remaining > 0) {
+            double a = now();
+            if ((rc = mvcc_defrag_step(s, 1000, &remaining)) < 0)
+                die("defrag step", rc);
+            double b = now() - a;
+            worst = b > worst ? b : worst;
+            steps++;
+        }
+        dt = now() - t0;
+        mvcc_store_status(s, &st);
+        printf("%-34s %ld steps, %.2f s total, %.1f ms max step; %.1f -> %.1f MiB\n",
+               "incremental vacuum (1000 pages)", steps, dt, worst * 1e3,
+               (double)before / 1048576.0, (double)st.db_size / 1048576.0);
+        mvcc_reader_close(r);
+        r = NULL;
+        before = st.db_size;
+        t0 = now();
+        if ((rc = mvcc_vacuum(s)) < 0)
+            die("vacuum", rc);
+        dt = now() - t0;
+        mvcc_store_status(s, &st);
+        printf("%-34s %.2f s blocking (%.1f s per GiB of input); %.1f -> %.1f MiB\n", "VACUUM", dt,
+               dt / ((double)before / 1073741824.0), (double)before / 1048576.0,
+               (double)st.db_size / 1048576.0);
+    }
+    mvcc_reader_close(r);
+    mvcc_close(s);
+    if (strcmp(dir, tmpl) == 0) {
+        char cmd[600];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+        if (system(cmd) != 0)
+            return 1;
+    }
+    free(lat);
+    return 0;
+}
