@@ -172,7 +172,7 @@ check: deps
 	@$(MAKE) --no-print-directory _check
 
 _check: tests
-	@$(PYTHON) test/run.py --build $(BUILD)
+	@CAIRN_SANITIZE=$(SANITIZE) $(PYTHON) test/run.py --build $(BUILD)
 
 # The simulation runs fewer seeds here: the sanitizers make each one ~5x slower.
 asan: deps

@@ -8,7 +8,8 @@ import subprocess
 def installed_tree(root_dir, build_dir, tmp_path, prefix="/usr"):
     dest = tmp_path / "dest"
     subprocess.run(["make", "--no-print-directory", "-C", str(root_dir), "install",
-                    "BUILD=" + str(build_dir), "DESTDIR=" + str(dest), "PREFIX=" + prefix],
+                    "BUILD=" + str(build_dir), "DESTDIR=" + str(dest), "PREFIX=" + prefix,
+                    "SANITIZE=" + os.environ.get("CAIRN_SANITIZE", "")],
                    check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     return dest
 
@@ -83,7 +84,9 @@ def test_a_program_builds_against_the_installed_library(root_dir, build_dir, tmp
     static_libs = [str(dest / "usr/lib/libcairn.a")] + [l for l in pkg("--libs", "--static") if l != "-lcairn"]
     for kind, libs in (("shared", pkg("--libs")), ("static", static_libs)):
         exe = tmp_path / ("prog-" + kind)
-        subprocess.run(["cc", "-std=c11", "-Wall", "-Werror", "-o", str(exe), str(src)] + pkg("--cflags") + libs,
+        # a sanitized tree (make asan) installs a sanitized library: build the program alike
+        san = ["-fsanitize=address,undefined"] if os.environ.get("CAIRN_SANITIZE") == "1" else []
+        subprocess.run(["cc", "-std=c11", "-Wall", "-Werror", "-o", str(exe), str(src)] + san + pkg("--cflags") + libs,
                        check=True)
         env = dict(os.environ, LD_LIBRARY_PATH=str(dest / "usr/lib"))
         r = subprocess.run([str(exe)], env=env, stdout=subprocess.PIPE, text=True, timeout=30)
