@@ -58,6 +58,7 @@ struct mvcc_kv {
 struct mvcc_options {
     int64_t min_lease_ttl;  /* grants below are raised to it (etcd: 1.5 x election timeout); 0: none */
     int cache_mb;           /* SQLite page cache per connection, MiB; 0: 64 */
+    int mmap_mb;            /* read through mmap up to this size, MiB; 0: 2048; < 0: off */
     bool finish_compaction; /* mvcc_open runs an interrupted compaction to completion */
 };
 

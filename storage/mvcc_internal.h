@@ -64,8 +64,8 @@ struct conn {
     sqlite3_stmt *count_st[3];
 };
 
-int conn_open(struct conn *c, const char *path, bool readonly, int cache_mb, char *err,
-              size_t errlen);
+int conn_open(struct conn *c, const char *path, bool readonly, const struct mvcc_options *o,
+              char *err, size_t errlen);
 void conn_close(struct conn *c);
 /* The cached statement id, reset and unbound; NULL on error (message in db). */
 sqlite3_stmt *conn_stmt(struct conn *c, enum stmt_id id);

@@ -272,7 +272,7 @@ int mvcc_reader_open(struct mvcc_store *s, struct mvcc_reader **out)
     struct mvcc_reader *r = calloc(1, sizeof(*r));
     if (!r)
         return -ENOMEM;
-    int rc = conn_open(&r->c, s->c.path, true, s->opts.cache_mb, NULL, 0);
+    int rc = conn_open(&r->c, s->c.path, true, &s->opts, NULL, 0);
     if (rc < 0) {
         free(r);
         return rc;
