@@ -1,10 +1,11 @@
 /*
- * The Raft core: creation and restore, raft_step's term rules and the
- * per-role message handling, ticks, proposals, replication, and the
- * Ready/Advance hand-off.  Elections live in election.c, ReadIndex in
- * readindex.c, membership in confchange.c.  No I/O, no clock, no globals.
+ * The Raft core: creation and restore, roles, raft_step's term rules and
+ * the per-role message dispatch, ticks, proposals, and the local requests
+ * (campaign, transfer, reports, compaction).  Replication lives in
+ * replication.c, elections in election.c, ReadIndex in readindex.c,
+ * membership in confchange.c, the Ready hand-off in ready.c.
+ * No I/O, no clock, no globals.
  */
-#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,7 +60,7 @@ bool committed_in_term(const struct raft *r)
     return log_term(&r->log, r->log.committed, &t) && t == r->term;
 }
 
-static int grow(void **p, size_t *cap, size_t need, size_t size)
+int raft_grow(void **p, size_t *cap, size_t need, size_t size)
 {
     if (need <= *cap)
         return 0;
@@ -76,7 +77,7 @@ static int grow(void **p, size_t *cap, size_t need, size_t size)
 
 static struct pmsg *new_pmsg(struct raft *r, const struct raft_message *m)
 {
-    if (grow((void **)&r->msgs, &r->cap_msgs, r->n_msgs + 1, sizeof(*r->msgs)) < 0)
+    if (raft_grow((void **)&r->msgs, &r->cap_msgs, r->n_msgs + 1, sizeof(*r->msgs)) < 0)
         return NULL;
     struct pmsg *p = &r->msgs[r->n_msgs++];
     memset(p, 0, sizeof(*p));
@@ -127,114 +128,6 @@ int send_append_range(struct raft *r, const struct raft_message *m, uint64_t lo,
         p->ent_hi_term = log_at(&r->log, hi)->term;
     }
     return 0;
-}
-
-/* --------------------------------------------------------------- replication */
-
-/*
- * Send p what it lacks, as entries or, when they are compacted away, as a
- * snapshot.  Returns true if a message was queued.
- */
-bool maybe_send_append(struct raft *r, struct progress *p, bool send_if_empty)
-{
-    if (p->id == r->id || progress_paused(p))
-        return false;
-    uint64_t prev = p->next - 1, prev_term;
-    if (p->next <= r->log.snap_index || !log_term(&r->log, prev, &prev_term)) {
-        /* Only a peer we heard from lately is worth a snapshot (etcd's rule). */
-        if (!p->recent_active || r->snap.index == 0)
-            return false;
-        struct raft_message m = { .type = RAFT_MSG_SNAP, .to = p->id };
-        if (send_msg(r, &m, NULL, 0) < 0)
-            return false;
-        progress_become_snapshot(p, r->snap.index);
-        return true;
-    }
-    uint64_t last = log_last_index(&r->log);
-    uint64_t lo = p->next, hi = lo - 1, bytes = 0;
-    uint64_t max = r->cfg.max_msg_bytes;
-    while (hi < last) {
-        uint64_t len = log_at(&r->log, hi + 1)->len;
-        if (hi >= lo && bytes + len > max)
-            break;
-        bytes += len;
-        hi++;
-        if (p->ins_max_bytes && p->state == RAFT_PROGRESS_REPLICATE &&
-            p->ins_bytes + bytes >= p->ins_max_bytes)
-            break;
-    }
-    if (hi < lo && !send_if_empty)
-        return false;
-    struct raft_message m = {
-        .type = RAFT_MSG_APP, .to = p->id, .index = prev, .log_term = prev_term,
-        .commit = r->log.committed,
-    };
-    if (send_append_range(r, &m, lo, hi) < 0)
-        return false;
-    if (p->state == RAFT_PROGRESS_REPLICATE) {
-        if (hi >= lo) {
-            p->next = hi + 1;
-            progress_ins_add(p, hi, bytes);
-        }
-    } else if (p->state == RAFT_PROGRESS_PROBE) {
-        p->probe_sent = true;
-    }
-    return true;
-}
-
-void bcast_append(struct raft *r)
-{
-    for (uint32_t i = 0; i < r->n_prs; i++)
-        maybe_send_append(r, &r->prs[i], true);
-}
-
-void bcast_heartbeat(struct raft *r, const void *ctx, size_t ctx_len)
-{
-    for (uint32_t i = 0; i < r->n_prs; i++) {
-        struct progress *p = &r->prs[i];
-        if (p->id == r->id)
-            continue;
-        /* Never tell a peer to commit past what it is known to hold. */
-        uint64_t c = p->match < r->log.committed ? p->match : r->log.committed;
-        struct raft_message m = { .type = RAFT_MSG_HEARTBEAT, .to = p->id, .commit = c };
-        send_msg(r, &m, ctx, ctx_len);
-    }
-}
-
-static int cmp_u64_desc(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? 1 : x > y ? -1 : 0;
-}
-
-/*
- * Advance commit to the highest index a quorum of voters holds - but only
- * if that entry is of the current term (Raft paper, figure 8: an older
- * term's entry is committed indirectly, never by counting replicas).
- */
-bool maybe_commit(struct raft *r)
-{
-    uint64_t m[RAFT_MAX_MEMBERS];
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < r->conf.n_voters; i++) {
-        struct progress *p = raft_progress(r, r->conf.voters[i]);
-        m[n++] = p ? p->match : 0;
-    }
-    if (n == 0)
-        return false;
-    qsort(m, n, sizeof(m[0]), cmp_u64_desc);
-    uint64_t mci = m[raft_quorum(r) - 1], t;
-    if (mci <= r->log.committed || !log_term(&r->log, mci, &t) || t != r->term)
-        return false;
-    for (uint64_t i = r->log.committed + 1; i <= mci; i++) {
-        uint64_t len = log_at(&r->log, i)->len;
-        r->uncommitted_bytes = r->uncommitted_bytes > len ? r->uncommitted_bytes - len : 0;
-    }
-    bool first = !committed_in_term(r);
-    log_commit_to(&r->log, mci);
-    if (first)
-        readindex_on_commit_in_term(r);
-    return true;
 }
 
 /* ------------------------------------------------------------------- roles */
@@ -463,12 +356,6 @@ int propose_conf_entry(struct raft *r, const void *data, size_t len)
 
 /* --------------------------------------------------------------- stepping */
 
-static void send_timeout_now(struct raft *r, uint64_t to)
-{
-    struct raft_message m = { .type = RAFT_MSG_TIMEOUT_NOW, .to = to };
-    send_msg(r, &m, NULL, 0);
-}
-
 static void leader_transfer(struct raft *r, uint64_t to)
 {
     struct progress *p = raft_progress(r, to);
@@ -482,42 +369,6 @@ static void leader_transfer(struct raft *r, uint64_t to)
         send_timeout_now(r, to);
     else
         maybe_send_append(r, p, true);
-}
-
-static void leader_on_app_resp(struct raft *r, const struct raft_message *m, struct progress *p)
-{
-    if (m->reject) {
-        uint64_t hint = m->reject_hint;
-        if (m->log_term > 0)
-            hint = log_find_conflict_by_term(&r->log, m->reject_hint, m->log_term);
-        if (progress_maybe_decr_to(p, m->index, hint)) {
-            if (p->state == RAFT_PROGRESS_REPLICATE)
-                progress_become_probe(p);
-            maybe_send_append(r, p, true);
-        }
-        return;
-    }
-    if (m->index > log_last_index(&r->log))
-        return; /* acks what we never sent: not from this term's log */
-    bool was_paused = progress_paused(p);
-    if (!progress_maybe_update(p, m->index))
-        return;
-    if (p->state == RAFT_PROGRESS_PROBE) {
-        progress_become_replicate(p);
-    } else if (p->state == RAFT_PROGRESS_SNAPSHOT && p->match >= p->pending_snapshot) {
-        progress_become_probe(p);
-        progress_become_replicate(p);
-    } else if (p->state == RAFT_PROGRESS_REPLICATE) {
-        progress_ins_free_to(p, m->index);
-    }
-    if (maybe_commit(r))
-        bcast_append(r);
-    else if (was_paused)
-        maybe_send_append(r, p, false);
-    while (maybe_send_append(r, p, false))
-        ;
-    if (m->from == r->lead_transferee && p->match == log_last_index(&r->log))
-        send_timeout_now(r, m->from);
 }
 
 static int step_leader(struct raft *r, const struct raft_message *m)
@@ -558,59 +409,6 @@ static int step_leader(struct raft *r, const struct raft_message *m)
         break;
     }
     return 0;
-}
-
-static int follower_append(struct raft *r, const struct raft_message *m)
-{
-    struct raft_message resp = { .type = RAFT_MSG_APP_RESP, .to = m->from };
-    if (m->index < r->log.committed) {
-        resp.index = r->log.committed;
-        return send_msg(r, &resp, NULL, 0);
-    }
-    uint64_t last_new;
-    int rc = log_maybe_append(&r->log, m->index, m->log_term, m->commit, m->entries, m->n_entries, &last_new);
-    if (rc < 0)
-        return rc;
-    if (rc == 0) {
-        resp.index = last_new;
-        return send_msg(r, &resp, NULL, 0);
-    }
-    /* Reject with a hint: the last index whose term is <= the leader's
-     * prev term, so the leader can skip a whole term per round trip. */
-    uint64_t last = log_last_index(&r->log);
-    uint64_t hint = log_find_conflict_by_term(&r->log, m->index < last ? m->index : last, m->log_term);
-    uint64_t ht = 0;
-    log_term(&r->log, hint, &ht);
-    resp.index = m->index;
-    resp.reject = 1;
-    resp.reject_hint = hint;
-    resp.log_term = ht;
-    return send_msg(r, &resp, NULL, 0);
-}
-
-static int follower_snapshot(struct raft *r, const struct raft_message *m)
-{
-    const struct raft_snapshot_meta *s = m->snapshot;
-    struct raft_message resp = { .type = RAFT_MSG_APP_RESP, .to = m->from };
-    if (s->index <= r->log.committed) {
-        resp.index = r->log.committed;
-        return send_msg(r, &resp, NULL, 0);
-    }
-    if (log_match_term(&r->log, s->index, s->term)) {
-        /* We hold the entries already: just learn they are committed. */
-        log_commit_to(&r->log, s->index);
-        resp.index = r->log.committed;
-        return send_msg(r, &resp, NULL, 0);
-    }
-    log_restore(&r->log, s->index, s->term);
-    r->snap = *s;
-    r->snap_to_install = true;
-    r->conf = s->conf_state;
-    int rc = rebuild_progress(r);
-    if (rc < 0)
-        return rc;
-    resp.index = log_last_index(&r->log);
-    return send_msg(r, &resp, NULL, 0);
 }
 
 static int step_follower(struct raft *r, const struct raft_message *m)
@@ -893,139 +691,6 @@ int raft_compact(struct raft *r, const struct raft_snapshot_meta *meta, uint64_t
     return 0;
 }
 
-/* ----------------------------------------------------------- ready / advance */
-
-int raft_has_ready(const struct raft *r)
-{
-    if (r->in_ready)
-        return 0;
-    if (r->n_msgs || r->n_read_states || r->snap_to_install)
-        return 1;
-    if (r->log.stabled < log_last_index(&r->log))
-        return 1;
-    uint64_t from = r->log.applied > r->log.snap_index ? r->log.applied : r->log.snap_index;
-    if (r->log.committed > from)
-        return 1;
-    if (r->term != r->prev_hs.term || r->vote != r->prev_hs.vote || r->log.committed != r->prev_hs.commit)
-        return 1;
-    return r->lead != r->prev_lead || r->role != r->prev_role;
-}
-
-static void free_pmsg(struct pmsg *p)
-{
-    free(p->ctx);
-    if (p->own_ents) {
-        for (size_t i = 0; i < p->m.n_entries; i++)
-            free((void *)p->own_ents[i].data);
-        free(p->own_ents);
-    }
-}
-
-int raft_ready(struct raft *r, struct raft_ready *rd)
-{
-    if (r->in_ready)
-        return -EBUSY;
-    memset(rd, 0, sizeof(*rd));
-    rd->hard_state = (struct raft_hard_state){ r->term, r->vote, r->log.committed };
-    rd->hard_state_changed = memcmp(&rd->hard_state, &r->prev_hs, sizeof(rd->hard_state)) != 0;
-    rd->lead = r->lead;
-    rd->role = r->role;
-    rd->soft_state_changed = r->lead != r->prev_lead || r->role != r->prev_role;
-    if (r->snap_to_install)
-        rd->snapshot = &r->snap;
-    uint64_t last = log_last_index(&r->log);
-    if (r->log.stabled < last) {
-        rd->entries = log_slice(&r->log, r->log.stabled + 1);
-        rd->n_entries = last - r->log.stabled;
-    }
-    uint64_t from = (r->log.applied > r->log.snap_index ? r->log.applied : r->log.snap_index) + 1;
-    if (r->log.committed >= from) {
-        uint64_t hi = from, bytes = log_at(&r->log, from)->len;
-        while (hi < r->log.committed && bytes + log_at(&r->log, hi + 1)->len <= r->cfg.max_committed_bytes)
-            bytes += log_at(&r->log, ++hi)->len;
-        rd->committed = log_slice(&r->log, from);
-        rd->n_committed = hi - from + 1;
-    }
-    rd->must_sync = rd->n_entries || rd->snapshot || r->term != r->prev_hs.term || r->vote != r->prev_hs.vote;
-
-    /* Hand the queued messages over, materialising MsgApp entries now that
-     * the log cannot change until raft_advance. */
-    struct pmsg *tmp = r->rd_pmsgs;
-    size_t tcap = r->cap_rd_pmsgs;
-    r->rd_pmsgs = r->msgs;
-    r->cap_rd_pmsgs = r->cap_msgs;
-    r->n_rd_pmsgs = r->n_msgs;
-    r->msgs = tmp;
-    r->cap_msgs = tcap;
-    r->n_msgs = 0;
-    if (grow((void **)&r->rd_msgs, &r->cap_rd_msgs, r->n_rd_pmsgs, sizeof(*r->rd_msgs)) < 0)
-        return -ENOMEM;
-    size_t n = 0;
-    for (size_t i = 0; i < r->n_rd_pmsgs; i++) {
-        struct pmsg *p = &r->rd_pmsgs[i];
-        struct raft_message *m = &r->rd_msgs[n];
-        *m = p->m;
-        if (p->ent_lo <= p->ent_hi) {
-            /* The log changed under this message (we stepped down): drop it. */
-            if (p->ent_lo <= r->log.snap_index || !log_match_term(&r->log, p->ent_hi, p->ent_hi_term))
-                continue;
-            m->entries = log_slice(&r->log, p->ent_lo);
-            m->n_entries = p->ent_hi - p->ent_lo + 1;
-        }
-        if (m->type == RAFT_MSG_SNAP) {
-            if (r->snap.index == 0)
-                continue;
-            m->snapshot = &r->snap;
-        }
-        n++;
-    }
-    rd->msgs = r->rd_msgs;
-    rd->n_msgs = n;
-
-    struct raft_read_state *rt = r->rd_reads;
-    uint32_t rcap = r->cap_rd_reads;
-    r->rd_reads = r->read_states;
-    r->cap_rd_reads = r->cap_read_states;
-    r->n_rd_reads = r->n_read_states;
-    r->read_states = rt;
-    r->cap_read_states = rcap;
-    r->n_read_states = 0;
-    rd->reads = r->rd_reads;
-    rd->n_reads = r->n_rd_reads;
-    r->in_ready = true;
-    return 0;
-}
-
-int raft_advance(struct raft *r, struct raft_ready *rd)
-{
-    if (!r->in_ready || !rd)
-        return -EINVAL;
-    if (rd->snapshot) {
-        r->snap_to_install = false;
-        if (r->log.applied < rd->snapshot->index)
-            r->log.applied = rd->snapshot->index;
-    }
-    if (rd->n_entries) {
-        uint64_t li = rd->entries[rd->n_entries - 1].index;
-        if (li > r->log.stabled)
-            r->log.stabled = li;
-    }
-    if (rd->n_committed)
-        r->log.applied = rd->committed[rd->n_committed - 1].index;
-    r->prev_hs = rd->hard_state;
-    r->prev_lead = rd->lead;
-    r->prev_role = rd->role;
-    for (size_t i = 0; i < r->n_rd_pmsgs; i++)
-        free_pmsg(&r->rd_pmsgs[i]);
-    r->n_rd_pmsgs = 0;
-    for (uint32_t i = 0; i < r->n_rd_reads; i++)
-        free((void *)r->rd_reads[i].context);
-    r->n_rd_reads = 0;
-    r->in_ready = false;
-    memset(rd, 0, sizeof(*rd));
-    return 0;
-}
-
 /* --------------------------------------------------------------- lifecycle */
 
 static uint64_t splitmix64(uint64_t *s)
@@ -1126,62 +791,4 @@ void raft_free(struct raft *r)
     free(r->rd_reads);
     readindex_free(r);
     free(r);
-}
-
-/* ------------------------------------------------------------- introspection */
-
-void raft_basic_status(const struct raft *r, struct raft_basic_status *st)
-{
-    *st = (struct raft_basic_status){ r->id, r->role, r->term, r->vote, r->lead, r->log.committed, r->log.applied };
-}
-
-void raft_status(const struct raft *r, struct raft_status *st)
-{
-    memset(st, 0, sizeof(*st));
-    st->id = r->id;
-    st->role = r->role;
-    st->term = r->term;
-    st->vote = r->vote;
-    st->lead = r->lead;
-    st->commit = r->log.committed;
-    st->applied = r->log.applied;
-    st->first_index = log_first_index(&r->log);
-    st->last_index = log_last_index(&r->log);
-    st->snapshot_index = r->snap.index;
-    st->lead_transferee = r->lead_transferee;
-    st->log_bytes = r->log.bytes;
-    st->conf = r->conf;
-    if (r->role != RAFT_LEADER)
-        return;
-    for (uint32_t i = 0; i < r->n_prs && i < 2 * RAFT_MAX_MEMBERS; i++) {
-        const struct progress *p = &r->prs[i];
-        st->progress[i] = (struct raft_progress_status){
-            .id = p->id, .match = p->match, .next = p->next, .state = p->state,
-            .is_learner = p->is_learner, .recent_active = p->recent_active,
-            .paused = progress_paused(p), .inflight = p->ins_count,
-            .inflight_bytes = p->ins_bytes, .pending_snapshot = p->pending_snapshot,
-        };
-        st->n_progress++;
-    }
-}
-
-void raft_conf_state(const struct raft *r, struct raft_conf_state *cs)
-{
-    *cs = r->conf;
-}
-
-const char *raft_role_name(int role)
-{
-    static const char *const names[] = { "follower", "pre-candidate", "candidate", "leader" };
-    return role >= 0 && role <= RAFT_LEADER ? names[role] : "?";
-}
-
-const char *raft_msg_type_name(int type)
-{
-    static const char *const names[] = {
-        "?", "MsgApp", "MsgAppResp", "MsgVote", "MsgVoteResp", "MsgPreVote", "MsgPreVoteResp",
-        "MsgHeartbeat", "MsgHeartbeatResp", "MsgSnap", "MsgProp", "MsgReadIndex",
-        "MsgReadIndexResp", "MsgTransferLeader", "MsgTimeoutNow",
-    };
-    return type >= 1 && type <= RAFT_MSG_TYPE_MAX ? names[type] : "?";
 }

@@ -142,6 +142,7 @@ struct raft {
 };
 
 /* raft.c */
+int raft_grow(void **p, size_t *cap, size_t need, size_t size);
 int send_msg(struct raft *r, const struct raft_message *m, const void *ctx, size_t ctx_len);
 int send_append_range(struct raft *r, const struct raft_message *m, uint64_t lo, uint64_t hi);
 struct progress *raft_progress(struct raft *r, uint64_t id);
@@ -149,14 +150,23 @@ bool raft_is_voter(const struct raft *r, uint64_t id);
 bool raft_is_learner(const struct raft *r, uint64_t id);
 bool raft_promotable(const struct raft *r);
 uint32_t raft_quorum(const struct raft *r);
-bool maybe_send_append(struct raft *r, struct progress *p, bool send_if_empty);
-void bcast_append(struct raft *r);
-void bcast_heartbeat(struct raft *r, const void *ctx, size_t ctx_len);
-bool maybe_commit(struct raft *r);
 void become_follower(struct raft *r, uint64_t term, uint64_t lead);
 int rebuild_progress(struct raft *r);
 bool committed_in_term(const struct raft *r);
 int propose_conf_entry(struct raft *r, const void *data, size_t len);
+
+/* replication.c */
+bool maybe_send_append(struct raft *r, struct progress *p, bool send_if_empty);
+void send_timeout_now(struct raft *r, uint64_t to);
+void leader_on_app_resp(struct raft *r, const struct raft_message *m, struct progress *p);
+int follower_append(struct raft *r, const struct raft_message *m);
+int follower_snapshot(struct raft *r, const struct raft_message *m);
+void bcast_append(struct raft *r);
+void bcast_heartbeat(struct raft *r, const void *ctx, size_t ctx_len);
+bool maybe_commit(struct raft *r);
+
+/* ready.c */
+void free_pmsg(struct pmsg *p);
 
 /* election.c */
 void election_reset_timeout(struct raft *r);

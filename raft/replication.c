@@ -1,0 +1,211 @@
+/*
+ * Replication: what a leader sends each peer (entries, or a snapshot when
+ * they are compacted away), heartbeats, commit by quorum (current term
+ * only), handling append responses, and the follower's side of MsgApp and
+ * MsgSnap: the consistency check, reject hints, installing a snapshot.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "raft/raft_internal.h"
+
+/*
+ * Send p what it lacks, as entries or, when they are compacted away, as a
+ * snapshot.  Returns true if a message was queued.
+ */
+bool maybe_send_append(struct raft *r, struct progress *p, bool send_if_empty)
+{
+    if (p->id == r->id || progress_paused(p))
+        return false;
+    uint64_t prev = p->next - 1, prev_term;
+    if (p->next <= r->log.snap_index || !log_term(&r->log, prev, &prev_term)) {
+        /* Only a peer we heard from lately is worth a snapshot (etcd's rule). */
+        if (!p->recent_active || r->snap.index == 0)
+            return false;
+        struct raft_message m = { .type = RAFT_MSG_SNAP, .to = p->id };
+        if (send_msg(r, &m, NULL, 0) < 0)
+            return false;
+        progress_become_snapshot(p, r->snap.index);
+        return true;
+    }
+    uint64_t last = log_last_index(&r->log);
+    uint64_t lo = p->next, hi = lo - 1, bytes = 0;
+    uint64_t max = r->cfg.max_msg_bytes;
+    while (hi < last) {
+        uint64_t len = log_at(&r->log, hi + 1)->len;
+        if (hi >= lo && bytes + len > max)
+            break;
+        bytes += len;
+        hi++;
+        if (p->ins_max_bytes && p->state == RAFT_PROGRESS_REPLICATE &&
+            p->ins_bytes + bytes >= p->ins_max_bytes)
+            break;
+    }
+    if (hi < lo && !send_if_empty)
+        return false;
+    struct raft_message m = {
+        .type = RAFT_MSG_APP, .to = p->id, .index = prev, .log_term = prev_term,
+        .commit = r->log.committed,
+    };
+    if (send_append_range(r, &m, lo, hi) < 0)
+        return false;
+    if (p->state == RAFT_PROGRESS_REPLICATE) {
+        if (hi >= lo) {
+            p->next = hi + 1;
+            progress_ins_add(p, hi, bytes);
+        }
+    } else if (p->state == RAFT_PROGRESS_PROBE) {
+        p->probe_sent = true;
+    }
+    return true;
+}
+
+void bcast_append(struct raft *r)
+{
+    for (uint32_t i = 0; i < r->n_prs; i++)
+        maybe_send_append(r, &r->prs[i], true);
+}
+
+void bcast_heartbeat(struct raft *r, const void *ctx, size_t ctx_len)
+{
+    for (uint32_t i = 0; i < r->n_prs; i++) {
+        struct progress *p = &r->prs[i];
+        if (p->id == r->id)
+            continue;
+        /* Never tell a peer to commit past what it is known to hold. */
+        uint64_t c = p->match < r->log.committed ? p->match : r->log.committed;
+        struct raft_message m = { .type = RAFT_MSG_HEARTBEAT, .to = p->id, .commit = c };
+        send_msg(r, &m, ctx, ctx_len);
+    }
+}
+
+static int cmp_u64_desc(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/*
+ * Advance commit to the highest index a quorum of voters holds - but only
+ * if that entry is of the current term (Raft paper, figure 8: an older
+ * term's entry is committed indirectly, never by counting replicas).
+ */
+bool maybe_commit(struct raft *r)
+{
+    uint64_t m[RAFT_MAX_MEMBERS];
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < r->conf.n_voters; i++) {
+        struct progress *p = raft_progress(r, r->conf.voters[i]);
+        m[n++] = p ? p->match : 0;
+    }
+    if (n == 0)
+        return false;
+    qsort(m, n, sizeof(m[0]), cmp_u64_desc);
+    uint64_t mci = m[raft_quorum(r) - 1], t;
+    if (mci <= r->log.committed || !log_term(&r->log, mci, &t) || t != r->term)
+        return false;
+    for (uint64_t i = r->log.committed + 1; i <= mci; i++) {
+        uint64_t len = log_at(&r->log, i)->len;
+        r->uncommitted_bytes = r->uncommitted_bytes > len ? r->uncommitted_bytes - len : 0;
+    }
+    bool first = !committed_in_term(r);
+    log_commit_to(&r->log, mci);
+    if (first)
+        readindex_on_commit_in_term(r);
+    return true;
+}
+
+void send_timeout_now(struct raft *r, uint64_t to)
+{
+    struct raft_message m = { .type = RAFT_MSG_TIMEOUT_NOW, .to = to };
+    send_msg(r, &m, NULL, 0);
+}
+
+void leader_on_app_resp(struct raft *r, const struct raft_message *m, struct progress *p)
+{
+    if (m->reject) {
+        uint64_t hint = m->reject_hint;
+        if (m->log_term > 0)
+            hint = log_find_conflict_by_term(&r->log, m->reject_hint, m->log_term);
+        if (progress_maybe_decr_to(p, m->index, hint)) {
+            if (p->state == RAFT_PROGRESS_REPLICATE)
+                progress_become_probe(p);
+            maybe_send_append(r, p, true);
+        }
+        return;
+    }
+    if (m->index > log_last_index(&r->log))
+        return; /* acks what we never sent: not from this term's log */
+    bool was_paused = progress_paused(p);
+    if (!progress_maybe_update(p, m->index))
+        return;
+    if (p->state == RAFT_PROGRESS_PROBE) {
+        progress_become_replicate(p);
+    } else if (p->state == RAFT_PROGRESS_SNAPSHOT && p->match >= p->pending_snapshot) {
+        progress_become_probe(p);
+        progress_become_replicate(p);
+    } else if (p->state == RAFT_PROGRESS_REPLICATE) {
+        progress_ins_free_to(p, m->index);
+    }
+    if (maybe_commit(r))
+        bcast_append(r);
+    else if (was_paused)
+        maybe_send_append(r, p, false);
+    while (maybe_send_append(r, p, false))
+        ;
+    if (m->from == r->lead_transferee && p->match == log_last_index(&r->log))
+        send_timeout_now(r, m->from);
+}
+
+int follower_append(struct raft *r, const struct raft_message *m)
+{
+    struct raft_message resp = { .type = RAFT_MSG_APP_RESP, .to = m->from };
+    if (m->index < r->log.committed) {
+        resp.index = r->log.committed;
+        return send_msg(r, &resp, NULL, 0);
+    }
+    uint64_t last_new;
+    int rc = log_maybe_append(&r->log, m->index, m->log_term, m->commit, m->entries, m->n_entries, &last_new);
+    if (rc < 0)
+        return rc;
+    if (rc == 0) {
+        resp.index = last_new;
+        return send_msg(r, &resp, NULL, 0);
+    }
+    /* Reject with a hint: the last index whose term is <= the leader's
+     * prev term, so the leader can skip a whole term per round trip. */
+    uint64_t last = log_last_index(&r->log);
+    uint64_t hint = log_find_conflict_by_term(&r->log, m->index < last ? m->index : last, m->log_term);
+    uint64_t ht = 0;
+    log_term(&r->log, hint, &ht);
+    resp.index = m->index;
+    resp.reject = 1;
+    resp.reject_hint = hint;
+    resp.log_term = ht;
+    return send_msg(r, &resp, NULL, 0);
+}
+
+int follower_snapshot(struct raft *r, const struct raft_message *m)
+{
+    const struct raft_snapshot_meta *s = m->snapshot;
+    struct raft_message resp = { .type = RAFT_MSG_APP_RESP, .to = m->from };
+    if (s->index <= r->log.committed) {
+        resp.index = r->log.committed;
+        return send_msg(r, &resp, NULL, 0);
+    }
+    if (log_match_term(&r->log, s->index, s->term)) {
+        /* We hold the entries already: just learn they are committed. */
+        log_commit_to(&r->log, s->index);
+        resp.index = r->log.committed;
+        return send_msg(r, &resp, NULL, 0);
+    }
+    log_restore(&r->log, s->index, s->term);
+    r->snap = *s;
+    r->snap_to_install = true;
+    r->conf = s->conf_state;
+    int rc = rebuild_progress(r);
+    if (rc < 0)
+        return rc;
+    resp.index = log_last_index(&r->log);
+    return send_msg(r, &resp, NULL, 0);
+}
