@@ -245,6 +245,34 @@ int main(int argc, char **argv)
            (double)st.db_size / 1048576.0, (double)st.db_size_in_use / 1048576.0);
 
     if (defrag) {
+        /* Free whole pages: delete the lower half of the key space in one
+         * request, compact everything, then give the space back. */
+        char lo[32], hi[32];
+        snprintf(lo, sizeof(lo), "key/%07d", 0);
+        snprintf(hi, sizeof(hi), "key/%07ld", keys / 2);
+        struct mvcc_entry de = {.index = ++index,
+                                .req = {.type = MVCC_REQ_DELETE_RANGE,
+                                        .del = {.key = {lo, strlen(lo)}, .range_end = {hi, strlen(hi)}}}};
+        t0 = now();
+        if ((rc = mvcc_apply(s, &de, 1, &cres)) < 0)
+            die("delete range", rc);
+        dt = now() - t0;
+        printf("%-34s %lld keys in %.2f s\n", "delete half the keys (1 request)",
+               (long long)cres->entries[0].resp.del.deleted, dt);
+        mvcc_result_free(cres);
+        mvcc_store_status(s, &st);
+        ce = (struct mvcc_entry){.index = ++index, .req = {.type = MVCC_REQ_COMPACT, .compact = {st.revision}}};
+        if ((rc = mvcc_apply(s, &ce, 1, &cres)) < 0)
+            die("compact", rc);
+        mvcc_result_free(cres);
+        t0 = now();
+        for (done = false; !done;)
+            if ((rc = mvcc_compact_step(s, 0, &done)) < 0)
+                die("compact step", rc);
+        mvcc_sync(s);
+        mvcc_store_status(s, &st);
+        printf("%-34s %.2f s; size %.1f MiB, in use %.1f MiB\n", "compaction of everything",
+               now() - t0, (double)st.db_size / 1048576.0, (double)st.db_size_in_use / 1048576.0);
         /* incremental: free pages back to the file system, 1000 pages per step */
         int64_t remaining = 1, before = st.db_size;
         worst = 0;
