@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -968,6 +969,74 @@ static void test_snapshot_while_writing_then_restore(void **state)
     assert_int_equal(rev_now(f), (int64_t)index + 1);
 }
 
+struct pair_reader {
+    struct mvcc_reader *r;
+    atomic_int stop;
+    long reads, torn;
+};
+
+/* Reads x and y, which every txn sets to the same value: a reader must never
+ * see one without the other. */
+static void *pair_reader_thread(void *p)
+{
+    struct pair_reader *pr = p;
+    while (!atomic_load(&pr->stop)) {
+        struct mvcc_range_result *res;
+        struct mvcc_range_req q = {.key = B("x"), .range_end = B("z")};
+        if (mvcc_range(pr->r, &q, &res, NULL) != 0) {
+            pr->torn++;
+            break;
+        }
+        if (res->resp.n_kvs == 2) {
+            const struct mvcc_kv *x = &res->resp.kvs[0], *y = &res->resp.kvs[1];
+            if (x->value.len != y->value.len || memcmp(x->value.data, y->value.data, x->value.len) ||
+                y->mod_revision != x->mod_revision + 1 || y->mod_revision != res->revision)
+                pr->torn++;
+        } else if (res->resp.n_kvs != 0) {
+            pr->torn++;
+        }
+        pr->reads++;
+        mvcc_range_result_free(res);
+    }
+    return NULL;
+}
+
+static void test_readers_on_other_threads_see_whole_batches_only(void **state)
+{
+    struct fx *f = *state;
+    struct pair_reader pr[2] = {{0}, {0}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(mvcc_reader_open(f->s, &pr[i].r), 0);
+        assert_int_equal(pthread_create(&t[i], NULL, pair_reader_thread, &pr[i]), 0);
+    }
+    for (int i = 0; i < 400; i++) {
+        char v[16];
+        snprintf(v, sizeof(v), "%d", i);
+        struct mvcc_request ops[] = {
+            {.type = MVCC_REQ_PUT, .put = {.key = B("x"), .value = B(v)}},
+            {.type = MVCC_REQ_PUT, .put = {.key = B("y"), .value = B(v)}},
+        };
+        /* two entries per batch: the first writes x only, the second y, so
+         * only whole batches keep them equal */
+        struct mvcc_entry e[2] = {
+            {.index = ++f->index, .req = {.type = MVCC_REQ_TXN, .txn = {.success = ops, .n_success = 1}}},
+            {.index = ++f->index, .req = {.type = MVCC_REQ_TXN, .txn = {.success = ops + 1, .n_success = 1}}},
+        };
+        struct mvcc_result *res;
+        assert_int_equal(mvcc_apply(f->s, e, 2, &res), 0);
+        mvcc_result_free(res);
+    }
+    for (int i = 0; i < 2; i++) {
+        atomic_store(&pr[i].stop, 1);
+        pthread_join(t[i], NULL);
+        mvcc_reader_close(pr[i].r);
+    }
+    assert_true(pr[0].reads > 0 && pr[1].reads > 0);
+    print_message("reads %ld + %ld\n", pr[0].reads, pr[1].reads);
+    assert_int_equal(pr[0].torn + pr[1].torn, 0);
+}
+
 static void test_open_refuses_foreign_corrupt_and_newer_files(void **state)
 {
     struct fx *f = *state;
@@ -1068,6 +1137,7 @@ int main(void)
         T(test_history_pages_through_every_revision_with_tombstones),
         T(test_hash_kv_ignores_physical_compaction_progress),
         T(test_snapshot_while_writing_then_restore),
+        T(test_readers_on_other_threads_see_whole_batches_only),
         T(test_open_refuses_foreign_corrupt_and_newer_files),
         T(test_size_and_defragmentation),
     };

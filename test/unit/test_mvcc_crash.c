@@ -4,7 +4,7 @@
  * moment; the parent reopens the store and checks it equals the reference
  * model at exactly the stored consistent index, which must fall on a batch
  * boundary (each batch is all or nothing).  The next child carries on from
- * there.  MVCC_CRASH_ITERS sets the number of kills (default 300).
+ * there.  MVCC_CRASH_ITERS sets the number of kills (default 400).
  */
 #include <signal.h>
 #include <sys/time.h>
@@ -97,7 +97,7 @@ static void test_store_equals_model_at_its_consistent_index_after_sigkill(void *
     assert_non_null(mkdtemp(dir));
     struct gen g = {.r = {0x5eed1234abcdULL}};
     model_init(&g.m);
-    int iters = env_int("MVCC_CRASH_ITERS", 300), killed = 0;
+    int iters = env_int("MVCC_CRASH_ITERS", 400), killed = 0;
     for (int it = 0; it < iters; it++) {
         pid_t pid = fork();
         assert_true(pid >= 0);

@@ -144,7 +144,7 @@ static void run_seed(uint64_t seed, int nops)
 static void test_random_sequences_agree_with_the_model(void **state)
 {
     (void)state;
-    int seeds = env_int("MVCC_SEEDS", 30), ops = env_int("MVCC_OPS", 2000);
+    int seeds = env_int("MVCC_SEEDS", 50), ops = env_int("MVCC_OPS", 2000);
     uint64_t first = (uint64_t)env_int("MVCC_SEED", 1);
     for (uint64_t s = first; s < first + (uint64_t)seeds; s++) {
         print_message("seed %llu\n", (unsigned long long)s);
