@@ -359,8 +359,10 @@ bool mvcc_compact_pending(struct mvcc_store *s);
 int mvcc_defrag_step(struct mvcc_store *s, int64_t max_pages, int64_t *remaining);
 
 /* mvcc_vacuum: rebuild the whole database (VACUUM), packing partly-used pages
- * too.  Blocks the writer for the whole rebuild: about the time to copy the
- * database once (docs/perf/mvcc.md). */
+ * too.  Blocks the writer for the whole rebuild (measured 4 to 5 s per GiB,
+ * docs/perf/mvcc.md) and needs free space for a full copy: for an operator's
+ * explicit defragment, not for routine use.  Close the readers first or they
+ * keep the old pages alive. */
 int mvcc_vacuum(struct mvcc_store *s);
 
 /* --- readers ------------------------------------------------------------------ */
@@ -368,8 +370,8 @@ int mvcc_vacuum(struct mvcc_store *s);
 /*
  * mvcc_reader_open: a read-only handle on the store's database, for one
  * thread at a time; it may run while the writer writes (each call reads one
- * consistent committed state).  Close it with mvcc_reader_close before the
- * store.  Returns 0 or a negative error.
+ * consistent committed state).  May be called from any thread.  Close it with
+ * mvcc_reader_close before the store.  Returns 0 or a negative error.
  */
 int mvcc_reader_open(struct mvcc_store *s, struct mvcc_reader **out);
 void mvcc_reader_close(struct mvcc_reader *r);
