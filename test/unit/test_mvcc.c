@@ -972,7 +972,8 @@ static void test_snapshot_while_writing_then_restore(void **state)
 struct pair_reader {
     struct mvcc_reader *r;
     atomic_int stop;
-    long reads, torn;
+    atomic_long reads;
+    long torn;
 };
 
 /* Reads x and y, which every txn sets to the same value: a reader must never
@@ -995,7 +996,7 @@ static void *pair_reader_thread(void *p)
         } else if (res->resp.n_kvs != 0) {
             pr->torn++;
         }
-        pr->reads++;
+        atomic_fetch_add(&pr->reads, 1);
         mvcc_range_result_free(res);
     }
     return NULL;
@@ -1010,7 +1011,10 @@ static void test_readers_on_other_threads_see_whole_batches_only(void **state)
         assert_int_equal(mvcc_reader_open(f->s, &pr[i].r), 0);
         assert_int_equal(pthread_create(&t[i], NULL, pair_reader_thread, &pr[i]), 0);
     }
-    for (int i = 0; i < 400; i++) {
+    /* at least 400 batches, and on until both readers have read a while
+     * (bounded, for a machine too busy to schedule them) */
+    for (int i = 0; i < 400 || ((atomic_load(&pr[0].reads) < 100 || atomic_load(&pr[1].reads) < 100) &&
+                                i < 200000); i++) {
         char v[16];
         snprintf(v, sizeof(v), "%d", i);
         struct mvcc_request ops[] = {
@@ -1032,8 +1036,7 @@ static void test_readers_on_other_threads_see_whole_batches_only(void **state)
         pthread_join(t[i], NULL);
         mvcc_reader_close(pr[i].r);
     }
-    assert_true(pr[0].reads > 0 && pr[1].reads > 0);
-    print_message("reads %ld + %ld\n", pr[0].reads, pr[1].reads);
+    assert_true(atomic_load(&pr[0].reads) > 0 && atomic_load(&pr[1].reads) > 0);
     assert_int_equal(pr[0].torn + pr[1].torn, 0);
 }
 
