@@ -159,6 +159,12 @@ static void memory_per_entry(size_t size)
         pump(&c, 0);
     }
     struct mallinfo2 after = mallinfo2();
+    if (after.uordblks + after.hblkhd == before.uordblks + before.hblkhd) {
+        printf("memory per in-flight entry (%4zu B payload): not measurable (the allocator is not glibc's, e.g. ASan)\n",
+               size);
+        stop(&c);
+        return;
+    }
     printf("memory per in-flight entry (%4zu B payload): %.1f bytes at the leader (entry header, data copy, log array slack)\n", size,
            (double)((after.uordblks + after.hblkhd) - (before.uordblks + before.hblkhd)) / (double)n);
     stop(&c);
