@@ -553,6 +553,25 @@ static void do_propose(struct sim *s, struct simnode *n)
     schedule_ready(s, n);
 }
 
+/* Several proposals in one call: one MsgProp when forwarded, all or none. */
+static void do_propose_batch(struct sim *s, struct simnode *n, int count)
+{
+    uint8_t buf[16][48];
+    struct raft_buf bufs[16];
+    for (int k = 0; k < count && k < 16; k++) {
+        uint64_t id = ++s->next_prop_id;
+        size_t len = 8 + rnd(s, 40);
+        memcpy(buf[k], &id, 8);
+        for (size_t i = 8; i < len; i++)
+            buf[k][i] = (uint8_t)sim_rand(s);
+        bufs[k] = (struct raft_buf){ buf[k], len };
+    }
+    int rc = raft_propose_batch(n->r, bufs, (size_t)(count < 16 ? count : 16));
+    if (!ok_proposal_error(rc))
+        sim_fail(s, "member %llu: raft_propose_batch failed: %d", (unsigned long long)n->id, rc);
+    schedule_ready(s, n);
+}
+
 static void do_read(struct sim *s, struct simnode *n)
 {
     if (s->n_reads == s->cap_reads) {
@@ -598,12 +617,15 @@ static void do_conf_change(struct sim *s)
     } else {
         return;
     }
-    int rc = raft_propose_conf_change(l->r, type, target, "peer", 4);
-    sim_log(s, "member %llu proposes conf change %u of %llu: %d", (unsigned long long)l->id, type,
+    /* through a follower sometimes: forwarded, and turned into a no-op by a
+     * leader that still has a change pending */
+    struct simnode *via = chance(s, 25) && random_up(s) ? random_up(s) : l;
+    int rc = raft_propose_conf_change(via->r, type, target, "peer", 4);
+    sim_log(s, "member %llu proposes conf change %u of %llu: %d", (unsigned long long)via->id, type,
             (unsigned long long)target, rc);
     if (!ok_proposal_error(rc))
         sim_fail(s, "raft_propose_conf_change failed: %d", rc);
-    schedule_ready(s, l);
+    schedule_ready(s, via);
 }
 
 static void do_transfer(struct sim *s)
@@ -717,8 +739,11 @@ static void chaos(struct sim *s)
     if (roll < 500) {
         /* bursts of proposals, to the leader or through a follower */
         struct simnode *to = (l && chance(s, 50)) ? l : n;
-        for (int k = 1 + (int)rnd(s, 5); to && k > 0; k--)
-            do_propose(s, to);
+        if (to && chance(s, 30))
+            do_propose_batch(s, to, 2 + (int)rnd(s, 8));
+        else
+            for (int k = 1 + (int)rnd(s, 5); to && k > 0; k--)
+                do_propose(s, to);
     } else if (roll < 580) {
         if (n)
             do_read(s, n);
