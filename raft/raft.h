@@ -50,11 +50,16 @@
  * Apply rule: rd.committed entries are durable on a quorum; apply them only
  * after step 4 (they may also appear in rd.entries of the same Ready).
  *
+ * Applying on another thread is fine: copy rd.committed, call
+ * raft_apply_conf_change() for its conf changes on the raft thread before
+ * raft_advance(), and serve a read only once the applier has reached its
+ * index.
+ *
  * Between raft_ready() and raft_advance() the only calls allowed are
  * raft_apply_conf_change(), raft_status(), raft_basic_status() and
- * raft_conf_state(); everything else returns -EBUSY.  Memory in rd (entries, their data, messages, their
- * entries/context/snapshot, reads) is owned by raft and valid until
- * raft_advance(); copy what you need to keep.
+ * raft_conf_state(); everything else returns -EBUSY.  Memory in rd
+ * (entries, their data, messages, their entries/context/snapshot, reads)
+ * is owned by raft and valid until raft_advance(); copy what you keep.
  *
  * Snapshots: the application snapshots its state machine whenever it likes
  * and calls raft_compact(); raft then keeps the snapshot's metadata to send
@@ -71,7 +76,8 @@
  * consistent index but conf changes must still go to raft_apply_conf_change().
  *
  * Bootstrap: every initial member starts from the snapshot {index 1, term 1,
- * conf_state = initial voters/learners} with an empty state machine.  A
+ * conf_state = initial voters/learners}, hard state {term 1, vote 0,
+ * commit 1} and an empty state machine.  A
  * joining member starts from nothing (zero restore) and is brought in by a
  * snapshot from the leader after the conf change adding it commits.
  *
@@ -140,7 +146,8 @@ enum raft_msg_type {
     RAFT_MSG_HEARTBEAT,        /* commit, context = newest pending ReadIndex ctx */
     RAFT_MSG_HEARTBEAT_RESP,   /* context echoed back */
     RAFT_MSG_SNAP,             /* snapshot metadata; data goes out of band */
-    RAFT_MSG_PROP,             /* follower -> leader: forwarded proposal (term 0) */
+    RAFT_MSG_PROP,             /* follower -> leader: forwarded proposal (term 0;
+                                * entries carry type and data, term/index 0) */
     RAFT_MSG_READ_INDEX,       /* follower -> leader: context = read ctx (term 0) */
     RAFT_MSG_READ_INDEX_RESP,  /* leader -> follower: index = read index, context */
     RAFT_MSG_TRANSFER_LEADER,  /* -> leader: index = the transferee's ID */
@@ -165,7 +172,8 @@ struct raft_message {
     uint64_t log_term;
     uint64_t index;
     uint64_t commit;
-    uint64_t reject_hint;   /* APP_RESP reject: follower's guess of the match index */
+    uint64_t reject_hint;   /* APP_RESP reject: follower's guess of the match index,
+                             * with log_term = its term there (0 if unknown) */
     const struct raft_entry *entries;
     size_t n_entries;
     const struct raft_snapshot_meta *snapshot;   /* RAFT_MSG_SNAP only, else NULL */
