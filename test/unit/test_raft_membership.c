@@ -178,6 +178,28 @@ static void test_new_voter_joins_through_snapshot(void **state)
     t_free(net);
 }
 
+static void test_restart_rebuilds_membership_by_replaying_conf_changes(void **state)
+{
+    (void)state;
+    struct tnet *net = t_new(3, 0, 1, 1);
+    t_elect(net, 1);
+    uint64_t l = t_add_empty(net);
+    assert_int_equal(raft_propose_conf_change(net->n[1].r, RAFT_CC_ADD_LEARNER, l, NULL, 0), 0);
+    settle(net, 1, 3);
+    t_crash(net, 2);
+    t_start(net, 2);
+    struct raft_conf_state cs;
+    raft_conf_state(net->n[2].r, &cs);
+    assert_int_equal(cs.n_learners, 0); /* the snapshot's configuration... */
+    assert_int_equal(raft_campaign(net->n[2].r), 0);
+    assert_int_equal(t_role(net, 2), RAFT_FOLLOWER); /* deferred: a committed change is unapplied */
+    t_ready(net, 2); /* ...until the committed change is replayed */
+    raft_conf_state(net->n[2].r, &cs);
+    assert_int_equal(cs.n_learners, 1);
+    assert_int_equal(cs.learners[0], l);
+    t_free(net);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -189,6 +211,7 @@ int main(void)
         cmocka_unit_test(test_removed_follower_stops_campaigning),
         cmocka_unit_test(test_removed_leader_hands_over_and_steps_down),
         cmocka_unit_test(test_new_voter_joins_through_snapshot),
+        cmocka_unit_test(test_restart_rebuilds_membership_by_replaying_conf_changes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
