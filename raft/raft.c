@@ -528,7 +528,7 @@ int raft_step(struct raft *r, const struct raft_message *m)
     if (!m || !msg_valid(m))
         return -CAIRN_E_MALFORMED;
     if (m->to != r->id)
-        return 0;
+        return -CAIRN_E_CLUSTER_MISMATCH; /* misrouted: the transport's bug, not a peer's */
     if (m->term == 0 && is_local_type(m->type)) {
         /* no term: handled below by role */
     } else if (m->term > r->term) {

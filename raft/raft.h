@@ -311,7 +311,8 @@ int raft_tick(struct raft *r);
 /*
  * raft_step: feed a message from a peer.  m stays the caller's.  Returns 0
  * (including for stale or ignored messages), -CAIRN_E_MALFORMED for a message
- * that cannot be valid, -EBUSY inside a Ready, -ENOMEM.
+ * that cannot be valid, -CAIRN_E_CLUSTER_MISMATCH if m->to is not this
+ * member, -EBUSY inside a Ready, -ENOMEM.
  */
 int raft_step(struct raft *r, const struct raft_message *m);
 

@@ -232,6 +232,8 @@ static void test_malformed_messages_are_refused(void **state)
     assert_int_equal(raft_step(net->n[1].r, &m), -CAIRN_E_MALFORMED); /* index gap, term above message */
     m = (struct raft_message){ .type = RAFT_MSG_SNAP, .from = 2, .to = 1, .term = 2 };
     assert_int_equal(raft_step(net->n[1].r, &m), -CAIRN_E_MALFORMED); /* no metadata */
+    m = (struct raft_message){ .type = RAFT_MSG_HEARTBEAT, .from = 2, .to = 3, .term = 2 };
+    assert_int_equal(raft_step(net->n[1].r, &m), -CAIRN_E_CLUSTER_MISMATCH); /* not for member 1 */
     t_free(net);
 }
 
