@@ -212,7 +212,11 @@ static void schedule_ready(struct sim *s, struct simnode *n)
 {
     if (n->up && !n->ready_sched && raft_has_ready(n->r)) {
         n->ready_sched = true;
-        push_ev(s, s->now + rnd(s, 3), EV_READY, (int)(n->id - 1), NULL);
+        /* usually a quick fsync; sometimes a stall of up to 30 ticks, during
+         * which the member keeps ticking and stepping but sends nothing and
+         * applies nothing (committed conf changes wait unapplied) */
+        uint64_t d = chance(s, 2) ? 20 + rnd(s, 300) : rnd(s, 3);
+        push_ev(s, s->now + d, EV_READY, (int)(n->id - 1), NULL);
     }
 }
 
@@ -822,7 +826,7 @@ static void setup(struct sim *s)
         .max_pending_reads = 64,
     };
     s->max_delay = 2 + (int)rnd(s, 10);
-    s->chaos_end = 20000 + rnd(s, 80000);
+    s->chaos_end = 30000 + rnd(s, 120000);
     struct raft_snapshot_meta boot = { .index = 1, .term = 1 };
     for (int i = 0; i < voters; i++)
         boot.conf_state.voters[boot.conf_state.n_voters++] = (uint64_t)i + 1;
