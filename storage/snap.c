@@ -5,6 +5,7 @@
  * is written by storage/mvcc; this module only deletes it when purging.
  */
 #include "storage/snap.h"
+#include "storage/dirlist.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -273,47 +274,22 @@ static int id_cmp_newest_first(const void *a, const void *b)
     return x->term > y->term ? -1 : x->term < y->term;
 }
 
+static int parse_snap(const char *name, void *elem)
+{
+    return parse_name(name, elem);
+}
+
 int snap_list(const char *dir, struct snap_id **out, size_t *n)
 {
-    DIR *d;
-    struct dirent *de;
-    struct snap_id *ids = NULL, *grown;
-    size_t cnt = 0, cap = 0;
-    int rc = 0;
+    void *ids;
+    int rc;
 
     if (!dir || !out || !n)
         return -CAIRN_E_INVALID_ARGUMENT;
-    d = opendir(dir);
-    if (!d)
-        return -errno;
-    while ((errno = 0, de = readdir(d)) != NULL) {
-        struct snap_id id;
-        if (!parse_name(de->d_name, &id))
-            continue;
-        if (cnt == cap) {
-            cap = cap ? cap * 2 : 8;
-            grown = realloc(ids, cap * sizeof *ids);
-            if (!grown) {
-                rc = -ENOMEM;
-                goto out;
-            }
-            ids = grown;
-        }
-        ids[cnt++] = id;
-    }
-    if (errno)
-        rc = -errno;
-out:
-    closedir(d);
-    if (rc < 0) {
-        free(ids);
-        return rc;
-    }
-    if (cnt)
-        qsort(ids, cnt, sizeof *ids, id_cmp_newest_first);
-    *out = ids;
-    *n = cnt;
-    return 0;
+    rc = dirlist_read(dir, sizeof **out, parse_snap, id_cmp_newest_first, &ids, n);
+    if (rc == 0)
+        *out = ids;
+    return rc;
 }
 
 int snap_load_newest(const char *dir, struct snap_meta *out, struct snap_load_info *info)

@@ -284,6 +284,31 @@ static int fsync_parent(const char *dir)
     return rc;
 }
 
+/* A handle for dir with the directory open and its lock taken; on failure
+ * nothing is left allocated or locked. */
+static int open_locked(const char *dir, const struct wal_options *opts, struct wal **out,
+                       struct wal_error *err)
+{
+    struct wal *w = wal_alloc(dir, opts);
+    int rc;
+
+    if (!w)
+        return wal_seterr(err, -ENOMEM, NULL, 0, "out of memory");
+    w->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (w->dirfd < 0) {
+        rc = wal_seterr(err, -errno, NULL, 0, "cannot open %s: %s", dir, strerror(errno));
+        wal_close(w);
+        return rc;
+    }
+    rc = take_lock(w, err);
+    if (rc < 0) {
+        wal_close(w);
+        return rc;
+    }
+    *out = w;
+    return 0;
+}
+
 int wal_create(const char *dir, const struct wal_metadata *meta,
                const struct wal_options *opts, struct wal **out, struct wal_error *err)
 {
@@ -297,17 +322,9 @@ int wal_create(const char *dir, const struct wal_metadata *meta,
     if (mkdir(dir, 0700) < 0 && errno != EEXIST)
         return wal_seterr(err, -errno, NULL, 0, "cannot create WAL directory %s: %s", dir,
                           strerror(errno));
-    w = wal_alloc(dir, opts);
-    if (!w)
-        return wal_seterr(err, -ENOMEM, NULL, 0, "out of memory");
-    w->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (w->dirfd < 0) {
-        rc = wal_seterr(err, -errno, NULL, 0, "cannot open %s: %s", dir, strerror(errno));
-        goto fail;
-    }
-    rc = take_lock(w, err);
+    rc = open_locked(dir, opts, &w, err);
     if (rc < 0)
-        goto fail;
+        return rc;
     rc = wal_exists(dir);
     if (rc != 0) {
         rc = wal_seterr(err, rc < 0 ? rc : -EEXIST, NULL, 0, "%s already holds a WAL", dir);
@@ -350,17 +367,9 @@ int wal_open(const char *dir, const struct wal_snapshot *snap,
     if (!dir || !out)
         return wal_seterr(err, -CAIRN_E_INVALID_ARGUMENT, NULL, 0, "wal_open: missing argument");
     *out = NULL;
-    w = wal_alloc(dir, opts);
-    if (!w)
-        return wal_seterr(err, -ENOMEM, NULL, 0, "out of memory");
-    w->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (w->dirfd < 0) {
-        rc = wal_seterr(err, -errno, NULL, 0, "cannot open %s: %s", dir, strerror(errno));
-        goto fail;
-    }
-    rc = take_lock(w, err);
+    rc = open_locked(dir, opts, &w, err);
     if (rc < 0)
-        goto fail;
+        return rc;
     remove_temporaries(w);
     rc = wal_list(dir, &w->segs, &w->nsegs);
     if (rc < 0) {

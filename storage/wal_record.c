@@ -6,7 +6,6 @@
  */
 #include "storage/wal_internal.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -17,6 +16,7 @@
 #include <unistd.h>
 
 #include "base/crc32c.h"
+#include "storage/dirlist.h"
 #include "base/errors.h"
 
 static ssize_t real_pwrite(int fd, const void *buf, size_t n, off_t off)
@@ -229,44 +229,18 @@ static int seg_cmp(const void *a, const void *b)
     return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
+static int parse_seg(const char *name, void *elem)
+{
+    return parse_name(name, elem);
+}
+
 int wal_list(const char *dir, struct wal_seg **out, size_t *n)
 {
-    DIR *d = opendir(dir);
-    struct wal_seg *segs = NULL, *grown;
-    size_t cnt = 0, cap = 0;
-    struct dirent *de;
-    int rc = 0;
-
-    if (!d)
-        return -errno;
-    while ((errno = 0, de = readdir(d)) != NULL) {
-        struct wal_seg s;
-        if (!parse_name(de->d_name, &s))
-            continue;
-        if (cnt == cap) {
-            cap = cap ? cap * 2 : 16;
-            grown = realloc(segs, cap * sizeof *segs);
-            if (!grown) {
-                rc = -ENOMEM;
-                goto out;
-            }
-            segs = grown;
-        }
-        segs[cnt++] = s;
-    }
-    if (errno)
-        rc = -errno;
-out:
-    closedir(d);
-    if (rc < 0) {
-        free(segs);
-        return rc;
-    }
-    if (cnt)
-        qsort(segs, cnt, sizeof *segs, seg_cmp);
-    *out = segs;
-    *n = cnt;
-    return 0;
+    void *segs;
+    int rc = dirlist_read(dir, sizeof **out, parse_seg, seg_cmp, &segs, n);
+    if (rc == 0)
+        *out = segs;
+    return rc;
 }
 
 int wal_read_file(int dirfd, const char *name, uint8_t **buf, size_t *size)
