@@ -1,19 +1,24 @@
 /*
- * storage/mvcc: opening and closing the store, the schema, the prepared
- * statement cache, the result allocator, status, sync and defragmentation.
- * Applying requests is mvcc_apply.c; reads are mvcc_read.c; compaction
- * mvcc_compact.c; snapshots mvcc_snapshot.c.
+ * storage/mvcc: opening and closing the store, the schema, the key index,
+ * the prepared statement cache, the result allocator, status, sync and
+ * defragmentation.  Applying requests is mvcc_apply.c; reads are
+ * mvcc_read.c; compaction mvcc_compact.c; snapshots mvcc_snapshot.c.
  *
- * Schema (one row per key revision, clustered by key so a point read at
- * any revision is one B-tree seek):
- *   kv(key, main, sub, dead, create_rev, version, lease, value), primary key
- *     (key, main, sub).  `dead` is the main revision from which the row is no
- *     longer what a read sees: the next revision of the key, the row's own
- *     revision for a tombstone, NULL for a live newest row.  So the row a read
- *     at R sees is the one with main <= R < dead, and compaction at N drops
+ * Layout (etcd's: records by revision, an in-memory index by key):
+ *   rev(main, sub, key, create_rev, version, lease, value), primary key
+ *     (main, sub), on disk: a batch only appends, so it writes a few pages
+ *     instead of one random page per put (docs/perf/mvcc.md).
+ *   m.idx(key, main, sub, dead, lease), primary key (key, main, sub), in a
+ *     shared in-memory database attached to every connection of the store,
+ *     rebuilt from rev at open.  `dead` is the main revision from which the
+ *     row is no longer what a read sees: the key's next revision, the row's
+ *     own for a tombstone, NULL for a live newest row.  So the row a read at
+ *     R sees is the one with main <= R < dead, and compaction at N drops
  *     exactly the rows with dead <= N (an index on dead finds them).
  *   state: one row: revision, compact revisions, consistent index and term.
  *   lease(id, ttl, remaining); record(ns, name, value) for membership/auth.
+ * The store's rwlock keeps readers out of the index while the writer has a
+ * transaction open, so a reader's index and its SQLite snapshot agree.
  */
 #include "storage/mvcc_internal.h"
 
@@ -85,7 +90,10 @@ void arena_free(struct arena *a)
 
 /* --- statements ----------------------------------------------------------------- */
 
-#define KV_COLS "key, main, create_rev, version, lease, value"
+/* Rows come from the in-memory key index i joined with the revision table r. */
+#define KV_COLS "i.key, i.main, r.create_rev, r.version, r.lease, r.value"
+#define KV_JOIN "m.idx i CROSS JOIN rev r ON r.main = i.main AND r.sub = i.sub"
+#define REV_JOIN "rev r CROSS JOIN m.idx i ON i.key = r.key AND i.main = r.main AND i.sub = r.sub"
 
 static const char *const stmt_sql[ST_COUNT_] = {
     [ST_BEGIN] = "BEGIN",
@@ -96,41 +104,43 @@ static const char *const stmt_sql[ST_COUNT_] = {
                      "FROM state WHERE id = 1",
     [ST_STATE_SET] = "UPDATE state SET rev = ?1, compact_rev = ?2, compact_done = ?3, "
                      "consistent_index = ?4, consistent_term = ?5 WHERE id = 1",
-    [ST_KV_LATEST] = "SELECT " KV_COLS ", sub, dead FROM kv WHERE key = ?1 "
-                     "ORDER BY main DESC, sub DESC LIMIT 1",
-    [ST_KV_LATEST_AT] = "SELECT " KV_COLS ", sub, dead FROM kv WHERE key = ?1 AND main <= ?2 "
-                        "ORDER BY main DESC, sub DESC LIMIT 1",
-    [ST_KV_SET_DEAD] = "UPDATE kv SET dead = ?4 WHERE key = ?1 AND main = ?2 AND sub = ?3",
-    [ST_KV_INSERT] = "INSERT INTO kv(key, main, sub, dead, create_rev, version, lease, value) "
-                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    [ST_KV_LIVE_RANGE] = "SELECT " KV_COLS ", sub FROM kv WHERE key >= ?1 AND key < ?2 "
-                         "AND dead IS NULL ORDER BY key",
-    [ST_KV_LIVE_FROM] = "SELECT " KV_COLS ", sub FROM kv WHERE key >= ?1 AND dead IS NULL "
-                        "ORDER BY key",
+    [ST_KV_LATEST] = "SELECT " KV_COLS ", i.sub, i.dead FROM " KV_JOIN " WHERE i.key = ?1 "
+                     "ORDER BY i.main DESC, i.sub DESC LIMIT 1",
+    [ST_KV_LATEST_AT] = "SELECT " KV_COLS ", i.sub, i.dead FROM " KV_JOIN
+                        " WHERE i.key = ?1 AND i.main <= ?2 ORDER BY i.main DESC, i.sub DESC LIMIT 1",
+    [ST_KV_SET_DEAD] = "UPDATE m.idx SET dead = ?4 WHERE key = ?1 AND main = ?2 AND sub = ?3",
+    [ST_KV_INSERT] = "INSERT INTO rev(main, sub, key, create_rev, version, lease, value) "
+                     "VALUES (?2, ?3, ?1, ?5, ?6, ?7, ?8)",
+    [ST_IDX_INSERT] = "INSERT INTO m.idx(key, main, sub, dead, lease) VALUES (?1, ?2, ?3, ?4, ?5)",
+    [ST_KV_LIVE_RANGE] = "SELECT " KV_COLS ", i.sub FROM " KV_JOIN " WHERE i.key >= ?1 AND i.key < ?2 "
+                         "AND i.dead IS NULL ORDER BY i.key",
+    [ST_KV_LIVE_FROM] = "SELECT " KV_COLS ", i.sub FROM " KV_JOIN " WHERE i.key >= ?1 "
+                        "AND i.dead IS NULL ORDER BY i.key",
     [ST_LEASE_GET] = "SELECT id, ttl, remaining FROM lease WHERE id = ?1",
     [ST_LEASE_INSERT] = "INSERT INTO lease(id, ttl, remaining) VALUES (?1, ?2, 0)",
     [ST_LEASE_DELETE] = "DELETE FROM lease WHERE id = ?1",
     [ST_LEASE_CHECKPOINT] = "UPDATE lease SET remaining = ?2 WHERE id = ?1",
-    [ST_LEASE_KEYS] = "SELECT key FROM kv WHERE lease = ?1 AND lease <> 0 AND dead IS NULL "
+    [ST_LEASE_KEYS] = "SELECT key FROM m.idx WHERE lease = ?1 AND lease <> 0 AND dead IS NULL "
                       "ORDER BY key",
     [ST_LEASE_LIST] = "SELECT id, ttl, remaining FROM lease ORDER BY id",
     [ST_RECORD_PUT] = "INSERT OR REPLACE INTO record(ns, name, value) VALUES (?1, ?2, ?3)",
     [ST_RECORD_DELETE] = "DELETE FROM record WHERE ns = ?1 AND name = ?2",
     [ST_RECORD_GET] = "SELECT name, value FROM record WHERE ns = ?1 AND name = ?2",
     [ST_RECORD_LIST] = "SELECT name, value FROM record WHERE ns = ?1 ORDER BY name",
-    [ST_COMPACT_FIND] = "SELECT key, main, sub FROM kv WHERE dead <= ?1 LIMIT ?2",
-    [ST_COMPACT_DELETE] = "DELETE FROM kv WHERE key = ?1 AND main = ?2 AND sub = ?3",
-    [ST_HIST_KEY] = "SELECT " KV_COLS ", sub FROM kv WHERE key = ?1 AND main >= ?2 AND main <= ?3 "
-                    "AND (main, sub) > (?4, ?5) AND (dead IS NULL OR dead > ?6) "
-                    "ORDER BY main, sub LIMIT ?7",
-    [ST_HIST_RANGE] = "SELECT " KV_COLS ", sub FROM kv WHERE +key >= ?1 AND +key < ?8 "
-                      "AND main >= ?2 AND main <= ?3 AND (main, sub) > (?4, ?5) "
-                      "AND (dead IS NULL OR dead > ?6) ORDER BY main, sub LIMIT ?7",
-    [ST_HIST_FROM] = "SELECT " KV_COLS ", sub FROM kv WHERE +key >= ?1 "
-                     "AND main >= ?2 AND main <= ?3 AND (main, sub) > (?4, ?5) "
-                     "AND (dead IS NULL OR dead > ?6) ORDER BY main, sub LIMIT ?7",
-    [ST_HASH] = "SELECT " KV_COLS ", sub FROM kv WHERE main <= ?1 "
-                "AND (dead IS NULL OR dead > ?2) ORDER BY main, sub",
+    [ST_COMPACT_FIND] = "SELECT key, main, sub FROM m.idx WHERE dead <= ?1 LIMIT ?2",
+    [ST_COMPACT_DELETE] = "DELETE FROM rev WHERE main = ?2 AND sub = ?3",
+    [ST_COMPACT_DELETE_IDX] = "DELETE FROM m.idx WHERE key = ?1 AND main = ?2 AND sub = ?3",
+    [ST_HIST_KEY] = "SELECT " KV_COLS ", i.sub FROM " KV_JOIN " WHERE i.key = ?1 AND i.main >= ?2 "
+                    "AND i.main <= ?3 AND (i.main, i.sub) > (?4, ?5) AND (i.dead IS NULL OR i.dead > ?6) "
+                    "ORDER BY i.main, i.sub LIMIT ?7",
+    [ST_HIST_RANGE] = "SELECT " KV_COLS ", i.sub FROM " REV_JOIN " WHERE r.key >= ?1 AND r.key < ?8 "
+                      "AND r.main >= ?2 AND r.main <= ?3 AND (r.main, r.sub) > (?4, ?5) "
+                      "AND (i.dead IS NULL OR i.dead > ?6) ORDER BY r.main, r.sub LIMIT ?7",
+    [ST_HIST_FROM] = "SELECT " KV_COLS ", i.sub FROM " REV_JOIN " WHERE r.key >= ?1 "
+                     "AND r.main >= ?2 AND r.main <= ?3 AND (r.main, r.sub) > (?4, ?5) "
+                     "AND (i.dead IS NULL OR i.dead > ?6) ORDER BY r.main, r.sub LIMIT ?7",
+    [ST_HASH] = "SELECT " KV_COLS ", i.sub FROM " REV_JOIN " WHERE r.main <= ?1 "
+                "AND (i.dead IS NULL OR i.dead > ?2) ORDER BY r.main, r.sub",
     [ST_PAGES] = "SELECT (SELECT page_count FROM pragma_page_count), "
                  "(SELECT freelist_count FROM pragma_freelist_count), "
                  "(SELECT page_size FROM pragma_page_size)",
@@ -142,21 +152,30 @@ static const char schema_sql[] =
     " rev INTEGER NOT NULL, compact_rev INTEGER NOT NULL, compact_done INTEGER NOT NULL,"
     " consistent_index INTEGER NOT NULL, consistent_term INTEGER NOT NULL);"
     "INSERT INTO state VALUES (1, 1, 0, 0, 0, 0);"
-    "CREATE TABLE kv ("
-    " key BLOB NOT NULL, main INTEGER NOT NULL, sub INTEGER NOT NULL, dead INTEGER,"
+    /* one row per key revision, in revision order: a batch appends */
+    "CREATE TABLE rev ("
+    " main INTEGER NOT NULL, sub INTEGER NOT NULL, key BLOB NOT NULL,"
     " create_rev INTEGER NOT NULL, version INTEGER NOT NULL, lease INTEGER NOT NULL,"
     " value BLOB,"
-    " PRIMARY KEY (key, main, sub)) WITHOUT ROWID;"
-    /* compaction finds its rows; rows are added in revision order, so appends */
-    "CREATE INDEX kv_dead ON kv(dead) WHERE dead IS NOT NULL;"
-    /* history of wide ranges, HashKV and watch catch-up read in revision order */
-    "CREATE INDEX kv_rev ON kv(main, sub);"
-    /* the keys attached to a lease: live rows with a lease only */
-    "CREATE INDEX kv_lease ON kv(lease, key) WHERE lease <> 0 AND dead IS NULL;"
+    " PRIMARY KEY (main, sub)) WITHOUT ROWID;"
     "CREATE TABLE lease (id INTEGER PRIMARY KEY, ttl INTEGER NOT NULL,"
     " remaining INTEGER NOT NULL);"
     "CREATE TABLE record (ns BLOB NOT NULL, name BLOB NOT NULL, value BLOB NOT NULL,"
     " PRIMARY KEY (ns, name)) WITHOUT ROWID;";
+
+/* The key index lives in a shared in-memory database attached as "m" to
+ * every connection of the store, rebuilt from rev at open. */
+static const char index_sql[] =
+    "CREATE TABLE m.idx (key BLOB NOT NULL, main INTEGER NOT NULL, sub INTEGER NOT NULL,"
+    " dead INTEGER, lease INTEGER NOT NULL, PRIMARY KEY (key, main, sub)) WITHOUT ROWID;"
+    /* compaction finds its rows */
+    "CREATE INDEX m.idx_dead ON idx(dead) WHERE dead IS NOT NULL;"
+    /* the keys attached to a lease: live rows with a lease only */
+    "CREATE INDEX m.idx_lease ON idx(lease, key) WHERE lease <> 0 AND dead IS NULL;"
+    /* dead: the next revision of the key, or the row's own for a tombstone */
+    "INSERT INTO m.idx (key, main, sub, dead, lease)"
+    " SELECT key, main, sub, CASE WHEN version = 0 THEN main"
+    "  ELSE lead(main) OVER (PARTITION BY key ORDER BY main, sub) END, lease FROM rev;";
 
 int sql_err(int rc)
 {
@@ -223,7 +242,7 @@ static int exec_sql(sqlite3 *db, const char *sql)
 }
 
 int conn_open(struct conn *c, const char *path, bool readonly, const struct mvcc_options *o,
-              char *err, size_t errlen)
+              const char *index_uri, char *err, size_t errlen)
 {
     int cache_mb = o && o->cache_mb > 0 ? o->cache_mb : 64;
     /* Reads straight from the mapping, no copy per page: twice the point
@@ -231,7 +250,7 @@ int conn_open(struct conn *c, const char *path, bool readonly, const struct mvcc
      * maximum (2 GiB on Debian). */
     long long mmap_mb = !o || o->mmap_mb == 0 ? 2048 : o->mmap_mb < 0 ? 0 : o->mmap_mb;
     memset(c, 0, sizeof(*c));
-    int rc, flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_PRIVATECACHE;
+    int rc, flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI;
     flags |= readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
     c->path = strdup(path);
     if (!c->path)
@@ -247,10 +266,28 @@ int conn_open(struct conn *c, const char *path, bool readonly, const struct mvcc
     /* A checkpoint or WAL recovery can hold a lock for a moment. */
     sqlite3_busy_timeout(c->db, 10000);
     char sql[128];
-    snprintf(sql, sizeof(sql), "PRAGMA cache_size = -%d; PRAGMA mmap_size = %lld", cache_mb * 1024,
+    snprintf(sql, sizeof(sql), "PRAGMA main.cache_size = -%d; PRAGMA main.mmap_size = %lld", cache_mb * 1024,
              mmap_mb * 1048576);
     if ((rc = exec_sql(c->db, sql)) < 0)
         goto sqlfail;
+    if (index_uri) {
+        sqlite3_stmt *at;
+        if ((rc = sqlite3_prepare_v2(c->db, "ATTACH DATABASE ?1 AS m", -1, &at, NULL)) != SQLITE_OK) {
+            rc = sql_err(rc);
+            goto sqlfail;
+        }
+        sqlite3_bind_text(at, 1, index_uri, -1, SQLITE_STATIC);
+        rc = sqlite3_step(at);
+        sqlite3_finalize(at);
+        if (rc != SQLITE_DONE) {
+            rc = sql_err(rc);
+            goto sqlfail;
+        }
+        /* Readers do not lock the shared index: they see the writer's rows as
+         * it adds them, and keep to revisions of their own snapshot. */
+        if (readonly && (rc = exec_sql(c->db, "PRAGMA read_uncommitted = 1")) < 0)
+            goto sqlfail;
+    }
     return 0;
 sqlfail:
     fmt_err(err, errlen, "%s: %s", path, sqlite3_errmsg(c->db));
@@ -349,8 +386,8 @@ int schema_init(struct conn *c, bool create, char *err, size_t errlen)
     if (app == 0 && ver == 0 && tables == 0) {
         char sql[sizeof(schema_sql) + 256];
         /* auto_vacuum must be chosen before the first table exists. */
-        if ((rc = exec_sql(c->db, "PRAGMA auto_vacuum = INCREMENTAL")) < 0 ||
-            (rc = exec_sql(c->db, "PRAGMA journal_mode = WAL")) < 0)
+        if ((rc = exec_sql(c->db, "PRAGMA main.auto_vacuum = INCREMENTAL")) < 0 ||
+            (rc = exec_sql(c->db, "PRAGMA main.journal_mode = WAL")) < 0)
             goto sqlfail;
         snprintf(sql, sizeof(sql),
                  "BEGIN IMMEDIATE; %s PRAGMA application_id = %d; PRAGMA user_version = %d; COMMIT",
@@ -381,9 +418,25 @@ sqlfail:
     return rc;
 }
 
+/* Build the in-memory key index from the revision table (etcd rebuilds its
+ * treeIndex the same way at start). */
+static int index_build(struct mvcc_store *s)
+{
+    int rc = exec_sql(s->c.db, "BEGIN IMMEDIATE");
+    if (rc < 0)
+        return rc;
+    if ((rc = exec_sql(s->c.db, index_sql)) < 0)
+        goto fail;
+    return exec_sql(s->c.db, "COMMIT");
+fail:
+    exec_sql(s->c.db, "ROLLBACK");
+    return rc;
+}
+
 int mvcc_open(const char *dir, const struct mvcc_options *opts, struct mvcc_store **out,
               char *err, size_t errlen)
 {
+    static _Atomic unsigned long stores;
     int rc;
     char *path = NULL;
     struct mvcc_store *s = calloc(1, sizeof(*s));
@@ -398,17 +451,28 @@ int mvcc_open(const char *dir, const struct mvcc_options *opts, struct mvcc_stor
         fmt_err(err, errlen, "%s: cannot create directory: %s", dir, strerror(-rc));
         goto fail;
     }
+    pthread_rwlockattr_t la;
+    pthread_rwlockattr_init(&la);
+    /* the applier must not starve behind a stream of readers */
+    pthread_rwlockattr_setkind_np(&la, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    rc = -pthread_rwlock_init(&s->lock, &la);
+    pthread_rwlockattr_destroy(&la);
+    if (rc < 0)
+        goto fail;
+    s->lock_init = true;
+    snprintf(s->index_uri, sizeof(s->index_uri), "file:cairn-mvcc-index-%ld-%lu?mode=memory&cache=shared",
+             (long)getpid(), ++stores);
     if (!(s->dir = strdup(dir)) || asprintf(&path, "%s/%s", dir, MVCC_DB_NAME) < 0) {
         path = NULL;
         rc = -ENOMEM;
         goto fail;
     }
-    if ((rc = conn_open(&s->c, path, false, &s->opts, err, errlen)) < 0)
+    if ((rc = conn_open(&s->c, path, false, &s->opts, s->index_uri, err, errlen)) < 0)
         goto fail;
     if ((rc = schema_init(&s->c, true, err, errlen)) < 0)
         goto fail;
-    if ((rc = exec_sql(s->c.db, "PRAGMA journal_mode = WAL")) < 0 ||
-        (rc = exec_sql(s->c.db, "PRAGMA synchronous = NORMAL")) < 0 ||
+    if ((rc = exec_sql(s->c.db, "PRAGMA main.journal_mode = WAL")) < 0 ||
+        (rc = exec_sql(s->c.db, "PRAGMA main.synchronous = NORMAL")) < 0 ||
         /* bigger checkpoints: fewer fsyncs, and a page written by many
          * batches is copied back once (docs/perf/mvcc.md) */
         (rc = exec_sql(s->c.db, "PRAGMA wal_autocheckpoint = 8192")) < 0) {
@@ -418,6 +482,10 @@ int mvcc_open(const char *dir, const struct mvcc_options *opts, struct mvcc_stor
     if ((rc = state_get(&s->c, &s->st)) < 0) {
         fmt_err(err, errlen, "%s: reading the state row: %s", path,
                 rc == -CAIRN_E_CORRUPT ? "missing" : sqlite3_errmsg(s->c.db));
+        goto fail;
+    }
+    if ((rc = index_build(s)) < 0) {
+        fmt_err(err, errlen, "%s: building the key index: %s", path, sqlite3_errmsg(s->c.db));
         goto fail;
     }
     if (s->opts.finish_compaction) {
@@ -442,6 +510,8 @@ void mvcc_close(struct mvcc_store *s)
     if (!s)
         return;
     conn_close(&s->c);
+    if (s->lock_init)
+        pthread_rwlock_destroy(&s->lock);
     free(s->dir);
     free(s);
 }

@@ -133,6 +133,17 @@ static int insert_row(struct applier *w, const struct mvcc_kv *kv, int64_t sub, 
     sqlite3_bind_int64(st, 7, kv->lease);
     if (!tombstone)
         bind_buf(st, 8, kv->value);
+    int rc = step_done(st);
+    if (rc < 0)
+        return rc;
+    if (!(st = conn_stmt(&w->s->c, ST_IDX_INSERT)))
+        return db_err(w);
+    bind_buf(st, 1, kv->key);
+    sqlite3_bind_int64(st, 2, kv->mod_revision);
+    sqlite3_bind_int64(st, 3, sub);
+    if (tombstone)
+        sqlite3_bind_int64(st, 4, kv->mod_revision);
+    sqlite3_bind_int64(st, 5, kv->lease);
     return step_done(st);
 }
 
@@ -907,7 +918,9 @@ int mvcc_apply(struct mvcc_store *s, const struct mvcc_entry *entries, size_t n,
         arena_free(&a);
         return -ENOMEM;
     }
+    pthread_rwlock_wrlock(&s->lock);
     if ((rc = conn_exec(&s->c, ST_BEGIN_IMMEDIATE)) < 0) {
+        pthread_rwlock_unlock(&s->lock);
         arena_free(&a);
         return rc;
     }
@@ -946,6 +959,7 @@ int mvcc_apply(struct mvcc_store *s, const struct mvcc_entry *entries, size_t n,
         goto fail;
     if ((rc = conn_exec(&s->c, ST_COMMIT)) < 0)
         goto fail;
+    pthread_rwlock_unlock(&s->lock);
     s->st = st;
     res->n_entries = n;
     res->events = w.events;
@@ -958,6 +972,7 @@ int mvcc_apply(struct mvcc_store *s, const struct mvcc_entry *entries, size_t n,
     return 0;
 fail:
     conn_exec(&s->c, ST_ROLLBACK);
+    pthread_rwlock_unlock(&s->lock);
     arena_free(&a);
     return rc;
 }

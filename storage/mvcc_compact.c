@@ -27,6 +27,7 @@ int mvcc_compact_step(struct mvcc_store *s, size_t max_rows, bool *done)
     struct arena a = {0};
     struct state st = s->st;
     struct victim *v = NULL;
+    sqlite3_stmt *q;
     size_t n = 0;
     int rc;
     *done = st.compact_done >= st.compact_rev;
@@ -36,11 +37,11 @@ int mvcc_compact_step(struct mvcc_store *s, size_t max_rows, bool *done)
         max_rows = MVCC_COMPACT_BATCH;
     if (!(v = arena_alloc(&a, max_rows * sizeof(*v))))
         return -ENOMEM;
+    pthread_rwlock_wrlock(&s->lock);
     if ((rc = conn_exec(&s->c, ST_BEGIN_IMMEDIATE)) < 0)
-        goto out;
+        goto unlock;
     /* Collect first: SQLite does not promise a scan survives deletes under it. */
-    sqlite3_stmt *q = conn_stmt(&s->c, ST_COMPACT_FIND);
-    if (!q) {
+    if (!(q = conn_stmt(&s->c, ST_COMPACT_FIND))) {
         rc = sql_err(sqlite3_errcode(s->c.db));
         goto fail;
     }
@@ -58,14 +59,16 @@ int mvcc_compact_step(struct mvcc_store *s, size_t max_rows, bool *done)
         rc = rc < 0 ? rc : sql_err(rc);
         goto fail;
     }
-    for (size_t i = 0; i < n; i++) {
-        if (!(q = conn_stmt(&s->c, ST_COMPACT_DELETE))) {
+    for (size_t i = 0; i < 2 * n; i++) {
+        const struct victim *x = &v[i / 2];
+        if (!(q = conn_stmt(&s->c, i % 2 ? ST_COMPACT_DELETE_IDX : ST_COMPACT_DELETE))) {
             rc = sql_err(sqlite3_errcode(s->c.db));
             goto fail;
         }
-        bind_buf(q, 1, v[i].key);
-        sqlite3_bind_int64(q, 2, v[i].main);
-        sqlite3_bind_int64(q, 3, v[i].sub);
+        if (i % 2)
+            bind_buf(q, 1, x->key);
+        sqlite3_bind_int64(q, 2, x->main);
+        sqlite3_bind_int64(q, 3, x->sub);
         rc = sqlite3_step(q);
         sqlite3_reset(q);
         if (rc != SQLITE_DONE) {
@@ -82,10 +85,11 @@ int mvcc_compact_step(struct mvcc_store *s, size_t max_rows, bool *done)
         goto fail;
     s->st = st;
     *done = st.compact_done >= st.compact_rev;
-    goto out;
+    goto unlock;
 fail:
     conn_exec(&s->c, ST_ROLLBACK);
-out:
+unlock:
+    pthread_rwlock_unlock(&s->lock);
     arena_free(&a);
     return rc;
 }

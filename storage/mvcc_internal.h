@@ -7,13 +7,14 @@
 #ifndef CAIRN_STORAGE_MVCC_INTERNAL_H
 #define CAIRN_STORAGE_MVCC_INTERNAL_H
 
+#include <pthread.h>
 #include <sqlite3.h>
 
 #include "storage/mvcc.h"
 
 /* 'CAIR': PRAGMA application_id, so a foreign SQLite file is told apart. */
 #define MVCC_APP_ID 0x43414952
-#define MVCC_SCHEMA_VERSION 1
+#define MVCC_SCHEMA_VERSION 2
 #define MVCC_DB_NAME "mvcc.db"
 /* etcd's lease.MaxLeaseTTL */
 #define MVCC_MAX_LEASE_TTL 9000000000LL
@@ -40,12 +41,13 @@ enum stmt_id {
     ST_KV_LATEST_AT,      /* newest row of a key at or below a revision */
     ST_KV_SET_DEAD,
     ST_KV_INSERT,
+    ST_IDX_INSERT,
     ST_KV_LIVE_RANGE,     /* live rows in [key, end) */
     ST_KV_LIVE_FROM,      /* live rows >= key */
     ST_LEASE_GET, ST_LEASE_INSERT, ST_LEASE_DELETE, ST_LEASE_CHECKPOINT, ST_LEASE_KEYS,
     ST_LEASE_LIST,
     ST_RECORD_PUT, ST_RECORD_DELETE, ST_RECORD_GET, ST_RECORD_LIST,
-    ST_COMPACT_FIND, ST_COMPACT_DELETE,
+    ST_COMPACT_FIND, ST_COMPACT_DELETE, ST_COMPACT_DELETE_IDX,
     ST_HIST_KEY, ST_HIST_RANGE, ST_HIST_FROM,
     ST_HASH,
     ST_PAGES,
@@ -64,8 +66,10 @@ struct conn {
     sqlite3_stmt *count_st[3];
 };
 
+/* Open a connection; index_uri (or NULL) is the store's in-memory key
+ * index, attached as "m". */
 int conn_open(struct conn *c, const char *path, bool readonly, const struct mvcc_options *o,
-              char *err, size_t errlen);
+              const char *index_uri, char *err, size_t errlen);
 void conn_close(struct conn *c);
 /* The cached statement id, reset and unbound; NULL on error (message in db). */
 sqlite3_stmt *conn_stmt(struct conn *c, enum stmt_id id);
@@ -89,12 +93,19 @@ int status_read(struct conn *c, struct mvcc_status *st);
 struct mvcc_store {
     struct conn c;
     char *dir;
+    char index_uri[96];
+    /* Guards the shared in-memory key index: the writer holds it for each
+     * transaction (apply batch, compaction step), readers for each call, so
+     * a reader sees the index exactly as of the batch its snapshot has. */
+    pthread_rwlock_t lock;
+    bool lock_init;
     struct mvcc_options opts;
     struct state st; /* as committed */
 };
 
 struct mvcc_reader {
     struct conn c;
+    struct mvcc_store *s;
 };
 
 /* --- read engine (mvcc_read.c) ---------------------------------------------- */

@@ -83,7 +83,7 @@ static void *grow(struct arena *a, void *arr, size_t n, size_t *cap, size_t elem
 
 enum { F_MINMOD = 1, F_MAXMOD = 2, F_MINCREATE = 4, F_MAXCREATE = 8 };
 
-static const char *const sort_col[] = {"key", "version", "create_rev", "main", "value"};
+static const char *const sort_col[] = {"i.key", "r.version", "r.create_rev", "i.main", "r.value"};
 
 static sqlite3_stmt *range_stmt(struct conn *c, enum range_kind kind, int target, int order,
                                 int filters, bool keys_only)
@@ -99,17 +99,19 @@ static sqlite3_stmt *range_stmt(struct conn *c, enum range_kind kind, int target
     const char *dir = order == MVCC_SORT_DESCEND ? "DESC" : "ASC";
     char orderby[96];
     if (target == MVCC_SORT_KEY)
-        snprintf(orderby, sizeof(orderby), "key %s", dir);
+        snprintf(orderby, sizeof(orderby), "i.key %s", dir);
     else
-        snprintf(orderby, sizeof(orderby), "%s %s, key %s", sort_col[target], dir, dir);
+        snprintf(orderby, sizeof(orderby), "%s %s, i.key %s", sort_col[target], dir, dir);
+    /* the key index finds the visible revisions, the revision table has the rest */
     snprintf(sql, sizeof(sql),
-             "SELECT key, main, create_rev, version, lease, %s FROM kv WHERE %s "
-             "AND main <= ?3 AND (dead IS NULL OR dead > ?3)%s%s%s%s ORDER BY %s LIMIT ?8",
-             keys_only ? "NULL" : "value",
-             kind == RK_BOUNDED ? "key >= ?1 AND key < ?2" : "key >= ?1",
-             filters & F_MINMOD ? " AND main >= ?4" : "", filters & F_MAXMOD ? " AND main <= ?5" : "",
-             filters & F_MINCREATE ? " AND create_rev >= ?6" : "",
-             filters & F_MAXCREATE ? " AND create_rev <= ?7" : "", orderby);
+             "SELECT i.key, i.main, r.create_rev, r.version, r.lease, %s "
+             "FROM m.idx i CROSS JOIN rev r ON r.main = i.main AND r.sub = i.sub WHERE %s "
+             "AND i.main <= ?3 AND (i.dead IS NULL OR i.dead > ?3)%s%s%s%s ORDER BY %s LIMIT ?8",
+             keys_only ? "NULL" : "r.value",
+             kind == RK_BOUNDED ? "i.key >= ?1 AND i.key < ?2" : "i.key >= ?1",
+             filters & F_MINMOD ? " AND i.main >= ?4" : "", filters & F_MAXMOD ? " AND i.main <= ?5" : "",
+             filters & F_MINCREATE ? " AND r.create_rev >= ?6" : "",
+             filters & F_MAXCREATE ? " AND r.create_rev <= ?7" : "", orderby);
     if (sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK)
         return NULL;
     c->range_st[idx] = st;
@@ -123,7 +125,7 @@ static int range_count(struct conn *c, enum range_kind kind, const struct mvcc_r
     if (!st) {
         char sql[256];
         snprintf(sql, sizeof(sql),
-                 "SELECT count(*) FROM kv WHERE %s AND main <= ?3 AND (dead IS NULL OR dead > ?3)",
+                 "SELECT count(*) FROM m.idx WHERE %s AND main <= ?3 AND (dead IS NULL OR dead > ?3)",
                  kind == RK_BOUNDED ? "key >= ?1 AND key < ?2" : "key >= ?1");
         if (sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK)
             return sql_err(sqlite3_errcode(c->db));
@@ -272,11 +274,12 @@ int mvcc_reader_open(struct mvcc_store *s, struct mvcc_reader **out)
     struct mvcc_reader *r = calloc(1, sizeof(*r));
     if (!r)
         return -ENOMEM;
-    int rc = conn_open(&r->c, s->c.path, true, &s->opts, NULL, 0);
+    int rc = conn_open(&r->c, s->c.path, true, &s->opts, s->index_uri, NULL, 0);
     if (rc < 0) {
         free(r);
         return rc;
     }
+    r->s = s;
     *out = r;
     return 0;
 }
@@ -292,23 +295,32 @@ void mvcc_reader_close(struct mvcc_reader *r)
 /* Start a read transaction and read the state row in it. */
 static int read_begin(struct mvcc_reader *r, struct state *st)
 {
+    pthread_rwlock_rdlock(&r->s->lock);
     int rc = conn_exec(&r->c, ST_BEGIN);
-    if (rc < 0)
+    if (rc < 0) {
+        pthread_rwlock_unlock(&r->s->lock);
         return rc;
-    if ((rc = state_get(&r->c, st)) < 0)
+    }
+    if ((rc = state_get(&r->c, st)) < 0) {
         conn_exec(&r->c, ST_COMMIT);
+        pthread_rwlock_unlock(&r->s->lock);
+    }
     return rc;
 }
 
 static int read_end(struct mvcc_reader *r, int rc)
 {
     int rc2 = conn_exec(&r->c, ST_COMMIT);
+    pthread_rwlock_unlock(&r->s->lock);
     return rc < 0 ? rc : rc2;
 }
 
+
+
 int mvcc_reader_status(struct mvcc_reader *r, struct mvcc_status *st)
 {
-    int rc = conn_exec(&r->c, ST_BEGIN);
+    struct state ignore;
+    int rc = read_begin(r, &ignore);
     if (rc < 0)
         return rc;
     return read_end(r, status_read(&r->c, st));
