@@ -1,6 +1,7 @@
 /*
  * storage/mvcc: Cairn's state machine.  Every revision of every key, with
- * etcd v3's MVCC semantics, stored in one SQLite database (<dir>/mvcc.db).
+ * etcd v3's MVCC semantics, stored in one SQLite database (<dir>/mvcc.db),
+ * with a key index in memory rebuilt at open (docs/storage-mvcc.md).
  * One writer (the daemon's applier thread, through struct mvcc_store) and any
  * number of read-only handles (struct mvcc_reader, one per reader thread).
  * It knows nothing of Raft, protobuf or the network, and starts no threads.
@@ -369,9 +370,10 @@ int mvcc_vacuum(struct mvcc_store *s);
 
 /*
  * mvcc_reader_open: a read-only handle on the store's database, for one
- * thread at a time; it may run while the writer writes (each call reads one
- * consistent committed state).  May be called from any thread.  Close it with
- * mvcc_reader_close before the store.  Returns 0 or a negative error.
+ * thread at a time.  Each call reads one committed batch: it waits while the
+ * writer has a batch or compaction step open (the store's lock), and the
+ * writer waits for calls in progress.  May be called from any thread.  Close
+ * it with mvcc_reader_close before the store.  Returns 0 or a negative error.
  */
 int mvcc_reader_open(struct mvcc_store *s, struct mvcc_reader **out);
 void mvcc_reader_close(struct mvcc_reader *r);
