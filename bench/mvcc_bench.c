@@ -5,7 +5,7 @@
  * bytes on disk per key revision, RSS, compaction, snapshot, and
  * defragmentation (incremental vacuum against VACUUM).
  *
- *   mvcc_bench [-n puts] [-k keys] [-d dir] [-r read_seconds] [-c cache_mb] [-D]
+ *   mvcc_bench [-n puts] [-k keys] [-d dir] [-r read_seconds] [-c cache_mb] [-m mmap_mb] [-D]
  * Defaults are the short run of `make bench`; -D also measures defragmentation.
  */
 #include <errno.h>
@@ -81,16 +81,17 @@ int main(int argc, char **argv)
     bool defrag = false;
     struct mvcc_options mo = {0};
     int opt;
-    while ((opt = getopt(argc, argv, "n:k:d:r:c:D")) != -1) {
+    while ((opt = getopt(argc, argv, "n:k:d:r:c:m:D")) != -1) {
         switch (opt) {
         case 'c': mo.cache_mb = atoi(optarg); break;
+        case 'm': mo.mmap_mb = atoi(optarg); break;
         case 'n': puts = atol(optarg); break;
         case 'k': keys = atol(optarg); break;
         case 'd': dir = optarg; break;
         case 'r': read_secs = atof(optarg); break;
         case 'D': defrag = true; break;
         default:
-            fprintf(stderr, "usage: mvcc_bench [-n puts] [-k keys] [-d dir] [-r secs] [-c cache_mb] [-D]\n");
+            fprintf(stderr, "usage: mvcc_bench [-n puts] [-k keys] [-d dir] [-r secs] [-c cache_mb] [-m mmap_mb] [-D]\n");
             return 2;
         }
     }
