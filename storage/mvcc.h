@@ -437,6 +437,8 @@ void mvcc_history_result_free(struct mvcc_history_result *res);
  * the same state have the same hash whatever their physical compaction
  * progress.  Returns -CAIRN_E_COMPACTED for rev below the compact revision,
  * -CAIRN_E_FUTURE_REV above the current one.  cur_rev/compact_rev may be NULL.
+ * It reads every revision under the store's read lock, so the applier waits
+ * for it: run it rarely (etcd's corruption check runs every few minutes).
  */
 int mvcc_hash_kv(struct mvcc_reader *r, int64_t rev, uint32_t *hash, int64_t *cur_rev,
                  int64_t *compact_rev);
