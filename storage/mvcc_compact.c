@@ -4,6 +4,8 @@
  * stores the compact revision with its batch, so reads below it fail at once
  * and a crash mid-way leaves it scheduled; rows with dead <= compact
  * revision are exactly what etcd's keyIndex.compact drops (see mvcc.c).
+ * Each step deletes them from the revision table and the key index under
+ * the store's write lock.
  */
 #include "storage/mvcc_internal.h"
 

@@ -2,7 +2,9 @@
  * storage/mvcc reads: the Range engine (shared with the applier, which reads
  * inside its own write transaction), and the reader handle's queries:
  * Range, History, HashKV, leases, records, status.  Every reader call runs in
- * one SQLite read transaction, so it sees one committed batch, never half.
+ * one SQLite read transaction under the store's read lock, so its snapshot of
+ * the revision table and the in-memory key index show the same committed
+ * batch, never half of one.
  */
 #include "storage/mvcc_internal.h"
 
