@@ -328,6 +328,24 @@ int mvcc_reader_status(struct mvcc_reader *r, struct mvcc_status *st)
     return read_end(r, status_read(&r->c, st));
 }
 
+/*
+ * Ends the read; on success moves the arena inside itself so that freeing the
+ * result (which lives in it) frees everything, and returns that arena for the
+ * result's priv_.  On failure frees the arena and returns NULL with *rc set.
+ */
+static struct arena *finish_result(struct mvcc_reader *r, int *rc, struct arena *a)
+{
+    int r_rc = read_end(r, *rc);
+    struct arena *keep = r_rc == 0 ? arena_alloc(a, sizeof(*keep)) : NULL;
+    if (!keep) {
+        arena_free(a);
+        *rc = r_rc < 0 ? r_rc : -ENOMEM;
+        return NULL;
+    }
+    *keep = *a;
+    return keep;
+}
+
 int mvcc_range(struct mvcc_reader *r, const struct mvcc_range_req *req,
                struct mvcc_range_result **out, int64_t *compact_rev)
 {
@@ -346,18 +364,10 @@ int mvcc_range(struct mvcc_reader *r, const struct mvcc_range_req *req,
     if (compact_rev)
         *compact_rev = st.compact_rev;
     rc = kv_range(&r->c, &a, req, st.rev, st.compact_rev, &res->resp);
-out:
-    rc = read_end(r, rc);
-    if (rc < 0) {
-        arena_free(&a);
+out:;
+    struct arena *keep = finish_result(r, &rc, &a);
+    if (!keep)
         return rc;
-    }
-    struct arena *keep = arena_alloc(&a, sizeof(*keep));
-    if (!keep) {
-        arena_free(&a);
-        return -ENOMEM;
-    }
-    *keep = a; /* the arena records itself: freeing it frees res too */
     res->priv_ = keep;
     *out = res;
     return 0;
@@ -444,13 +454,9 @@ int mvcc_history(struct mvcc_reader *r, const struct mvcc_history_req *req,
 out:
     if (q)
         sqlite3_reset(q);
-    rc = read_end(r, rc);
-    struct arena *keep = rc == 0 ? arena_alloc(&a, sizeof(*keep)) : NULL;
-    if (!keep) {
-        arena_free(&a);
-        return rc < 0 ? rc : -ENOMEM;
-    }
-    *keep = a;
+    struct arena *keep = finish_result(r, &rc, &a);
+    if (!keep)
+        return rc;
     res->priv_ = keep;
     *out = res;
     return 0;
@@ -587,14 +593,10 @@ static int lease_query(struct mvcc_reader *r, bool one, int64_t id, struct mvcc_
     }
     rc = rc == SQLITE_DONE ? 0 : rc < 0 ? rc : sql_err(rc);
     sqlite3_reset(q);
-out:
-    rc = read_end(r, rc);
-    struct arena *keep = rc == 0 ? arena_alloc(&a, sizeof(*keep)) : NULL;
-    if (!keep) {
-        arena_free(&a);
-        return rc < 0 ? rc : -ENOMEM;
-    }
-    *keep = a;
+out:;
+    struct arena *keep = finish_result(r, &rc, &a);
+    if (!keep)
+        return rc;
     l->priv_ = keep;
     *out = l;
     return 0;
@@ -651,14 +653,10 @@ int mvcc_record_list(struct mvcc_reader *r, struct mvcc_buf ns, struct mvcc_buf 
     }
     rc = rc == SQLITE_DONE ? 0 : rc < 0 ? rc : sql_err(rc);
     sqlite3_reset(q);
-out:
-    rc = read_end(r, rc);
-    struct arena *keep = rc == 0 ? arena_alloc(&a, sizeof(*keep)) : NULL;
-    if (!keep) {
-        arena_free(&a);
-        return rc < 0 ? rc : -ENOMEM;
-    }
-    *keep = a;
+out:;
+    struct arena *keep = finish_result(r, &rc, &a);
+    if (!keep)
+        return rc;
     l->priv_ = keep;
     *out = l;
     return 0;
