@@ -49,7 +49,8 @@ static void usage(FILE *out)
             "                      [--val-size B] [--ack-log FILE] [--seed S] [OPTIONS]\n"
             "       cairn-load check --ack-log FILE [--inflight K] [OPTIONS]\n"
             "       cairn-load get KEY [OPTIONS]\n"
-            "       cairn-load put KEY VALUE [OPTIONS]\n\n"
+            "       cairn-load put KEY VALUE [OPTIONS]\n"
+            "       cairn-load value KEY SEQ [--val-size B]\n\n"
             "put (load)  keep K puts in flight (default 32) until N (default 10000) are done\n"
             "            or --timeout passes.  Keys are P (default load/) followed by a number\n"
             "            below M (default N), drawn from --seed (default 1); each value is\n"
@@ -61,7 +62,8 @@ static void usage(FILE *out)
             "check       read (linearizable) every key FILE names and verify its last\n"
             "            acknowledged write is there with exactly its value, or was\n"
             "            overwritten at a later revision.  Exit 0 if so, 1 if any key is\n"
-            "            missing, older or different, or could not be read.\n\n"
+            "            missing, older or different, or could not be read.\n"
+            "value       print the value put SEQ of KEY carries (what check expects).\n\n"
             "Options: --endpoints URL[,URL...] (default " DEFAULT_ENDPOINT ")\n"
             "         --cacert F --cert F --key F --server-name NAME   (tls+tcp://)\n"
             "         --timeout SEC (whole run, default 60)  --call-timeout MS (default 10000)\n"
@@ -489,9 +491,14 @@ static int run_put(const struct opts *o)
     if (!(c = open_client(o)))
         goto out;
 
-    uint64_t start = now_ns(), end = start + (uint64_t)(o->timeout_s * 1e9);
+    uint64_t start = now_ns(), end = start + (uint64_t)(o->timeout_s * 1e9), flushed = start;
     pthread_mutex_lock(&r.mu);
     while (issued < o->total && !interrupted && now_ns() < end) {
+        /* Keep the log current, so a watcher sees progress and a kill loses little of it. */
+        if (r.ack && now_ns() - flushed > 100000000ull) {
+            fflush(r.ack);
+            flushed = now_ns();
+        }
         if (r.inflight >= o->inflight) {
             struct timespec ts = deadline_ts(100); /* wake to notice the deadline or a signal */
             pthread_cond_timedwait(&r.cv, &r.mu, &ts);
@@ -906,6 +913,23 @@ static int quick_put(const struct opts *o, const char *key, const char *value)
     return rc;
 }
 
+static int print_value(const struct opts *o, const char *key, const char *seq_s)
+{
+    uint64_t seq;
+    char *val;
+    if (parse_u64(seq_s, &seq) != 0) {
+        fprintf(stderr, "cairn-load: bad sequence number '%s'\n", seq_s);
+        return 2;
+    }
+    if (!(val = malloc(o->val_size ? o->val_size : 1)))
+        return 1;
+    make_value(key, seq, o->val_size, val);
+    fwrite(val, 1, o->val_size, stdout);
+    putchar('\n');
+    free(val);
+    return 0;
+}
+
 /* ------------------------------------------------------------------ main */
 
 int main(int argc, char **argv)
@@ -944,6 +968,8 @@ int main(int argc, char **argv)
         return run_check(&o);
     if (!strcmp(cmd, "get") && npos == 1)
         return quick_get(&o, pos[0]);
+    if (!strcmp(cmd, "value") && npos == 2)
+        return print_value(&o, pos[0], pos[1]);
     usage(stderr);
     return 2;
 }
