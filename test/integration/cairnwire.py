@@ -18,6 +18,7 @@ protoc --python_out at session start (load_protos); the SP layer itself
 needs no protobuf, so framing tests run without it.
 """
 import importlib
+import importlib.util
 import os
 import random
 import re
@@ -38,6 +39,7 @@ SP_PEERS = {0x10: 0x10, 0x11: 0x11, 0x20: 0x21, 0x21: 0x20, 0x30: 0x31, 0x31: 0x
 
 pb = None        # proto.cairn_pb2 once load_protos ran
 kvpb = None      # proto.kv_pb2
+peerpb = None    # proto.peer_pb2 (members' own protocol, for bad-input tests)
 ERRORS = {}      # "COMPACTED" -> 1001, ... from base/errors.h (load_errors)
 ERROR_NAMES = {}  # 1001 -> "COMPACTED"
 
@@ -55,12 +57,10 @@ class Closed(WireError):
 def load_protos(root, outdir):
     """Compile root/proto/*.proto for Python into outdir and import them.
     Raises RuntimeError saying which package is missing."""
-    global pb, kvpb
+    global pb, kvpb, peerpb
     if pb is not None:
         return pb
-    try:
-        import google.protobuf  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("google.protobuf") is None:
         raise RuntimeError("python3-protobuf is not installed (apt-get install python3-protobuf)")
     protos = sorted(os.path.join("proto", f) for f in os.listdir(os.path.join(root, "proto"))
                     if f.endswith(".proto"))
@@ -82,6 +82,7 @@ def load_protos(root, outdir):
             del sys.modules[name]
     pb = importlib.import_module("proto.cairn_pb2")
     kvpb = importlib.import_module("proto.kv_pb2")
+    peerpb = importlib.import_module("proto.peer_pb2")
     return pb
 
 
@@ -154,6 +155,23 @@ def open_stream(url, timeout=5.0, tls=None):
     return s, False
 
 
+def closed_by_peer(sock, timeout=5.0):
+    """True once the peer of sock has closed (EOF or reset) within timeout; data read meanwhile is dropped."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        r, _, _ = select.select([sock], [], [], left)
+        if not r:
+            return False
+        try:
+            if not sock.recv(65536):
+                return True
+        except OSError:  # reset, or a TLS alert
+            return True
+
+
 def sp_header(proto):
     return SP_HEADER + struct.pack(">H", proto) + b"\x00\x00"
 
@@ -180,17 +198,25 @@ class SPConnection:
     """One SP connection: handshake, then framed messages (no req0 IDs)."""
 
     def __init__(self, url, proto=PROTO_REQ0, timeout=5.0, tls=None, expect_peer=None):
-        """Connect and shake hands as `proto`.  expect_peer: the protocol the
+        """Connect and shake hands as `proto` (None: read the peer's header
+        first and answer as its counterpart).  expect_peer: the protocol the
         peer must announce (default: proto's peer; False: accept any)."""
         self.url = url
         self.timeout = timeout
         self.sock, self.ipc = open_stream(url, timeout, tls)
         try:
-            self.sock.sendall(sp_header(proto))
+            if proto is not None:
+                self.sock.sendall(sp_header(proto))
             hdr = recv_exact(self.sock, 8, time.monotonic() + timeout)
             if hdr[:4] != SP_HEADER or hdr[6:] != b"\x00\x00":
                 raise WireError("%s: not an SP handshake: %r" % (url, hdr))
             self.peer_proto = struct.unpack(">H", hdr[4:6])[0]
+            if proto is None:
+                if self.peer_proto not in SP_PEERS:
+                    raise WireError("%s: unknown SP protocol 0x%x" % (url, self.peer_proto))
+                proto = SP_PEERS[self.peer_proto]
+                self.sock.sendall(sp_header(proto))
+            self.proto = proto
             want = SP_PEERS.get(proto) if expect_peer is None else expect_peer
             if want is not False and self.peer_proto != want:
                 raise WireError("%s: peer speaks protocol 0x%x, want 0x%x" % (url, self.peer_proto, want))
@@ -236,19 +262,13 @@ class SPConnection:
 
     def closed_by_peer(self, timeout=5.0):
         """True once the peer has closed (EOF or reset) within timeout; data read meanwhile is dropped."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            r, _, _ = select.select([self.sock], [], [], left)
-            if not r:
-                return False
-            try:
-                if not self.sock.recv(65536):
-                    return True
-            except (ConnectionError, OSError):
-                return True
+        return closed_by_peer(self.sock, timeout)
+
+
+def connect_as_peer(url, timeout=5.0, tls=None):
+    """An SPConnection to any SP listener, speaking whatever protocol pairs
+    with the one it announces (nng sends its 8 bytes without waiting for ours)."""
+    return SPConnection(url, None, timeout, tls)
 
 
 class Client(SPConnection):

@@ -197,11 +197,11 @@ class Member:
 
     @property
     def peer_url(self):
-        return "%s://127.0.0.1:%d" % (self.scheme, self.peer_port)
-
-    @property
-    def peer_plain_addr(self):
-        return ("127.0.0.1", self.peer_port)
+        # A TLS dialer checks that the peer's certificate names the URL's host,
+        # and mbedTLS matches DNS names only: peers meet at "localhost" (which
+        # every member certificate names), bound and dialled alike.
+        host = "localhost" if self.cluster.certs else "127.0.0.1"
+        return "%s://%s:%d" % (self.scheme, host, self.peer_port)
 
     def argv(self):
         c = self.cluster
@@ -286,7 +286,8 @@ class Member:
             return ""
 
     def log_tail(self, n=40):
-        return "\n".join(self.log_text().splitlines()[-n:])
+        """The last n lines of the log, each cut to 300 characters."""
+        return "\n".join(line[:300] for line in self.log_text().splitlines()[-n:])
 
     # ---- talking to it
     def tls(self):
@@ -311,6 +312,20 @@ class Member:
             return None
         return None if wire.is_error(r) else r
 
+    def _applied_or_none(self):
+        st = self.status()
+        return st.status.raft_applied_index if st else None
+
+    def applied_index(self, timeout=START_TIMEOUT):
+        """Status's raft_applied_index (polling until Status answers)."""
+        return self._poll_with_log(lambda: self._applied_or_none(), timeout,
+                                   "%s answering Status" % self.name)
+
+    def wait_applied(self, index, timeout=90):
+        """Poll until this member has applied `index`."""
+        return self._poll_with_log(lambda: (self._applied_or_none() or 0) >= index, timeout,
+                                   "%s applying up to index %d" % (self.name, index))
+
     def member_id(self):
         st = poll(self.status, START_TIMEOUT, "%s answering Status" % self.name)
         return st.header.member_id
@@ -320,12 +335,18 @@ class Member:
             raise AssertionError("cairnd %s exited with status %s; log tail:\n%s"
                                  % (self.name, self.proc.returncode, self.log_tail()))
 
+    def _poll_with_log(self, pred, timeout, what):
+        try:
+            return poll(pred, timeout, what)
+        except TimeoutError as e:
+            raise TimeoutError("%s; log tail of %s:\n%s" % (e, self.name, self.log_tail(20))) from None
+
     def wait_serving(self, timeout=START_TIMEOUT):
         """Poll until Status answers (leader or not); fail at once if the process exits."""
         def ok():
             self._alive_or_fail()
             return self.status()
-        return poll(ok, timeout, "%s answering Status" % self.name)
+        return self._poll_with_log(ok, timeout, "%s answering Status" % self.name)
 
     def wait_ready(self, timeout=LEADER_TIMEOUT):
         """Poll until Status names a leader (the member is "ready")."""
@@ -333,7 +354,7 @@ class Member:
             self._alive_or_fail()
             st = self.status()
             return st if st and st.status.leader != 0 else None
-        return poll(ok, timeout, "%s knowing a leader" % self.name)
+        return self._poll_with_log(ok, timeout, "%s knowing a leader" % self.name)
 
 
 ADDR_IN_USE = re.compile(r"address (already )?in use|EADDRINUSE", re.I)
@@ -350,7 +371,7 @@ class Cluster:
         self.registry = env.registry
         self.dir = tempfile.mkdtemp(prefix="cluster-", dir=str(env.tmp_path))
         # ipc paths must stay under 108 bytes: keep them out of pytest's long tmp paths.
-        self.sock_dir = tempfile.mkdtemp(prefix="cairn-")
+        self.sock_dir = tempfile.mkdtemp(prefix="cairn-it-")
         self.certs = certs
         self.token = token or "cairn-test-%d" % os.getpid()
         self.heartbeat_ms, self.election_ms = HEARTBEAT_MS, ELECTION_MS
@@ -511,6 +532,8 @@ class LoadRun:
 
 
 class LoadResult:
+    """A finished cairn-load: exit status, output, and its --json report (a dict) if it printed one."""
+
     def __init__(self, rc, out):
         self.rc, self.out = rc, out
         self.report = None
@@ -523,6 +546,12 @@ class LoadResult:
 
     def __repr__(self):
         return "cairn-load exit %d: %s" % (self.rc, self.out.strip())
+
+    def assert_no_loss(self):
+        """For a check: every acknowledged write was found."""
+        r = self.report
+        assert self.rc == 0 and r and r["keys"] > 0 and r["ok"] == r["keys"], self
+        return r
 
 
 class Load:
@@ -560,7 +589,7 @@ class Load:
 
     def check(self, cluster, ack_log, members=None, timeout=120, extra=()):
         a = [self.path, "check", "--endpoints", cluster.endpoints(members), "--ack-log", ack_log,
-             "--timeout", timeout, "--inflight", 32, *extra] + self._tls_args(cluster)
+             "--timeout", timeout, "--inflight", 32, "--json", *extra] + self._tls_args(cluster)
         p = subprocess.run([str(x) for x in a], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            env=child_env(), timeout=timeout + 30)
         return LoadResult(p.returncode, p.stdout.decode(errors="replace"))

@@ -113,7 +113,9 @@ def member(env):
 def compile_c(root_dir, build_dir, out_dir, source, extra=()):
     """Build one test helper program from test/integration/<source>; returns its path."""
     out = str(out_dir / source[:-2])
-    cmd = ["cc", "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "-O1", "-I", str(root_dir),
+    # Under `make asan` the build's libraries are instrumented: link the helper alike.
+    san = ["-fsanitize=address,undefined"] if os.environ.get("CAIRN_SANITIZE") == "1" else []
+    cmd = ["cc", "-std=c11", "-D_GNU_SOURCE", *san, "-Wall", "-Wextra", "-Werror", "-O1", "-I", str(root_dir),
            "-I", str(build_dir), "-o", out, str(root_dir / "test" / "integration" / source), *extra,
            "-lnng", "-lpthread"]
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

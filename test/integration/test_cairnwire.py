@@ -95,3 +95,10 @@ def test_error_table_is_read_from_errors_h(wire):
     assert wire.ERRORS["COMPACTED"] == 1001
     assert wire.ERRORS["MALFORMED"] == 1103
     assert wire.error_name(1012) == "NO_LEADER"
+
+
+def test_connect_as_peer_answers_whatever_the_listener_speaks(echo):
+    with cairnwire.connect_as_peer(echo.url) as conn:
+        assert (conn.peer_proto, conn.proto) == (cairnwire.PROTO_REP0, cairnwire.PROTO_REQ0)
+        conn.send_frame(b"\x80\x00\x00\x07ping")
+        assert conn.recv_frame() == b"\x80\x00\x00\x07echo:ping"

@@ -1,0 +1,136 @@
+"""Three cairnd members on loopback: every member serves writes and
+linearizable reads; killing the leader (-9) elects another and loses no
+acknowledged write; a follower that was down for 20,000 writes catches up
+although the leader's log was compacted past it (so only a snapshot can
+bring it back); all three killed at once and restarted keep every
+acknowledged write.  Elections are waited for by polling, never timed."""
+import cluster
+
+# Puts of a load that a member is killed in the middle of: the kill comes
+# after 1500 are acknowledged, usually long before all are (if the load
+# finished first, the check still stands; only "it went on" is moot).
+TOTAL = 10000
+
+
+def rev(resp):
+    return resp.header.revision
+
+
+def get_kv(wire, m, key, **kw):
+    r = wire.check(m.call(wire.range_request(key, **kw)), "range")
+    return r.range.kvs[0] if r.range.kvs else None
+
+
+def test_every_member_serves_writes_and_linearizable_reads(env, wire):
+    c = env.cluster(3)
+    sts = [m.wait_ready() for m in c]
+    assert len({st.header.member_id for st in sts}) == 3, "members have distinct IDs"
+    assert len({st.header.cluster_id for st in sts}) == 1, "and one cluster ID"
+    assert len({st.status.leader for st in sts}) == 1, "and agree on the leader"
+    assert sorted(st.status.member_name for st in sts) == ["m1", "m2", "m3"]
+
+    for i, writer in enumerate(c):
+        with writer.client() as w:
+            r = wire.check(w.put("k%d" % i, "from-" + writer.name), "put")
+        # Right after the write is acknowledged, a linearizable read on any member sees it.
+        for reader in c:
+            kv = get_kv(wire, reader, "k%d" % i)
+            assert kv is not None and kv.value == b"from-" + writer.name.encode(), (writer.name, reader.name)
+            assert kv.mod_revision == rev(r)
+
+    # A txn through a follower runs once, in one revision.
+    f = c.followers()[0]
+    with f.client() as fc:
+        t = wire.check(fc.txn([wire.compare("k0", "value", "=", "from-m1")],
+                              [wire.op_put("k0", "txn"), wire.op_delete("k1")]), "txn")
+    assert t.txn.succeeded
+    for reader in c:
+        assert get_kv(wire, reader, "k0").mod_revision == rev(t)
+        assert get_kv(wire, reader, "k1") is None
+
+    # Revisions agree across members: the same key read everywhere has one history.
+    hist = set()
+    for reader in c:
+        h = wire.check(reader.call(wire.pb.Request(history=wire.pb.HistoryRequest(key=b"k0"))), "history")
+        hist.add(tuple((x.kv.mod_revision, x.kv.value) for x in h.history.records))
+    assert len(hist) == 1, hist
+
+
+def test_killing_the_leader_elects_another_and_loses_no_acknowledged_write(env, wire, tmp_path):
+    c = env.cluster(3)
+    old = c.leader()
+    old_term = old.status().status.raft_term
+    ack = str(tmp_path / "ack.log")
+    run = env.load.start_put(c, total=TOTAL, inflight=32, key_space=2000, ack_log=ack, timeout=120)
+    cluster.poll(lambda: cluster.acked_count(ack) >= 1500, 60, "1500 acknowledged puts")
+    old.kill()
+    at_kill = cluster.acked_count(ack)
+    survivors = [m for m in c if m is not old]
+    # A few election timeouts are enough; the deadline is generous, nothing is timed.
+    new = c.leader(timeout=40 * cluster.ELECTION_MS / 1000, members=survivors)
+    assert new is not old
+    assert new.status().status.raft_term > old_term
+
+    res = run.wait()
+    assert res.rc in (0, 3) and res.report, res
+    if at_kill < TOTAL:
+        assert res.report["acked"] > at_kill, "writes went on under the new leader: %r" % res
+    env.load.check(c, ack, members=survivors).assert_no_loss()
+
+    # The old leader comes back as a follower and catches up.
+    old.restart()
+    old.wait_applied(new.applied_index())
+    env.load.check(c, ack, members=[old]).assert_no_loss()
+
+
+def test_a_follower_down_during_20000_writes_catches_up_through_a_snapshot(env, wire, tmp_path):
+    # Snapshots every 1000 entries keeping 500: the leader's log soon starts far
+    # beyond anything the stopped follower has, so only a snapshot can catch it up.
+    c = env.cluster(3, snapshot_count=1000, snapshot_catchup_entries=500)
+    f = c.followers()[0]
+    f_applied = f.applied_index()
+    f.kill()
+    ack = str(tmp_path / "ack.log")
+    up = [m for m in c if m is not f]
+    res = env.load.put(c, members=up, total=20000, inflight=64, key_space=5000, ack_log=ack, timeout=150)
+    assert res.rc == 0, res
+    lead = c.leader(members=up)
+    lead_applied = lead.applied_index()
+    assert lead_applied - f_applied > 1000 + 500, \
+        "the leader's log must have been compacted past the follower (applied %d vs %d)" % (lead_applied, f_applied)
+
+    f.restart()
+    f.wait_applied(lead_applied)
+
+    # A linearizable read on the follower returns the last acknowledged write.
+    acked = cluster.read_ack_log(ack)
+    key, (last_rev, seq, size) = max(acked.items(), key=lambda kv: kv[1][0])
+    kv = get_kv(wire, f, key)
+    assert kv is not None and kv.mod_revision == last_rev, (key, last_rev, kv)
+    assert kv.value == cluster.load_value(key, seq, size)
+    # And every key's last acknowledged write, read through it alone.
+    env.load.check(c, ack, members=[f]).assert_no_loss()
+
+
+def test_all_members_killed_at_once_and_restarted_keep_every_acknowledged_write(env, wire, tmp_path):
+    c = env.cluster(3)
+    ack = str(tmp_path / "ack.log")
+    run = env.load.start_put(c, total=TOTAL, inflight=32, key_space=2000, ack_log=ack, timeout=120,
+                             call_timeout_ms=15000)
+    cluster.poll(lambda: cluster.acked_count(ack) >= 1500, 60, "1500 acknowledged puts")
+    for m in c:  # signal all three before reaping any
+        m.proc.kill()
+    for m in c:
+        m.kill()
+    at_kill = cluster.acked_count(ack)
+    for m in c:
+        m.start()
+    c.wait_ready()
+    res = run.wait()
+    assert res.rc in (0, 3) and res.report, res
+    if at_kill < TOTAL:
+        assert res.report["acked"] > at_kill, "writes went on after the restart: %r" % res
+    env.load.check(c, ack).assert_no_loss()
+    # every member holds the same state: each alone passes the check
+    for m in c:
+        env.load.check(c, ack, members=[m]).assert_no_loss()

@@ -1,0 +1,203 @@
+"""One cairnd member end to end through cairnwire: KV operations with their
+revisions and response headers, transactions, history and compaction; then
+crashes: kill -9 in the middle of a cairn-load run loses no acknowledged
+write, the revision keeps growing across restarts, SIGTERM exits 0."""
+import cluster
+
+
+def rev(resp):
+    return resp.header.revision
+
+
+def only_kv(wire, resp):
+    wire.check(resp, "range")
+    assert len(resp.range.kvs) == 1, resp
+    return resp.range.kvs[0]
+
+
+def test_headers_name_the_member_and_its_cluster(member, wire):
+    with member.client() as c:
+        st = wire.check(c.status(), "status")
+        assert st.header.member_id != 0 and st.header.cluster_id != 0
+        assert st.status.leader == st.header.member_id, "a one-member cluster leads itself"
+        assert st.status.member_name == "m1"
+        assert st.status.raft_term >= 1 and st.header.raft_term == st.status.raft_term
+        assert st.status.raft_applied_index >= 1
+        assert st.status.raft_index >= st.status.raft_applied_index
+        p = wire.check(c.put("h", "1"), "put")
+        assert (p.header.member_id, p.header.cluster_id) == (st.header.member_id, st.header.cluster_id)
+        assert p.header.raft_term == st.status.raft_term
+        st2 = wire.check(c.status(), "status")
+        assert st2.status.raft_applied_index > st.status.raft_applied_index
+
+
+def test_put_get_delete_follow_etcd_revisions(member, wire):
+    with member.client() as c:
+        r1 = rev(wire.check(c.put("a", "1"), "put"))
+        assert r1 >= 2, "the first write is revision 2 at the earliest (etcd starts at 1)"
+        kv = only_kv(wire, c.get("a"))
+        assert (kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version) == (b"a", b"1", r1, r1, 1)
+
+        p = wire.check(c.put("a", "2", prev_kv=True), "put")
+        r2 = rev(p)
+        assert r2 == r1 + 1
+        assert p.put.prev_kv.value == b"1" and p.put.prev_kv.mod_revision == r1
+        kv = only_kv(wire, c.get("a"))
+        assert (kv.value, kv.create_revision, kv.mod_revision, kv.version) == (b"2", r1, r2, 2)
+        assert rev(c.get("a")) == r2, "a read's header carries the current revision"
+
+        old = only_kv(wire, c.get("a", revision=r1))
+        assert (old.value, old.version) == (b"1", 1), "reads at a past revision"
+
+        for k in ("p/1", "p/2", "p/3"):
+            wire.check(c.put(k, k.upper()), "put")
+        r = wire.check(c.range("p/", wire.prefix_end("p/")), "range")
+        assert [kv.key for kv in r.range.kvs] == [b"p/1", b"p/2", b"p/3"] and r.range.count == 3
+        r = wire.check(c.range("p/", wire.prefix_end("p/"), limit=2), "range")
+        assert len(r.range.kvs) == 2 and r.range.more and r.range.count == 3
+        r = wire.check(c.range("p/", wire.prefix_end("p/"), count_only=True), "range")
+        assert r.range.count == 3 and len(r.range.kvs) == 0
+        r = wire.check(c.range("p/", wire.prefix_end("p/"), keys_only=True), "range")
+        assert all(kv.value == b"" for kv in r.range.kvs)
+
+        d = wire.check(c.delete("a", prev_kv=True), "delete_range")
+        r3 = rev(d)
+        assert d.delete_range.deleted == 1 and d.delete_range.prev_kvs[0].value == b"2"
+        assert r3 > r2
+        g = wire.check(c.get("a"), "range")
+        assert len(g.range.kvs) == 0 and g.range.count == 0
+
+        d = wire.check(c.delete("never-existed"), "delete_range")
+        assert d.delete_range.deleted == 0 and rev(d) == r3, "deleting a missing key writes nothing"
+
+        r4 = rev(wire.check(c.put("a", "3"), "put"))
+        kv = only_kv(wire, c.get("a"))
+        assert (kv.create_revision, kv.version) == (r4, 1), "a delete starts a new generation"
+
+        d = wire.check(c.delete("p/", wire.prefix_end("p/")), "delete_range")
+        assert d.delete_range.deleted == 3
+
+
+def test_errors_carry_codes(member, wire):
+    with member.client() as c:
+        cur = rev(wire.check(c.put("e", "1"), "put"))
+        r = c.get("e", revision=cur + 1000)
+        assert wire.is_error(r) and r.error.code == wire.ERRORS["FUTURE_REV"], r
+        r = c.put("", "x")
+        assert wire.is_error(r) and r.error.code == wire.ERRORS["KEY_EMPTY"], r
+        r = c.put("nokey", "", ignore_value=True)
+        assert wire.is_error(r) and r.error.code == wire.ERRORS["KEY_NOT_FOUND"], r
+        assert r.error.message
+
+
+def test_txn_runs_one_branch_in_one_revision(member, wire):
+    with member.client() as c:
+        r0 = rev(wire.check(c.put("t/x", "1"), "put"))
+        t = wire.check(c.txn([wire.compare("t/x", "value", "=", "1"), wire.compare("t/y", "version", "=", 0)],
+                             [wire.op_put("t/x", "2"), wire.op_put("t/y", "new"), wire.op_range("t/x")],
+                             [wire.op_range("t/x")]), "txn")
+        assert t.txn.succeeded
+        assert [op.WhichOneof("response") for op in t.txn.responses] == \
+            ["response_put", "response_put", "response_range"]
+        r1 = rev(t)
+        assert r1 == r0 + 1, "every operation of a txn shares one revision"
+        assert t.txn.responses[2].response_range.kvs[0].value == b"2", "ops see the txn's own writes"
+        assert only_kv(wire, c.get("t/y")).mod_revision == r1
+
+        t = wire.check(c.txn([wire.compare("t/x", "mod", "<", r0)],
+                             [wire.op_delete("t/x")],
+                             [wire.op_range("t/x"), wire.op_range("t/y")]), "txn")
+        assert not t.txn.succeeded
+        assert [op.response_range.kvs[0].value for op in t.txn.responses] == [b"2", b"new"]
+        assert rev(t) == r1, "a read-only branch writes nothing"
+
+        r = c.txn([], [wire.op_put("t/d", "1"), wire.op_put("t/d", "2")])
+        assert wire.is_error(r) and r.error.code == wire.ERRORS["DUPLICATE_KEY"], r
+
+
+def test_history_and_compaction(member, wire):
+    with member.client() as c:
+        r1 = rev(wire.check(c.put("hk", "1"), "put"))
+        r2 = rev(wire.check(c.put("hk", "2"), "put"))
+        r3 = rev(wire.check(c.delete("hk"), "delete_range"))
+        r4 = rev(wire.check(c.put("hk", "4"), "put"))
+        h = wire.check(c.history("hk"), "history")
+        recs = [(x.kv.mod_revision, x.tombstone, x.kv.value) for x in h.history.records]
+        assert recs == [(r1, False, b"1"), (r2, False, b"2"), (r3, True, b""), (r4, False, b"4")]
+
+        # paging: one record per page, continued from next_revision/next_sub
+        seen, after, sub = [], 0, 0
+        for _ in range(10):
+            h = wire.check(c.history("hk", limit=1, after_revision=after, after_sub=sub), "history")
+            seen += [x.kv.mod_revision for x in h.history.records]
+            if not h.history.more:
+                break
+            after, sub = h.history.next_revision, h.history.next_sub
+        assert seen == [r1, r2, r3, r4]
+
+        wire.check(c.compact(r2, physical=True), "compact")
+        r = c.get("hk", revision=r1)
+        assert wire.is_error(r) and r.error.code == wire.ERRORS["COMPACTED"], r
+        assert r.error.compact_revision == r2
+        assert only_kv(wire, c.get("hk", revision=r2)).value == b"2", "the compact point itself stays readable"
+        h = wire.check(c.history("hk"), "history")
+        assert [x.kv.mod_revision for x in h.history.records] == [r2, r3, r4]
+        assert h.history.compact_revision == r2
+        r = c.compact(r1)
+        assert wire.is_error(r) and r.error.code == wire.ERRORS["COMPACTED"], "compacting backwards fails"
+
+
+def test_several_requests_in_flight_on_one_connection(member, wire):
+    with member.client() as c:
+        replies = c.call_many([wire.put_request("f/%03d" % i, "v%d" % i) for i in range(64)])
+        revs = [rev(wire.check(r, "put")) for r in replies]
+        assert len(set(revs)) == 64
+        got = wire.check(c.range("f/", wire.prefix_end("f/")), "range")
+        assert {kv.key: kv.value for kv in got.range.kvs} == {b"f/%03d" % i: b"v%d" % i for i in range(64)}
+
+
+def test_kill_9_during_load_then_restart_keeps_every_acknowledged_write(env, wire, tmp_path):
+    c = env.cluster(1)
+    m = c[0]
+    ack = str(tmp_path / "ack.log")
+    total = 10000
+    run = env.load.start_put(c, total=total, inflight=32, key_space=1500, ack_log=ack, timeout=90)
+    cluster.poll(lambda: cluster.acked_count(ack) >= 1500, 60, "1500 acknowledged puts")
+    m.kill()
+    acked_before_restart = cluster.acked_count(ack)
+    m.restart()
+    res = run.wait()
+    assert res.rc in (0, 3) and res.report, res
+    if acked_before_restart < total:  # else the load had finished before the kill
+        assert res.report["acked"] > acked_before_restart, "the load went on after the restart: %r" % res
+    env.load.check(c, ack).assert_no_loss()
+
+
+def test_revision_keeps_growing_across_restarts(member, wire):
+    last = 0
+    for i, how in enumerate(["kill", "term", "kill", "term"]):
+        with member.client() as c:
+            now = rev(wire.check(c.get("anything"), "range"))
+            assert i == 0 or now == last, "after restart %d the revision is %d, was %d" % (i, now, last)
+            for j in range(5):
+                r = rev(wire.check(c.put("grow", "%d-%d" % (i, j)), "put"))
+                assert r > last
+                last = r
+        if how == "kill":
+            member.kill()
+        else:
+            assert member.terminate() == 0
+        member.restart()
+    with member.client() as c:
+        kv = only_kv(wire, c.get("grow"))
+        assert kv.value == b"3-4" and kv.mod_revision == last and kv.version == 20
+
+
+def test_sigterm_exits_0_and_a_restart_serves_the_data(member, wire):
+    with member.client() as c:
+        r = rev(wire.check(c.put("kept", "yes"), "put"))
+    assert member.terminate() == 0, member.log_tail()
+    member.restart()
+    with member.client() as c:
+        kv = only_kv(wire, c.get("kept"))
+        assert (kv.value, kv.mod_revision) == (b"yes", r)
