@@ -417,7 +417,7 @@ static void rollback(struct wal *w)
 }
 
 static int append(struct wal *w, const struct wal_hardstate *hs, const struct wal_entry *ents,
-                  size_t n, const struct wal_snapshot *snap, uint64_t *sync_ns)
+                  size_t n, const struct wal_snapshot *snap, int sync, uint64_t *sync_ns)
 {
     size_t total = 0, len = 0, written;
     uint32_t crc;
@@ -491,7 +491,7 @@ static int append(struct wal *w, const struct wal_hardstate *hs, const struct wa
         return rc;
     }
     t0 = now_ns();
-    rc = wal_io->fdatasync(w->fd);
+    rc = sync ? wal_io->fdatasync(w->fd) : 0;
     if (sync_ns)
         *sync_ns = now_ns() - t0;
     if (rc < 0) {
@@ -514,14 +514,21 @@ static int append(struct wal *w, const struct wal_hardstate *hs, const struct wa
 int wal_save(struct wal *w, const struct wal_hardstate *hs,
              const struct wal_entry *entries, size_t n, uint64_t *sync_ns)
 {
-    return append(w, hs, entries, n, NULL, sync_ns);
+    return append(w, hs, entries, n, NULL, 1, sync_ns);
 }
 
 int wal_save_snapshot(struct wal *w, const struct wal_snapshot *snap)
 {
     if (!snap)
         return -CAIRN_E_INVALID_ARGUMENT;
-    return append(w, NULL, NULL, 0, snap, NULL);
+    return append(w, NULL, NULL, 0, snap, 1, NULL);
+}
+
+int wal_write_state(struct wal *w, const struct wal_hardstate *hs)
+{
+    if (!hs)
+        return -CAIRN_E_INVALID_ARGUMENT;
+    return append(w, hs, NULL, 0, NULL, 0, NULL);
 }
 
 int wal_release_to(struct wal *w, uint64_t index)

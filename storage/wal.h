@@ -150,6 +150,15 @@ int wal_save(struct wal *w, const struct wal_hardstate *hs,
              const struct wal_entry *entries, size_t n, uint64_t *sync_ns);
 
 /*
+ * wal_write_state: append hs WITHOUT fdatasync.  It becomes durable with the
+ * next wal_save or wal_save_snapshot (records reach the disk in order, so it
+ * is never durable after a later record).  For Raft's commit-only hard state
+ * changes, which raft.h allows to wait for the next sync.  Returns 0 or a
+ * negative error (as wal_save).
+ */
+int wal_write_state(struct wal *w, const struct wal_hardstate *hs);
+
+/*
  * wal_save_snapshot: record durably that a snapshot at snap was taken, so the
  * log can later be read at it.  Save it before writing the snapshot file.
  * Returns 0 or a negative error (as wal_save).

@@ -525,10 +525,44 @@ static void test_tmpfs_full_disk_without_preallocation(void **state)
     disk_full(state, &noprealloc_opts, 1);
 }
 
+/* A commit-only hard state is written without fdatasync (raft.h allows it to
+ * wait) and becomes durable with the next save, in order before its entries. */
+static int syncs;
+static int counting_fdatasync(int fd)
+{
+    syncs++;
+    return wal_io_real.fdatasync(fd);
+}
+
+static void test_write_state_skips_the_sync_and_rides_on_the_next(void **state)
+{
+    struct wal *w;
+    struct wal_contents c;
+    seam.fdatasync = counting_fdatasync;
+    assert_int_equal(wal_create(sub(state), &meta, &seamopts, &w, NULL), 0);
+    assert_int_equal(save(w, 1, 5, 1), 0);
+    syncs = 0;
+    struct wal_hardstate hs = {1, 1, 5};
+    assert_int_equal(wal_write_state(w, &hs), 0);
+    assert_int_equal(syncs, 0);
+    assert_int_equal(save(w, 6, 2, 1), 0); /* hard state {1, 1, 7} */
+    assert_int_equal(syncs, 1);
+    hs.commit = 7;
+    assert_int_equal(wal_write_state(w, &hs), 0);
+    assert_int_equal(syncs, 1);
+    wal_close(w);
+    assert_int_equal(wal_open(sub(state), NULL, &seamopts, &w, NULL), 0);
+    wal_read_all(w, &c);
+    assert_int_equal(c.n_entries, 7);
+    assert_int_equal(c.hardstate.commit, 7);
+    wal_close(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_seam_failed_write_is_rolled_back_and_retry_succeeds, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_state_skips_the_sync_and_rides_on_the_next, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seam_failed_cut_writes_nothing_and_is_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seam_failed_sync_poisons_handle_but_keeps_acknowledged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failure_at_every_step_of_a_cut_loses_nothing_acknowledged, setup, teardown),
