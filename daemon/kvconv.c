@@ -758,8 +758,14 @@ static int check_body(struct vctx *v, const Cairn__Request *req)
     int rc;
     switch (req->body_case) {
     case CAIRN__REQUEST__BODY__NOT_SET:
-        rc = sb_fail(&v->sb, CAIRN_E_UNSUPPORTED);
-        sb_printf(&v->sb, "the request has no body (a request type this member does not know?)");
+        /* fields this version does not know: most likely a newer client's request type */
+        if (req->base.n_unknown_fields) {
+            rc = sb_fail(&v->sb, CAIRN_E_UNSUPPORTED);
+            sb_printf(&v->sb, "the request holds no body this member knows (a request type of a newer version?)");
+        } else {
+            rc = sb_fail(&v->sb, CAIRN_E_INVALID_ARGUMENT);
+            sb_printf(&v->sb, "the request has no body: set one of its fields");
+        }
         return rc;
     case CAIRN__REQUEST__BODY_RANGE:
         return req->range ? check_range(v, req->range, NULL) : empty_body(v, "range");
