@@ -28,7 +28,7 @@ VERSION  := 0.1.0
 DEB_PACKAGES := build-essential pkg-config clang \
 	libnng-dev libmbedtls-dev libsystemd-dev libsqlite3-dev libreadline-dev \
 	libssl-dev libprotobuf-c-dev protobuf-c-compiler libcmocka-dev \
-	python3 python3-pytest openssl systemd iproute2 iptables util-linux procps
+	python3 python3-pytest python3-protobuf protobuf-compiler openssl systemd iproute2 iptables util-linux procps
 
 # --- flags ------------------------------------------------------------------
 
