@@ -9,7 +9,7 @@ import cluster
 # Puts of a load that a member is killed in the middle of: the kill comes
 # after 1500 are acknowledged, usually long before all are (if the load
 # finished first, the check still stands; only "it went on" is moot).
-TOTAL = 10000
+TOTAL = 15000
 
 
 def rev(resp):

@@ -160,7 +160,7 @@ def test_kill_9_during_load_then_restart_keeps_every_acknowledged_write(env, wir
     c = env.cluster(1)
     m = c[0]
     ack = str(tmp_path / "ack.log")
-    total = 10000
+    total = 20000  # long enough that the kill lands mid-run
     run = env.load.start_put(c, total=total, inflight=32, key_space=1500, ack_log=ack, timeout=90)
     cluster.poll(lambda: cluster.acked_count(ack) >= 1500, 60, "1500 acknowledged puts")
     m.kill()

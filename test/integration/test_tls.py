@@ -46,6 +46,18 @@ def test_client_certificates_from_another_ca_or_none_are_refused(env, wire, cert
         wire.check(good.put("after", "strangers"), "put")
 
 
+def test_a_tls_cluster_with_the_right_certificates_forms_and_replicates(env, wire, certs):
+    """The control for the refusals below: with every certificate right, all join."""
+    c = env.cluster(3, certs=certs)
+    lead = c.leader()
+    with lead.client() as lc:
+        r = wire.check(lc.put("tls", "ok"), "put")
+    for m in c:
+        assert m.wait_ready().status.leader == lead.status().header.member_id
+        kv = wire.check(m.call(wire.range_request("tls")), "range").range.kvs[0]
+        assert (kv.value, kv.mod_revision) == (b"ok", r.header.revision)
+
+
 def test_plain_tcp_is_refused_on_a_tls_client_port(env, wire, certs):
     c = env.cluster(1, certs=certs)
     url = c[0].client_url.replace("tls+tcp://", "tcp://")
