@@ -56,6 +56,11 @@ def test_a_tls_cluster_with_the_right_certificates_forms_and_replicates(env, wir
         assert m.wait_ready().status.leader == lead.status().header.member_id
         kv = wire.check(m.call(wire.range_request("tls")), "range").range.kvs[0]
         assert (kv.value, kv.mod_revision) == (b"ok", r.header.revision)
+    # libcairn over tls+tcp, through cairn-load's --cacert/--cert/--key/--server-name
+    ack = str(env.tmp_path / "ack.log")
+    res = env.load.put(c, total=500, ack_log=ack)
+    assert res.rc == 0, res
+    env.load.check(c, ack).assert_no_loss()
 
 
 def test_plain_tcp_is_refused_on_a_tls_client_port(env, wire, certs):
