@@ -2,13 +2,19 @@
  * mvcc_bench: storage/mvcc throughput and latency (docs/perf/mvcc.md).
  * Applies batches of 100 puts of 256-byte values over random keys, then
  * measures point reads (current and old revision), 1000-key prefix ranges,
- * bytes on disk per key revision, RSS, compaction, snapshot, and
- * defragmentation (incremental vacuum against VACUUM).
+ * reads on other threads while the writer applies, bytes on disk per key
+ * revision, RSS, compaction, snapshot, and defragmentation (incremental
+ * vacuum against VACUUM).
  *
- *   mvcc_bench [-n puts] [-k keys] [-d dir] [-r read_seconds] [-c cache_mb] [-m mmap_mb] [-D]
- * Defaults are the short run of `make bench`; -D also measures defragmentation.
+ *   mvcc_bench [-n puts] [-k keys] [-d dir] [-r read_seconds] [-c cache_mb] [-m mmap_mb]
+ *              [-t reader_threads] [-P] [-D]
+ * Defaults are the short run of `make bench`; -P stops after the puts (for
+ * profiling them), -t sets the reader threads of the concurrent phase (0
+ * skips it), -D also measures defragmentation.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +39,16 @@ static uint64_t rnd64(void)
     rng_state ^= rng_state >> 7;
     rng_state ^= rng_state << 17;
     return rng_state;
+}
+
+/* CPU seconds of this process (user + system): steadier than wall time on
+ * a shared machine, since time the host gives to others does not count. */
+static double cpu_secs(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+           (double)ru.ru_stime.tv_usec / 1e6;
 }
 
 static long rss_kb(void)
@@ -73,15 +89,112 @@ static void die(const char *what, int rc)
     exit(1);
 }
 
+/* --- readers on other threads while the writer applies ------------------------------ */
+
+struct conc {
+    struct mvcc_store *s;
+    long keys;
+    bool ranges;          /* 1000-key prefix ranges instead of point reads */
+    atomic_int stop;
+    atomic_long reads;
+    atomic_long keys_read;
+};
+
+static void *reader_main(void *p)
+{
+    struct conc *c = p;
+    struct mvcc_reader *r;
+    uint64_t x = (uint64_t)pthread_self() | 1;
+    int rc;
+    if ((rc = mvcc_reader_open(c->s, &r)) < 0)
+        die("reader", rc);
+    while (!atomic_load(&c->stop)) {
+        char k[24], end[24];
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        struct mvcc_range_req q;
+        if (c->ranges) {
+            long pfx = (long)(x % (uint64_t)(c->keys / 1000 > 0 ? c->keys / 1000 : 1));
+            int n = snprintf(k, sizeof(k), "key/%04ld", pfx);
+            snprintf(end, sizeof(end), "key/%04ld", pfx + 1);
+            q = (struct mvcc_range_req){.key = {k, (size_t)n}, .range_end = {end, (size_t)n}};
+        } else {
+            int n = snprintf(k, sizeof(k), "key/%07ld", (long)(x % (uint64_t)c->keys));
+            q = (struct mvcc_range_req){.key = {k, (size_t)n}};
+        }
+        struct mvcc_range_result *res;
+        if ((rc = mvcc_range(r, &q, &res, NULL)) < 0)
+            die("concurrent range", rc);
+        atomic_fetch_add(&c->keys_read, (long)res->resp.n_kvs);
+        atomic_fetch_add(&c->reads, 1);
+        mvcc_range_result_free(res);
+    }
+    mvcc_reader_close(r);
+    return NULL;
+}
+
+/* Batches of 100 puts for secs seconds while `threads` readers read. */
+static void concurrent_phase(struct mvcc_store *s, long keys, int threads, bool ranges, double secs,
+                             uint64_t *index)
+{
+    struct conc c = {.s = s, .keys = keys, .ranges = ranges};
+    pthread_t t[64];
+    static char kbuf[BATCH][24];
+    static unsigned char vbuf[BATCH][VALUE];
+    struct mvcc_entry e[BATCH];
+    long puts = 0;
+    double worst = 0;
+    if (threads > 64)
+        threads = 64;
+    for (int i = 0; i < threads; i++)
+        if (pthread_create(&t[i], NULL, reader_main, &c) != 0)
+            die("pthread_create", -EAGAIN);
+    double t0 = now(), dt;
+    while ((dt = now() - t0) < secs) {
+        for (int i = 0; i < BATCH; i++) {
+            int n = snprintf(kbuf[i], sizeof(kbuf[i]), "key/%07ld", (long)(rnd64() % (uint64_t)keys));
+            for (int j = 0; j < VALUE; j += 8) {
+                uint64_t x = rnd64();
+                memcpy(vbuf[i] + j, &x, 8);
+            }
+            e[i] = (struct mvcc_entry){
+                .index = ++*index, .term = 1,
+                .req = {.type = MVCC_REQ_PUT,
+                        .put = {.key = {kbuf[i], (size_t)n}, .value = {vbuf[i], VALUE}}}};
+        }
+        struct mvcc_result *res;
+        double b0 = now();
+        int rc = mvcc_apply(s, e, BATCH, &res);
+        if (rc < 0)
+            die("apply", rc);
+        double b1 = now() - b0;
+        worst = b1 > worst ? b1 : worst;
+        mvcc_result_free(res);
+        puts += BATCH;
+    }
+    atomic_store(&c.stop, 1);
+    for (int i = 0; i < threads; i++)
+        pthread_join(t[i], NULL);
+    dt = now() - t0;
+    char what[64];
+    snprintf(what, sizeof(what), "%s, %d reader%s + writer", ranges ? "prefix ranges" : "point reads",
+             threads, threads == 1 ? "" : "s");
+    printf("%-34s %.0f %s/s (%.0f keys/s) while %.0f puts/s (slowest batch %.1f ms)\n", what,
+           (double)atomic_load(&c.reads) / dt, ranges ? "ranges" : "reads",
+           (double)atomic_load(&c.keys_read) / dt, (double)puts / dt, worst * 1e3);
+}
+
 int main(int argc, char **argv)
 {
     long puts = 300000, keys = 1000000;
     double read_secs = 2;
     const char *dir = NULL;
-    bool defrag = false;
+    bool defrag = false, puts_only = false;
+    int threads = 1;
     struct mvcc_options mo = {0};
     int opt;
-    while ((opt = getopt(argc, argv, "n:k:d:r:c:m:D")) != -1) {
+    while ((opt = getopt(argc, argv, "n:k:d:r:c:m:t:PD")) != -1) {
         switch (opt) {
         case 'c': mo.cache_mb = atoi(optarg); break;
         case 'm': mo.mmap_mb = atoi(optarg); break;
@@ -89,9 +202,11 @@ int main(int argc, char **argv)
         case 'k': keys = atol(optarg); break;
         case 'd': dir = optarg; break;
         case 'r': read_secs = atof(optarg); break;
+        case 't': threads = atoi(optarg); break;
+        case 'P': puts_only = true; break;
         case 'D': defrag = true; break;
         default:
-            fprintf(stderr, "usage: mvcc_bench [-n puts] [-k keys] [-d dir] [-r secs] [-c cache_mb] [-m mmap_mb] [-D]\n");
+            fprintf(stderr, "usage: mvcc_bench [-n puts] [-k keys] [-d dir] [-r secs] [-c cache_mb] [-m mmap_mb] [-t threads] [-P] [-D]\n");
             return 2;
         }
     }
@@ -116,7 +231,7 @@ int main(int argc, char **argv)
     static unsigned char vbuf[BATCH][VALUE];
     struct mvcc_entry e[BATCH];
     uint64_t index = 0;
-    double t0 = now(), worst = 0;
+    double t0 = now(), c0 = cpu_secs(), worst = 0;
     for (long done = 0; done < puts; done += BATCH) {
         for (int i = 0; i < BATCH; i++) {
             int n = snprintf(kbuf[i], sizeof(kbuf[i]), "key/%07ld", (long)(rnd64() % (uint64_t)keys));
@@ -137,9 +252,9 @@ int main(int argc, char **argv)
         worst = b1 > worst ? b1 : worst;
         mvcc_result_free(res);
     }
-    double dt = now() - t0;
-    printf("%-34s %.0f puts/s (%.2f s; slowest batch %.1f ms)\n", "apply 100-put batches",
-           (double)puts / dt, dt, worst * 1e3);
+    double dt = now() - t0, cpu = cpu_secs() - c0;
+    printf("%-34s %.0f puts/s (%.2f s; slowest batch %.1f ms); %.0f puts per CPU second\n",
+           "apply 100-put batches", (double)puts / dt, dt, worst * 1e3, (double)puts / cpu);
 
     struct mvcc_status st;
     mvcc_sync(s);
@@ -147,6 +262,8 @@ int main(int argc, char **argv)
     printf("%-34s %.1f MiB, %.0f bytes per key revision (%ld revisions)\n", "database size",
            (double)st.db_size / 1048576.0, (double)st.db_size / (double)puts, puts);
     printf("%-34s %ld KiB\n", "writer RSS after load", rss_kb());
+    if (puts_only)
+        goto done;
 
     /* reopen: the key index is rebuilt from the revision table */
     mvcc_close(s);
@@ -214,6 +331,13 @@ int main(int argc, char **argv)
     char what[64];
     snprintf(what, sizeof(what), "prefix range (%zu keys avg)", nkeys / nr);
     report_latency(what, lat, nr);
+
+    /* --- reads on other threads while the writer applies ---------------------------- */
+    if (threads > 0) {
+        concurrent_phase(s, keys, threads, false, read_secs, &index);
+        concurrent_phase(s, keys, threads, true, read_secs, &index);
+        mvcc_store_status(s, &st);
+    }
 
     /* --- snapshot ---------------------------------------------------------------- */
     char snap[512];
@@ -313,6 +437,8 @@ int main(int argc, char **argv)
                (double)st.db_size / 1048576.0);
     }
     mvcc_reader_close(r);
+    free(lat);
+done:
     mvcc_close(s);
     if (strcmp(dir, tmpl) == 0) {
         char cmd[600];
@@ -320,6 +446,5 @@ int main(int argc, char **argv)
         if (system(cmd) != 0)
             return 1;
     }
-    free(lat);
     return 0;
 }
