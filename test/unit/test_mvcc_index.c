@@ -1,0 +1,440 @@
+/*
+ * storage/mvcc's key index (storage/mvcc_index.h), alone: random batches of
+ * appends, drops, lease pairs, publishes and aborts against a plain sorted
+ * reference, over keys with long shared prefixes, odd bytes and many leaves;
+ * and a reader thread that checks every version it pins is whole while the
+ * writer publishes (run it under SANITIZE=1 to check the reclamation too).
+ * MVCC_INDEX_OPS makes it longer.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "storage/mvcc_index.h"
+
+static int env_int(const char *name, int dflt)
+{
+    const char *v = getenv(name);
+    return v && atoi(v) > 0 ? atoi(v) : dflt;
+}
+
+static uint64_t rng = 0x2545F4914F6CDD1DULL;
+static uint32_t rnd(uint32_t n)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng % n);
+}
+
+/* --- the reference: keys in order, each with its revisions ------------------------ */
+
+struct rkey {
+    unsigned char k[64];
+    size_t len;
+    struct krev *r;
+    uint32_t n;
+};
+
+struct ref {
+    struct rkey *v;
+    size_t n, cap;
+};
+
+static int kcmp(const unsigned char *a, size_t al, const unsigned char *b, size_t bl)
+{
+    size_t n = al < bl ? al : bl;
+    int c = n ? memcmp(a, b, n) : 0;
+    return c ? c : (al > bl) - (al < bl);
+}
+
+static size_t ref_find(const struct ref *f, const unsigned char *k, size_t len, bool *eq)
+{
+    size_t lo = 0, hi = f->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (kcmp(f->v[mid].k, f->v[mid].len, k, len) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *eq = lo < f->n && kcmp(f->v[lo].k, f->v[lo].len, k, len) == 0;
+    return lo;
+}
+
+static void ref_copy(struct ref *dst, const struct ref *src)
+{
+    for (size_t i = 0; i < dst->n; i++)
+        free(dst->v[i].r);
+    free(dst->v);
+    *dst = (struct ref){.n = src->n, .cap = src->n};
+    dst->v = malloc((src->n ? src->n : 1) * sizeof(*dst->v));
+    for (size_t i = 0; i < src->n; i++) {
+        dst->v[i] = src->v[i];
+        dst->v[i].r = malloc((src->v[i].n ? src->v[i].n : 1) * sizeof(struct krev));
+        memcpy(dst->v[i].r, src->v[i].r, src->v[i].n * sizeof(struct krev));
+    }
+}
+
+static void ref_free(struct ref *f)
+{
+    for (size_t i = 0; i < f->n; i++)
+        free(f->v[i].r);
+    free(f->v);
+    memset(f, 0, sizeof(*f));
+}
+
+/* Keys built to share long prefixes (beyond a leaf's inline 16 bytes), to
+ * differ only past 8 bytes after them, and to hold 0x00 and 0xff bytes. */
+static size_t gen_key(unsigned char *k)
+{
+    static const char *const pre[] = {"", "a", "key/", "/registry/pods/default/pod-", "zzzzzzzzzzzzzzzzzzzzzzzz"};
+    static const unsigned char alpha[] = {0x00, 0x01, '0', '1', '2', 'a', 'b', 0xfe, 0xff};
+    const char *p = pre[rnd(5)];
+    size_t len = strlen(p);
+    memcpy(k, p, len);
+    size_t extra = rnd(14);
+    if (rnd(4) == 0) { /* a long run of one byte, then the difference */
+        memset(k + len, 'q', 10);
+        len += 10;
+    }
+    for (size_t i = 0; i < extra; i++)
+        k[len++] = alpha[rnd(sizeof(alpha))];
+    return len;
+}
+
+/* --- checks ------------------------------------------------------------------------- */
+
+static void check_tree(const struct ixnode *root, const struct ref *f, int64_t rev)
+{
+    struct ixiter it;
+    const struct keyrec *kr;
+    size_t i = 0;
+    ix_seek(&it, root, NULL, 0);
+    while ((kr = ix_next(&it))) {
+        assert_true(i < f->n);
+        assert_int_equal(kr->klen, f->v[i].len);
+        assert_memory_equal(kr->key, f->v[i].k, kr->klen);
+        uint32_t n = kr_count(kr), m = 0;
+        for (uint32_t j = 0; j < n; j++)
+            m += kr_revs(kr)[j].main <= rev;
+        assert_int_equal(m, f->v[i].n);
+        assert_memory_equal(kr_revs(kr), f->v[i].r, m * sizeof(struct krev));
+        i++;
+    }
+    assert_int_equal(i, f->n);
+    /* lookups and seeks, of present and absent keys */
+    for (int t = 0; t < 200; t++) {
+        unsigned char k[64];
+        size_t len;
+        if (f->n && rnd(2)) {
+            const struct rkey *rk = &f->v[rnd((uint32_t)f->n)];
+            memcpy(k, rk->k, rk->len);
+            len = rk->len;
+        } else {
+            len = gen_key(k);
+        }
+        bool eq;
+        size_t at = ref_find(f, k, len, &eq);
+        const struct keyrec *g = ix_get(root, k, len);
+        assert_true(eq == (g != NULL));
+        if (len == 0)
+            continue;
+        ix_seek(&it, root, k, len);
+        kr = ix_next(&it);
+        if (at == f->n) {
+            assert_null(kr);
+        } else {
+            assert_non_null(kr);
+            assert_int_equal(kr->klen, f->v[at].len);
+            assert_memory_equal(kr->key, f->v[at].k, kr->klen);
+        }
+    }
+}
+
+/* Lease pairs: a sorted set of (lease, key) encodings. */
+static void check_leases(const struct ixnode *lroot, unsigned char (*lk)[72], const size_t *lklen,
+                         size_t nl)
+{
+    struct ixiter it;
+    const struct keyrec *kr;
+    size_t i = 0;
+    ix_seek(&it, lroot, NULL, 0);
+    while ((kr = ix_next(&it))) {
+        assert_true(i < nl);
+        assert_int_equal(kr->klen, lklen[i]);
+        assert_memory_equal(kr->key, lk[i], kr->klen);
+        i++;
+    }
+    assert_int_equal(i, nl);
+}
+
+static int lk_cmp(const void *a, const void *b)
+{
+    const unsigned char *x = a, *y = b;
+    size_t xl, yl;
+    memcpy(&xl, x + 64, sizeof(xl)); /* length kept after the bytes, see lease_set */
+    memcpy(&yl, y + 64, sizeof(yl));
+    return kcmp(x, xl, y, yl);
+}
+
+/* --- random batches against the reference ------------------------------------------ */
+
+static void test_random_batches_agree_with_a_sorted_reference(void **state)
+{
+    (void)state;
+    int ops = env_int("MVCC_INDEX_OPS", 60000);
+    struct ixbuild *b = ix_build_new();
+    struct ix ix;
+    struct state st = {.rev = 1};
+    assert_int_equal(ix_build_finish(b, &ix, &st), 0);
+    struct ref cur = {0}, pub = {0};
+    /* lease pairs: bytes + length (at offset 64) per entry, sorted */
+    static unsigned char lk[4096][72], plk[4096][72];
+    static size_t lklen[4096], plklen[4096];
+    size_t nl = 0, pnl = 0;
+    int64_t rev = 1, batches = 0, aborts = 0;
+    for (int op = 0; op < ops;) {
+        int nops = 1 + (int)rnd(rnd(8) == 0 ? 400 : 40);
+        rev++;
+        for (int i = 0; i < nops; i++, op++) {
+            unsigned a = rnd(100);
+            if (a < 70 || cur.n == 0) {
+                /* append a revision to a key, maybe a new one */
+                unsigned char k[64];
+                size_t len;
+                if (cur.n && rnd(3) == 0) {
+                    struct rkey *rk = &cur.v[rnd((uint32_t)cur.n)];
+                    memcpy(k, rk->k, len = rk->len);
+                } else if ((len = gen_key(k)) == 0) {
+                    continue;
+                }
+                bool eq;
+                size_t at = ref_find(&cur, k, len, &eq);
+                struct krev r = {.main = rev, .sub = (uint32_t)i, .create = rnd(1000), .version = rnd(5),
+                                 .lease = rnd(3)};
+                struct keyrec *kr = ix_get(ix.root, k, len);
+                assert_true(eq == (kr != NULL));
+                assert_int_equal(ix_add_rev(&ix, kr, k, len, &r), 0);
+                if (!eq) {
+                    if (cur.n == cur.cap) {
+                        cur.cap = cur.cap ? cur.cap * 2 : 64;
+                        cur.v = realloc(cur.v, cur.cap * sizeof(*cur.v));
+                    }
+                    memmove(&cur.v[at + 1], &cur.v[at], (cur.n - at) * sizeof(*cur.v));
+                    cur.n++;
+                    cur.v[at] = (struct rkey){.len = len};
+                    memcpy(cur.v[at].k, k, len);
+                }
+                struct rkey *rk = &cur.v[at];
+                rk->r = realloc(rk->r, (rk->n + 1) * sizeof(struct krev));
+                rk->r[rk->n++] = r;
+            } else if (a < 85) {
+                /* drop a prefix of a key's revisions, maybe all of them */
+                size_t at = rnd((uint32_t)cur.n);
+                struct rkey *rk = &cur.v[at];
+                uint32_t k = 1 + rnd(rk->n);
+                struct keyrec *kr = ix_get(ix.root, rk->k, rk->len);
+                assert_non_null(kr);
+                assert_int_equal(ix_drop_revs(&ix, kr, k), 0);
+                if (k == rk->n) {
+                    free(rk->r);
+                    memmove(&cur.v[at], &cur.v[at + 1], (cur.n - at - 1) * sizeof(*cur.v));
+                    cur.n--;
+                } else {
+                    memmove(rk->r, rk->r + k, (rk->n - k) * sizeof(struct krev));
+                    rk->n -= k;
+                }
+            } else {
+                /* a lease pair: add one or remove one */
+                if (nl && (rnd(2) || nl == 4096)) {
+                    size_t at = rnd((uint32_t)nl);
+                    int64_t lease = 0;
+                    for (int j = 0; j < 8; j++)
+                        lease = (int64_t)((uint64_t)lease << 8 | lk[at][j]);
+                    lease = (int64_t)((uint64_t)lease ^ (UINT64_C(1) << 63));
+                    assert_int_equal(ix_lease_del(&ix, lease, lk[at] + 8, lklen[at] - 8), 0);
+                    memmove(lk[at], lk[at + 1], (nl - at - 1) * sizeof(lk[0]));
+                    memmove(&lklen[at], &lklen[at + 1], (nl - at - 1) * sizeof(lklen[0]));
+                    nl--;
+                } else {
+                    unsigned char k[64], enc[72];
+                    size_t len = gen_key(k);
+                    int64_t lease = (int64_t)rnd(7) - 3;
+                    ix_lease_key(lease, k, len, enc);
+                    size_t el = len + 8, j;
+                    for (j = 0; j < nl; j++)
+                        if (kcmp(lk[j], lklen[j], enc, el) == 0)
+                            break;
+                    if (j < nl)
+                        continue; /* already there */
+                    assert_int_equal(ix_lease_add(&ix, lease, k, len), 0);
+                    memcpy(lk[nl], enc, el);
+                    memcpy(lk[nl] + 64, &el, sizeof(el));
+                    lklen[nl++] = el;
+                    /* keep them sorted */
+                    for (size_t x = 0; x < nl; x++)
+                        memcpy(lk[x] + 64, &lklen[x], sizeof(size_t));
+                    qsort(lk, nl, sizeof(lk[0]), lk_cmp);
+                    for (size_t x = 0; x < nl; x++)
+                        memcpy(&lklen[x], lk[x] + 64, sizeof(size_t));
+                }
+            }
+        }
+        /* the writer reads its working version as it is */
+        check_tree(ix.root, &cur, INT64_MAX);
+        if (rnd(5) == 0) {
+            /* a failed batch: everything goes back to the last publish */
+            assert_int_equal(ix_abort(&ix), 0);
+            ref_copy(&cur, &pub);
+            memcpy(lk, plk, sizeof(lk));
+            memcpy(lklen, plklen, sizeof(lklen));
+            nl = pnl;
+            aborts++;
+            rev--;
+        } else {
+            assert_int_equal(ix_prepare(&ix), 0);
+            st.rev = rev;
+            ix_publish(&ix, &st);
+            ref_copy(&pub, &cur);
+            memcpy(plk, lk, sizeof(lk));
+            memcpy(plklen, lklen, sizeof(lklen));
+            pnl = nl;
+            batches++;
+        }
+        /* what a reader pins is the last publish, whatever the writer does */
+        struct ixpin pin;
+        ix_pin_register(&ix, &pin);
+        const struct ixver *v = ix_pin(&ix, &pin);
+        assert_int_equal(v->st.rev, rev);
+        check_tree(v->root, &pub, v->st.rev);
+        check_leases(v->lroot, plk, plklen, pnl);
+        ix_unpin(&pin);
+        ix_pin_unregister(&ix, &pin);
+    }
+    print_message("%d operations, %lld batches published, %lld dropped, %zu keys at the end\n", ops,
+                  (long long)batches, (long long)aborts, cur.n);
+    assert_true(cur.n > 500); /* many leaves and levels, not one */
+    ix_destroy(&ix);
+    ref_free(&cur);
+    ref_free(&pub);
+}
+
+/* --- a reader pinning versions while the writer publishes ------------------------------ */
+
+/*
+ * Each published version v holds exactly the keys "k%06d" for ids in
+ * [compact_rev, compact_done) of its state (fields borrowed for the test),
+ * each with one revision per batch since it was added, mains up to
+ * v->st.rev; v->st.term is the number of revisions a reader at v must see
+ * (in-place appends of later batches have higher mains and do not count).
+ */
+struct reader_arg {
+    struct ix *ix;
+    atomic_int stop;
+    atomic_long checked;
+    long bad;
+};
+
+static void *reader_thread(void *p)
+{
+    struct reader_arg *a = p;
+    struct ixpin pin;
+    ix_pin_register(a->ix, &pin);
+    while (!atomic_load(&a->stop)) {
+        const struct ixver *v = ix_pin(a->ix, &pin);
+        struct ixiter it;
+        const struct keyrec *kr;
+        int64_t id = v->st.compact_rev, revs = 0;
+        ix_seek(&it, v->root, NULL, 0);
+        while ((kr = ix_next(&it))) {
+            char want[16];
+            int n = snprintf(want, sizeof(want), "k%06lld", (long long)id++);
+            if (kr->klen != (uint32_t)n || memcmp(kr->key, want, (size_t)n) != 0)
+                a->bad++;
+            uint32_t c = kr_count(kr);
+            for (uint32_t j = 0; j < c; j++)
+                revs += kr_revs(kr)[j].main <= v->st.rev;
+        }
+        if (id != v->st.compact_done || revs != (int64_t)v->st.term)
+            a->bad++;
+        ix_unpin(&pin);
+        atomic_fetch_add(&a->checked, 1);
+    }
+    ix_pin_unregister(a->ix, &pin);
+    return NULL;
+}
+
+static void test_pinned_versions_stay_whole_while_the_writer_publishes(void **state)
+{
+    (void)state;
+    struct ix ix;
+    struct state st = {.rev = 1, .compact_rev = 1, .compact_done = 1};
+    assert_int_equal(ix_build_finish(ix_build_new(), &ix, &st), 0);
+    struct reader_arg a = {.ix = &ix};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, reader_thread, &a), 0);
+    int64_t lo = 1, hi = 1, revs = 0;
+    /* at least 3000 batches, and on until the reader has checked many
+     * (bounded, for a machine too busy to schedule it) */
+    for (int b = 0; b < 3000 || (atomic_load(&a.checked) < 300 && b < 300000); b++) {
+        int64_t rev = st.rev + 1;
+        /* every present key gets a revision: in place while there is room */
+        for (int64_t id = lo; id < hi; id++) {
+            char k[16];
+            int n = snprintf(k, sizeof(k), "k%06lld", (long long)id);
+            struct krev r = {.main = rev, .version = 1};
+            assert_int_equal(ix_add_rev(&ix, ix_get(ix.root, k, (size_t)n), k, (size_t)n, &r), 0);
+            revs++;
+        }
+        /* new keys at the top, old ones leave at the bottom */
+        for (int j = (int)rnd(4); j > 0; j--, hi++) {
+            char k[16];
+            int n = snprintf(k, sizeof(k), "k%06lld", (long long)hi);
+            struct krev r = {.main = rev, .version = 1};
+            assert_int_equal(ix_add_rev(&ix, NULL, k, (size_t)n, &r), 0);
+            revs++;
+        }
+        for (int j = (int)rnd(hi - lo > 40 ? 5 : 1); j > 0 && lo < hi; j--, lo++) {
+            char k[16];
+            int n = snprintf(k, sizeof(k), "k%06lld", (long long)lo);
+            struct keyrec *kr = ix_get(ix.root, k, (size_t)n);
+            revs -= kr_count(kr);
+            assert_int_equal(ix_drop_revs(&ix, kr, kr_count(kr)), 0);
+        }
+        if (rnd(10) == 0) {
+            /* a dropped batch: readers keep the last version, and keys that
+             * got revisions in place get them taken back */
+            assert_int_equal(ix_abort(&ix), 0);
+            lo = st.compact_rev;
+            hi = st.compact_done;
+            revs = (int64_t)st.term;
+            continue;
+        }
+        st = (struct state){.rev = rev, .compact_rev = lo, .compact_done = hi, .term = (uint64_t)revs};
+        assert_int_equal(ix_prepare(&ix), 0);
+        ix_publish(&ix, &st);
+    }
+    atomic_store(&a.stop, 1);
+    pthread_join(t, NULL);
+    print_message("the reader checked %ld versions\n", atomic_load(&a.checked));
+    assert_int_equal(a.bad, 0);
+    assert_true(atomic_load(&a.checked) > 0);
+    ix_destroy(&ix);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_random_batches_agree_with_a_sorted_reference),
+        cmocka_unit_test(test_pinned_versions_stay_whole_while_the_writer_publishes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
