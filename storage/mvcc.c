@@ -1,24 +1,21 @@
 /*
- * storage/mvcc: opening and closing the store, the schema, the key index,
- * the prepared statement cache, the result allocator, status, sync and
- * defragmentation.  Applying requests is mvcc_apply.c; reads are
- * mvcc_read.c; compaction mvcc_compact.c; snapshots mvcc_snapshot.c.
+ * storage/mvcc: opening and closing the store, the schema, loading the key
+ * index, the prepared statement cache, the result allocator, status, sync
+ * and defragmentation.  Applying requests is mvcc_apply.c; reads are
+ * mvcc_read.c; compaction mvcc_compact.c; snapshots mvcc_snapshot.c; the
+ * key index itself mvcc_index.c.
  *
  * Layout (etcd's: records by revision, an in-memory index by key):
  *   rev(main, sub, key, create_rev, version, lease, value), primary key
  *     (main, sub), on disk: a batch only appends, so it writes a few pages
  *     instead of one random page per put (docs/perf/mvcc.md).
- *   m.idx(key, main, sub, dead, lease), primary key (key, main, sub), in a
- *     shared in-memory database attached to every connection of the store,
- *     rebuilt from rev at open.  `dead` is the main revision from which the
- *     row is no longer what a read sees: the key's next revision, the row's
- *     own for a tombstone, NULL for a live newest row.  So the row a read at
- *     R sees is the one with main <= R < dead, and compaction at N drops
- *     exactly the rows with dead <= N (an index on dead finds them).
  *   state: one row: revision, compact revisions, consistent index and term.
  *   lease(id, ttl, remaining); record(ns, name, value) for membership/auth.
- * The store's rwlock keeps readers out of the index while the writer has a
- * transaction open, so a reader's index and its SQLite snapshot agree.
+ *   In memory (mvcc_index.h): every key with its revisions (main, sub,
+ *     create, version, lease), and the (lease, key) pairs of live keys,
+ *     rebuilt from rev at open.  The writer publishes a version of it after
+ *     each commit; a reader pairs a version with a SQLite read transaction
+ *     that sees the same batch (mvcc_read.c), so neither waits for the other.
  */
 #include "storage/mvcc_internal.h"
 
@@ -90,11 +87,6 @@ void arena_free(struct arena *a)
 
 /* --- statements ----------------------------------------------------------------- */
 
-/* Rows come from the in-memory key index i joined with the revision table r. */
-#define KV_COLS "i.key, i.main, r.create_rev, r.version, r.lease, r.value"
-#define KV_JOIN "m.idx i CROSS JOIN rev r ON r.main = i.main AND r.sub = i.sub"
-#define REV_JOIN "rev r CROSS JOIN m.idx i ON i.key = r.key AND i.main = r.main AND i.sub = r.sub"
-
 static const char *const stmt_sql[ST_COUNT_] = {
     [ST_BEGIN] = "BEGIN",
     [ST_BEGIN_IMMEDIATE] = "BEGIN IMMEDIATE",
@@ -104,43 +96,28 @@ static const char *const stmt_sql[ST_COUNT_] = {
                      "FROM state WHERE id = 1",
     [ST_STATE_SET] = "UPDATE state SET rev = ?1, compact_rev = ?2, compact_done = ?3, "
                      "consistent_index = ?4, consistent_term = ?5 WHERE id = 1",
-    [ST_KV_LATEST] = "SELECT " KV_COLS ", i.sub, i.dead FROM " KV_JOIN " WHERE i.key = ?1 "
-                     "ORDER BY i.main DESC, i.sub DESC LIMIT 1",
-    [ST_KV_LATEST_AT] = "SELECT " KV_COLS ", i.sub, i.dead FROM " KV_JOIN
-                        " WHERE i.key = ?1 AND i.main <= ?2 ORDER BY i.main DESC, i.sub DESC LIMIT 1",
-    [ST_KV_SET_DEAD] = "UPDATE m.idx SET dead = ?4 WHERE key = ?1 AND main = ?2 AND sub = ?3",
-    [ST_KV_INSERT] = "INSERT INTO rev(main, sub, key, create_rev, version, lease, value) "
-                     "VALUES (?2, ?3, ?1, ?5, ?6, ?7, ?8)",
-    [ST_IDX_INSERT] = "INSERT INTO m.idx(key, main, sub, dead, lease) VALUES (?1, ?2, ?3, ?4, ?5)",
-    [ST_KV_LIVE_RANGE] = "SELECT " KV_COLS ", i.sub FROM " KV_JOIN " WHERE i.key >= ?1 AND i.key < ?2 "
-                         "AND i.dead IS NULL ORDER BY i.key",
-    [ST_KV_LIVE_FROM] = "SELECT " KV_COLS ", i.sub FROM " KV_JOIN " WHERE i.key >= ?1 "
-                        "AND i.dead IS NULL ORDER BY i.key",
+    /* ST_REV_INSERT* are made by rev_insert_sql */
+    [ST_REV_VALUE] = "SELECT value FROM rev WHERE main = ?1 AND sub = ?2",
+    [ST_REV_ALL] = "SELECT key, main, sub, create_rev, version, lease FROM rev ORDER BY main, sub",
     [ST_LEASE_GET] = "SELECT id, ttl, remaining FROM lease WHERE id = ?1",
     [ST_LEASE_INSERT] = "INSERT INTO lease(id, ttl, remaining) VALUES (?1, ?2, 0)",
     [ST_LEASE_DELETE] = "DELETE FROM lease WHERE id = ?1",
     [ST_LEASE_CHECKPOINT] = "UPDATE lease SET remaining = ?2 WHERE id = ?1",
-    [ST_LEASE_KEYS] = "SELECT key FROM m.idx WHERE lease = ?1 AND lease <> 0 AND dead IS NULL "
-                      "ORDER BY key",
     [ST_LEASE_LIST] = "SELECT id, ttl, remaining FROM lease ORDER BY id",
     [ST_RECORD_PUT] = "INSERT OR REPLACE INTO record(ns, name, value) VALUES (?1, ?2, ?3)",
     [ST_RECORD_DELETE] = "DELETE FROM record WHERE ns = ?1 AND name = ?2",
     [ST_RECORD_GET] = "SELECT name, value FROM record WHERE ns = ?1 AND name = ?2",
     [ST_RECORD_LIST] = "SELECT name, value FROM record WHERE ns = ?1 ORDER BY name",
-    [ST_COMPACT_FIND] = "SELECT key, main, sub FROM m.idx WHERE dead <= ?1 LIMIT ?2",
-    [ST_COMPACT_DELETE] = "DELETE FROM rev WHERE main = ?2 AND sub = ?3",
-    [ST_COMPACT_DELETE_IDX] = "DELETE FROM m.idx WHERE key = ?1 AND main = ?2 AND sub = ?3",
-    [ST_HIST_KEY] = "SELECT " KV_COLS ", i.sub FROM " KV_JOIN " WHERE i.key = ?1 AND i.main >= ?2 "
-                    "AND i.main <= ?3 AND (i.main, i.sub) > (?4, ?5) AND (i.dead IS NULL OR i.dead > ?6) "
-                    "ORDER BY i.main, i.sub LIMIT ?7",
-    [ST_HIST_RANGE] = "SELECT " KV_COLS ", i.sub FROM " REV_JOIN " WHERE r.key >= ?1 AND r.key < ?8 "
-                      "AND r.main >= ?2 AND r.main <= ?3 AND (r.main, r.sub) > (?4, ?5) "
-                      "AND (i.dead IS NULL OR i.dead > ?6) ORDER BY r.main, r.sub LIMIT ?7",
-    [ST_HIST_FROM] = "SELECT " KV_COLS ", i.sub FROM " REV_JOIN " WHERE r.key >= ?1 "
-                     "AND r.main >= ?2 AND r.main <= ?3 AND (r.main, r.sub) > (?4, ?5) "
-                     "AND (i.dead IS NULL OR i.dead > ?6) ORDER BY r.main, r.sub LIMIT ?7",
-    [ST_HASH] = "SELECT " KV_COLS ", i.sub FROM " REV_JOIN " WHERE r.main <= ?1 "
-                "AND (i.dead IS NULL OR i.dead > ?2) ORDER BY r.main, r.sub",
+    [ST_COMPACT_DELETE] = "DELETE FROM rev WHERE main = ?1 AND sub = ?2",
+    /* rows come as (key, main, create_rev, version, lease, value, sub) */
+    [ST_HIST_RANGE] = "SELECT key, main, create_rev, version, lease, value, sub FROM rev "
+                      "WHERE key >= ?1 AND key < ?6 AND main >= ?2 AND main <= ?3 "
+                      "AND (main, sub) > (?4, ?5) ORDER BY main, sub",
+    [ST_HIST_FROM] = "SELECT key, main, create_rev, version, lease, value, sub FROM rev "
+                     "WHERE key >= ?1 AND main >= ?2 AND main <= ?3 "
+                     "AND (main, sub) > (?4, ?5) ORDER BY main, sub",
+    [ST_HASH] = "SELECT key, main, create_rev, version, lease, value, sub FROM rev "
+                "WHERE main <= ?1 ORDER BY main, sub",
     [ST_PAGES] = "SELECT (SELECT page_count FROM pragma_page_count), "
                  "(SELECT freelist_count FROM pragma_freelist_count), "
                  "(SELECT page_size FROM pragma_page_size)",
@@ -162,20 +139,6 @@ static const char schema_sql[] =
     " remaining INTEGER NOT NULL);"
     "CREATE TABLE record (ns BLOB NOT NULL, name BLOB NOT NULL, value BLOB NOT NULL,"
     " PRIMARY KEY (ns, name)) WITHOUT ROWID;";
-
-/* The key index lives in a shared in-memory database attached as "m" to
- * every connection of the store, rebuilt from rev at open. */
-static const char index_sql[] =
-    "CREATE TABLE m.idx (key BLOB NOT NULL, main INTEGER NOT NULL, sub INTEGER NOT NULL,"
-    " dead INTEGER, lease INTEGER NOT NULL, PRIMARY KEY (key, main, sub)) WITHOUT ROWID;"
-    /* compaction finds its rows */
-    "CREATE INDEX m.idx_dead ON idx(dead) WHERE dead IS NOT NULL;"
-    /* the keys attached to a lease: live rows with a lease only */
-    "CREATE INDEX m.idx_lease ON idx(lease, key) WHERE lease <> 0 AND dead IS NULL;"
-    /* dead: the next revision of the key, or the row's own for a tombstone */
-    "INSERT INTO m.idx (key, main, sub, dead, lease)"
-    " SELECT key, main, sub, CASE WHEN version = 0 THEN main"
-    "  ELSE lead(main) OVER (PARTITION BY key ORDER BY main, sub) END, lease FROM rev;";
 
 int sql_err(int rc)
 {
@@ -205,12 +168,39 @@ int sql_err(int rc)
     }
 }
 
+/* INSERT INTO rev of n rows, parameters (main, sub, key, create_rev,
+ * version, lease, value) per row. */
+static char *rev_insert_sql(int n)
+{
+    static const char head[] = "INSERT INTO rev(main, sub, key, create_rev, version, lease, value) VALUES ";
+    static const char row[] = "(?,?,?,?,?,?,?)";
+    char *sql = malloc(sizeof(head) + (size_t)n * sizeof(row));
+    if (sql) {
+        size_t at = sizeof(head) - 1;
+        memcpy(sql, head, at);
+        for (int i = 0; i < n; i++) {
+            if (i)
+                sql[at++] = ',';
+            memcpy(sql + at, row, sizeof(row) - 1);
+            at += sizeof(row) - 1;
+        }
+        sql[at] = 0;
+    }
+    return sql;
+}
+
 sqlite3_stmt *conn_stmt(struct conn *c, enum stmt_id id)
 {
     sqlite3_stmt *st = c->st[id];
     if (!st) {
-        if (sqlite3_prepare_v3(c->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) !=
-            SQLITE_OK)
+        static const int rows[ST_COUNT_] = {[ST_REV_INSERT] = 1, [ST_REV_INSERT4] = 4,
+                                            [ST_REV_INSERT16] = 16, [ST_REV_INSERT64] = 64};
+        char *made = rows[id] ? rev_insert_sql(rows[id]) : NULL;
+        const char *sql = rows[id] ? made : stmt_sql[id];
+        int rc = sql ? sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL)
+                     : SQLITE_NOMEM;
+        free(made);
+        if (rc != SQLITE_OK)
             return NULL;
         c->st[id] = st;
         return st;
@@ -242,7 +232,7 @@ static int exec_sql(sqlite3 *db, const char *sql)
 }
 
 int conn_open(struct conn *c, const char *path, bool readonly, const struct mvcc_options *o,
-              const char *index_uri, char *err, size_t errlen)
+              char *err, size_t errlen)
 {
     int cache_mb = o && o->cache_mb > 0 ? o->cache_mb : 64;
     /* Reads straight from the mapping, no copy per page: twice the point
@@ -270,24 +260,6 @@ int conn_open(struct conn *c, const char *path, bool readonly, const struct mvcc
              mmap_mb * 1048576);
     if ((rc = exec_sql(c->db, sql)) < 0)
         goto sqlfail;
-    if (index_uri) {
-        sqlite3_stmt *at;
-        if ((rc = sqlite3_prepare_v2(c->db, "ATTACH DATABASE ?1 AS m", -1, &at, NULL)) != SQLITE_OK) {
-            rc = sql_err(rc);
-            goto sqlfail;
-        }
-        sqlite3_bind_text(at, 1, index_uri, -1, SQLITE_STATIC);
-        rc = sqlite3_step(at);
-        sqlite3_finalize(at);
-        if (rc != SQLITE_DONE) {
-            rc = sql_err(rc);
-            goto sqlfail;
-        }
-        /* Readers do not lock the shared index: they see the writer's rows as
-         * it adds them, and keep to revisions of their own snapshot. */
-        if (readonly && (rc = exec_sql(c->db, "PRAGMA read_uncommitted = 1")) < 0)
-            goto sqlfail;
-    }
     return 0;
 sqlfail:
     fmt_err(err, errlen, "%s: %s", path, sqlite3_errmsg(c->db));
@@ -300,10 +272,6 @@ void conn_close(struct conn *c)
 {
     for (int i = 0; i < ST_COUNT_; i++)
         sqlite3_finalize(c->st[i]);
-    for (int i = 0; i < RANGE_SHAPES; i++)
-        sqlite3_finalize(c->range_st[i]);
-    for (int i = 0; i < 3; i++)
-        sqlite3_finalize(c->count_st[i]);
     if (c->db)
         sqlite3_close(c->db);
     free(c->path);
@@ -418,25 +386,42 @@ sqlfail:
     return rc;
 }
 
-/* Build the in-memory key index from the revision table (etcd rebuilds its
- * treeIndex the same way at start). */
+/* Build the in-memory key index from the revision table, one pass in
+ * revision order (etcd rebuilds its treeIndex the same way at start). */
 static int index_build(struct mvcc_store *s)
 {
-    int rc = exec_sql(s->c.db, "BEGIN IMMEDIATE");
-    if (rc < 0)
-        return rc;
-    if ((rc = exec_sql(s->c.db, index_sql)) < 0)
-        goto fail;
-    return exec_sql(s->c.db, "COMMIT");
-fail:
-    exec_sql(s->c.db, "ROLLBACK");
-    return rc;
+    struct ixbuild *b = ix_build_new();
+    sqlite3_stmt *q = conn_stmt(&s->c, ST_REV_ALL);
+    int rc;
+    if (!b)
+        return -ENOMEM;
+    if (!q) {
+        ix_build_abort(b);
+        return sql_err(sqlite3_errcode(s->c.db));
+    }
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        struct krev r = {
+            .main = sqlite3_column_int64(q, 1),
+            .sub = (uint32_t)sqlite3_column_int64(q, 2),
+            .create = sqlite3_column_int64(q, 3),
+            .version = sqlite3_column_int64(q, 4),
+            .lease = sqlite3_column_int64(q, 5),
+        };
+        const void *key = sqlite3_column_blob(q, 0);
+        if ((rc = ix_build_row(b, key, (size_t)sqlite3_column_bytes(q, 0), &r)) < 0)
+            break;
+    }
+    sqlite3_reset(q);
+    if (rc != SQLITE_DONE) {
+        ix_build_abort(b);
+        return rc < 0 ? rc : sql_err(rc);
+    }
+    return ix_build_finish(b, &s->ix, &s->st);
 }
 
 int mvcc_open(const char *dir, const struct mvcc_options *opts, struct mvcc_store **out,
               char *err, size_t errlen)
 {
-    static _Atomic unsigned long stores;
     int rc;
     char *path = NULL;
     struct mvcc_store *s = calloc(1, sizeof(*s));
@@ -451,23 +436,12 @@ int mvcc_open(const char *dir, const struct mvcc_options *opts, struct mvcc_stor
         fmt_err(err, errlen, "%s: cannot create directory: %s", dir, strerror(-rc));
         goto fail;
     }
-    pthread_rwlockattr_t la;
-    pthread_rwlockattr_init(&la);
-    /* the applier must not starve behind a stream of readers */
-    pthread_rwlockattr_setkind_np(&la, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    rc = -pthread_rwlock_init(&s->lock, &la);
-    pthread_rwlockattr_destroy(&la);
-    if (rc < 0)
-        goto fail;
-    s->lock_init = true;
-    snprintf(s->index_uri, sizeof(s->index_uri), "file:cairn-mvcc-index-%ld-%lu?mode=memory&cache=shared",
-             (long)getpid(), ++stores);
     if (!(s->dir = strdup(dir)) || asprintf(&path, "%s/%s", dir, MVCC_DB_NAME) < 0) {
         path = NULL;
         rc = -ENOMEM;
         goto fail;
     }
-    if ((rc = conn_open(&s->c, path, false, &s->opts, s->index_uri, err, errlen)) < 0)
+    if ((rc = conn_open(&s->c, path, false, &s->opts, err, errlen)) < 0)
         goto fail;
     if ((rc = schema_init(&s->c, true, err, errlen)) < 0)
         goto fail;
@@ -486,7 +460,8 @@ int mvcc_open(const char *dir, const struct mvcc_options *opts, struct mvcc_stor
         goto fail;
     }
     if ((rc = index_build(s)) < 0) {
-        fmt_err(err, errlen, "%s: building the key index: %s", path, sqlite3_errmsg(s->c.db));
+        fmt_err(err, errlen, "%s: building the key index: %s", path,
+                rc == -ENOMEM ? strerror(ENOMEM) : sqlite3_errmsg(s->c.db));
         goto fail;
     }
     if (s->opts.finish_compaction) {
@@ -510,9 +485,10 @@ void mvcc_close(struct mvcc_store *s)
 {
     if (!s)
         return;
+    ix_destroy(&s->ix);
+    free(s->pend.v);
     conn_close(&s->c);
-    if (s->lock_init)
-        pthread_rwlock_destroy(&s->lock);
+    free(s->ccur);
     free(s->dir);
     free(s);
 }

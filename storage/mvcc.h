@@ -6,6 +6,16 @@
  * number of read-only handles (struct mvcc_reader, one per reader thread).
  * It knows nothing of Raft, protobuf or the network, and starts no threads.
  *
+ * Concurrency.  Readers and the writer never wait for each other.  Each
+ * reader call reads exactly one committed batch: a version of the in-memory
+ * key index that the writer published after that batch's commit, paired
+ * with the reader's own SQLite read transaction on the same batch (WAL
+ * mode).  Batches, compaction steps and snapshots go on while a call is in
+ * progress, and the call still sees its batch whole.  A long call
+ * costs memory, not writes: until it returns, the index versions it may
+ * use are not freed and SQLite's WAL cannot be checkpointed past its
+ * snapshot (the WAL file grows meanwhile).
+ *
  * Durability.  The database runs in WAL journal mode with synchronous=NORMAL:
  * a commit is atomic and survives a process crash, but the last commits may
  * be lost on power failure.  That is safe because the Raft WAL (fsynced
@@ -339,10 +349,14 @@ int mvcc_store_status(struct mvcc_store *s, struct mvcc_status *st);
  * rows it drops (per key, everything at or below N except the newest, and
  * that one too if it is a tombstone) are deleted afterwards, by
  * mvcc_compact_step, in transactions of at most max_rows rows (0: 1000, as
- * etcd), so the applier is never blocked for long.  The daemon calls it
- * between apply batches while it reports *done == false, or loops until done.
- * A compaction cut short by a crash is still scheduled after reopen.  What is
- * logically compacted is invisible to every read even before it is deleted.
+ * etcd), so the applier is never blocked for long; a step also looks at no
+ * more than 32 keys per row of its budget, so steps over keys with nothing to
+ * drop stay short too.  The daemon calls it between apply batches while it
+ * reports *done == false, or loops until done.  A compaction cut short by a
+ * crash is still scheduled after reopen.  What is logically compacted is
+ * invisible to every read even before it is deleted; a reader call that began
+ * before the Compact batch still reads its own batch whole (its snapshot
+ * keeps the rows).
  */
 int mvcc_compact_step(struct mvcc_store *s, size_t max_rows, bool *done);
 
@@ -369,11 +383,12 @@ int mvcc_vacuum(struct mvcc_store *s);
 /* --- readers ------------------------------------------------------------------ */
 
 /*
- * mvcc_reader_open: a read-only handle on the store's database, for one
- * thread at a time.  Each call reads one committed batch: it waits while the
- * writer has a batch or compaction step open (the store's lock), and the
- * writer waits for calls in progress.  May be called from any thread.  Close
- * it with mvcc_reader_close before the store.  Returns 0 or a negative error.
+ * mvcc_reader_open: a read-only handle on the store's database (its own
+ * SQLite connection), for one thread at a time.  Each call reads the latest
+ * committed batch as of its start, whole, without waiting for the writer and
+ * without holding it up (see Concurrency above).  May be called from any
+ * thread, while the writer works.  Close it with mvcc_reader_close before the
+ * store.  Returns 0 or a negative error.
  */
 int mvcc_reader_open(struct mvcc_store *s, struct mvcc_reader **out);
 void mvcc_reader_close(struct mvcc_reader *r);
@@ -437,8 +452,9 @@ void mvcc_history_result_free(struct mvcc_history_result *res);
  * the same state have the same hash whatever their physical compaction
  * progress.  Returns -CAIRN_E_COMPACTED for rev below the compact revision,
  * -CAIRN_E_FUTURE_REV above the current one.  cur_rev/compact_rev may be NULL.
- * It reads every revision under the store's read lock, so the applier waits
- * for it: run it rarely (etcd's corruption check runs every few minutes).
+ * It reads every stored revision, so it is slow on a big store (the applier
+ * keeps going meanwhile): run it rarely (etcd's corruption check runs every
+ * few minutes).
  */
 int mvcc_hash_kv(struct mvcc_reader *r, int64_t rev, uint32_t *hash, int64_t *cur_rev,
                  int64_t *compact_rev);

@@ -3,8 +3,11 @@
  * SQLite transaction per batch, with etcd's semantics (etcd's applierV3backend
  * and storeTxnWrite).  Every request is checked in full before it writes, so
  * a failing request writes nothing and needs no savepoint; only a storage
- * error aborts the batch.  Reads inside a txn see the txn's earlier writes
- * because they run on the writer's connection inside its transaction.
+ * error aborts the batch.  Each write appends a row to the revision table
+ * and a revision to the key index's working version; reads inside a txn see
+ * the txn's earlier writes because they read that working version, and
+ * values on the writer's connection inside its transaction.  After COMMIT
+ * the working version is published for readers.
  */
 #include "storage/mvcc_internal.h"
 
@@ -65,32 +68,45 @@ static int step_done(sqlite3_stmt *st)
 
 /* --- rows ---------------------------------------------------------------------- */
 
+/* A key's newest revision, as the request being applied sees it. */
 struct prevrow {
-    bool live;       /* the newest row is a live value */
-    int64_t main, sub;
-    struct mvcc_kv kv;
+    bool live;           /* the newest revision is a live value (not a tombstone) */
+    struct keyrec *kr;   /* the key's index entry; NULL if it has none */
+    struct krev r;       /* the newest revision, if any */
+    struct mvcc_kv kv;   /* if live: the key-value, value included */
 };
 
-/* The newest row of key; kv (with key = the given copy) only if live. */
-static int kv_latest(struct applier *w, struct mvcc_buf key, struct prevrow *p)
+static struct view writer_view(const struct applier *w)
 {
-    sqlite3_stmt *st = conn_stmt(&w->s->c, ST_KV_LATEST);
+    return (struct view){.c = &w->s->c, .pend = &w->s->pend, .root = w->s->ix.root,
+                         .lroot = w->s->ix.lroot, .rev = view_rev(w),
+                         .compact_rev = w->st->compact_rev};
+}
+
+static void kv_of(struct mvcc_buf key, const struct krev *r, struct mvcc_kv *kv)
+{
+    *kv = (struct mvcc_kv){.key = key, .create_revision = r->create, .mod_revision = r->main,
+                           .version = r->version, .lease = r->lease};
+}
+
+/* The newest revision of key (a copy in the arena); with_value reads the
+ * live value too (events and prev_kv need it). */
+static int kv_latest(struct applier *w, struct mvcc_buf key, bool with_value, struct prevrow *p)
+{
     memset(p, 0, sizeof(*p));
-    if (!st)
-        return db_err(w);
-    bind_buf(st, 1, key);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW && sqlite3_column_type(st, 7) == SQLITE_NULL) {
-        p->live = true;
-        p->main = sqlite3_column_int64(st, 1);
-        p->sub = sqlite3_column_int64(st, 6);
-        if ((rc = row_kv(w->a, st, &p->kv, true)) < 0)
-            goto out;
-    }
-    rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sql_err(rc);
-out:
-    sqlite3_reset(st);
-    return rc;
+    p->kr = ix_get(w->s->ix.root, key.data, key.len);
+    uint32_t n = p->kr ? kr_count(p->kr) : 0;
+    if (n == 0)
+        return 0;
+    p->r = kr_revs(p->kr)[n - 1];
+    p->live = p->r.version != 0;
+    if (!p->live)
+        return 0;
+    kv_of(key, &p->r, &p->kv);
+    if (!with_value)
+        return 0;
+    struct view v = writer_view(w);
+    return view_value(&v, w->a, p->r.main, p->r.sub, &p->kv.value);
 }
 
 static int lease_exists(struct applier *w, int64_t id, bool *exists)
@@ -105,46 +121,62 @@ static int lease_exists(struct applier *w, int64_t id, bool *exists)
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sql_err(rc);
 }
 
-static int set_dead(struct applier *w, const struct mvcc_buf key, int64_t main, int64_t sub,
-                    int64_t dead)
+/* Store revision kv (sub revision sub) of its key: a row for the revision
+ * table (inserted with the batch's others by flush_rows), a revision
+ * appended in the index (kr: the key's entry).  kv's buffers must live in
+ * the batch's arena. */
+static int write_rev(struct applier *w, struct keyrec *kr, const struct mvcc_kv *kv, int64_t sub)
 {
-    sqlite3_stmt *st = conn_stmt(&w->s->c, ST_KV_SET_DEAD);
-    if (!st)
-        return db_err(w);
-    bind_buf(st, 1, key);
-    sqlite3_bind_int64(st, 2, main);
-    sqlite3_bind_int64(st, 3, sub);
-    sqlite3_bind_int64(st, 4, dead);
-    return step_done(st);
+    struct pending *p = &w->s->pend;
+    if (sub > UINT32_MAX)
+        return -E2BIG;
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 256;
+        struct pending_row *nv = realloc(p->v, cap * sizeof(*nv));
+        if (!nv)
+            return -ENOMEM;
+        p->v = nv;
+        p->cap = cap;
+    }
+    p->v[p->n++] = (struct pending_row){.main = kv->mod_revision, .sub = (uint32_t)sub, .kv = *kv};
+    struct krev r = {.main = kv->mod_revision, .sub = (uint32_t)sub, .create = kv->create_revision,
+                     .version = kv->version, .lease = kv->lease};
+    return ix_add_rev(&w->s->ix, kr, kv->key.data, kv->key.len, &r);
 }
 
-static int insert_row(struct applier *w, const struct mvcc_kv *kv, int64_t sub, bool tombstone)
+/* Insert the batch's rows, in order, 64, 16, 4 or 1 per statement. */
+static int flush_rows(struct applier *w)
 {
-    sqlite3_stmt *st = conn_stmt(&w->s->c, ST_KV_INSERT);
-    if (!st)
-        return db_err(w);
-    bind_buf(st, 1, kv->key);
-    sqlite3_bind_int64(st, 2, kv->mod_revision);
-    sqlite3_bind_int64(st, 3, sub);
-    if (tombstone)
-        sqlite3_bind_int64(st, 4, kv->mod_revision);
-    sqlite3_bind_int64(st, 5, kv->create_revision);
-    sqlite3_bind_int64(st, 6, kv->version);
-    sqlite3_bind_int64(st, 7, kv->lease);
-    if (!tombstone)
-        bind_buf(st, 8, kv->value);
-    int rc = step_done(st);
-    if (rc < 0)
-        return rc;
-    if (!(st = conn_stmt(&w->s->c, ST_IDX_INSERT)))
-        return db_err(w);
-    bind_buf(st, 1, kv->key);
-    sqlite3_bind_int64(st, 2, kv->mod_revision);
-    sqlite3_bind_int64(st, 3, sub);
-    if (tombstone)
-        sqlite3_bind_int64(st, 4, kv->mod_revision);
-    sqlite3_bind_int64(st, 5, kv->lease);
-    return step_done(st);
+    static const struct {
+        enum stmt_id id;
+        size_t n;
+    } sizes[] = {{ST_REV_INSERT64, 64}, {ST_REV_INSERT16, 16}, {ST_REV_INSERT4, 4}, {ST_REV_INSERT, 1}};
+    const struct pending *p = &w->s->pend;
+    size_t i = 0, k = 0;
+    while (i < p->n) {
+        while (sizes[k].n > p->n - i)
+            k++;
+        sqlite3_stmt *st = conn_stmt(&w->s->c, sizes[k].id);
+        if (!st)
+            return db_err(w);
+        for (size_t j = 0; j < sizes[k].n; j++) {
+            const struct pending_row *r = &p->v[i + j];
+            int b = (int)j * 7;
+            sqlite3_bind_int64(st, b + 1, r->main);
+            sqlite3_bind_int64(st, b + 2, r->sub);
+            bind_buf(st, b + 3, r->kv.key);
+            sqlite3_bind_int64(st, b + 4, r->kv.create_revision);
+            sqlite3_bind_int64(st, b + 5, r->kv.version);
+            sqlite3_bind_int64(st, b + 6, r->kv.lease);
+            if (r->kv.version != 0)
+                bind_buf(st, b + 7, r->kv.value);
+        }
+        int rc = step_done(st);
+        if (rc < 0)
+            return rc;
+        i += sizes[k].n;
+    }
+    return 0;
 }
 
 static int add_event(struct applier *w, enum mvcc_event_type type, const struct mvcc_kv *kv,
@@ -189,11 +221,11 @@ static int buf_copy(struct applier *w, struct mvcc_buf in, struct mvcc_buf *out)
 static int delete_one(struct applier *w, struct prevrow *p, struct mvcc_kv **prev_out)
 {
     int64_t rev = w->begin_rev + 1;
-    int rc = set_dead(w, p->kv.key, p->main, p->sub, rev);
+    struct mvcc_kv tomb = {.key = p->kv.key, .mod_revision = rev};
+    int rc = write_rev(w, p->kr, &tomb, w->sub++);
     if (rc < 0)
         return rc;
-    struct mvcc_kv tomb = {.key = p->kv.key, .mod_revision = rev};
-    if ((rc = insert_row(w, &tomb, w->sub++, true)) < 0)
+    if (p->kv.lease && (rc = ix_lease_del(&w->s->ix, p->kv.lease, p->kv.key.data, p->kv.key.len)) < 0)
         return rc;
     struct mvcc_kv *prev = kv_copy(w, &p->kv);
     if (!prev)
@@ -229,7 +261,7 @@ static int put_state_check(struct applier *w, const struct mvcc_put_req *r)
     }
     if (r->ignore_value || r->ignore_lease) {
         struct prevrow p;
-        if ((rc = kv_latest(w, r->key, &p)) < 0)
+        if ((rc = kv_latest(w, r->key, false, &p)) < 0)
             return rc;
         if (!p.live)
             return -CAIRN_E_KEY_NOT_FOUND;
@@ -242,7 +274,7 @@ static int do_put(struct applier *w, const struct mvcc_put_req *r, struct mvcc_r
     struct prevrow p;
     struct mvcc_buf key;
     int rc;
-    if ((rc = buf_copy(w, r->key, &key)) < 0 || (rc = kv_latest(w, key, &p)) < 0)
+    if ((rc = buf_copy(w, r->key, &key)) < 0 || (rc = kv_latest(w, key, true, &p)) < 0)
         return rc;
     if ((r->ignore_value || r->ignore_lease) && !p.live)
         return -CAIRN_E_KEY_NOT_FOUND; /* checked before; kept as a guard */
@@ -258,13 +290,16 @@ static int do_put(struct applier *w, const struct mvcc_put_req *r, struct mvcc_r
         kv.value = p.kv.value;
     else if ((rc = buf_copy(w, r->value, &kv.value)) < 0)
         return rc;
-    if (p.live) {
-        p.kv.key = key;
-        if ((rc = set_dead(w, key, p.main, p.sub, rev)) < 0)
+    if ((rc = write_rev(w, p.kr, &kv, w->sub++)) < 0)
+        return rc;
+    /* the lease index lists live keys under their lease */
+    int64_t old_lease = p.live ? p.kv.lease : 0;
+    if (old_lease != kv.lease) {
+        if (old_lease && (rc = ix_lease_del(&w->s->ix, old_lease, key.data, key.len)) < 0)
+            return rc;
+        if (kv.lease && (rc = ix_lease_add(&w->s->ix, kv.lease, key.data, key.len)) < 0)
             return rc;
     }
-    if ((rc = insert_row(w, &kv, w->sub++, false)) < 0)
-        return rc;
     struct mvcc_kv *prev = p.live ? kv_copy(w, &p.kv) : NULL;
     if (p.live && !prev)
         return -ENOMEM;
@@ -275,7 +310,8 @@ static int do_put(struct applier *w, const struct mvcc_put_req *r, struct mvcc_r
 
 /* --- DeleteRange ---------------------------------------------------------------------- */
 
-/* The live rows of a range, in key order, before any of them is deleted. */
+/* The live keys of a range, in key order, with their values, before any of
+ * them is deleted. */
 static int live_rows(struct applier *w, struct mvcc_buf key, struct mvcc_buf end,
                      struct prevrow **rows, size_t *n)
 {
@@ -289,47 +325,53 @@ static int live_rows(struct applier *w, struct mvcc_buf key, struct mvcc_buf end
     if (kind == RK_SINGLE) {
         struct prevrow p;
         struct mvcc_buf k;
-        if ((rc = buf_copy(w, key, &k)) < 0 || (rc = kv_latest(w, k, &p)) < 0)
+        if ((rc = buf_copy(w, key, &k)) < 0 || (rc = kv_latest(w, k, true, &p)) < 0)
             return rc;
         if (!p.live)
             return 0;
-        p.kv.key = k;
         if (!(*rows = arena_alloc(w->a, sizeof(p))))
             return -ENOMEM;
         **rows = p;
         *n = 1;
         return 0;
     }
-    sqlite3_stmt *st = conn_stmt(&w->s->c, kind == RK_BOUNDED ? ST_KV_LIVE_RANGE : ST_KV_LIVE_FROM);
-    if (!st)
-        return db_err(w);
-    bind_buf(st, 1, key);
-    if (kind == RK_BOUNDED)
-        bind_buf(st, 2, end);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    struct ixiter it;
+    struct keyrec *kr;
+    ix_seek(&it, w->s->ix.root, key.data, key.len);
+    while ((kr = ix_next(&it))) {
+        struct mvcc_buf k = {kr->key, kr->klen};
+        if (kind == RK_BOUNDED && buf_cmp(k, end) >= 0)
+            break;
+        uint32_t nr = kr_count(kr);
+        if (nr == 0 || kr_revs(kr)[nr - 1].version == 0)
+            continue;
         if (*n == cap) {
             size_t ncap = cap ? cap * 2 : 16;
-            struct prevrow *nr = arena_alloc(w->a, ncap * sizeof(*nr));
-            if (!nr) {
-                rc = -ENOMEM;
-                goto out;
-            }
+            struct prevrow *g = arena_alloc(w->a, ncap * sizeof(*g));
+            if (!g)
+                return -ENOMEM;
             if (*n)
-                memcpy(nr, *rows, *n * sizeof(*nr));
-            *rows = nr;
+                memcpy(g, *rows, *n * sizeof(*g));
+            *rows = g;
             cap = ncap;
         }
         struct prevrow *p = &(*rows)[(*n)++];
+        memset(p, 0, sizeof(*p));
         p->live = true;
-        p->main = sqlite3_column_int64(st, 1);
-        p->sub = sqlite3_column_int64(st, 6);
-        if ((rc = row_kv(w->a, st, &p->kv, true)) < 0)
-            goto out;
+        p->kr = kr;
+        p->r = kr_revs(kr)[nr - 1];
+        if ((rc = buf_copy(w, k, &k)) < 0)
+            return rc;
+        kv_of(k, &p->r, &p->kv);
     }
-    rc = rc == SQLITE_DONE ? 0 : sql_err(rc);
-out:
-    sqlite3_reset(st);
-    return rc;
+    /* values once the index walk is over */
+    struct view v = writer_view(w);
+    for (size_t i = 0; i < *n; i++) {
+        struct prevrow *p = &(*rows)[i];
+        if ((rc = view_value(&v, w->a, p->r.main, p->r.sub, &p->kv.value)) < 0)
+            return rc;
+    }
+    return 0;
 }
 
 static int do_delete(struct applier *w, const struct mvcc_delete_req *r,
@@ -413,13 +455,6 @@ struct ivlset {
 static bool buf_eq(struct mvcc_buf a, struct mvcc_buf b)
 {
     return a.len == b.len && (a.len == 0 || memcmp(a.data, b.data, a.len) == 0);
-}
-
-static int buf_cmp(struct mvcc_buf a, struct mvcc_buf b)
-{
-    size_t n = a.len < b.len ? a.len : b.len;
-    int c = n ? memcmp(a.data, b.data, n) : 0;
-    return c ? c : a.len < b.len ? -1 : a.len > b.len;
 }
 
 static bool keyset_has(const struct keyset *s, struct mvcc_buf k)
@@ -587,9 +622,12 @@ static bool compare_kv(const struct mvcc_compare *c, const struct mvcc_kv *kv)
 /* etcd's applyCompare: every key in the range must satisfy it. */
 static int apply_compare(struct applier *w, const struct mvcc_compare *c, bool *ok)
 {
-    struct mvcc_range_req rr = {.key = c->key, .range_end = c->range_end};
+    /* only a value compare needs the values */
+    struct mvcc_range_req rr = {.key = c->key, .range_end = c->range_end,
+                                .keys_only = c->target != MVCC_CMP_VALUE};
     struct mvcc_range_resp out;
-    int rc = kv_range(&w->s->c, w->a, &rr, view_rev(w), w->st->compact_rev, &out);
+    struct view v = writer_view(w);
+    int rc = kv_range(&v, w->a, &rr, &out);
     if (rc < 0)
         return rc;
     if (out.n_kvs == 0) {
@@ -661,8 +699,9 @@ static int path_check(struct applier *w, const struct mvcc_txn_req *t, const str
 
 static int do_range(struct applier *w, const struct mvcc_range_req *r, struct mvcc_response *resp)
 {
+    struct view v = writer_view(w);
     resp->revision = view_rev(w);
-    return kv_range(&w->s->c, w->a, r, view_rev(w), w->st->compact_rev, &resp->range);
+    return kv_range(&v, w->a, r, &resp->range);
 }
 
 static int txn_exec(struct applier *w, const struct mvcc_txn_req *t, const struct path *p,
@@ -766,42 +805,37 @@ static int do_lease_revoke(struct applier *w, const struct mvcc_lease_revoke_req
         return rc;
     if (!exists || r->id == 0)
         return -CAIRN_E_LEASE_NOT_FOUND;
-    sqlite3_stmt *st = conn_stmt(&w->s->c, ST_LEASE_KEYS);
-    if (!st)
-        return db_err(w);
-    sqlite3_bind_int64(st, 1, r->id);
+    /* the keys first: deleting them changes the lease index */
+    unsigned char prefix[8];
+    ix_lease_prefix(r->id, prefix);
+    struct ixiter it;
+    struct keyrec *lk;
     struct mvcc_buf *keys = NULL;
     size_t n = 0, cap = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    ix_seek(&it, w->s->ix.lroot, prefix, sizeof(prefix));
+    while ((lk = ix_next(&it)) && lk->klen >= 8 && memcmp(lk->key, prefix, 8) == 0) {
         if (n == cap) {
             size_t ncap = cap ? cap * 2 : 16;
             struct mvcc_buf *nk = arena_alloc(w->a, ncap * sizeof(*nk));
-            if (!nk) {
-                sqlite3_reset(st);
+            if (!nk)
                 return -ENOMEM;
-            }
             if (n)
                 memcpy(nk, keys, n * sizeof(*nk));
             keys = nk;
             cap = ncap;
         }
-        if (col_buf(w->a, st, 0, &keys[n++]) < 0) {
-            sqlite3_reset(st);
-            return -ENOMEM;
-        }
+        if ((rc = buf_copy(w, (struct mvcc_buf){lk->key + 8, lk->klen - 8}, &keys[n++])) < 0)
+            return rc;
     }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE)
-        return sql_err(rc);
     for (size_t i = 0; i < n; i++) {
         struct prevrow p;
-        if ((rc = kv_latest(w, keys[i], &p)) < 0)
+        if ((rc = kv_latest(w, keys[i], true, &p)) < 0)
             return rc;
-        p.kv.key = keys[i];
         if (p.live && (rc = delete_one(w, &p, NULL)) < 0)
             return rc;
     }
-    if (!(st = conn_stmt(&w->s->c, ST_LEASE_DELETE)))
+    sqlite3_stmt *st = conn_stmt(&w->s->c, ST_LEASE_DELETE);
+    if (!st)
         return db_err(w);
     sqlite3_bind_int64(st, 1, r->id);
     if ((rc = step_done(st)) < 0)
@@ -918,12 +952,15 @@ int mvcc_apply(struct mvcc_store *s, const struct mvcc_entry *entries, size_t n,
         arena_free(&a);
         return -ENOMEM;
     }
-    pthread_rwlock_wrlock(&s->lock);
+    if (s->ix.poisoned) {
+        arena_free(&a);
+        return -CAIRN_E_IO; /* a failed batch could not be undone in the index: reopen */
+    }
     if ((rc = conn_exec(&s->c, ST_BEGIN_IMMEDIATE)) < 0) {
-        pthread_rwlock_unlock(&s->lock);
         arena_free(&a);
         return rc;
     }
+    s->pend.n = 0;
     for (size_t i = 0; i < n; i++) {
         struct mvcc_applied *ap = &res->entries[i];
         ap->index = entries[i].index;
@@ -955,11 +992,14 @@ int mvcc_apply(struct mvcc_store *s, const struct mvcc_entry *entries, size_t n,
         st.term = entries[i].term;
         applied = true;
     }
-    if (applied && (rc = state_put(&s->c, &st)) < 0)
+    if (applied && ((rc = flush_rows(&w)) < 0 || (rc = state_put(&s->c, &st)) < 0 ||
+                    (rc = ix_prepare(&s->ix)) < 0))
         goto fail;
     if ((rc = conn_exec(&s->c, ST_COMMIT)) < 0)
         goto fail;
-    pthread_rwlock_unlock(&s->lock);
+    /* readers see the batch from here on (their snapshots have it now) */
+    if (applied)
+        ix_publish(&s->ix, &st);
     s->st = st;
     res->n_entries = n;
     res->events = w.events;
@@ -972,7 +1012,7 @@ int mvcc_apply(struct mvcc_store *s, const struct mvcc_entry *entries, size_t n,
     return 0;
 fail:
     conn_exec(&s->c, ST_ROLLBACK);
-    pthread_rwlock_unlock(&s->lock);
+    ix_abort(&s->ix);
     arena_free(&a);
     return rc;
 }

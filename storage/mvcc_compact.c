@@ -2,21 +2,28 @@
  * storage/mvcc compaction: deletes, in short transactions, the rows a
  * Compact request made unreachable.  The request itself (mvcc_apply.c) only
  * stores the compact revision with its batch, so reads below it fail at once
- * and a crash mid-way leaves it scheduled; rows with dead <= compact
- * revision are exactly what etcd's keyIndex.compact drops (see mvcc.c).
- * Each step deletes them from the revision table and the key index under
- * the store's write lock.
+ * and a crash mid-way leaves it scheduled.  Each step walks the key index
+ * from where the last one stopped; per key, the revisions compaction drops
+ * are a prefix of its list (etcd's keyIndex.compact: every revision whose
+ * successor is at or below N, and a tombstone at or below N).  It deletes
+ * their rows and publishes an index version without them; readers of older
+ * versions keep theirs (and their SQLite snapshots keep the rows).
  */
 #include "storage/mvcc_internal.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/errors.h"
 
+/* Keys a step may look at beyond its row budget: a pass over keys with
+ * nothing to drop still moves on in bounded steps. */
+#define COMPACT_SCAN_PER_ROW 32
+
 struct victim {
-    struct mvcc_buf key;
-    int64_t main, sub;
+    struct keyrec *kr;
+    uint32_t drop; /* its first `drop` revisions */
 };
 
 bool mvcc_compact_pending(struct mvcc_store *s)
@@ -24,74 +31,127 @@ bool mvcc_compact_pending(struct mvcc_store *s)
     return s->st.compact_done < s->st.compact_rev;
 }
 
+/* How many leading revisions of kr compaction at rev drops. */
+static uint32_t droppable(const struct keyrec *kr, int64_t rev)
+{
+    uint32_t n = kr_count(kr), k = 0;
+    while (k < n && kr_dead(kr, n, k) <= rev)
+        k++;
+    return k;
+}
+
+/* Where the next step starts: a copy of kr's key (kr NULL: the first key). */
+static int next_cursor(const struct keyrec *kr, unsigned char **key, size_t *len)
+{
+    *key = NULL;
+    *len = 0;
+    if (!kr)
+        return 0;
+    if (!(*key = malloc(kr->klen ? kr->klen : 1)))
+        return -ENOMEM;
+    memcpy(*key, kr->key, kr->klen);
+    *len = kr->klen;
+    return 0;
+}
+
+static void set_cursor(struct mvcc_store *s, unsigned char *key, size_t len)
+{
+    free(s->ccur);
+    s->ccur = key;
+    s->ccur_len = len;
+}
+
 int mvcc_compact_step(struct mvcc_store *s, size_t max_rows, bool *done)
 {
-    struct arena a = {0};
     struct state st = s->st;
     struct victim *v = NULL;
-    sqlite3_stmt *q;
-    size_t n = 0;
+    size_t nv = 0, rows = 0, scanned = 0;
+    struct keyrec *kr, *stop = NULL;
+    struct ixiter it;
+    unsigned char *cur = NULL;
+    size_t cur_len = 0;
     int rc;
     *done = st.compact_done >= st.compact_rev;
     if (*done)
         return 0;
+    if (s->ix.poisoned)
+        return -CAIRN_E_IO;
     if (max_rows == 0)
         max_rows = MVCC_COMPACT_BATCH;
-    if (!(v = arena_alloc(&a, max_rows * sizeof(*v))))
+    if (s->ccur_rev != st.compact_rev) {
+        /* a new compact revision: a new pass from the first key */
+        set_cursor(s, NULL, 0);
+        s->ccur_rev = st.compact_rev;
+    }
+    if (!(v = calloc(max_rows, sizeof(*v))))
         return -ENOMEM;
-    pthread_rwlock_wrlock(&s->lock);
-    if ((rc = conn_exec(&s->c, ST_BEGIN_IMMEDIATE)) < 0)
-        goto unlock;
-    /* Collect first: SQLite does not promise a scan survives deletes under it. */
-    if (!(q = conn_stmt(&s->c, ST_COMPACT_FIND))) {
-        rc = sql_err(sqlite3_errcode(s->c.db));
-        goto fail;
-    }
-    sqlite3_bind_int64(q, 1, st.compact_rev);
-    sqlite3_bind_int64(q, 2, (int64_t)max_rows);
-    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-        if ((rc = col_buf(&a, q, 0, &v[n].key)) < 0)
+    /* The victims, before anything changes under the walk. */
+    ix_seek(&it, s->ix.root, s->ccur, s->ccur_len);
+    while ((kr = ix_next(&it))) {
+        if (rows == max_rows || scanned++ == max_rows * COMPACT_SCAN_PER_ROW) {
+            stop = kr; /* the next step starts here */
             break;
-        v[n].main = sqlite3_column_int64(q, 1);
-        v[n].sub = sqlite3_column_int64(q, 2);
-        n++;
-    }
-    sqlite3_reset(q);
-    if (rc != SQLITE_DONE) {
-        rc = rc < 0 ? rc : sql_err(rc);
-        goto fail;
-    }
-    for (size_t i = 0; i < 2 * n; i++) {
-        const struct victim *x = &v[i / 2];
-        if (!(q = conn_stmt(&s->c, i % 2 ? ST_COMPACT_DELETE_IDX : ST_COMPACT_DELETE))) {
-            rc = sql_err(sqlite3_errcode(s->c.db));
-            goto fail;
         }
-        if (i % 2)
-            bind_buf(q, 1, x->key);
-        sqlite3_bind_int64(q, 2, x->main);
-        sqlite3_bind_int64(q, 3, x->sub);
-        rc = sqlite3_step(q);
-        sqlite3_reset(q);
-        if (rc != SQLITE_DONE) {
-            rc = sql_err(rc);
-            goto fail;
+        uint32_t k = droppable(kr, st.compact_rev);
+        if (k == 0)
+            continue;
+        if (k > max_rows - rows) {
+            v[nv++] = (struct victim){kr, (uint32_t)(max_rows - rows)};
+            rows = max_rows;
+            stop = kr; /* the rest of this key next time */
+            break;
         }
+        v[nv++] = (struct victim){kr, k};
+        rows += k;
     }
-    if (n < max_rows) {
+    /* copied now: stop may be a victim, retired and freed by the publish */
+    if ((rc = next_cursor(stop, &cur, &cur_len)) < 0)
+        goto out;
+    if (nv == 0 && stop) {
+        set_cursor(s, cur, cur_len); /* only keys with nothing to drop so far */
+        cur = NULL;
+        goto out;
+    }
+    if ((rc = conn_exec(&s->c, ST_BEGIN_IMMEDIATE)) < 0)
+        goto out;
+    for (size_t i = 0; i < nv; i++) {
+        const struct krev *r = kr_revs(v[i].kr);
+        for (uint32_t j = 0; j < v[i].drop; j++) {
+            sqlite3_stmt *q = conn_stmt(&s->c, ST_COMPACT_DELETE);
+            if (!q) {
+                rc = sql_err(sqlite3_errcode(s->c.db));
+                goto fail;
+            }
+            sqlite3_bind_int64(q, 1, r[j].main);
+            sqlite3_bind_int64(q, 2, r[j].sub);
+            rc = sqlite3_step(q);
+            sqlite3_reset(q);
+            if (rc != SQLITE_DONE) {
+                rc = sql_err(rc);
+                goto fail;
+            }
+        }
+        if ((rc = ix_drop_revs(&s->ix, v[i].kr, v[i].drop)) < 0)
+            goto fail;
+    }
+    if (!stop) {
         st.compact_done = st.compact_rev;
         if ((rc = state_put(&s->c, &st)) < 0)
             goto fail;
     }
-    if ((rc = conn_exec(&s->c, ST_COMMIT)) < 0)
+    if ((rc = ix_prepare(&s->ix)) < 0 || (rc = conn_exec(&s->c, ST_COMMIT)) < 0)
         goto fail;
+    ix_publish(&s->ix, &st);
     s->st = st;
     *done = st.compact_done >= st.compact_rev;
-    goto unlock;
+    set_cursor(s, cur, cur_len);
+    cur = NULL;
+    goto out;
 fail:
     conn_exec(&s->c, ST_ROLLBACK);
-unlock:
-    pthread_rwlock_unlock(&s->lock);
-    arena_free(&a);
+    ix_abort(&s->ix);
+out:
+    free(cur);
+    free(v);
     return rc;
 }

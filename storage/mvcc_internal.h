@@ -1,8 +1,9 @@
 /*
  * storage/mvcc internals shared by mvcc*.c: the schema, the per-connection
  * prepared statement cache, the result allocator, and the read engine that
- * both the applier (inside its write transaction) and readers use.
- * Nothing here is part of the interface.
+ * both the applier (inside its write transaction, on the index's working
+ * version) and readers (on a published version) use.  Nothing here is part
+ * of the interface.
  */
 #ifndef CAIRN_STORAGE_MVCC_INTERNAL_H
 #define CAIRN_STORAGE_MVCC_INTERNAL_H
@@ -11,6 +12,7 @@
 #include <sqlite3.h>
 
 #include "storage/mvcc.h"
+#include "storage/mvcc_index.h"
 
 /* 'CAIR': PRAGMA application_id, so a foreign SQLite file is told apart. */
 #define MVCC_APP_ID 0x43414952
@@ -37,39 +39,28 @@ void arena_free(struct arena *a);
 enum stmt_id {
     ST_BEGIN, ST_BEGIN_IMMEDIATE, ST_COMMIT, ST_ROLLBACK,
     ST_STATE_GET, ST_STATE_SET,
-    ST_KV_LATEST,         /* newest row of a key */
-    ST_KV_LATEST_AT,      /* newest row of a key at or below a revision */
-    ST_KV_SET_DEAD,
-    ST_KV_INSERT,
-    ST_IDX_INSERT,
-    ST_KV_LIVE_RANGE,     /* live rows in [key, end) */
-    ST_KV_LIVE_FROM,      /* live rows >= key */
-    ST_LEASE_GET, ST_LEASE_INSERT, ST_LEASE_DELETE, ST_LEASE_CHECKPOINT, ST_LEASE_KEYS,
+    ST_REV_INSERT, ST_REV_INSERT4, ST_REV_INSERT16, ST_REV_INSERT64, /* 1, 4, 16, 64 rows */
+    ST_REV_VALUE,         /* the value of one revision */
+    ST_REV_ALL,           /* every row but values, in revision order: the index at open */
+    ST_LEASE_GET, ST_LEASE_INSERT, ST_LEASE_DELETE, ST_LEASE_CHECKPOINT,
     ST_LEASE_LIST,
     ST_RECORD_PUT, ST_RECORD_DELETE, ST_RECORD_GET, ST_RECORD_LIST,
-    ST_COMPACT_FIND, ST_COMPACT_DELETE, ST_COMPACT_DELETE_IDX,
-    ST_HIST_KEY, ST_HIST_RANGE, ST_HIST_FROM,
+    ST_COMPACT_DELETE,
+    ST_HIST_RANGE, ST_HIST_FROM,
     ST_HASH,
     ST_PAGES,
     ST_COUNT_
 };
 
-/* Range statements vary by shape (sort, filters, bounds); each shape is
- * prepared once per connection, on first use. */
-#define RANGE_SHAPES (5 * 3 * 16 * 3 * 2)
-
 struct conn {
     sqlite3 *db;
     char *path;
     sqlite3_stmt *st[ST_COUNT_];
-    sqlite3_stmt *range_st[RANGE_SHAPES];
-    sqlite3_stmt *count_st[3];
 };
 
-/* Open a connection; index_uri (or NULL) is the store's in-memory key
- * index, attached as "m". */
+/* Open a connection (not shared-cache: each has its own WAL snapshot). */
 int conn_open(struct conn *c, const char *path, bool readonly, const struct mvcc_options *o,
-              const char *index_uri, char *err, size_t errlen);
+              char *err, size_t errlen);
 void conn_close(struct conn *c);
 /* The cached statement id, reset and unbound; NULL on error (message in db). */
 sqlite3_stmt *conn_stmt(struct conn *c, enum stmt_id id);
@@ -77,11 +68,7 @@ sqlite3_stmt *conn_stmt(struct conn *c, enum stmt_id id);
 int sql_err(int rc);
 int conn_exec(struct conn *c, enum stmt_id id);
 
-/* The state row. */
-struct state {
-    int64_t rev, compact_rev, compact_done;
-    uint64_t ci, term;
-};
+/* The state row (struct state is in mvcc_index.h: each version carries it). */
 int state_get(struct conn *c, struct state *st);
 int state_put(struct conn *c, const struct state *st);
 /* Create the schema in an empty database (if create) or check the one there;
@@ -90,23 +77,50 @@ int schema_init(struct conn *c, bool create, char *err, size_t errlen);
 /* The state row and the page counts. */
 int status_read(struct conn *c, struct mvcc_status *st);
 
+/* Rows the applier has written in its batch but not yet inserted: they go
+ * to the revision table together, in multi-row statements, before COMMIT
+ * (a quarter cheaper than one statement per row, docs/perf/mvcc.md). */
+struct pending_row {
+    int64_t main;
+    uint32_t sub;
+    struct mvcc_kv kv; /* key and value point into the batch's arena; version 0: tombstone */
+};
+struct pending {
+    struct pending_row *v; /* in (main, sub) order */
+    size_t n, cap;
+};
+
 struct mvcc_store {
     struct conn c;
     char *dir;
-    char index_uri[96];
-    /* Guards the shared in-memory key index: the writer holds it for each
-     * transaction (apply batch, compaction step), readers for each call, so
-     * a reader sees the index exactly as of the batch its snapshot has. */
-    pthread_rwlock_t lock;
-    bool lock_init;
     struct mvcc_options opts;
     struct state st; /* as committed */
+    struct pending pend; /* the batch's rows, kept allocated between batches */
+    /* The key index: versions published after each commit, read by readers
+     * without a lock; the writer changes only its working version. */
+    struct ix ix;
+    /* The compaction pass for compact revision ccur_rev: keys below ccur
+     * are done (ccur NULL: start from the first key). */
+    int64_t ccur_rev;
+    unsigned char *ccur;
+    size_t ccur_len;
 };
 
 struct mvcc_reader {
     struct conn c;
     struct mvcc_store *s;
+    struct ixpin pin;         /* the index version a call in progress reads */
+    void (*hook)(void *arg);  /* tests: see mvcc_reader_test_hook */
+    void *hook_arg;
 };
+
+/*
+ * For tests of concurrency only: fn(arg) is called in every Range of this
+ * reader once its keys are chosen from the index and before their values
+ * are read, with the reader's version pinned and its read transaction open,
+ * so a test can park a reader in the middle of a read.  NULL removes it.
+ */
+void mvcc_reader_test_hook(struct mvcc_reader *r, void (*fn)(void *arg), void *arg);
 
 /* --- read engine (mvcc_read.c) ---------------------------------------------- */
 
@@ -121,12 +135,30 @@ int row_kv(struct arena *a, sqlite3_stmt *st, struct mvcc_kv *kv, bool with_valu
 enum range_kind { RK_SINGLE = 0, RK_BOUNDED = 1, RK_FROM = 2, RK_EMPTY = 3 };
 enum range_kind range_kind(struct mvcc_buf key, struct mvcc_buf end);
 
+/* What a read sees: an index version and the SQLite snapshot holding the
+ * same batch (readers), or the writer's working version and transaction. */
+struct view {
+    struct conn *c;                    /* values and rows come from its snapshot */
+    const struct pending *pend;        /* the writer's rows not in c yet; NULL for readers */
+    const struct ixnode *root, *lroot; /* key index, lease index */
+    int64_t rev, compact_rev;          /* current and compact revision of the view */
+    void (*hook)(void *arg);           /* see mvcc_reader_test_hook */
+    void *hook_arg;
+};
+
+/* The value of revision (main, sub), in the arena (or in the batch's arena
+ * for a pending row). */
+int view_value(const struct view *v, struct arena *a, int64_t main, uint32_t sub,
+               struct mvcc_buf *out);
+
 /*
- * kv_range: Range at the view (cur_rev, compact_rev) of connection c, into
- * out, with memory from a.  Checks the revision bounds (sets *compact_rev_out
- * with COMPACTED).
+ * kv_range: Range on view v, into out, with memory from a.  Checks the
+ * revision bounds (-CAIRN_E_FUTURE_REV, -CAIRN_E_COMPACTED).
  */
-int kv_range(struct conn *c, struct arena *a, const struct mvcc_range_req *req, int64_t cur_rev,
-             int64_t compact_rev, struct mvcc_range_resp *out);
+int kv_range(const struct view *v, struct arena *a, const struct mvcc_range_req *req,
+             struct mvcc_range_resp *out);
+
+/* Byte-string order (memcmp, then length). */
+int buf_cmp(struct mvcc_buf a, struct mvcc_buf b);
 
 #endif

@@ -1,14 +1,20 @@
 /*
  * storage/mvcc reads: the Range engine (shared with the applier, which reads
- * inside its own write transaction), and the reader handle's queries:
- * Range, History, HashKV, leases, records, status.  Every reader call runs in
- * one SQLite read transaction under the store's read lock, so its snapshot of
- * the revision table and the in-memory key index show the same committed
- * batch, never half of one.
+ * its working version inside its own write transaction), and the reader
+ * handle's queries: Range, History, HashKV, leases, records, status.
+ *
+ * A reader call pins the newest published version of the key index, then
+ * opens a SQLite read transaction and checks that its snapshot holds the
+ * same batch (the state row's consistent index); if the writer committed in
+ * between, it starts over.  So the keys and revisions it finds in the index
+ * and the values it reads from SQLite describe one committed batch, and
+ * neither side waits for the other: the writer keeps applying while a
+ * reader reads, and the reader's snapshot and pinned version stay intact.
  */
 #include "storage/mvcc_internal.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,7 +54,7 @@ int row_kv(struct arena *a, sqlite3_stmt *st, struct mvcc_kv *kv, bool with_valu
     return rc;
 }
 
-static int bufcmp(struct mvcc_buf a, struct mvcc_buf b)
+int buf_cmp(struct mvcc_buf a, struct mvcc_buf b)
 {
     size_t n = a.len < b.len ? a.len : b.len;
     int c = n ? memcmp(a.data, b.data, n) : 0;
@@ -63,7 +69,7 @@ enum range_kind range_kind(struct mvcc_buf key, struct mvcc_buf end)
         return RK_SINGLE;
     if (end.len == 1 && ((const unsigned char *)end.data)[0] == 0)
         return RK_FROM;
-    return bufcmp(end, key) <= 0 ? RK_EMPTY : RK_BOUNDED;
+    return buf_cmp(end, key) <= 0 ? RK_EMPTY : RK_BOUNDED;
 }
 
 /* A growable array inside an arena (the old copy is left to the arena). */
@@ -81,192 +87,214 @@ static void *grow(struct arena *a, void *arr, size_t n, size_t *cap, size_t elem
     return na;
 }
 
+static struct mvcc_buf kr_key(const struct keyrec *kr)
+{
+    return (struct mvcc_buf){kr->key, kr->klen};
+}
+
+int view_value(const struct view *v, struct arena *a, int64_t main, uint32_t sub,
+               struct mvcc_buf *out)
+{
+    const struct pending *p = v->pend;
+    if (p && p->n && main >= p->v[0].main) {
+        size_t lo = 0, hi = p->n;
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            if (p->v[mid].main < main || (p->v[mid].main == main && p->v[mid].sub < sub))
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo == p->n || p->v[lo].main != main || p->v[lo].sub != sub)
+            return -CAIRN_E_CORRUPT;
+        *out = p->v[lo].kv.value; /* lives as long as the batch's arena */
+        return 0;
+    }
+    struct conn *c = v->c;
+    sqlite3_stmt *q = conn_stmt(c, ST_REV_VALUE);
+    if (!q)
+        return sql_err(sqlite3_errcode(c->db));
+    sqlite3_bind_int64(q, 1, main);
+    sqlite3_bind_int64(q, 2, sub);
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW)
+        rc = col_buf(a, q, 0, out);
+    else
+        rc = rc == SQLITE_DONE ? -CAIRN_E_CORRUPT : sql_err(rc); /* the index names a missing row */
+    sqlite3_reset(q);
+    return rc;
+}
+
 /* --- Range ------------------------------------------------------------------ */
 
-enum { F_MINMOD = 1, F_MAXMOD = 2, F_MINCREATE = 4, F_MAXCREATE = 8 };
+/* A key visible at the read revision, with the revision it shows. */
+struct hit {
+    const struct keyrec *kr;
+    const struct krev *r;
+    struct mvcc_buf value; /* read early only to sort by value */
+};
 
-static const char *const sort_col[] = {"i.key", "r.version", "r.create_rev", "i.main", "r.value"};
-
-static sqlite3_stmt *range_stmt(struct conn *c, enum range_kind kind, int target, int order,
-                                int filters, bool keys_only)
+/* The revision of kr a read at rev sees: NULL if none or a tombstone. */
+static const struct krev *visible_at(const struct keyrec *kr, int64_t rev)
 {
-    int idx = ((((int)kind * 5 + target) * 3 + order) * 16 + filters) * 2 + keys_only;
-    sqlite3_stmt *st = c->range_st[idx];
-    if (st) {
-        sqlite3_reset(st);
-        sqlite3_clear_bindings(st);
-        return st;
-    }
-    char sql[768];
-    const char *dir = order == MVCC_SORT_DESCEND ? "DESC" : "ASC";
-    char orderby[96];
-    if (target == MVCC_SORT_KEY)
-        snprintf(orderby, sizeof(orderby), "i.key %s", dir);
-    else
-        snprintf(orderby, sizeof(orderby), "%s %s, i.key %s", sort_col[target], dir, dir);
-    /* the key index finds the visible revisions, the revision table has the rest */
-    snprintf(sql, sizeof(sql),
-             "SELECT i.key, i.main, r.create_rev, r.version, r.lease, %s "
-             "FROM m.idx i CROSS JOIN rev r ON r.main = i.main AND r.sub = i.sub WHERE %s "
-             "AND i.main <= ?3 AND (i.dead IS NULL OR i.dead > ?3)%s%s%s%s ORDER BY %s LIMIT ?8",
-             keys_only ? "NULL" : "r.value",
-             kind == RK_BOUNDED ? "i.key >= ?1 AND i.key < ?2" : "i.key >= ?1",
-             filters & F_MINMOD ? " AND i.main >= ?4" : "", filters & F_MAXMOD ? " AND i.main <= ?5" : "",
-             filters & F_MINCREATE ? " AND r.create_rev >= ?6" : "",
-             filters & F_MAXCREATE ? " AND r.create_rev <= ?7" : "", orderby);
-    if (sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK)
+    long i = kr_at(kr, kr_count(kr), rev);
+    if (i < 0 || kr_revs(kr)[i].version == 0)
         return NULL;
-    c->range_st[idx] = st;
-    return st;
+    return &kr_revs(kr)[i];
 }
 
-static int range_count(struct conn *c, enum range_kind kind, const struct mvcc_range_req *req,
-                       int64_t rev, int64_t *count)
+static bool pass_filters(const struct mvcc_range_req *req, const struct krev *r)
 {
-    sqlite3_stmt *st = c->count_st[kind];
-    if (!st) {
-        char sql[256];
-        snprintf(sql, sizeof(sql),
-                 "SELECT count(*) FROM m.idx WHERE %s AND main <= ?3 AND (dead IS NULL OR dead > ?3)",
-                 kind == RK_BOUNDED ? "key >= ?1 AND key < ?2" : "key >= ?1");
-        if (sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK)
-            return sql_err(sqlite3_errcode(c->db));
-        c->count_st[kind] = st;
-    } else {
-        sqlite3_reset(st);
-        sqlite3_clear_bindings(st);
-    }
-    bind_buf(st, 1, req->key);
-    if (kind == RK_BOUNDED)
-        bind_buf(st, 2, req->range_end);
-    sqlite3_bind_int64(st, 3, rev);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        *count = sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
-    return rc == SQLITE_ROW ? 0 : sql_err(rc);
-}
-
-static bool pass_filters(const struct mvcc_range_req *req, const struct mvcc_kv *kv)
-{
-    if (req->min_mod_revision && kv->mod_revision < req->min_mod_revision)
+    if (req->min_mod_revision && r->main < req->min_mod_revision)
         return false;
-    if (req->max_mod_revision && kv->mod_revision > req->max_mod_revision)
+    if (req->max_mod_revision && r->main > req->max_mod_revision)
         return false;
-    if (req->min_create_revision && kv->create_revision < req->min_create_revision)
+    if (req->min_create_revision && r->create < req->min_create_revision)
         return false;
-    if (req->max_create_revision && kv->create_revision > req->max_create_revision)
+    if (req->max_create_revision && r->create > req->max_create_revision)
         return false;
     return true;
 }
 
-/* One key: a single seek to its newest row at or below rev. */
-static int range_single(struct conn *c, struct arena *a, const struct mvcc_range_req *req,
-                        int64_t rev, struct mvcc_range_resp *out)
+static int cmp_i64(int64_t a, int64_t b)
 {
-    sqlite3_stmt *st = conn_stmt(c, ST_KV_LATEST_AT);
-    if (!st)
-        return sql_err(sqlite3_errcode(c->db));
-    bind_buf(st, 1, req->key);
-    sqlite3_bind_int64(st, 2, rev);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) {
-        rc = 0;
-        goto out;
-    }
-    if (rc != SQLITE_ROW) {
-        rc = sql_err(rc);
-        goto out;
-    }
-    rc = 0;
-    if (sqlite3_column_type(st, 7) != SQLITE_NULL && sqlite3_column_int64(st, 7) <= rev)
-        goto out; /* deleted, or superseded within the same revision */
-    out->count = 1;
-    if (req->count_only)
-        goto out;
-    struct mvcc_kv kv = {0};
-    if ((rc = row_kv(a, st, &kv, !req->keys_only)) < 0)
-        goto out;
-    if (!pass_filters(req, &kv))
-        goto out;
-    if (!(out->kvs = arena_alloc(a, sizeof(kv)))) {
-        rc = -ENOMEM;
-        goto out;
-    }
-    out->kvs[0] = kv;
-    out->n_kvs = 1;
-out:
-    sqlite3_reset(st);
-    return rc;
+    return a < b ? -1 : a > b;
 }
 
-int kv_range(struct conn *c, struct arena *a, const struct mvcc_range_req *req, int64_t cur_rev,
-             int64_t compact_rev, struct mvcc_range_resp *out)
+/* etcd's sort: by the target, ties by key, both in the requested direction. */
+static int hit_cmp(const void *pa, const void *pb, void *arg)
+{
+    const struct hit *a = pa, *b = pb;
+    const struct mvcc_range_req *req = arg;
+    int c = 0;
+    switch (req->sort_target) {
+    case MVCC_SORT_KEY:
+        break;
+    case MVCC_SORT_VERSION:
+        c = cmp_i64(a->r->version, b->r->version);
+        break;
+    case MVCC_SORT_CREATE:
+        c = cmp_i64(a->r->create, b->r->create);
+        break;
+    case MVCC_SORT_MOD:
+        c = cmp_i64(a->r->main, b->r->main);
+        break;
+    case MVCC_SORT_VALUE:
+        c = buf_cmp(a->value, b->value);
+        break;
+    }
+    if (c == 0)
+        c = buf_cmp(kr_key(a->kr), kr_key(b->kr));
+    return req->sort_order == MVCC_SORT_DESCEND ? -c : c;
+}
+
+/* Every key of the range visible at rev, in key order. */
+static int collect(const struct view *v, struct arena *a, const struct mvcc_range_req *req,
+                   enum range_kind kind, int64_t rev, struct hit **out, size_t *n)
+{
+    size_t cap = 0;
+    const struct krev *r;
+    *out = NULL;
+    *n = 0;
+    if (kind == RK_SINGLE) {
+        const struct keyrec *kr = ix_get(v->root, req->key.data, req->key.len);
+        if (kr && (r = visible_at(kr, rev))) {
+            if (!(*out = arena_alloc(a, sizeof(**out))))
+                return -ENOMEM;
+            **out = (struct hit){.kr = kr, .r = r};
+            *n = 1;
+        }
+        return 0;
+    }
+    struct ixiter it;
+    const struct keyrec *kr;
+    ix_seek(&it, v->root, req->key.data, req->key.len);
+    while ((kr = ix_next(&it))) {
+        if (kind == RK_BOUNDED && buf_cmp(kr_key(kr), req->range_end) >= 0)
+            break;
+        if (!(r = visible_at(kr, rev)))
+            continue;
+        if (!(*out = grow(a, *out, *n, &cap, sizeof(**out))))
+            return -ENOMEM;
+        (*out)[(*n)++] = (struct hit){.kr = kr, .r = r};
+    }
+    return 0;
+}
+
+int kv_range(const struct view *v, struct arena *a, const struct mvcc_range_req *req,
+             struct mvcc_range_resp *out)
 {
     memset(out, 0, sizeof(*out));
     if (req->key.len == 0)
         return -CAIRN_E_KEY_EMPTY;
-    int64_t rev = req->revision > 0 ? req->revision : cur_rev;
-    if (rev > cur_rev)
+    int64_t rev = req->revision > 0 ? req->revision : v->rev;
+    if (rev > v->rev)
         return -CAIRN_E_FUTURE_REV;
-    if (rev < compact_rev)
+    if (rev < v->compact_rev)
         return -CAIRN_E_COMPACTED;
     if ((unsigned)req->sort_order > MVCC_SORT_DESCEND || (unsigned)req->sort_target > MVCC_SORT_VALUE)
         return -CAIRN_E_INVALID_ARGUMENT;
     enum range_kind kind = range_kind(req->key, req->range_end);
     if (kind == RK_EMPTY)
         return 0;
-    if (kind == RK_SINGLE)
-        return range_single(c, a, req, rev, out);
+    struct hit *h;
+    size_t n;
+    int rc = collect(v, a, req, kind, rev, &h, &n);
+    if (rc < 0)
+        return rc;
+    out->count = (int64_t)n; /* etcd: before the limit and the min/max filters */
     if (req->count_only)
-        return range_count(c, kind, req, rev, &out->count);
-
-    int filters = (req->min_mod_revision ? F_MINMOD : 0) | (req->max_mod_revision ? F_MAXMOD : 0) |
-                  (req->min_create_revision ? F_MINCREATE : 0) |
-                  (req->max_create_revision ? F_MAXCREATE : 0);
-    int order = req->sort_order;
-    if (order == MVCC_SORT_NONE)
-        order = MVCC_SORT_ASCEND; /* etcd: keys ascend; another target sorts ascending */
-    sqlite3_stmt *st = range_stmt(c, kind, req->sort_target, order, filters, req->keys_only);
-    if (!st)
-        return sql_err(sqlite3_errcode(c->db));
-    bind_buf(st, 1, req->key);
-    if (kind == RK_BOUNDED)
-        bind_buf(st, 2, req->range_end);
-    sqlite3_bind_int64(st, 3, rev);
-    sqlite3_bind_int64(st, 4, req->min_mod_revision);
-    sqlite3_bind_int64(st, 5, req->max_mod_revision);
-    sqlite3_bind_int64(st, 6, req->min_create_revision);
-    sqlite3_bind_int64(st, 7, req->max_create_revision);
-    sqlite3_bind_int64(st, 8, req->limit > 0 ? req->limit + 1 : -1);
-    size_t cap = 0, n = 0;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (!(out->kvs = grow(a, out->kvs, n, &cap, sizeof(*out->kvs)))) {
-            rc = -ENOMEM;
-            goto out;
+        return 0;
+    if (req->min_mod_revision || req->max_mod_revision || req->min_create_revision ||
+        req->max_create_revision) {
+        size_t j = 0;
+        for (size_t i = 0; i < n; i++)
+            if (pass_filters(req, h[i].r))
+                h[j++] = h[i];
+        n = j;
+    }
+    struct mvcc_range_req order = *req;
+    if (order.sort_order == MVCC_SORT_NONE)
+        order.sort_order = MVCC_SORT_ASCEND; /* etcd: keys ascend; another target sorts ascending */
+    if (order.sort_target == MVCC_SORT_VALUE)
+        for (size_t i = 0; i < n; i++)
+            if ((rc = view_value(v, a, h[i].r->main, h[i].r->sub, &h[i].value)) < 0)
+                return rc;
+    if (order.sort_target != MVCC_SORT_KEY && n > 1)
+        qsort_r(h, n, sizeof(*h), hit_cmp, &order);
+    else if (order.sort_order == MVCC_SORT_DESCEND)
+        for (size_t i = 0; i < n / 2; i++) {
+            struct hit t = h[i];
+            h[i] = h[n - 1 - i];
+            h[n - 1 - i] = t;
         }
-        if ((rc = row_kv(a, st, &out->kvs[n], !req->keys_only)) < 0)
-            goto out;
-        n++;
-    }
-    if (rc != SQLITE_DONE) {
-        rc = sql_err(rc);
-        goto out;
-    }
-    rc = 0;
     if (req->limit > 0 && n > (size_t)req->limit) {
         n = (size_t)req->limit;
         out->more = true;
     }
+    if (v->hook)
+        v->hook(v->hook_arg);
+    if (n && !(out->kvs = arena_alloc(a, n * sizeof(*out->kvs))))
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        struct mvcc_kv *kv = &out->kvs[i];
+        const struct krev *r = h[i].r;
+        if (!(kv->key.data = arena_dup(a, h[i].kr->key, h[i].kr->klen)))
+            return -ENOMEM;
+        kv->key.len = h[i].kr->klen;
+        kv->mod_revision = r->main;
+        kv->create_revision = r->create;
+        kv->version = r->version;
+        kv->lease = r->lease;
+        if (req->keys_only)
+            continue;
+        if (h[i].value.data)
+            kv->value = h[i].value;
+        else if ((rc = view_value(v, a, r->main, r->sub, &kv->value)) < 0)
+            return rc;
+    }
     out->n_kvs = n;
-    if (out->more || filters)
-        rc = range_count(c, kind, req, rev, &out->count);
-    else
-        out->count = (int64_t)n;
-out:
-    sqlite3_reset(st);
-    return rc;
+    return 0;
 }
 
 /* --- reader handle ------------------------------------------------------------ */
@@ -276,12 +304,13 @@ int mvcc_reader_open(struct mvcc_store *s, struct mvcc_reader **out)
     struct mvcc_reader *r = calloc(1, sizeof(*r));
     if (!r)
         return -ENOMEM;
-    int rc = conn_open(&r->c, s->c.path, true, &s->opts, s->index_uri, NULL, 0);
+    int rc = conn_open(&r->c, s->c.path, true, &s->opts, NULL, 0);
     if (rc < 0) {
         free(r);
         return rc;
     }
     r->s = s;
+    ix_pin_register(&s->ix, &r->pin);
     *out = r;
     return 0;
 }
@@ -290,42 +319,65 @@ void mvcc_reader_close(struct mvcc_reader *r)
 {
     if (!r)
         return;
+    ix_pin_unregister(&r->s->ix, &r->pin);
     conn_close(&r->c);
     free(r);
 }
 
-/* Start a read transaction and read the state row in it. */
-static int read_begin(struct mvcc_reader *r, struct state *st)
+void mvcc_reader_test_hook(struct mvcc_reader *r, void (*fn)(void *arg), void *arg)
 {
-    pthread_rwlock_rdlock(&r->s->lock);
-    int rc = conn_exec(&r->c, ST_BEGIN);
-    if (rc < 0) {
-        pthread_rwlock_unlock(&r->s->lock);
-        return rc;
-    }
-    if ((rc = state_get(&r->c, st)) < 0) {
+    r->hook = fn;
+    r->hook_arg = arg;
+}
+
+/*
+ * Start a read: pin the newest index version, open a read transaction, and
+ * keep the pair only if the transaction's snapshot is that version's batch
+ * (same consistent index).  Otherwise the writer committed in between (and
+ * publishes right after its commit): drop both and try again.  Compaction
+ * steps between the two only delete rows that the version already treats as
+ * compacted, so they cannot make the pair disagree.
+ */
+static int read_begin(struct mvcc_reader *r, struct view *v, struct state *st)
+{
+    for (unsigned tries = 0;; tries++) {
+        const struct ixver *ver = ix_pin(&r->s->ix, &r->pin);
+        int rc = conn_exec(&r->c, ST_BEGIN);
+        if (rc == 0 && (rc = state_get(&r->c, st)) < 0)
+            conn_exec(&r->c, ST_COMMIT);
+        if (rc < 0) {
+            ix_unpin(&r->pin);
+            return rc;
+        }
+        if (st->ci == ver->st.ci && st->rev == ver->st.rev) {
+            *v = (struct view){.c = &r->c, .root = ver->root, .lroot = ver->lroot,
+                               .rev = ver->st.rev, .compact_rev = ver->st.compact_rev,
+                               .hook = r->hook, .hook_arg = r->hook_arg};
+            return 0;
+        }
         conn_exec(&r->c, ST_COMMIT);
-        pthread_rwlock_unlock(&r->s->lock);
+        ix_unpin(&r->pin);
+        /* the writer is between its commit and its publish: let it run */
+        if (tries >= 2)
+            sched_yield();
     }
-    return rc;
 }
 
 static int read_end(struct mvcc_reader *r, int rc)
 {
     int rc2 = conn_exec(&r->c, ST_COMMIT);
-    pthread_rwlock_unlock(&r->s->lock);
+    ix_unpin(&r->pin);
     return rc < 0 ? rc : rc2;
 }
 
-
-
 int mvcc_reader_status(struct mvcc_reader *r, struct mvcc_status *st)
 {
-    struct state ignore;
-    int rc = read_begin(r, &ignore);
+    int rc = conn_exec(&r->c, ST_BEGIN);
     if (rc < 0)
         return rc;
-    return read_end(r, status_read(&r->c, st));
+    rc = status_read(&r->c, st);
+    int rc2 = conn_exec(&r->c, ST_COMMIT);
+    return rc < 0 ? rc : rc2;
 }
 
 /*
@@ -350,20 +402,21 @@ int mvcc_range(struct mvcc_reader *r, const struct mvcc_range_req *req,
                struct mvcc_range_result **out, int64_t *compact_rev)
 {
     struct state st;
+    struct view v;
     struct arena a = {0};
     struct mvcc_range_result *res;
-    int rc = read_begin(r, &st);
+    int rc = read_begin(r, &v, &st);
     if (rc < 0)
         return rc;
     if (!(res = arena_alloc(&a, sizeof(*res)))) {
         rc = -ENOMEM;
         goto out;
     }
-    res->revision = st.rev;
-    res->compact_revision = st.compact_rev;
+    res->revision = v.rev;
+    res->compact_revision = v.compact_rev;
     if (compact_rev)
-        *compact_rev = st.compact_rev;
-    rc = kv_range(&r->c, &a, req, st.rev, st.compact_rev, &res->resp);
+        *compact_rev = v.compact_rev;
+    rc = kv_range(&v, &a, req, &res->resp);
 out:;
     struct arena *keep = finish_result(r, &rc, &a);
     if (!keep)
@@ -389,71 +442,158 @@ void mvcc_range_result_free(struct mvcc_range_result *res)
 
 /* --- History -------------------------------------------------------------------- */
 
+/* Does compaction keep the stored row (key, main, sub), as of view v?  The
+ * row is in v's batch, so the index has it. */
+static int row_kept(const struct view *v, struct mvcc_buf key, int64_t main, int64_t sub, bool *kept)
+{
+    if (main > v->compact_rev) {
+        *kept = true; /* dead >= main */
+        return 0;
+    }
+    const struct keyrec *kr = ix_get(v->root, key.data, key.len);
+    if (!kr)
+        return -CAIRN_E_CORRUPT;
+    uint32_t n = kr_count(kr);
+    const struct krev *r = kr_revs(kr);
+    uint32_t lo = 0, hi = n;
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2;
+        if (r[mid].main < main || (r[mid].main == main && r[mid].sub < sub))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == n || r[lo].main != main || r[lo].sub != sub)
+        return -CAIRN_E_CORRUPT;
+    *kept = kr_dead(kr, n, lo) > v->compact_rev;
+    return 0;
+}
+
+struct hist_q {
+    int64_t lo, hi;             /* main revision window */
+    int64_t after_main, after_sub;
+    int64_t limit;
+};
+
+static bool after(const struct hist_q *q, int64_t main, int64_t sub)
+{
+    return main > q->after_main || (main == q->after_main && sub > q->after_sub);
+}
+
+/* One key's history, from the index. */
+static int history_key(const struct view *v, struct arena *a, struct mvcc_buf key,
+                       const struct hist_q *q, struct mvcc_history_result *res)
+{
+    const struct keyrec *kr = ix_get(v->root, key.data, key.len);
+    size_t cap = 0;
+    if (!kr)
+        return 0;
+    uint32_t n = kr_count(kr);
+    const struct krev *r = kr_revs(kr);
+    for (uint32_t i = 0; i < n; i++) {
+        if (r[i].main < q->lo || r[i].main > q->hi || !after(q, r[i].main, r[i].sub) ||
+            kr_dead(kr, n, i) <= v->compact_rev)
+            continue;
+        if (res->n_rows == (size_t)q->limit) {
+            res->more = true;
+            break;
+        }
+        if (!(res->rows = grow(a, res->rows, res->n_rows, &cap, sizeof(*res->rows))))
+            return -ENOMEM;
+        struct mvcc_history_row *row = &res->rows[res->n_rows++];
+        row->kv = (struct mvcc_kv){.mod_revision = r[i].main, .create_revision = r[i].create,
+                                   .version = r[i].version, .lease = r[i].lease};
+        row->sub_revision = r[i].sub;
+        row->tombstone = r[i].version == 0;
+        if (!(row->kv.key.data = arena_dup(a, kr->key, kr->klen)))
+            return -ENOMEM;
+        row->kv.key.len = kr->klen;
+        int rc;
+        if (!row->tombstone && (rc = view_value(v, a, r[i].main, r[i].sub, &row->kv.value)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* A key range's history: the revision table in revision order, filtered
+ * by the key range and by what compaction keeps. */
+static int history_scan(const struct view *v, struct arena *a, const struct mvcc_history_req *req,
+                        enum range_kind kind, const struct hist_q *q, struct mvcc_history_result *res)
+{
+    sqlite3_stmt *st = conn_stmt(v->c, kind == RK_BOUNDED ? ST_HIST_RANGE : ST_HIST_FROM);
+    size_t cap = 0;
+    int rc;
+    if (!st)
+        return sql_err(sqlite3_errcode(v->c->db));
+    bind_buf(st, 1, req->key);
+    sqlite3_bind_int64(st, 2, q->lo);
+    sqlite3_bind_int64(st, 3, q->hi);
+    sqlite3_bind_int64(st, 4, q->after_main);
+    sqlite3_bind_int64(st, 5, q->after_sub);
+    if (kind == RK_BOUNDED)
+        bind_buf(st, 6, req->range_end);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct mvcc_buf key = {sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0)};
+        bool kept;
+        if ((rc = row_kept(v, key, sqlite3_column_int64(st, 1), sqlite3_column_int64(st, 6), &kept)) < 0)
+            goto out;
+        if (!kept)
+            continue;
+        if (res->n_rows == (size_t)q->limit) {
+            res->more = true;
+            break;
+        }
+        if (!(res->rows = grow(a, res->rows, res->n_rows, &cap, sizeof(*res->rows)))) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        struct mvcc_history_row *row = &res->rows[res->n_rows++];
+        if ((rc = row_kv(a, st, &row->kv, true)) < 0)
+            goto out;
+        row->sub_revision = sqlite3_column_int64(st, 6);
+        row->tombstone = row->kv.version == 0;
+    }
+    rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sql_err(rc);
+out:
+    sqlite3_reset(st);
+    return rc;
+}
+
 int mvcc_history(struct mvcc_reader *r, const struct mvcc_history_req *req,
                  struct mvcc_history_result **out)
 {
     struct state st;
+    struct view v;
     struct arena a = {0};
     struct mvcc_history_result *res = NULL;
-    sqlite3_stmt *q = NULL;
     if (req->key.len == 0)
         return -CAIRN_E_KEY_EMPTY;
-    int rc = read_begin(r, &st);
+    int rc = read_begin(r, &v, &st);
     if (rc < 0)
         return rc;
     if (!(res = arena_alloc(&a, sizeof(*res)))) {
         rc = -ENOMEM;
         goto out;
     }
-    res->revision = st.rev;
-    res->compact_revision = st.compact_rev;
+    res->revision = v.rev;
+    res->compact_revision = v.compact_rev;
     enum range_kind kind = range_kind(req->key, req->range_end);
-    if (kind == RK_EMPTY)
-        goto out;
-    static const enum stmt_id ids[] = {ST_HIST_KEY, ST_HIST_RANGE, ST_HIST_FROM};
-    if (!(q = conn_stmt(&r->c, ids[kind]))) {
-        rc = sql_err(sqlite3_errcode(r->c.db));
-        goto out;
+    struct hist_q q = {
+        .lo = req->min_revision > 0 ? req->min_revision : 0,
+        .hi = req->max_revision > 0 && req->max_revision < v.rev ? req->max_revision : v.rev,
+        .after_main = req->after_main,
+        .after_sub = req->after_main || req->after_sub ? req->after_sub : -1,
+        .limit = req->limit > 0 ? req->limit : 1000,
+    };
+    if (kind == RK_SINGLE)
+        rc = history_key(&v, &a, req->key, &q, res);
+    else if (kind != RK_EMPTY)
+        rc = history_scan(&v, &a, req, kind, &q, res);
+    if (rc == 0 && res->n_rows) {
+        res->next_main = res->rows[res->n_rows - 1].kv.mod_revision;
+        res->next_sub = res->rows[res->n_rows - 1].sub_revision;
     }
-    int64_t limit = req->limit > 0 ? req->limit : 1000;
-    bind_buf(q, 1, req->key);
-    sqlite3_bind_int64(q, 2, req->min_revision > 0 ? req->min_revision : 0);
-    sqlite3_bind_int64(q, 3, req->max_revision > 0 ? req->max_revision : INT64_MAX);
-    sqlite3_bind_int64(q, 4, req->after_main);
-    sqlite3_bind_int64(q, 5, req->after_main || req->after_sub ? req->after_sub : -1);
-    sqlite3_bind_int64(q, 6, st.compact_rev);
-    sqlite3_bind_int64(q, 7, limit + 1);
-    if (kind == RK_BOUNDED)
-        bind_buf(q, 8, req->range_end);
-    size_t cap = 0, n = 0;
-    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-        if (n == (size_t)limit) {
-            res->more = true;
-            break;
-        }
-        if (!(res->rows = grow(&a, res->rows, n, &cap, sizeof(*res->rows)))) {
-            rc = -ENOMEM;
-            goto out;
-        }
-        struct mvcc_history_row *row = &res->rows[n++];
-        if ((rc = row_kv(&a, q, &row->kv, true)) < 0)
-            goto out;
-        row->sub_revision = sqlite3_column_int64(q, 6);
-        row->tombstone = row->kv.version == 0;
-    }
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        rc = sql_err(rc);
-        goto out;
-    }
-    rc = 0;
-    res->n_rows = n;
-    if (n) {
-        res->next_main = res->rows[n - 1].kv.mod_revision;
-        res->next_sub = res->rows[n - 1].sub_revision;
-    }
-out:
-    if (q)
-        sqlite3_reset(q);
+out:;
     struct arena *keep = finish_result(r, &rc, &a);
     if (!keep)
         return rc;
@@ -488,21 +628,22 @@ int mvcc_hash_kv(struct mvcc_reader *r, int64_t rev, uint32_t *hash, int64_t *cu
                  int64_t *compact_rev)
 {
     struct state st;
+    struct view v;
     sqlite3_stmt *q = NULL;
-    int rc = read_begin(r, &st);
+    int rc = read_begin(r, &v, &st);
     if (rc < 0)
         return rc;
     if (cur_rev)
-        *cur_rev = st.rev;
+        *cur_rev = v.rev;
     if (compact_rev)
-        *compact_rev = st.compact_rev;
+        *compact_rev = v.compact_rev;
     if (rev <= 0)
-        rev = st.rev;
-    if (rev > st.rev) {
+        rev = v.rev;
+    if (rev > v.rev) {
         rc = -CAIRN_E_FUTURE_REV;
         goto out;
     }
-    if (rev < st.compact_rev) {
+    if (rev < v.compact_rev) {
         rc = -CAIRN_E_COMPACTED;
         goto out;
     }
@@ -511,12 +652,17 @@ int mvcc_hash_kv(struct mvcc_reader *r, int64_t rev, uint32_t *hash, int64_t *cu
         goto out;
     }
     sqlite3_bind_int64(q, 1, rev);
-    sqlite3_bind_int64(q, 2, st.compact_rev);
     uint32_t crc = crc32c_extend(0, "kv", 2);
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        struct mvcc_buf key = {sqlite3_column_blob(q, 0), (size_t)sqlite3_column_bytes(q, 0)};
+        bool kept;
+        if ((rc = row_kept(&v, key, sqlite3_column_int64(q, 1), sqlite3_column_int64(q, 6), &kept)) < 0)
+            goto out;
+        if (!kept)
+            continue;
         crc = crc_i64(crc, sqlite3_column_int64(q, 1));
         crc = crc_i64(crc, sqlite3_column_int64(q, 6));
-        crc = crc_blob(crc, sqlite3_column_blob(q, 0), sqlite3_column_bytes(q, 0));
+        crc = crc_blob(crc, key.data, (int)key.len);
         crc = crc_i64(crc, sqlite3_column_int64(q, 2));
         crc = crc_i64(crc, sqlite3_column_int64(q, 3));
         crc = crc_i64(crc, sqlite3_column_int64(q, 4));
@@ -552,10 +698,11 @@ static int lease_rows(struct conn *c, struct arena *a, sqlite3_stmt *q, struct m
 static int lease_query(struct mvcc_reader *r, bool one, int64_t id, struct mvcc_lease_list **out)
 {
     struct state st;
+    struct view v;
     struct arena a = {0};
     struct mvcc_lease_list *l;
     sqlite3_stmt *q = NULL;
-    int rc = read_begin(r, &st);
+    int rc = read_begin(r, &v, &st);
     if (rc < 0)
         return rc;
     if (!(l = arena_alloc(&a, sizeof(*l)))) {
@@ -576,23 +723,24 @@ static int lease_query(struct mvcc_reader *r, bool one, int64_t id, struct mvcc_
         rc = -CAIRN_E_LEASE_NOT_FOUND;
         goto out;
     }
-    if (!(q = conn_stmt(&r->c, ST_LEASE_KEYS))) {
-        rc = sql_err(sqlite3_errcode(r->c.db));
-        goto out;
-    }
-    sqlite3_bind_int64(q, 1, id);
+    /* the live keys attached to it: the lease index of the same version */
+    unsigned char prefix[8];
+    ix_lease_prefix(id, prefix);
+    struct ixiter it;
+    const struct keyrec *kr;
     size_t cap = 0;
     struct mvcc_lease *le = &l->leases[0];
-    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+    ix_seek(&it, v.lroot, prefix, sizeof(prefix));
+    while ((kr = ix_next(&it)) && kr->klen >= 8 && memcmp(kr->key, prefix, 8) == 0) {
+        struct mvcc_buf *k;
         if (!(le->keys = grow(&a, le->keys, le->n_keys, &cap, sizeof(*le->keys))) ||
-            col_buf(&a, q, 0, &le->keys[le->n_keys]) < 0) {
+            !((k = &le->keys[le->n_keys])->data = arena_dup(&a, kr->key + 8, kr->klen - 8))) {
             rc = -ENOMEM;
             break;
         }
+        k->len = kr->klen - 8;
         le->n_keys++;
     }
-    rc = rc == SQLITE_DONE ? 0 : rc < 0 ? rc : sql_err(rc);
-    sqlite3_reset(q);
 out:;
     struct arena *keep = finish_result(r, &rc, &a);
     if (!keep)
@@ -624,10 +772,11 @@ int mvcc_record_list(struct mvcc_reader *r, struct mvcc_buf ns, struct mvcc_buf 
                      struct mvcc_record_list **out)
 {
     struct state st;
+    struct view v;
     struct arena a = {0};
     struct mvcc_record_list *l;
     sqlite3_stmt *q = NULL;
-    int rc = read_begin(r, &st);
+    int rc = read_begin(r, &v, &st);
     if (rc < 0)
         return rc;
     if (!(l = arena_alloc(&a, sizeof(*l)))) {

@@ -45,7 +45,7 @@ int mvcc_snapshot_write(struct mvcc_reader *r, const char *path, uint64_t *index
     if (asprintf(&tmp, "%s.tmp", path) < 0)
         return -ENOMEM;
     unlink(tmp);
-    if ((rc = conn_open(&dst, tmp, false, &(struct mvcc_options){.cache_mb = 1, .mmap_mb = -1}, NULL, NULL, 0)) < 0)
+    if ((rc = conn_open(&dst, tmp, false, &(struct mvcc_options){.cache_mb = 1, .mmap_mb = -1}, NULL, 0)) < 0)
         goto out;
     sqlite3_backup *b = sqlite3_backup_init(dst.db, "main", r->c.db, "main");
     if (!b) {
@@ -131,7 +131,7 @@ int mvcc_restore(const char *dir, const char *snapshot_path, char *err, size_t e
     if (err && errlen)
         err[0] = 0;
     /* Check the copy before the store is touched. */
-    if ((rc = conn_open(&c, snapshot_path, true, &(struct mvcc_options){.cache_mb = 1, .mmap_mb = -1}, NULL, err, errlen)) < 0)
+    if ((rc = conn_open(&c, snapshot_path, true, &(struct mvcc_options){.cache_mb = 1, .mmap_mb = -1}, err, errlen)) < 0)
         goto out;
     struct state st;
     if ((rc = schema_init(&c, false, err, errlen)) < 0)
