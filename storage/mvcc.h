@@ -10,8 +10,8 @@
  * reader call reads exactly one committed batch: a version of the in-memory
  * key index that the writer published after that batch's commit, paired
  * with the reader's own SQLite read transaction on the same batch (WAL
- * mode).  Batches, compaction steps and snapshots go on while a call is in
- * progress, and the call still sees its batch whole.  A long call
+ * mode).  Batches, compaction steps, snapshots and syncs go on while a call
+ * is in progress, and the call still sees its batch whole.  A long call
  * costs memory, not writes: until it returns, the index versions it may
  * use are not freed and SQLite's WAL cannot be checkpointed past its
  * snapshot (the WAL file grows meanwhile).
@@ -91,8 +91,9 @@ void mvcc_close(struct mvcc_store *s);
 /* mvcc_path: the database file's path, owned by the store. */
 const char *mvcc_path(const struct mvcc_store *s);
 
-/* mvcc_sync: make every applied batch durable (a full checkpoint with fsync).
- * Call it before the Raft log is purged at or below the consistent index. */
+/* mvcc_sync: make every applied batch durable (fsyncs SQLite's WAL after a
+ * checkpoint of what readers allow; it does not wait for readers).  Call it
+ * before the Raft log is purged at or below the consistent index. */
 int mvcc_sync(struct mvcc_store *s);
 
 /* --- requests --------------------------------------------------------------- */
