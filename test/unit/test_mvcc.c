@@ -2,6 +2,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,6 +19,7 @@
 
 #include "base/errors.h"
 #include "storage/mvcc.h"
+#include "storage/mvcc_internal.h" /* mvcc_reader_test_hook */
 
 #define B(s) ((struct mvcc_buf){(s), strlen(s)})
 #define NOB ((struct mvcc_buf){NULL, 0})
@@ -1041,6 +1044,352 @@ static void test_readers_on_other_threads_see_whole_batches_only(void **state)
     assert_int_equal(pr[0].torn + pr[1].torn, 0);
 }
 
+/* --- readers while the writer works --------------------------------------------------- */
+
+/*
+ * Every write to the group g/00..g/09 is one txn over all ten keys: puts of
+ * the value "r<revision>", or one delete of them all.  So a read at any
+ * revision must show all ten with the same mod revision and that value, or
+ * none.
+ */
+#define GROUP 10
+
+static bool group_whole(const struct mvcc_range_result *res, int64_t at)
+{
+    size_t n = res->resp.n_kvs;
+    if (n == 0)
+        return true;
+    if (n != GROUP)
+        return false;
+    const struct mvcc_kv *kv = res->resp.kvs;
+    char want[24];
+    int wl = snprintf(want, sizeof(want), "r%lld", (long long)kv[0].mod_revision);
+    if (kv[0].mod_revision > at)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char key[8];
+        snprintf(key, sizeof(key), "g/%02zu", i);
+        if (kv[i].mod_revision != kv[0].mod_revision || kv[i].version != kv[0].version ||
+            kv[i].key.len != strlen(key) || memcmp(kv[i].key.data, key, kv[i].key.len) ||
+            kv[i].value.len != (size_t)wl || memcmp(kv[i].value.data, want, (size_t)wl))
+            return false;
+    }
+    return true;
+}
+
+struct watcher {
+    struct mvcc_reader *r;
+    atomic_int *stop;
+    atomic_long reads;
+    long past_reads, compacted, bad;
+    int64_t last_rev;
+    uint64_t rng;
+};
+
+static void *watcher_thread(void *p)
+{
+    struct watcher *w = p;
+    while (!atomic_load(w->stop)) {
+        struct mvcc_range_req q = {.key = B("g/"), .range_end = B("g0")};
+        struct mvcc_range_result *res;
+        if (mvcc_range(w->r, &q, &res, NULL) != 0) {
+            w->bad++;
+            break;
+        }
+        /* whole txns only, and never an older batch than the last call saw */
+        if (res->revision < w->last_rev || !group_whole(res, res->revision))
+            w->bad++;
+        w->last_rev = res->revision;
+        int64_t lo = res->compact_revision > 1 ? res->compact_revision : 1;
+        mvcc_range_result_free(res);
+        atomic_fetch_add(&w->reads, 1);
+        /* and a read in the past, which compaction may overtake meanwhile */
+        w->rng = w->rng * 6364136223846793005ULL + 1442695040888963407ULL;
+        q.revision = lo + (int64_t)((w->rng >> 33) % (uint64_t)(w->last_rev - lo + 1));
+        int rc = mvcc_range(w->r, &q, &res, NULL);
+        if (rc == -CAIRN_E_COMPACTED) {
+            w->compacted++;
+            continue;
+        }
+        if (rc != 0 || res->revision < w->last_rev || !group_whole(res, q.revision))
+            w->bad++;
+        if (rc == 0) {
+            w->last_rev = res->revision;
+            mvcc_range_result_free(res);
+        }
+        w->past_reads++;
+    }
+    return NULL;
+}
+
+struct group_writer {
+    struct fx *f;
+    struct watcher *w;
+    int nw;
+    atomic_int done; /* set once it has written enough */
+    atomic_int stop;
+    int batches, failed;
+};
+
+/* The only writer: batches of one to three group txns, a Compact now and
+ * then, and compaction steps between batches. */
+static void *group_writer_thread(void *p)
+{
+    struct group_writer *g = p;
+    struct fx *f = g->f;
+    struct mvcc_status st;
+    bool present = false;
+    if (mvcc_store_status(f->s, &st) != 0)
+        g->failed++;
+    int64_t rev = st.revision;
+    static char vals[3][24];
+    struct mvcc_request puts[3][GROUP];
+    static char keys[GROUP][8];
+    for (int i = 0; i < GROUP; i++)
+        snprintf(keys[i], sizeof(keys[i]), "g/%02d", i);
+    for (int b = 0; !atomic_load(&g->stop) && !g->failed; b++) {
+        struct mvcc_entry e[3];
+        int n = 1 + b % 3;
+        for (int i = 0; i < n; i++) {
+            if ((b + i) % 7 == 6) {
+                e[i] = (struct mvcc_entry){.req = {.type = MVCC_REQ_DELETE_RANGE,
+                                                   .del = {.key = B("g/"), .range_end = B("g0")}}};
+                rev += present; /* deleting nothing writes nothing */
+                present = false;
+            } else {
+                snprintf(vals[i], sizeof(vals[i]), "r%lld", (long long)++rev);
+                for (int k = 0; k < GROUP; k++)
+                    puts[i][k] = (struct mvcc_request){
+                        .type = MVCC_REQ_PUT, .put = {.key = B(keys[k]), .value = B(vals[i])}};
+                e[i] = (struct mvcc_entry){
+                    .req = {.type = MVCC_REQ_TXN, .txn = {.success = puts[i], .n_success = GROUP}}};
+                present = true;
+            }
+            e[i].index = ++f->index;
+            e[i].term = 1;
+        }
+        struct mvcc_result *res;
+        if (mvcc_apply(f->s, e, (size_t)n, &res) != 0 || res->revision != rev) {
+            g->failed++;
+            break;
+        }
+        mvcc_result_free(res);
+        if (b % 25 == 24) {
+            struct mvcc_entry c = {.index = ++f->index,
+                                   .req = {.type = MVCC_REQ_COMPACT, .compact = {rev - 3}}};
+            if (mvcc_apply(f->s, &c, 1, &res) != 0)
+                g->failed++;
+            else
+                mvcc_result_free(res);
+        }
+        bool done;
+        if (mvcc_compact_step(f->s, 4, &done) != 0)
+            g->failed++;
+        g->batches = b + 1;
+        bool enough = b >= 600;
+        for (int i = 0; i < g->nw; i++)
+            enough = enough && atomic_load(&g->w[i].reads) >= 200;
+        if (enough || b >= 200000)
+            atomic_store(&g->done, 1);
+    }
+    return NULL;
+}
+
+/* A snapshot taken while the writer and the readers run is one batch too.
+ * Returns what went wrong, or NULL (no assertion: other threads are running). */
+static const char *check_snapshot_copy(struct fx *f, int nth)
+{
+    char snap[96], dir[96], err[256];
+    const char *why = NULL;
+    struct mvcc_store *s = NULL;
+    struct mvcc_reader *r = NULL;
+    struct mvcc_range_result *res;
+    struct mvcc_range_req q = {.key = B("g/"), .range_end = B("g0")};
+    struct mvcc_status st;
+    uint64_t index = 0;
+    snprintf(snap, sizeof(snap), "%s.snap%d", f->dir, nth);
+    snprintf(dir, sizeof(dir), "%s.restored%d", f->dir, nth);
+    if (mvcc_snapshot_write(f->r, snap, &index) != 0)
+        why = "snapshot_write";
+    else if (mkdir(dir, 0700) != 0 || mvcc_restore(dir, snap, err, sizeof(err)) != 0)
+        why = "restore";
+    else if (mvcc_open(dir, NULL, &s, err, sizeof(err)) != 0 || mvcc_reader_open(s, &r) != 0)
+        why = "open the copy";
+    else if (mvcc_reader_status(r, &st) != 0 || st.consistent_index != index)
+        why = "the copy's consistent index";
+    else if (mvcc_range(r, &q, &res, NULL) != 0)
+        why = "range on the copy";
+    else {
+        if (!group_whole(res, st.revision))
+            why = "the copy holds part of a txn";
+        mvcc_range_result_free(res);
+    }
+    mvcc_reader_close(r);
+    mvcc_close(s);
+    unlink(snap);
+    rm_rf(dir);
+    return why;
+}
+
+static void test_readers_see_whole_batches_while_the_writer_applies_and_compacts(void **state)
+{
+    struct fx *f = *state;
+    atomic_int stop = 0;
+    struct watcher w[2] = {{.stop = &stop, .rng = 1}, {.stop = &stop, .rng = 2}};
+    struct group_writer g = {.f = f, .w = w, .nw = 2};
+    pthread_t tw[2], tg;
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(mvcc_reader_open(f->s, &w[i].r), 0);
+        assert_int_equal(pthread_create(&tw[i], NULL, watcher_thread, &w[i]), 0);
+    }
+    assert_int_equal(pthread_create(&tg, NULL, group_writer_thread, &g), 0);
+    /* snapshots from a third reader while the others read and the writer writes */
+    const char *snap_bad = NULL;
+    for (int i = 0; !atomic_load(&g.done); i++)
+        if (i < 3 && !snap_bad)
+            snap_bad = check_snapshot_copy(f, i);
+        else
+            sched_yield();
+    atomic_store(&g.stop, 1);
+    pthread_join(tg, NULL);
+    atomic_store(&stop, 1);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(tw[i], NULL);
+        mvcc_reader_close(w[i].r);
+    }
+    print_message("%d batches; readers: %ld+%ld reads, %ld+%ld in the past, %ld+%ld compacted\n",
+                  g.batches, atomic_load(&w[0].reads), atomic_load(&w[1].reads), w[0].past_reads,
+                  w[1].past_reads, w[0].compacted, w[1].compacted);
+    if (snap_bad)
+        print_message("snapshot: %s\n", snap_bad);
+    assert_null(snap_bad);
+    assert_int_equal(g.failed, 0);
+    assert_int_equal(w[0].bad + w[1].bad, 0);
+    assert_true(atomic_load(&w[0].reads) > 0 && atomic_load(&w[1].reads) > 0);
+    assert_true(w[0].past_reads + w[1].past_reads > 0);
+}
+
+/* A reader parked in the middle of a Range: its version pinned, its read
+ * transaction open, its keys chosen, their values not read yet. */
+struct park {
+    sem_t parked, go;
+    struct mvcc_reader *r;
+    struct mvcc_range_result *res;
+    int rc;
+};
+
+static void park_hook(void *arg)
+{
+    struct park *p = arg;
+    sem_post(&p->parked);
+    while (sem_wait(&p->go) != 0)
+        ;
+}
+
+static void *parked_reader_thread(void *arg)
+{
+    struct park *p = arg;
+    struct mvcc_range_req q = {.key = B("k"), .range_end = B("l")};
+    p->rc = mvcc_range(p->r, &q, &p->res, NULL);
+    return NULL;
+}
+
+static void writer_hung(int sig)
+{
+    static const char msg[] = "test_mvcc: the writer waited for a parked reader\n";
+    (void)sig;
+    if (write(2, msg, sizeof(msg) - 1) < 0)
+        _exit(2);
+    _exit(1);
+}
+
+static int64_t rows_with_value(const char *path, const char *value)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    int64_t n = -1;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM rev WHERE value = ?1", -1, &st, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_blob(st, 1, value, (int)strlen(value), SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+static void test_writer_is_not_held_up_by_a_reader_parked_mid_range(void **state)
+{
+    struct fx *f = *state;
+    char key[8];
+    for (int i = 0; i < 50; i++) {
+        snprintf(key, sizeof(key), "k%02d", i);
+        put(f, key, "old");
+    }
+    int64_t then = rev_now(f);
+    struct park p = {0};
+    sem_init(&p.parked, 0, 0);
+    sem_init(&p.go, 0, 0);
+    assert_int_equal(mvcc_reader_open(f->s, &p.r), 0);
+    mvcc_reader_test_hook(p.r, park_hook, &p);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, parked_reader_thread, &p), 0);
+    while (sem_wait(&p.parked) != 0)
+        ;
+    /* Everything the writer does must finish while the reader stays parked.
+     * If one waited for it, nothing would ever release it: the alarm turns
+     * that hang into a failure (a guard, not a timing assertion). */
+    signal(SIGALRM, writer_hung);
+    alarm(120);
+    for (int round = 0; round < 3; round++)
+        for (int i = 0; i < 50; i++) {
+            snprintf(key, sizeof(key), "k%02d", i);
+            put(f, key, "new");
+        }
+    assert_int_equal(del(f, "k00", "k25")->del.deleted, 25);
+    compact(f, rev_now(f), 0);
+    compact_finish(f);
+    assert_int_equal(mvcc_sync(f->s), 0);
+    uint32_t hash;
+    assert_int_equal(mvcc_hash_kv(f->r, 0, &hash, NULL, NULL), 0);
+    char snap[96];
+    snprintf(snap, sizeof(snap), "%s.snap", f->dir);
+    assert_int_equal(mvcc_snapshot_write(f->r, snap, NULL), 0);
+    unlink(snap);
+    alarm(0);
+    /* the rows the parked reader is about to return are gone from the file */
+    char path[96];
+    snprintf(path, sizeof(path), "%s/mvcc.db", f->dir);
+    assert_int_equal(rows_with_value(path, "old"), 0);
+    sem_post(&p.go);
+    pthread_join(t, NULL);
+    /* and it returns its batch, whole: every key as it was then */
+    assert_int_equal(p.rc, 0);
+    assert_int_equal(p.res->revision, then);
+    assert_int_equal(p.res->resp.n_kvs, 50);
+    for (int i = 0; i < 50; i++) {
+        const struct mvcc_kv *kv = &p.res->resp.kvs[i];
+        assert_int_equal(kv->mod_revision, i + 2);
+        assert_int_equal(kv->version, 1);
+        assert_int_equal(kv->value.len, 3);
+        assert_memory_equal(kv->value.data, "old", 3);
+    }
+    mvcc_range_result_free(p.res);
+    /* its next call reads the present */
+    mvcc_reader_test_hook(p.r, NULL, NULL);
+    struct mvcc_range_result *res;
+    struct mvcc_range_req q = {.key = B("k"), .range_end = B("l")};
+    assert_int_equal(mvcc_range(p.r, &q, &res, NULL), 0);
+    assert_int_equal(res->revision, rev_now(f));
+    assert_int_equal(res->resp.n_kvs, 25);
+    assert_memory_equal(res->resp.kvs[0].value.data, "new", 3);
+    mvcc_range_result_free(res);
+    mvcc_reader_close(p.r);
+    sem_destroy(&p.parked);
+    sem_destroy(&p.go);
+}
+
 /* Run sql on the database file directly, as another program would. */
 static void sql_on(const char *path, const char *sql)
 {
@@ -1146,6 +1495,8 @@ int main(void)
         T(test_hash_kv_ignores_physical_compaction_progress),
         T(test_snapshot_while_writing_then_restore),
         T(test_readers_on_other_threads_see_whole_batches_only),
+        T(test_readers_see_whole_batches_while_the_writer_applies_and_compacts),
+        T(test_writer_is_not_held_up_by_a_reader_parked_mid_range),
         T(test_open_refuses_foreign_corrupt_and_newer_files),
         T(test_size_and_defragmentation),
     };
