@@ -1,0 +1,60 @@
+/*
+ * Starting a member from its data directory: derive the member and cluster
+ * IDs from the configuration, then either bootstrap a new data directory
+ * (atomically: built under member.tmp, renamed to member) or recover an
+ * existing one (newest snapshot, WAL after it, the store), refusing a
+ * directory that belongs to another member or cluster.  The result is what
+ * the node thread needs to create its Raft state.
+ */
+#ifndef CAIRN_DAEMON_BOOT_H
+#define CAIRN_DAEMON_BOOT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "daemon/config.h"
+#include "raft/raft.h"
+
+struct wal;
+struct mvcc_store;
+
+#define BOOT_MAX_URLS CONFIG_MAX_URLS
+
+/* A member of the cluster as this member knows it. */
+struct boot_member {
+    uint64_t id;
+    char name[128];
+    size_t n_peer_urls;
+    char *peer_urls[BOOT_MAX_URLS]; /* owned */
+};
+
+struct boot_state {
+    uint64_t cluster_id, self_id;
+    size_t n_members;
+    struct boot_member members[RAFT_MAX_MEMBERS];
+    char member_dir[4096], wal_dir[4200], snap_dir[4200], db_dir[4200], incoming_dir[4200];
+    struct wal *wal;                /* open for appending; owned until taken */
+    struct mvcc_store *store;       /* open; owned until taken */
+    struct raft_restore restore;    /* hard state, snapshot meta and entries (into wal's memory) */
+    struct raft_entry *entries;     /* the array behind restore.entries */
+    int bootstrapped;               /* 1: a new cluster was just created here */
+    int joining;                    /* 1: --initial-cluster-state existing on an empty directory */
+};
+
+/*
+ * boot_open: prepare the data directory of cfg and fill *bs.  Returns 0, or
+ * a negative error with a message for people in err (the directory, the
+ * file, what does not match).  On failure nothing is left open.
+ */
+int boot_open(const struct config *cfg, struct boot_state *bs, char *err, size_t errlen);
+
+/* boot_release_restore: drop the WAL entries copy once raft_new has taken it. */
+void boot_release_restore(struct boot_state *bs);
+
+/* boot_close: close whatever bs still owns (wal, store) and free its memory. */
+void boot_close(struct boot_state *bs);
+
+/* boot_member_id: the ID a member with these peer URLs gets in a cluster with token. */
+uint64_t boot_member_id(const char *token, const char *const *peer_urls, size_t n);
+
+#endif

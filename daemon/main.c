@@ -1,0 +1,195 @@
+/*
+ * cairnd: a Cairn cluster member.  main() reads the configuration, recovers
+ * or bootstraps the data directory, starts the node thread, the read path
+ * and the client server, then waits for signals: SIGHUP re-reads the TLS
+ * files, SIGTERM/SIGINT drain and stop cleanly.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
+
+#include "base/errors.h"
+#include "base/log.h"
+#include "daemon/activation.h"
+#include "daemon/boot.h"
+#include "daemon/config.h"
+#include "daemon/node.h"
+#include "daemon/peer.h"
+#include "daemon/reads.h"
+#include "daemon/rpc.h"
+#include "daemon/wait.h"
+#include "raft/raft.h"
+#include "storage/wal.h"
+
+#define EXIT_CONFIG 78 /* sysexits' EX_CONFIG: systemd need not retry a bad configuration */
+#define READER_THREADS 2
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* `cairnd wal dump DIR`: the WAL records for an operator (exit 0 intact, 1 torn tail, 2 corrupt, 3 unreadable). */
+static int wal_dump_cmd(const char *dir)
+{
+    int rc = wal_dump(dir, stdout);
+    if (rc == 0 || rc == 1)
+        return rc;
+    if (rc == -CAIRN_E_CORRUPT)
+        return 2;
+    fprintf(stderr, "cairnd: cannot read %s: %s\n", dir, cairn_strerror(rc));
+    return 3;
+}
+
+static void notify_status(const struct config *cfg, struct node *n)
+{
+    struct node_info in;
+    node_get_info(n, &in);
+    sd_notifyf(0, "STATUS=%s %s, term %" PRIu64 ", leader %016" PRIx64 ", revision %" PRId64 ", applied %" PRIu64
+                  ", %s",
+               cfg->name, raft_role_name(in.role), in.term, in.lead, in.revision, in.applied,
+               in.lead ? "healthy" : "no leader");
+}
+
+/* Stop taking requests, give those in flight up to the request timeout, then stop everything. */
+static void shut_down(const struct config *cfg, struct rpc *rpc, struct reads *rs, struct node *n,
+                      struct wait_table *w)
+{
+    sd_notify(0, "STOPPING=1");
+    log_notice(NULL, "stopping: finishing %zu request(s) in flight", rpc_busy(rpc));
+    rpc_drain(rpc);
+    int64_t deadline = now_ms() + cfg->request_timeout_ms;
+    while (rpc_busy(rpc) && now_ms() < deadline)
+        usleep(10000);
+    reads_stop(rs);
+    node_stop(n);
+    wait_free(w, CAIRN_E_STOPPED);
+    rpc_stop(rpc);
+}
+
+int main(int argc, char **argv)
+{
+    struct config cfg;
+    char err[2048] = "";
+    int rc;
+
+    if (argc >= 2 && !strcmp(argv[1], "wal")) {
+        if (argc != 4 || strcmp(argv[2], "dump")) {
+            fprintf(stderr, "usage: cairnd wal dump DIR\n");
+            return 2;
+        }
+        return wal_dump_cmd(argv[3]);
+    }
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            config_print_help(stdout);
+            return 0;
+        }
+        if (!strcmp(argv[i], "--version")) {
+            printf("cairnd %s\n", CAIRN_VERSION);
+            return 0;
+        }
+    }
+    if (config_load(&cfg, argc, argv, NULL, err, sizeof err) < 0) {
+        fprintf(stderr, "cairnd: %s\n", err);
+        fprintf(stderr, "cairnd: see cairnd --help\n");
+        return EXIT_CONFIG;
+    }
+    log_setup("cairnd", cfg.log_target, cfg.log_level);
+
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL); /* before any thread starts: they all inherit it */
+    signal(SIGPIPE, SIG_IGN);
+
+    if ((rc = activation_init(err, sizeof err)) < 0) {
+        log_err(NULL, "socket activation: %s", err);
+        config_free(&cfg);
+        return EXIT_CONFIG;
+    }
+
+    struct boot_state bs;
+    if ((rc = boot_open(&cfg, &bs, err, sizeof err)) < 0) {
+        log_err(NULL, "cannot start: %s", err);
+        config_free(&cfg);
+        return rc == -CAIRN_E_CONFIG || rc == -CAIRN_E_CLUSTER_ID_MISMATCH ? EXIT_CONFIG : 1;
+    }
+    struct wait_table *waits = wait_new();
+    struct reads *rs = reads_new(READER_THREADS);
+    struct node_hooks hooks = {0};
+    struct node *n = NULL;
+    struct rpc *rpc = NULL;
+    if (!waits || !rs) {
+        log_err(NULL, "out of memory");
+        return 1;
+    }
+    reads_hooks(rs, &hooks);
+    if ((rc = node_start(&cfg, &bs, waits, &hooks, &n, err, sizeof err)) < 0) {
+        log_err(NULL, "cannot start the member: %s", err);
+        boot_close(&bs);
+        return 1;
+    }
+    uint64_t self = bs.self_id, cluster = bs.cluster_id;
+    boot_close(&bs);
+    if ((rc = reads_start(rs, n)) < 0 || (rc = rpc_start(&cfg, n, rs, waits, &rpc, err, sizeof err)) < 0) {
+        log_err(NULL, "cannot serve clients: %s", rc == -CAIRN_E_CONFIG ? err : cairn_strerror(rc));
+        reads_stop(rs);
+        node_stop(n);
+        wait_free(waits, CAIRN_E_STOPPED);
+        return EXIT_CONFIG;
+    }
+    char unadopted[1024];
+    if (activation_describe_unadopted(unadopted, sizeof unadopted)) {
+        log_err(NULL, "socket activation passed sockets no listener is configured for: %s; "
+                      "match the socket unit's ListenStream= to --listen-client-urls, --listen-peer-urls and "
+                      "--listen-admin-url",
+                unadopted);
+        shut_down(&cfg, rpc, rs, n, waits);
+        return EXIT_CONFIG;
+    }
+    log_notice(LOG_FIELDS(LOG_HEX("CAIRN_MEMBER", self), LOG_HEX("CAIRN_CLUSTER", cluster)),
+               "cairnd %s: member '%s' (%016" PRIx64 ") of cluster %016" PRIx64
+               " serving clients on %s, peers on %s, admin on %s",
+               CAIRN_VERSION, cfg.name, self, cluster, cfg.listen_client_urls.v[0].url, cfg.listen_peer_urls.v[0].url,
+               cfg.listen_admin_url.url ? cfg.listen_admin_url.url : "-");
+    sd_notify(0, "READY=1");
+
+    for (;;) {
+        struct timespec ts = {.tv_sec = 1};
+        int sig = sigtimedwait(&sigs, NULL, &ts);
+        if (sig == SIGTERM || sig == SIGINT)
+            break;
+        if (sig == SIGHUP) {
+            sd_notify(0, "RELOADING=1");
+            int bad = 0;
+            if (rpc_reload_tls(rpc, err, sizeof err) < 0) {
+                log_err(NULL, "reload: client TLS: %s", err);
+                bad = 1;
+            }
+            if (node_reload_peer_tls(n, err, sizeof err) < 0) {
+                log_err(NULL, "reload: peer TLS: %s", err);
+                bad = 1;
+            }
+            if (!bad)
+                log_notice(NULL, "reloaded the TLS files");
+            sd_notify(0, "READY=1");
+        }
+        notify_status(&cfg, n);
+    }
+    shut_down(&cfg, rpc, rs, n, waits);
+    log_notice(NULL, "stopped cleanly");
+    config_free(&cfg);
+    return 0;
+}

@@ -1,0 +1,1157 @@
+/*
+ * The node thread: Raft, the WAL, the store's writer and the peer transport,
+ * driven by one loop (DESIGN.md, "A write").  Everything else reaches it
+ * through the inbox (one mutex, one condition variable).  Snapshot data for
+ * lagging followers is copied and streamed by a helper thread so the loop
+ * never waits on it.  It deliberately holds no client state: writes wait in
+ * the wait table, reads in daemon/reads.c.
+ */
+#include "daemon/node.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/errors.h"
+#include "base/log.h"
+#include "daemon/kvconv.h"
+#include "daemon/peer.h"
+#include "daemon/raftmsg.h"
+#include "proto/cairn.pb-c.h"
+#include "proto/internal.pb-c.h"
+#include "proto/peer.pb-c.h"
+#include "raft/raft.h"
+#include "storage/mvcc.h"
+#include "storage/snap.h"
+#include "storage/wal.h"
+
+#define INBOX_MAX 65536             /* queued items before proposals are refused */
+#define PROPOSE_BATCH 1024          /* proposals per raft_propose_batch */
+#define SLOW_SYNC_NS 1000000000LL   /* fdatasync slower than this is logged (issue 6: > 1 s) */
+#define SLOW_APPLY_NS 100000000LL   /* an apply batch slower than this is logged */
+#define COMPACT_STEP_ROWS 1000      /* etcd's compaction batch */
+
+enum item_type { IT_PROPOSE, IT_READ_INDEX, IT_PEER, IT_SNAP_RECEIVED, IT_SNAP_DONE, IT_SNAP_READY };
+
+struct item {
+    struct item *next;
+    enum item_type type;
+    uint64_t id;   /* PROPOSE: request id; READ_INDEX: ctx; PEER/SNAP_*: the peer */
+    void *data;    /* PROPOSE: payload; PEER: MessageBatch; SNAP_RECEIVED: Message; SNAP_READY: path */
+    size_t len;
+    int ok;        /* SNAP_DONE */
+    char *path;    /* SNAP_RECEIVED: the file */
+};
+
+/* A snapshot to stream to a follower: made by the sender thread. */
+struct snap_job {
+    struct snap_job *next;
+    uint64_t to;
+    Cairnpeer__Message *msg; /* owned copy of the MsgSnap */
+};
+
+struct node {
+    const struct config *cfg;
+    struct wait_table *waits;
+    struct node_hooks hooks;
+    uint64_t cluster_id, self_id;
+    struct raft *raft;
+    struct wal *wal;
+    struct mvcc_store *store;
+    struct peer_transport *peers;
+    char wal_dir[4200], snap_dir[4200], db_dir[4200], incoming_dir[4200];
+
+    pthread_t thread;
+    pthread_mutex_t mu;      /* inbox, stopping */
+    pthread_cond_t cond;
+    struct item *head, *tail;
+    size_t inbox_len;
+    int stopping;
+
+    pthread_rwlock_t gate;   /* readers hold it shared; the node exclusive to replace the store */
+    pthread_mutex_t slots_mu;
+    struct node_reader_slot *slots;
+
+    pthread_mutex_t info_mu;
+    struct node_info info;
+    uint64_t next_id;        /* atomic */
+
+    /* node-thread state */
+    uint64_t applied, applied_term, snap_index, lead;
+    struct raft_conf_state conf;
+    char *pending_snap_path; /* a received snapshot waiting for raft to accept it */
+    uint64_t pending_snap_index;
+    int64_t next_tick_ns;
+    uint64_t unreachable[2 * RAFT_MAX_MEMBERS];
+    size_t n_unreachable;
+
+    /* snapshot sender */
+    pthread_t snap_thread;
+    pthread_cond_t snap_cond; /* the sender thread waits here (under mu) */
+    struct snap_job *snap_head;
+    int snap_busy[2 * RAFT_MAX_MEMBERS]; /* unused slots are 0 */
+    struct node_reader_slot snap_slot;
+    int snap_thread_started;
+};
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* ---------------------------------------------------------------- inbox */
+
+static int inbox_push(struct node *n, struct item *it, int bounded)
+{
+    pthread_mutex_lock(&n->mu);
+    if (n->stopping || (bounded && n->inbox_len >= INBOX_MAX)) {
+        int rc = n->stopping ? -CAIRN_E_STOPPED : -CAIRN_E_TOO_MANY_REQUESTS;
+        pthread_mutex_unlock(&n->mu);
+        return rc;
+    }
+    it->next = NULL;
+    if (n->tail)
+        n->tail->next = it;
+    else
+        n->head = it;
+    n->tail = it;
+    n->inbox_len++;
+    pthread_cond_signal(&n->cond);
+    pthread_mutex_unlock(&n->mu);
+    return 0;
+}
+
+static void item_free(struct item *it)
+{
+    if (it->type == IT_PEER && it->data)
+        cairnpeer__message_batch__free_unpacked(it->data, NULL);
+    else if (it->type == IT_SNAP_RECEIVED && it->data)
+        cairnpeer__message__free_unpacked(it->data, NULL);
+    else
+        free(it->data);
+    if (it->path) {
+        unlink(it->path);
+        free(it->path);
+    }
+    free(it);
+}
+
+int node_propose(struct node *n, uint64_t id, void *data, size_t len)
+{
+    struct item *it = calloc(1, sizeof(*it));
+    if (!it) {
+        free(data);
+        return -ENOMEM;
+    }
+    it->type = IT_PROPOSE;
+    it->id = id;
+    it->data = data;
+    it->len = len;
+    int rc = inbox_push(n, it, 1);
+    if (rc < 0) {
+        free(data);
+        free(it);
+    }
+    return rc;
+}
+
+int node_read_index(struct node *n, uint64_t ctx)
+{
+    struct item *it = calloc(1, sizeof(*it));
+    if (!it)
+        return -ENOMEM;
+    it->type = IT_READ_INDEX;
+    it->id = ctx;
+    int rc = inbox_push(n, it, 0);
+    if (rc < 0)
+        free(it);
+    return rc;
+}
+
+uint64_t node_next_request_id(struct node *n)
+{
+    return __atomic_add_fetch(&n->next_id, 1, __ATOMIC_RELAXED);
+}
+
+void node_get_info(struct node *n, struct node_info *info)
+{
+    pthread_mutex_lock(&n->info_mu);
+    *info = n->info;
+    pthread_mutex_unlock(&n->info_mu);
+    pthread_mutex_lock(&n->mu);
+    info->proposals_pending = n->inbox_len;
+    pthread_mutex_unlock(&n->mu);
+}
+
+/* ---------------------------------------------------------------- peer callbacks (nng threads) */
+
+static void on_messages(void *arg, uint64_t from, Cairnpeer__MessageBatch *batch)
+{
+    struct node *n = arg;
+    struct item *it = calloc(1, sizeof(*it));
+    if (!it) {
+        cairnpeer__message_batch__free_unpacked(batch, NULL);
+        return;
+    }
+    it->type = IT_PEER;
+    it->id = from;
+    it->data = batch;
+    if (inbox_push(n, it, 0) < 0)
+        item_free(it);
+}
+
+static void on_snapshot(void *arg, uint64_t from, Cairnpeer__Message *msg, const char *path)
+{
+    struct node *n = arg;
+    struct item *it = calloc(1, sizeof(*it));
+    char *p = strdup(path);
+    if (!it || !p) {
+        free(it);
+        free(p);
+        unlink(path);
+        cairnpeer__message__free_unpacked(msg, NULL);
+        return;
+    }
+    it->type = IT_SNAP_RECEIVED;
+    it->id = from;
+    it->data = msg;
+    it->path = p;
+    if (inbox_push(n, it, 0) < 0)
+        item_free(it);
+}
+
+static void on_snapshot_done(void *arg, uint64_t to, int ok)
+{
+    struct node *n = arg;
+    struct item *it = calloc(1, sizeof(*it));
+    if (!it)
+        return; /* raft retries the snapshot after its own timeout */
+    it->type = IT_SNAP_DONE;
+    it->id = to;
+    it->ok = ok;
+    if (inbox_push(n, it, 0) < 0)
+        free(it);
+}
+
+/* ---------------------------------------------------------------- readers */
+
+void node_reader_register(struct node *n, struct node_reader_slot *slot)
+{
+    slot->r = NULL;
+    pthread_mutex_lock(&n->slots_mu);
+    slot->next = n->slots;
+    n->slots = slot;
+    pthread_mutex_unlock(&n->slots_mu);
+}
+
+void node_reader_unregister(struct node *n, struct node_reader_slot *slot)
+{
+    pthread_rwlock_rdlock(&n->gate);
+    pthread_mutex_lock(&n->slots_mu);
+    for (struct node_reader_slot **pp = &n->slots; *pp; pp = &(*pp)->next)
+        if (*pp == slot) {
+            *pp = slot->next;
+            break;
+        }
+    pthread_mutex_unlock(&n->slots_mu);
+    if (slot->r)
+        mvcc_reader_close(slot->r);
+    slot->r = NULL;
+    pthread_rwlock_unlock(&n->gate);
+}
+
+struct mvcc_reader *node_read_begin(struct node *n, struct node_reader_slot *slot, int *err)
+{
+    pthread_rwlock_rdlock(&n->gate);
+    if (!slot->r) {
+        int rc = n->store ? mvcc_reader_open(n->store, &slot->r) : -CAIRN_E_STOPPED;
+        if (rc < 0) {
+            slot->r = NULL;
+            pthread_rwlock_unlock(&n->gate);
+            *err = rc;
+            return NULL;
+        }
+    }
+    return slot->r;
+}
+
+void node_read_end(struct node *n)
+{
+    pthread_rwlock_unlock(&n->gate);
+}
+
+/* Close every reader so the store can be closed; the caller holds the gate exclusively. */
+static void close_readers(struct node *n)
+{
+    pthread_mutex_lock(&n->slots_mu);
+    for (struct node_reader_slot *s = n->slots; s; s = s->next) {
+        if (s->r)
+            mvcc_reader_close(s->r);
+        s->r = NULL;
+    }
+    pthread_mutex_unlock(&n->slots_mu);
+}
+
+/* ---------------------------------------------------------------- published state */
+
+static void publish(struct node *n)
+{
+    struct raft_basic_status bs;
+    struct mvcc_status ms = {0};
+    raft_basic_status(n->raft, &bs);
+    mvcc_store_status(n->store, &ms);
+    pthread_mutex_lock(&n->info_mu);
+    n->info.term = bs.term;
+    n->info.lead = bs.lead;
+    n->info.role = bs.role;
+    n->info.commit = bs.commit;
+    n->info.applied = n->applied;
+    n->info.last_index = wal_last_index(n->wal);
+    n->info.snapshot_index = n->snap_index;
+    n->info.revision = ms.revision;
+    n->info.compact_revision = ms.compact_revision;
+    n->info.is_learner = 0;
+    for (uint32_t i = 0; i < n->conf.n_learners; i++)
+        if (n->conf.learners[i] == n->self_id)
+            n->info.is_learner = 1;
+    pthread_mutex_unlock(&n->info_mu);
+}
+
+/* ---------------------------------------------------------------- peers */
+
+static int add_peers(struct node *n, const struct boot_state *bs)
+{
+    for (size_t i = 0; i < bs->n_members; i++) {
+        const struct boot_member *m = &bs->members[i];
+        if (m->id == n->self_id)
+            continue;
+        int rc = peer_add(n->peers, m->id, (const char *const *)m->peer_urls, m->n_peer_urls);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- snapshot sender */
+
+static int peer_slot(struct node *n, uint64_t id)
+{
+    for (uint32_t i = 0; i < n->conf.n_voters; i++)
+        if (n->conf.voters[i] == id)
+            return (int)i;
+    for (uint32_t i = 0; i < n->conf.n_learners; i++)
+        if (n->conf.learners[i] == id)
+            return RAFT_MAX_MEMBERS + (int)i;
+    return -1;
+}
+
+/* The sender thread: copy the store (online backup) and hand the file to the transport. */
+static void *snap_main(void *arg)
+{
+    struct node *n = arg;
+    for (;;) {
+        pthread_mutex_lock(&n->mu);
+        while (!n->snap_head && !n->stopping)
+            pthread_cond_wait(&n->snap_cond, &n->mu);
+        if (n->stopping) {
+            pthread_mutex_unlock(&n->mu);
+            break;
+        }
+        struct snap_job *job = n->snap_head;
+        n->snap_head = job->next;
+        pthread_mutex_unlock(&n->mu);
+
+        char path[4300];
+        snprintf(path, sizeof path, "%s/send-%016" PRIx64 "-%016" PRIx64 ".db", n->incoming_dir, job->to,
+                 job->msg->snapshot ? job->msg->snapshot->index : 0);
+        int err = 0, rc;
+        uint64_t copy_index = 0;
+        int64_t t0 = now_ns();
+        struct mvcc_reader *r = node_read_begin(n, &n->snap_slot, &err);
+        rc = r ? mvcc_snapshot_write(r, path, &copy_index) : err;
+        if (r)
+            node_read_end(n);
+        if (rc == 0)
+            rc = peer_send_snapshot(n->peers, job->to, job->msg, path);
+        if (rc < 0) {
+            log_warning(LOG_FIELDS(LOG_HEX("CAIRN_PEER", job->to)),
+                        "cannot send a snapshot to %016" PRIx64 ": %s", job->to, cairn_strerror(rc));
+            unlink(path);
+            on_snapshot_done(n, job->to, 0);
+        } else {
+            log_notice(LOG_FIELDS(LOG_HEX("CAIRN_PEER", job->to), LOG_U64("CAIRN_INDEX", copy_index),
+                                  LOG_U64("CAIRN_DURATION_MS", (now_ns() - t0) / 1000000)),
+                       "sending a snapshot of the store (applied to %" PRIu64 ") to %016" PRIx64, copy_index,
+                       job->to);
+        }
+        cairnpeer__message__free_unpacked(job->msg, NULL);
+        free(job);
+    }
+    return NULL;
+}
+
+/* The sender names its copies send-<peer>-<index>.db; once a stream ended they go. */
+static void remove_sent_copies(struct node *n, uint64_t to)
+{
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "send-%016" PRIx64 "-", to);
+    DIR *d = opendir(n->incoming_dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (!strncmp(de->d_name, prefix, strlen(prefix)))
+            unlinkat(dirfd(d), de->d_name, 0);
+    closedir(d);
+}
+
+/* Queue a MsgSnap for the sender thread (one stream per follower at a time). */
+static int queue_snapshot(struct node *n, const Cairnpeer__Message *pb)
+{
+    int slot = peer_slot(n, pb->to);
+    if (slot < 0 || n->snap_busy[slot])
+        return -EBUSY;
+    size_t len = cairnpeer__message__get_packed_size(pb);
+    uint8_t *buf = malloc(len ? len : 1);
+    struct snap_job *job = calloc(1, sizeof(*job));
+    if (!buf || !job) {
+        free(buf);
+        free(job);
+        return -ENOMEM;
+    }
+    cairnpeer__message__pack(pb, buf);
+    job->msg = cairnpeer__message__unpack(NULL, len, buf);
+    free(buf);
+    if (!job->msg) {
+        free(job);
+        return -ENOMEM;
+    }
+    job->to = pb->to;
+    n->snap_busy[slot] = 1;
+    pthread_mutex_lock(&n->mu);
+    struct snap_job **pp = &n->snap_head;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = job;
+    pthread_cond_signal(&n->snap_cond);
+    pthread_mutex_unlock(&n->mu);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- the Ready steps */
+
+static void note_unreachable(struct node *n, uint64_t id)
+{
+    for (size_t i = 0; i < n->n_unreachable; i++)
+        if (n->unreachable[i] == id)
+            return;
+    if (n->n_unreachable < 2 * RAFT_MAX_MEMBERS)
+        n->unreachable[n->n_unreachable++] = id;
+}
+
+/* Step 5: messages grouped per destination into one envelope each; MsgSnap to the sender thread. */
+static void send_messages(struct node *n, const struct raft_ready *rd)
+{
+    size_t i = 0;
+    int *sent = calloc(rd->n_msgs ? rd->n_msgs : 1, sizeof(int));
+    Cairnpeer__Message *pbs = calloc(rd->n_msgs ? rd->n_msgs : 1, sizeof(*pbs));
+    Cairnpeer__Message **ptrs = calloc(rd->n_msgs ? rd->n_msgs : 1, sizeof(*ptrs));
+    struct raftmsg_buf *bufs = calloc(rd->n_msgs ? rd->n_msgs : 1, sizeof(*bufs));
+    if (!sent || !pbs || !ptrs || !bufs)
+        goto out;
+    for (i = 0; i < rd->n_msgs; i++) {
+        if (sent[i])
+            continue;
+        uint64_t to = rd->msgs[i].to;
+        size_t k = 0;
+        for (size_t j = i; j < rd->n_msgs; j++) {
+            if (sent[j] || rd->msgs[j].to != to)
+                continue;
+            sent[j] = 1;
+            if (raftmsg_to_pb(&rd->msgs[j], &pbs[j], &bufs[j]) < 0)
+                continue;
+            if (rd->msgs[j].type == RAFT_MSG_SNAP) {
+                if (queue_snapshot(n, &pbs[j]) == -EBUSY)
+                    continue; /* a stream to it is running; its report will come */
+                continue;
+            }
+            ptrs[k++] = &pbs[j];
+        }
+        if (!k)
+            continue;
+        Cairnpeer__MessageBatch batch = CAIRNPEER__MESSAGE_BATCH__INIT;
+        batch.n_messages = k;
+        batch.messages = ptrs;
+        int rc = peer_send(n->peers, to, &batch);
+        if (rc < 0)
+            note_unreachable(n, to);
+    }
+out:
+    if (bufs)
+        for (i = 0; i < rd->n_msgs; i++)
+            raftmsg_buf_release(&bufs[i]);
+    free(bufs);
+    free(ptrs);
+    free(pbs);
+    free(sent);
+}
+
+/* Step 1: replace the store by the received copy, then record the snapshot. */
+static int install_snapshot(struct node *n, const struct raft_snapshot_meta *sm)
+{
+    char why[512] = "";
+    int rc;
+    if (!n->pending_snap_path || n->pending_snap_index != sm->index) {
+        log_crit(LOG_FIELDS(LOG_U64("CAIRN_INDEX", sm->index)),
+                 "raft accepted a snapshot at index %" PRIu64 " whose data is not here", sm->index);
+        return -CAIRN_E_CORRUPT;
+    }
+    int64_t t0 = now_ns();
+    pthread_rwlock_wrlock(&n->gate);
+    close_readers(n);
+    mvcc_close(n->store);
+    n->store = NULL;
+    rc = mvcc_restore(n->db_dir, n->pending_snap_path, why, sizeof why);
+    int rc2 = mvcc_open(n->db_dir, NULL, &n->store, why[0] ? why + strlen(why) : why,
+                        sizeof why - strlen(why));
+    pthread_rwlock_unlock(&n->gate);
+    if (rc < 0 || rc2 < 0) {
+        log_crit(LOG_FIELDS(LOG_U64("CAIRN_INDEX", sm->index)), "cannot install the snapshot at %" PRIu64 ": %s",
+                 sm->index, why);
+        return rc < 0 ? rc : rc2;
+    }
+    unlink(n->pending_snap_path);
+    free(n->pending_snap_path);
+    n->pending_snap_path = NULL;
+
+    uint8_t *conf = NULL;
+    size_t conf_len = 0;
+    if ((rc = raftmsg_conf_encode(&sm->conf_state, &conf, &conf_len)) < 0)
+        return rc;
+    struct wal_snapshot ws = {.index = sm->index, .term = sm->term};
+    struct snap_meta meta = {.term = sm->term, .index = sm->index, .conf_state = conf, .conf_len = conf_len};
+    if ((rc = wal_save_snapshot(n->wal, &ws)) == 0)
+        rc = snap_save(n->snap_dir, &meta);
+    free(conf);
+    if (rc < 0)
+        return rc;
+    struct mvcc_status st = {0};
+    mvcc_store_status(n->store, &st);
+    n->applied = st.consistent_index;
+    n->applied_term = st.consistent_term;
+    n->snap_index = sm->index;
+    n->conf = sm->conf_state;
+    log_notice(LOG_FIELDS(LOG_U64("CAIRN_INDEX", sm->index), LOG_U64("CAIRN_TERM", sm->term),
+                          LOG_I64("CAIRN_REVISION", st.revision),
+                          LOG_U64("CAIRN_DURATION_MS", (now_ns() - t0) / 1000000)),
+               "installed a snapshot at index %" PRIu64 " (store applied to %" PRIu64 ", revision %" PRId64 ")",
+               sm->index, st.consistent_index, st.revision);
+    return 0;
+}
+
+/* Steps 1-4: make the Ready's snapshot, entries and hard state durable. */
+static int persist(struct node *n, const struct raft_ready *rd)
+{
+    int rc;
+    if (rd->snapshot && (rc = install_snapshot(n, rd->snapshot)) < 0)
+        return rc;
+    if (!rd->n_entries && !rd->hard_state_changed)
+        return 0;
+    struct wal_entry stack[64], *ents = stack;
+    if (rd->n_entries > 64 && !(ents = malloc(rd->n_entries * sizeof(*ents))))
+        return -ENOMEM;
+    for (size_t i = 0; i < rd->n_entries; i++)
+        ents[i] = (struct wal_entry){.index = rd->entries[i].index, .term = rd->entries[i].term,
+                                     .type = rd->entries[i].type, .data = rd->entries[i].data,
+                                     .len = rd->entries[i].len};
+    struct wal_hardstate hs = {rd->hard_state.term, rd->hard_state.vote, rd->hard_state.commit};
+    uint64_t sync_ns = 0;
+    if (!rd->must_sync && !rd->n_entries)
+        rc = wal_write_state(n->wal, &hs); /* commit index only: durable with the next sync (raft.h) */
+    else
+        rc = wal_save(n->wal, rd->hard_state_changed ? &hs : NULL, ents, rd->n_entries, &sync_ns);
+    if (ents != stack)
+        free(ents);
+    if (rc == 0 && (int64_t)sync_ns > SLOW_SYNC_NS)
+        log_warning(LOG_FIELDS(LOG_U64("CAIRN_DURATION_MS", sync_ns / 1000000)),
+                    "slow fdatasync of the WAL: %" PRIu64 " ms (expected under 10 ms; check the disk)",
+                    sync_ns / 1000000);
+    return rc;
+}
+
+/* The committed entries of one Ready, decoded for the store and kept until the replies are built. */
+struct apply_batch {
+    struct mvcc_entry *ents;
+    Cairnint__RaftRequest **rrs;   /* NULL for no-ops and conf changes */
+    size_t n;
+    struct kvconv_arena arena;
+};
+
+static void reply_write(struct node *n, const Cairnint__RaftRequest *rr, const struct mvcc_applied *ap,
+                        uint64_t term)
+{
+    Cairn__Response resp = CAIRN__RESPONSE__INIT;
+    Cairn__ResponseHeader hdr = CAIRN__RESPONSE_HEADER__INIT;
+    struct kvconv_arena a;
+    kvconv_arena_init(&a);
+    hdr.cluster_id = n->cluster_id;
+    hdr.member_id = n->self_id;
+    hdr.revision = ap->resp.revision;
+    hdr.raft_term = term;
+    resp.header = &hdr;
+    int rc = kvconv_write_resp(rr, &ap->resp, &resp, &a);
+    size_t len = 0;
+    uint8_t *buf = NULL;
+    if (rc == 0) {
+        len = cairn__response__get_packed_size(&resp);
+        buf = malloc(len ? len : 1);
+        if (buf)
+            cairn__response__pack(&resp, buf);
+    }
+    kvconv_arena_free(&a);
+    if (!buf) {
+        wait_fire(n->waits, rr->id, NULL, 0, rc < 0 ? -rc : ENOMEM);
+        return;
+    }
+    if (!wait_fire(n->waits, rr->id, buf, len, 0))
+        free(buf);
+}
+
+/* Step 6: apply the committed entries in one store transaction, then answer the writes waiting on them. */
+static int apply_committed(struct node *n, const struct raft_ready *rd)
+{
+    struct apply_batch b = {0};
+    int rc = 0;
+    if (!rd->n_committed)
+        return 0;
+    kvconv_arena_init(&b.arena);
+    b.ents = calloc(rd->n_committed, sizeof(*b.ents));
+    b.rrs = calloc(rd->n_committed, sizeof(*b.rrs));
+    if (!b.ents || !b.rrs) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < rd->n_committed; i++) {
+        const struct raft_entry *e = &rd->committed[i];
+        struct mvcc_entry *me = &b.ents[b.n++];
+        me->index = e->index;
+        me->term = e->term;
+        me->req.type = MVCC_REQ_NOOP;
+        if (e->type == RAFT_ENTRY_CONF_CHANGE) {
+            struct raft_conf_change cc;
+            int r = raft_apply_conf_change(n->raft, e, &cc, &n->conf);
+            if (r < 0)
+                log_err(LOG_FIELDS(LOG_U64("CAIRN_INDEX", e->index)),
+                        "conf change at index %" PRIu64 " not applied: %s", e->index, cairn_strerror(r));
+            else
+                log_notice(LOG_FIELDS(LOG_U64("CAIRN_INDEX", e->index), LOG_HEX("CAIRN_PEER", cc.node_id)),
+                           "membership change at index %" PRIu64 ": type %u member %016" PRIx64, e->index,
+                           cc.type, cc.node_id);
+            continue;
+        }
+        if (e->index <= n->applied || e->len == 0)
+            continue; /* replayed below the store's consistent index, or the leader's empty entry */
+        Cairnint__RaftRequest *rr = cairnint__raft_request__unpack(NULL, e->len, e->data);
+        if (!rr) {
+            log_err(LOG_FIELDS(LOG_U64("CAIRN_INDEX", e->index)),
+                    "committed entry %" PRIu64 " does not decode; applied as a no-op", e->index);
+            continue;
+        }
+        b.rrs[i] = rr;
+        int cr = kvconv_entry_req(rr, &me->req, &b.arena);
+        if (cr == -ENOMEM) {
+            /* a no-op here would make this member diverge from the others */
+            rc = cr;
+            goto out;
+        }
+        if (cr < 0) {
+            me->req.type = MVCC_REQ_NOOP;
+            if (rr->request_case != CAIRNINT__RAFT_REQUEST__REQUEST__NOT_SET)
+                log_warning(LOG_FIELDS(LOG_U64("CAIRN_INDEX", e->index)),
+                            "committed entry %" PRIu64 " holds a request this version does not apply (%d)",
+                            e->index, (int)rr->request_case);
+        }
+    }
+    int64_t t0 = now_ns();
+    struct mvcc_result *res = NULL;
+    rc = mvcc_apply(n->store, b.ents, b.n, &res);
+    int64_t took = now_ns() - t0;
+    if (rc < 0) {
+        log_crit(LOG_FIELDS(LOG_U64("CAIRN_INDEX", b.ents[0].index)),
+                 "the store failed to apply entries %" PRIu64 "-%" PRIu64 ": %s; stopping", b.ents[0].index,
+                 b.ents[b.n - 1].index, cairn_strerror(rc));
+        goto out;
+    }
+    if (took > SLOW_APPLY_NS)
+        log_warning(LOG_FIELDS(LOG_U64("CAIRN_DURATION_MS", took / 1000000), LOG_U64("CAIRN_ENTRIES", b.n)),
+                    "slow apply: %zu entries took %" PRId64 " ms", b.n, took / 1000000);
+    n->applied = rd->committed[rd->n_committed - 1].index;
+    n->applied_term = rd->committed[rd->n_committed - 1].term;
+    /* published before any reply goes out: a client that saw its write acknowledged sees it counted */
+    pthread_mutex_lock(&n->info_mu);
+    n->info.applied = n->applied;
+    n->info.revision = res->revision;
+    pthread_mutex_unlock(&n->info_mu);
+
+    struct raft_basic_status bs;
+    raft_basic_status(n->raft, &bs);
+    uint64_t term = bs.term;
+    for (size_t i = 0; i < res->n_entries; i++) {
+        Cairnint__RaftRequest *rr = b.rrs[i];
+        if (rr && rr->proposer == n->self_id && !res->entries[i].skipped)
+            reply_write(n, rr, &res->entries[i], term);
+    }
+    mvcc_result_free(res);
+out:
+    for (size_t i = 0; i < b.n; i++)
+        if (b.rrs && b.rrs[i])
+            cairnint__raft_request__free_unpacked(b.rrs[i], NULL);
+    free(b.rrs);
+    free(b.ents);
+    kvconv_arena_free(&b.arena);
+    return rc;
+}
+
+/* A local snapshot: the store is made durable, then the WAL and raft may forget what it covers. */
+static int take_snapshot(struct node *n)
+{
+    uint8_t *conf = NULL;
+    size_t conf_len = 0;
+    int rc;
+    int64_t t0 = now_ns();
+    struct raft_snapshot_meta meta = {.index = n->applied, .term = n->applied_term};
+    raft_conf_state(n->raft, &meta.conf_state);
+    if ((rc = mvcc_sync(n->store)) < 0)
+        return rc;
+    if ((rc = raftmsg_conf_encode(&meta.conf_state, &conf, &conf_len)) < 0)
+        return rc;
+    struct wal_snapshot ws = {.index = meta.index, .term = meta.term};
+    struct snap_meta sm = {.term = meta.term, .index = meta.index, .conf_state = conf, .conf_len = conf_len};
+    if ((rc = wal_save_snapshot(n->wal, &ws)) == 0 && (rc = snap_save(n->snap_dir, &sm)) == 0)
+        rc = raft_compact(n->raft, &meta, n->cfg->snapshot_catchup_entries);
+    free(conf);
+    if (rc < 0)
+        return rc;
+    n->snap_index = meta.index;
+    int r1 = wal_release_to(n->wal, meta.index);
+    int r2 = snap_purge(n->snap_dir, n->cfg->max_snapshots ? n->cfg->max_snapshots : UINT32_MAX);
+    if (r1 < 0 || r2 < 0)
+        log_warning(NULL, "purging old WAL segments or snapshots failed: %s",
+                    cairn_strerror(r1 < 0 ? r1 : r2));
+    log_info(LOG_FIELDS(LOG_U64("CAIRN_INDEX", meta.index), LOG_U64("CAIRN_TERM", meta.term),
+                        LOG_U64("CAIRN_DURATION_MS", (now_ns() - t0) / 1000000)),
+             "snapshot taken at index %" PRIu64 " (term %" PRIu64 ")", meta.index, meta.term);
+    return 0;
+}
+
+static void soft_state(struct node *n, const struct raft_ready *rd)
+{
+    if (!rd->soft_state_changed || rd->lead == n->lead)
+        return;
+    struct raft_basic_status bs;
+    raft_basic_status(n->raft, &bs);
+    uint64_t term = bs.term;
+    if (rd->lead)
+        log_notice(LOG_FIELDS(LOG_HEX("CAIRN_LEADER", rd->lead), LOG_U64("CAIRN_TERM", term)),
+                   "%s %016" PRIx64 " is the leader at term %" PRIu64,
+                   rd->lead == n->self_id ? "this member" : "member", rd->lead, term);
+    else
+        log_warning(LOG_FIELDS(LOG_HEX("CAIRN_LEADER", n->lead), LOG_U64("CAIRN_TERM", term)),
+                    "lost the leader %016" PRIx64 " at term %" PRIu64, n->lead, term);
+    n->lead = rd->lead;
+    if (n->hooks.leader_changed)
+        n->hooks.leader_changed(n->hooks.arg, rd->lead, term);
+}
+
+static int handle_ready(struct node *n)
+{
+    struct raft_ready rd;
+    int rc = raft_ready(n->raft, &rd);
+    if (rc < 0)
+        return rc;
+    soft_state(n, &rd);
+    if ((rc = persist(n, &rd)) < 0) {
+        log_crit(NULL, "cannot persist to the WAL: %s; stopping", cairn_strerror(rc));
+        return rc;
+    }
+    send_messages(n, &rd);
+    if ((rc = apply_committed(n, &rd)) < 0)
+        return rc;
+    for (size_t i = 0; i < rd.n_reads; i++) {
+        uint64_t ctx = 0;
+        if (rd.reads[i].context_len == sizeof ctx)
+            memcpy(&ctx, rd.reads[i].context, sizeof ctx);
+        if (n->hooks.read_ready)
+            n->hooks.read_ready(n->hooks.arg, ctx, rd.reads[i].index);
+    }
+    size_t n_committed = rd.n_committed; /* raft_advance clears rd */
+    raft_advance(n->raft, &rd);
+    for (size_t i = 0; i < n->n_unreachable; i++)
+        raft_report_unreachable(n->raft, n->unreachable[i]);
+    n->n_unreachable = 0;
+    if (n_committed && n->hooks.applied)
+        n->hooks.applied(n->hooks.arg, n->applied);
+    if (n->cfg->snapshot_count && n->applied >= n->snap_index + n->cfg->snapshot_count) {
+        if ((rc = take_snapshot(n)) < 0) {
+            log_err(NULL, "snapshot at %" PRIu64 " failed: %s", n->applied, cairn_strerror(rc));
+            n->snap_index = n->applied; /* try again after another snapshot-count entries */
+        }
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- inbox processing */
+
+static void fail_proposals(struct node *n, struct item **items, size_t k, int rc)
+{
+    int code = rc < 0 ? -rc : rc;
+    if (code == ENOMEM || code == EBUSY)
+        code = CAIRN_E_PROPOSAL_DROPPED;
+    for (size_t i = 0; i < k; i++)
+        wait_fire(n->waits, items[i]->id, NULL, 0, code);
+}
+
+static void propose_items(struct node *n, struct item **items, size_t k)
+{
+    struct raft_buf bufs[PROPOSE_BATCH];
+    for (size_t i = 0; i < k; i++)
+        bufs[i] = (struct raft_buf){items[i]->data, items[i]->len};
+    int rc = raft_propose_batch(n->raft, bufs, k);
+    if (rc < 0)
+        fail_proposals(n, items, k, rc);
+}
+
+static void step_peer(struct node *n, struct item *it)
+{
+    Cairnpeer__MessageBatch *batch = it->data;
+    for (size_t i = 0; i < batch->n_messages; i++) {
+        struct raft_message m;
+        struct raftmsg_buf b;
+        memset(&b, 0, sizeof b);
+        int rc = raftmsg_from_pb(batch->messages[i], &m, &b);
+        if (rc == 0 && m.from != it->id)
+            rc = -CAIRN_E_CLUSTER_MISMATCH;
+        if (rc == 0)
+            rc = raft_step(n->raft, &m);
+        if (rc < 0 && rc != -EBUSY)
+            log_debug(LOG_FIELDS(LOG_HEX("CAIRN_PEER", it->id)), "dropped a message from %016" PRIx64 ": %s",
+                      it->id, cairn_strerror(rc));
+        raftmsg_buf_release(&b);
+    }
+}
+
+static void snapshot_received(struct node *n, struct item *it)
+{
+    Cairnpeer__Message *pb = it->data;
+    if (!pb->snapshot) {
+        return;
+    }
+    if (n->pending_snap_path) {
+        unlink(n->pending_snap_path);
+        free(n->pending_snap_path);
+    }
+    n->pending_snap_path = it->path; /* taken from the item */
+    it->path = NULL;
+    n->pending_snap_index = pb->snapshot->index;
+    struct raft_message m;
+    struct raftmsg_buf b;
+    memset(&b, 0, sizeof b);
+    int rc = raftmsg_from_pb(pb, &m, &b);
+    if (rc == 0)
+        rc = raft_step(n->raft, &m);
+    raftmsg_buf_release(&b);
+    log_info(LOG_FIELDS(LOG_HEX("CAIRN_PEER", it->id), LOG_U64("CAIRN_INDEX", pb->snapshot->index)),
+             "received a snapshot at index %" PRIu64 " from %016" PRIx64 "%s%s", pb->snapshot->index, it->id,
+             rc < 0 ? ": " : "", rc < 0 ? cairn_strerror(rc) : "");
+}
+
+static void process(struct node *n, struct item *list)
+{
+    struct item *props[PROPOSE_BATCH];
+    size_t k = 0;
+    while (list) {
+        struct item *it = list;
+        list = it->next;
+        if (it->type == IT_PROPOSE) {
+            props[k++] = it;
+            if (k == PROPOSE_BATCH) {
+                propose_items(n, props, k);
+                for (size_t i = 0; i < k; i++)
+                    item_free(props[i]);
+                k = 0;
+            }
+            continue;
+        }
+        switch (it->type) {
+        case IT_READ_INDEX: {
+            int rc = raft_read_index(n->raft, &it->id, sizeof it->id);
+            if (rc < 0 && n->hooks.read_ready)
+                n->hooks.read_ready(n->hooks.arg, it->id, 0); /* index 0: failed, retry later */
+            break;
+        }
+        case IT_PEER:
+            step_peer(n, it);
+            break;
+        case IT_SNAP_RECEIVED:
+            snapshot_received(n, it);
+            break;
+        case IT_SNAP_DONE: {
+            int slot = peer_slot(n, it->id);
+            if (slot >= 0)
+                n->snap_busy[slot] = 0;
+            raft_report_snapshot(n->raft, it->id, it->ok);
+            remove_sent_copies(n, it->id);
+            log_info(LOG_FIELDS(LOG_HEX("CAIRN_PEER", it->id)), "snapshot stream to %016" PRIx64 " %s", it->id,
+                     it->ok ? "completed" : "failed");
+            break;
+        }
+        default:
+            break;
+        }
+        item_free(it);
+    }
+    if (k) {
+        propose_items(n, props, k);
+        for (size_t i = 0; i < k; i++)
+            item_free(props[i]);
+    }
+}
+
+static void *node_main(void *arg)
+{
+    struct node *n = arg;
+    int64_t tick_ns = (int64_t)n->cfg->heartbeat_ms * 1000000LL;
+    n->next_tick_ns = now_ns() + tick_ns;
+    for (;;) {
+        pthread_mutex_lock(&n->mu);
+        while (!n->head && !n->stopping) {
+            int64_t now = now_ns();
+            if (now >= n->next_tick_ns || raft_has_ready(n->raft))
+                break;
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            int64_t wait = n->next_tick_ns - now;
+            ts.tv_sec += wait / 1000000000LL;
+            ts.tv_nsec += wait % 1000000000LL;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&n->cond, &n->mu, &ts);
+        }
+        if (n->stopping) {
+            pthread_mutex_unlock(&n->mu);
+            break;
+        }
+        struct item *list = n->head;
+        n->head = n->tail = NULL;
+        n->inbox_len = 0;
+        pthread_mutex_unlock(&n->mu);
+
+        process(n, list);
+        int64_t now = now_ns();
+        if (now >= n->next_tick_ns) {
+            raft_tick(n->raft);
+            /* after a long stall (SIGSTOP, a slow disk) tick once, not once per missed interval */
+            n->next_tick_ns = now - n->next_tick_ns > 10 * tick_ns ? now + tick_ns : n->next_tick_ns + tick_ns;
+            wait_expire(n->waits, now, CAIRN_E_TIMEOUT);
+        }
+        while (raft_has_ready(n->raft)) {
+            if (handle_ready(n) < 0) {
+                /* the WAL or the store failed: the member cannot go on safely */
+                log_crit(NULL, "the node loop stopped on a storage failure; the member must be restarted");
+                _exit(70);
+            }
+        }
+        if (mvcc_compact_pending(n->store)) {
+            bool done = false;
+            int rc = mvcc_compact_step(n->store, COMPACT_STEP_ROWS, &done);
+            if (rc < 0)
+                log_err(NULL, "compaction step failed: %s", cairn_strerror(rc));
+        }
+        publish(n);
+    }
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- start and stop */
+
+int node_start(const struct config *cfg, struct boot_state *bs, struct wait_table *waits,
+               const struct node_hooks *hooks, struct node **out, char *err, size_t errlen)
+{
+    int rc;
+    struct node *n = calloc(1, sizeof(*n));
+    if (!n)
+        return -ENOMEM;
+    n->cfg = cfg;
+    n->waits = waits;
+    n->hooks = *hooks;
+    n->cluster_id = bs->cluster_id;
+    n->self_id = bs->self_id;
+    snprintf(n->wal_dir, sizeof n->wal_dir, "%s", bs->wal_dir);
+    snprintf(n->snap_dir, sizeof n->snap_dir, "%s", bs->snap_dir);
+    snprintf(n->db_dir, sizeof n->db_dir, "%s", bs->db_dir);
+    snprintf(n->incoming_dir, sizeof n->incoming_dir, "%s", bs->incoming_dir);
+    pthread_mutex_init(&n->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&n->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_cond_init(&n->snap_cond, NULL);
+    pthread_rwlock_init(&n->gate, NULL);
+    pthread_mutex_init(&n->slots_mu, NULL);
+    pthread_mutex_init(&n->info_mu, NULL);
+    struct timespec rt;
+    clock_gettime(CLOCK_REALTIME, &rt);
+    /* IDs from the wall clock: a restarted member never reuses one still in its log */
+    n->next_id = (uint64_t)rt.tv_sec * 1000000000ULL + (uint64_t)rt.tv_nsec;
+
+    struct raft_config rc_cfg = {
+        .id = bs->self_id,
+        .seed = n->next_id ^ bs->self_id,
+        .election_tick = (int)(cfg->election_ms / cfg->heartbeat_ms),
+        .heartbeat_tick = 1,
+        .pre_vote = 1,
+        .check_quorum = 1,
+        .max_inflight_msgs = 256,
+        .max_msg_bytes = 1u << 20,
+        .max_committed_bytes = 8u << 20,
+        .max_uncommitted_bytes = 64u << 20,
+    };
+    if ((rc = raft_new(&rc_cfg, &bs->restore, &n->raft)) < 0) {
+        snprintf(err, errlen, "cannot start raft from the recovered state: %s", cairn_strerror(rc));
+        goto fail;
+    }
+    n->snap_index = bs->restore.snapshot.index;
+    n->conf = bs->restore.snapshot.conf_state;
+    boot_release_restore(bs);
+    n->wal = bs->wal;
+    n->store = bs->store;
+    bs->wal = NULL;
+    bs->store = NULL;
+    struct mvcc_status st = {0};
+    mvcc_store_status(n->store, &st);
+    n->applied = st.consistent_index;
+    n->applied_term = st.consistent_term;
+    n->info.cluster_id = n->cluster_id;
+    n->info.member_id = n->self_id;
+
+    struct peer_options po = {
+        .cluster_id = n->cluster_id,
+        .self_id = n->self_id,
+        .listen = &cfg->listen_peer_urls,
+        .tls = {cfg->peer_cert_file, cfg->peer_key_file, cfg->peer_trusted_ca_file},
+        .incoming_dir = n->incoming_dir,
+    };
+    struct peer_callbacks cb = {.arg = n, .on_messages = on_messages, .on_snapshot = on_snapshot,
+                                .on_snapshot_done = on_snapshot_done};
+    if ((rc = peer_start(&po, &cb, &n->peers, err, errlen)) < 0)
+        goto fail;
+    if ((rc = add_peers(n, bs)) < 0) {
+        snprintf(err, errlen, "cannot set up the peer connections: %s", cairn_strerror(rc));
+        goto fail;
+    }
+    if (n->conf.n_voters == 1 && n->conf.voters[0] == n->self_id && !n->conf.n_learners)
+        raft_campaign(n->raft); /* alone: no reason to wait an election timeout for the first leader */
+    publish(n);
+    node_reader_register(n, &n->snap_slot);
+    if ((rc = -pthread_create(&n->snap_thread, NULL, snap_main, n)) < 0) {
+        snprintf(err, errlen, "cannot start the snapshot thread: %s", strerror(-rc));
+        goto fail;
+    }
+    n->snap_thread_started = 1;
+    if ((rc = -pthread_create(&n->thread, NULL, node_main, n)) < 0) {
+        snprintf(err, errlen, "cannot start the node thread: %s", strerror(-rc));
+        goto fail;
+    }
+    *out = n;
+    return 0;
+fail:
+    if (n->snap_thread_started) {
+        pthread_mutex_lock(&n->mu);
+        n->stopping = 1;
+        pthread_cond_broadcast(&n->snap_cond);
+        pthread_mutex_unlock(&n->mu);
+        pthread_join(n->snap_thread, NULL);
+        node_reader_unregister(n, &n->snap_slot);
+    }
+    if (n->peers)
+        peer_stop(n->peers);
+    raft_free(n->raft);
+    if (n->store) {
+        bs->store = n->store;
+        bs->wal = n->wal;
+    }
+    free(n);
+    return rc;
+}
+
+void node_stop(struct node *n)
+{
+    if (!n)
+        return;
+    pthread_mutex_lock(&n->mu);
+    n->stopping = 1;
+    pthread_cond_broadcast(&n->cond);
+    pthread_cond_broadcast(&n->snap_cond);
+    pthread_mutex_unlock(&n->mu);
+    pthread_join(n->thread, NULL);
+    pthread_join(n->snap_thread, NULL);
+    peer_stop(n->peers); /* after this no callback pushes into the inbox */
+    node_reader_unregister(n, &n->snap_slot);
+    struct item *it = n->head;
+    while (it) {
+        struct item *next = it->next;
+        if (it->type == IT_PROPOSE)
+            wait_fire(n->waits, it->id, NULL, 0, CAIRN_E_STOPPED);
+        item_free(it);
+        it = next;
+    }
+    while (n->snap_head) {
+        struct snap_job *j = n->snap_head;
+        n->snap_head = j->next;
+        cairnpeer__message__free_unpacked(j->msg, NULL);
+        free(j);
+    }
+    if (n->pending_snap_path) {
+        unlink(n->pending_snap_path);
+        free(n->pending_snap_path);
+    }
+    raft_free(n->raft);
+    int rc = mvcc_sync(n->store);
+    if (rc < 0)
+        log_err(NULL, "closing the store: %s", cairn_strerror(rc));
+    mvcc_close(n->store);
+    wal_close(n->wal);
+    pthread_rwlock_destroy(&n->gate);
+    pthread_cond_destroy(&n->cond);
+    pthread_cond_destroy(&n->snap_cond);
+    pthread_mutex_destroy(&n->mu);
+    pthread_mutex_destroy(&n->slots_mu);
+    pthread_mutex_destroy(&n->info_mu);
+    free(n);
+}
+
+size_t node_peer_stats(struct node *n, struct peer_stats *out, size_t max)
+{
+    return peer_stats(n->peers, out, max);
+}
+
+int node_reload_peer_tls(struct node *n, char *err, size_t errlen)
+{
+    const struct config *c = n->cfg;
+    if (!c->peer_cert_file || !c->peer_cert_file[0])
+        return 0;
+    struct peer_tls tls = {c->peer_cert_file, c->peer_key_file, c->peer_trusted_ca_file};
+    return peer_reload_tls(n->peers, &tls, err, errlen);
+}

@@ -1,0 +1,101 @@
+/*
+ * The node: the one thread that owns the member's Raft state, its WAL, the
+ * store's writer and the peer transport.  It runs DESIGN.md's loop: take
+ * proposals, ReadIndex requests and peer messages from its inbox, tick, and
+ * for each Ready persist (WAL, fsync), send, apply (one SQLite transaction per
+ * batch, the consistent index inside it), answer waiting writes through the
+ * wait table, and take snapshots.  Other threads talk to it only through the
+ * functions below; none of them blocks on the node's work.
+ */
+#ifndef CAIRN_DAEMON_NODE_H
+#define CAIRN_DAEMON_NODE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "daemon/boot.h"
+#include "daemon/config.h"
+#include "daemon/wait.h"
+
+struct node;
+struct mvcc_reader;
+
+/* Called on the node thread; they must not block. */
+struct node_hooks {
+    void *arg;
+    /* The ReadIndex request ctx may be served once the store has applied index. */
+    void (*read_ready)(void *arg, uint64_t ctx, uint64_t index);
+    /* The store has applied everything up to index. */
+    void (*applied)(void *arg, uint64_t index);
+    /* The leader changed (lead 0: none known). ReadIndex requests in flight are lost. */
+    void (*leader_changed)(void *arg, uint64_t lead, uint64_t term);
+};
+
+/* What the node publishes for every thread (a consistent copy). */
+struct node_info {
+    uint64_t cluster_id, member_id;
+    uint64_t term, lead, commit, applied, last_index, snapshot_index;
+    int role;                    /* enum raft_role */
+    int is_learner;
+    int64_t revision, compact_revision;
+    uint64_t proposals_pending;  /* in the inbox, not yet given to raft */
+};
+
+/*
+ * node_start: take the WAL and store from bs (bs no longer owns them),
+ * create Raft from what it recovered, start the peer transport and the node
+ * thread.  waits is the table write requests wait in (the caller's).  Returns
+ * 0 or a negative error with a message in err.
+ */
+int node_start(const struct config *cfg, struct boot_state *bs, struct wait_table *waits,
+               const struct node_hooks *hooks, struct node **out, char *err, size_t errlen);
+
+/*
+ * node_stop: stop the thread after the Ready in progress, stop the peer
+ * transport, fail what waits, and close the WAL and the store.  Every reader
+ * slot must have been unregistered.  NULL is fine.
+ */
+void node_stop(struct node *n);
+
+/* node_next_request_id: a request ID no other proposal of this member has or had. */
+uint64_t node_next_request_id(struct node *n);
+
+/*
+ * node_propose: queue a packed internal RaftRequest (data, malloc'd; the node
+ * takes it) whose ID is id.  The waiter registered under id is fired when the
+ * entry is applied, or failed when the proposal cannot be made.  Returns 0,
+ * -CAIRN_E_TOO_MANY_REQUESTS when the inbox is full, -CAIRN_E_STOPPED; on
+ * error data has been freed and the waiter is still registered.
+ */
+int node_propose(struct node *n, uint64_t id, void *data, size_t len);
+
+/* node_read_index: ask for a linearizable read point tagged ctx; the answer comes through hooks.read_ready. */
+int node_read_index(struct node *n, uint64_t ctx);
+
+/* node_info: the latest published state. */
+void node_get_info(struct node *n, struct node_info *info);
+
+/*
+ * Readers.  A reader thread owns a slot; between node_read_begin and
+ * node_read_end it may use the returned handle.  The node replaces the store
+ * (installing a snapshot) only while no read is in progress, closing every
+ * registered slot's handle; the next begin reopens it.
+ */
+struct node_reader_slot {
+    struct mvcc_reader *r;
+    struct node_reader_slot *next;
+};
+void node_reader_register(struct node *n, struct node_reader_slot *slot);
+void node_reader_unregister(struct node *n, struct node_reader_slot *slot);
+/* node_read_begin: NULL (with *err set) if the store cannot be read; then do not call node_read_end. */
+struct mvcc_reader *node_read_begin(struct node *n, struct node_reader_slot *slot, int *err);
+void node_read_end(struct node *n);
+
+/* node_reload_peer_tls: re-read the peer TLS files of cfg (SIGHUP); see peer_reload_tls. */
+int node_reload_peer_tls(struct node *n, char *err, size_t errlen);
+
+/* node_peer_stats: for Status and metrics; see peer.h. */
+struct peer_stats;
+size_t node_peer_stats(struct node *n, struct peer_stats *out, size_t max);
+
+#endif

@@ -1,0 +1,354 @@
+/*
+ * The read path.  Reads move through four lists under one mutex:
+ *   pending  - linearizable reads that arrived since the last ReadIndex went out
+ *   inflight - the reads covered by the one ReadIndex request in flight (ctx)
+ *   waiting  - reads whose read index is known, until the store applies it
+ *   ready    - reads the pool may run now
+ * Only one ReadIndex is in flight at a time: everything arriving meanwhile is
+ * batched into the next one (etcd's linearizableReadLoop).  A ReadIndex lost
+ * to a leader change or a dropped message is re-issued; a read past its
+ * deadline fails (NO_LEADER when no leader is known, else TIMEOUT).
+ */
+#include "daemon/reads.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/errors.h"
+#include "base/log.h"
+
+#define REISSUE_NS 500000000LL   /* a ReadIndex unanswered this long is sent again */
+#define TIMER_NS 50000000LL      /* deadline and re-issue checks */
+#define MAX_THREADS 16
+
+struct list {
+    struct read_job *head, *tail;
+};
+
+struct reads {
+    struct node *node;
+    int nthreads;
+    pthread_t threads[MAX_THREADS];
+    pthread_t timer;
+    int started;
+
+    pthread_mutex_t mu;
+    pthread_cond_t work;     /* ready is not empty, or stopping */
+    pthread_cond_t tick;     /* the timer thread sleeps here */
+    int stopping;
+    struct list pending, inflight, waiting, ready;
+    uint64_t inflight_ctx;   /* 0: none in flight */
+    int64_t inflight_since;
+    uint64_t next_ctx;
+    uint64_t applied;
+    uint64_t lead;
+    int running;
+};
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void push(struct list *l, struct read_job *j)
+{
+    j->next = NULL;
+    if (l->tail)
+        l->tail->next = j;
+    else
+        l->head = j;
+    l->tail = j;
+}
+
+static void append(struct list *dst, struct list *src)
+{
+    if (!src->head)
+        return;
+    if (dst->tail)
+        dst->tail->next = src->head;
+    else
+        dst->head = src->head;
+    dst->tail = src->tail;
+    src->head = src->tail = NULL;
+}
+
+/* Send the ReadIndex for everything pending, if none is in flight.  Called with mu held. */
+static void issue(struct reads *rs)
+{
+    if (rs->inflight_ctx || !rs->pending.head || !rs->node)
+        return;
+    append(&rs->inflight, &rs->pending);
+    rs->inflight_ctx = ++rs->next_ctx;
+    rs->inflight_since = now_ns();
+    if (node_read_index(rs->node, rs->inflight_ctx) < 0)
+        rs->inflight_since = 0; /* the timer re-issues */
+}
+
+/* Move waiting reads whose index is applied to ready.  Called with mu held. */
+static void release_applied(struct reads *rs)
+{
+    struct read_job **pp = &rs->waiting.head, *last = NULL;
+    int moved = 0;
+    while (*pp) {
+        struct read_job *j = *pp;
+        if (j->index <= rs->applied) {
+            *pp = j->next;
+            push(&rs->ready, j);
+            moved = 1;
+        } else {
+            last = j;
+            pp = &j->next;
+        }
+    }
+    rs->waiting.tail = last;
+    if (moved)
+        pthread_cond_broadcast(&rs->work);
+}
+
+static void on_read_ready(void *arg, uint64_t ctx, uint64_t index)
+{
+    struct reads *rs = arg;
+    pthread_mutex_lock(&rs->mu);
+    if (ctx == rs->inflight_ctx && ctx) {
+        if (index == 0) {
+            rs->inflight_since = 0; /* refused (no leader yet): the timer tries again */
+        } else {
+            for (struct read_job *j = rs->inflight.head; j; j = j->next)
+                j->index = index;
+            append(&rs->waiting, &rs->inflight);
+            rs->inflight_ctx = 0;
+            release_applied(rs);
+            issue(rs);
+        }
+    }
+    pthread_mutex_unlock(&rs->mu);
+}
+
+static void on_applied(void *arg, uint64_t index)
+{
+    struct reads *rs = arg;
+    pthread_mutex_lock(&rs->mu);
+    rs->applied = index;
+    if (rs->waiting.head)
+        release_applied(rs);
+    pthread_mutex_unlock(&rs->mu);
+}
+
+static void on_leader_changed(void *arg, uint64_t lead, uint64_t term)
+{
+    struct reads *rs = arg;
+    (void)term;
+    pthread_mutex_lock(&rs->mu);
+    rs->lead = lead;
+    if (rs->inflight_ctx) {
+        /* the ReadIndex in flight died with the old leader: send the same reads again */
+        struct list l = rs->inflight;
+        rs->inflight.head = rs->inflight.tail = NULL;
+        rs->inflight_ctx = 0;
+        append(&l, &rs->pending);
+        rs->pending = l;
+        if (lead)
+            issue(rs);
+    }
+    pthread_mutex_unlock(&rs->mu);
+}
+
+struct reads *reads_new(int threads)
+{
+    struct reads *rs = calloc(1, sizeof(*rs));
+    if (!rs)
+        return NULL;
+    rs->nthreads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
+    pthread_mutex_init(&rs->mu, NULL);
+    pthread_cond_init(&rs->work, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&rs->tick, &ca);
+    pthread_condattr_destroy(&ca);
+    return rs;
+}
+
+void reads_hooks(struct reads *rs, struct node_hooks *hooks)
+{
+    hooks->arg = rs;
+    hooks->read_ready = on_read_ready;
+    hooks->applied = on_applied;
+    hooks->leader_changed = on_leader_changed;
+}
+
+static void *worker(void *arg)
+{
+    struct reads *rs = arg;
+    struct node_reader_slot slot;
+    node_reader_register(rs->node, &slot);
+    pthread_mutex_lock(&rs->mu);
+    for (;;) {
+        while (!rs->ready.head && !rs->stopping)
+            pthread_cond_wait(&rs->work, &rs->mu);
+        if (!rs->ready.head)
+            break;
+        struct read_job *j = rs->ready.head;
+        rs->ready.head = j->next;
+        if (!rs->ready.head)
+            rs->ready.tail = NULL;
+        rs->running++;
+        pthread_mutex_unlock(&rs->mu);
+        int err = 0;
+        struct mvcc_reader *r = node_read_begin(rs->node, &slot, &err);
+        j->run(j, r, err);
+        if (r)
+            node_read_end(rs->node);
+        pthread_mutex_lock(&rs->mu);
+        rs->running--;
+    }
+    pthread_mutex_unlock(&rs->mu);
+    node_reader_unregister(rs->node, &slot);
+    return NULL;
+}
+
+/* Fail the reads of l past their deadline (all of them when now is 0). */
+static void expire(struct list *l, int64_t now, struct list *failed)
+{
+    struct read_job **pp = &l->head, *last = NULL;
+    while (*pp) {
+        struct read_job *j = *pp;
+        if (!now || j->deadline_ns <= now) {
+            *pp = j->next;
+            j->next = NULL;
+            push(failed, j);
+        } else {
+            last = j;
+            pp = &j->next;
+        }
+    }
+    l->tail = last;
+}
+
+static void fail_all(struct list *failed, int code)
+{
+    for (struct read_job *j = failed->head, *next; j; j = next) {
+        next = j->next;
+        j->fail(j, code);
+    }
+}
+
+static void *timer_main(void *arg)
+{
+    struct reads *rs = arg;
+    pthread_mutex_lock(&rs->mu);
+    while (!rs->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += TIMER_NS;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&rs->tick, &rs->mu, &ts);
+        if (rs->stopping)
+            break;
+        int64_t now = now_ns();
+        struct list failed = {0};
+        int code = rs->lead ? CAIRN_E_TIMEOUT : CAIRN_E_NO_LEADER;
+        expire(&rs->pending, now, &failed);
+        expire(&rs->inflight, now, &failed);
+        expire(&rs->waiting, now, &failed);
+        if (rs->inflight_ctx && !rs->inflight.head)
+            rs->inflight_ctx = 0;
+        if (rs->inflight_ctx && now - rs->inflight_since > REISSUE_NS) {
+            /* unanswered (lost message, no leader yet): a new ctx, the same reads */
+            struct list l = rs->inflight;
+            rs->inflight.head = rs->inflight.tail = NULL;
+            rs->inflight_ctx = 0;
+            append(&l, &rs->pending);
+            rs->pending = l;
+        }
+        issue(rs);
+        pthread_mutex_unlock(&rs->mu);
+        fail_all(&failed, code);
+        pthread_mutex_lock(&rs->mu);
+    }
+    pthread_mutex_unlock(&rs->mu);
+    return NULL;
+}
+
+int reads_start(struct reads *rs, struct node *n)
+{
+    rs->node = n;
+    struct node_info info;
+    node_get_info(n, &info);
+    pthread_mutex_lock(&rs->mu);
+    if (info.applied > rs->applied)
+        rs->applied = info.applied;
+    rs->lead = info.lead;
+    pthread_mutex_unlock(&rs->mu);
+    for (int i = 0; i < rs->nthreads; i++) {
+        int rc = pthread_create(&rs->threads[i], NULL, worker, rs);
+        if (rc) {
+            rs->nthreads = i;
+            return -rc;
+        }
+    }
+    int rc = pthread_create(&rs->timer, NULL, timer_main, rs);
+    if (rc)
+        return -rc;
+    rs->started = 1;
+    return 0;
+}
+
+void reads_submit(struct reads *rs, struct read_job *j)
+{
+    pthread_mutex_lock(&rs->mu);
+    if (rs->stopping) {
+        pthread_mutex_unlock(&rs->mu);
+        j->fail(j, CAIRN_E_STOPPED);
+        return;
+    }
+    if (j->linearizable) {
+        push(&rs->pending, j);
+        issue(rs);
+    } else {
+        push(&rs->ready, j);
+        pthread_cond_signal(&rs->work);
+    }
+    pthread_mutex_unlock(&rs->mu);
+}
+
+int reads_idle(struct reads *rs)
+{
+    pthread_mutex_lock(&rs->mu);
+    int idle = !rs->pending.head && !rs->inflight.head && !rs->waiting.head && !rs->ready.head && !rs->running;
+    pthread_mutex_unlock(&rs->mu);
+    return idle;
+}
+
+void reads_stop(struct reads *rs)
+{
+    if (!rs)
+        return;
+    struct list failed = {0};
+    pthread_mutex_lock(&rs->mu);
+    rs->stopping = 1;
+    expire(&rs->pending, 0, &failed);
+    expire(&rs->inflight, 0, &failed);
+    expire(&rs->waiting, 0, &failed);
+    expire(&rs->ready, 0, &failed);
+    pthread_cond_broadcast(&rs->work);
+    pthread_cond_broadcast(&rs->tick);
+    pthread_mutex_unlock(&rs->mu);
+    fail_all(&failed, CAIRN_E_STOPPED);
+    for (int i = 0; i < rs->nthreads && rs->node; i++)
+        pthread_join(rs->threads[i], NULL);
+    if (rs->started)
+        pthread_join(rs->timer, NULL);
+    pthread_cond_destroy(&rs->work);
+    pthread_cond_destroy(&rs->tick);
+    pthread_mutex_destroy(&rs->mu);
+    free(rs);
+}

@@ -1,0 +1,51 @@
+/*
+ * The read path: a pool of reader threads, each with its own read-only store
+ * handle, and etcd's linearizable read loop in front of it.  Linearizable
+ * reads wait for one ReadIndex round that covers every read that arrived
+ * before it was issued (batching), then for the store to apply that index;
+ * serializable reads go straight to the pool.  No read runs on the node
+ * thread.  The caller owns each struct read_job; it gets exactly one of
+ * run() or fail().
+ */
+#ifndef CAIRN_DAEMON_READS_H
+#define CAIRN_DAEMON_READS_H
+
+#include <stdint.h>
+
+#include "daemon/node.h"
+
+struct mvcc_reader;
+struct reads;
+
+struct read_job {
+    /* On a reader thread with a handle on the store (r is NULL if it cannot
+     * be read: then err says why). */
+    void (*run)(struct read_job *j, struct mvcc_reader *r, int err);
+    /* Instead of run: the read could not be served (positive CAIRN_E_ code). */
+    void (*fail)(struct read_job *j, int code);
+    int linearizable;
+    int64_t deadline_ns;       /* CLOCK_MONOTONIC */
+    /* private */
+    struct read_job *next;
+    uint64_t index;
+};
+
+/* reads_new: the read path, not yet attached to a node (its hooks go in node_start). */
+struct reads *reads_new(int threads);
+
+/* reads_hooks: fill the node hooks that feed the read path. */
+void reads_hooks(struct reads *rs, struct node_hooks *hooks);
+
+/* reads_start: attach the node and start the threads.  0 or a negative error. */
+int reads_start(struct reads *rs, struct node *n);
+
+/* reads_submit: queue j.  If the read path is stopping, j->fail(STOPPED) is called at once. */
+void reads_submit(struct reads *rs, struct read_job *j);
+
+/* reads_idle: nonzero when no read is queued or running. */
+int reads_idle(struct reads *rs);
+
+/* reads_stop: fail every queued read with STOPPED, join the threads, free rs. */
+void reads_stop(struct reads *rs);
+
+#endif

@@ -1,0 +1,775 @@
+/*
+ * The client API server over nng req/rep.  Each of RPC_CONTEXTS contexts
+ * serves one request at a time: receive, decode, check, then hand the work
+ * to the write path (Raft, answered from the node thread through the wait
+ * table) or the read path (reader threads), and send the reply from whoever
+ * finishes it.  Every reply has a header; every failure a code and a
+ * message a person can act on.  Slow requests are logged with their method,
+ * key, duration and client address.
+ */
+#include "daemon/rpc.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
+#include <nng/supplemental/tls/tls.h>
+#include <nng/transport/ipc/ipc.h>
+
+#include "base/errors.h"
+#include "base/log.h"
+#include "daemon/kvconv.h"
+#include "proto/cairn.pb-c.h"
+#include "proto/internal.pb-c.h"
+#include "storage/mvcc.h"
+
+#define RPC_CONTEXTS 256            /* requests in progress per member; more wait in nng's queue */
+#define TOO_MANY_GAP 5000           /* etcd: committed - applied beyond this refuses writes */
+#define BAD_INPUT_LOGS_PER_SEC 10   /* so a flood of garbage cannot fill the journal */
+#define MAX_LISTENERS (CONFIG_MAX_URLS + 1)
+
+enum slot_state { S_RECV, S_WORK, S_SEND };
+
+struct rpc;
+
+struct slot {
+    struct rpc *r;
+    nng_ctx ctx;
+    nng_aio *aio;
+    enum slot_state state;
+    Cairn__Request *req;
+    int64_t start_ns;
+    char remote[160];
+    struct read_job job;
+};
+
+struct rpc {
+    const struct config *cfg;
+    struct node *node;
+    struct reads *reads;
+    struct wait_table *waits;
+    nng_socket sock;
+    int sock_open;
+    nng_listener listeners[MAX_LISTENERS];
+    char *listener_urls[MAX_LISTENERS];
+    size_t n_listeners;
+    nng_tls_config *tls;
+    struct slot *slots;
+    size_t n_slots;
+    int draining;               /* atomic */
+    size_t busy;                /* atomic */
+    uint64_t ranges_served, point_ranges_served; /* atomic */
+    int64_t log_window_start;   /* atomic: rate limit of bad-input logs */
+    int log_window_count;       /* atomic */
+};
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void recv_next(struct slot *s);
+
+/* ---------------------------------------------------------------- replies */
+
+static const char *method_name(const Cairn__Request *req)
+{
+    if (!req || req->body_case == CAIRN__REQUEST__BODY__NOT_SET)
+        return "unknown";
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field(&cairn__request__descriptor, (unsigned)req->body_case);
+    return f ? f->name : "unknown";
+}
+
+/* The key a request concerns, for logs. */
+static const ProtobufCBinaryData *request_key(const Cairn__Request *req)
+{
+    if (!req)
+        return NULL;
+    switch (req->body_case) {
+    case CAIRN__REQUEST__BODY_RANGE:
+        return &req->range->key;
+    case CAIRN__REQUEST__BODY_PUT:
+        return &req->put->key;
+    case CAIRN__REQUEST__BODY_DELETE_RANGE:
+        return &req->delete_range->key;
+    case CAIRN__REQUEST__BODY_HISTORY:
+        return &req->history->key;
+    default:
+        return NULL;
+    }
+}
+
+/* The request is answered: log it if slow, free it, take the next one. */
+static void finish(struct slot *s)
+{
+    struct rpc *r = s->r;
+    int64_t took_ms = (now_ns() - s->start_ns) / 1000000;
+    if (took_ms >= (int64_t)r->cfg->slow_request_ms && s->req) {
+        char key[160] = "";
+        const ProtobufCBinaryData *k = request_key(s->req);
+        if (k)
+            kvconv_escape(k->data, k->len, key, sizeof key);
+        log_warning(LOG_FIELDS(LOG_STR("CAIRN_METHOD", method_name(s->req)), LOG_STR("CAIRN_KEY", key),
+                               LOG_U64("CAIRN_DURATION_MS", took_ms), LOG_STR("CAIRN_REMOTE", s->remote)),
+                    "slow request: %s %s took %" PRId64 " ms (client %s; threshold --slow-request-threshold %u ms)",
+                    method_name(s->req), key, took_ms, s->remote, r->cfg->slow_request_ms);
+    }
+    if (s->req)
+        cairn__request__free_unpacked(s->req, NULL);
+    s->req = NULL;
+    __atomic_sub_fetch(&r->busy, 1, __ATOMIC_RELAXED);
+}
+
+/* Send a packed Response (copied). */
+static void send_bytes(struct slot *s, const void *buf, size_t len)
+{
+    nng_msg *m = NULL;
+    if (nng_msg_alloc(&m, 0) != 0 || nng_msg_append(m, buf, len) != 0) {
+        nng_msg_free(m);
+        finish(s);
+        recv_next(s); /* the client times out; nothing else can be done without memory */
+        return;
+    }
+    s->state = S_SEND;
+    nng_aio_set_msg(s->aio, m);
+    nng_ctx_send(s->ctx, s->aio);
+}
+
+/* Pack resp straight into a message and send it. */
+static void send_response(struct slot *s, Cairn__Response *resp)
+{
+    size_t len = cairn__response__get_packed_size(resp);
+    nng_msg *m = NULL;
+    if (nng_msg_alloc(&m, len) != 0) {
+        finish(s);
+        recv_next(s);
+        return;
+    }
+    cairn__response__pack(resp, nng_msg_body(m));
+    s->state = S_SEND;
+    nng_aio_set_msg(s->aio, m);
+    nng_ctx_send(s->ctx, s->aio);
+}
+
+static void set_header(struct slot *s, Cairn__Response *resp, int64_t revision, struct kvconv_arena *a)
+{
+    struct node_info info;
+    node_get_info(s->r->node, &info);
+    kvconv_header(resp, info.cluster_id, info.member_id, revision ? revision : info.revision, info.term, a);
+}
+
+static void reply_error(struct slot *s, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void reply_error(struct slot *s, int code, const char *fmt, ...)
+{
+    Cairn__Response resp = CAIRN__RESPONSE__INIT;
+    struct kvconv_arena a;
+    char msg[512];
+    kvconv_arena_init(&a);
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+    }
+    set_header(s, &resp, 0, &a);
+    kvconv_error(&resp, code, fmt ? msg : NULL, &a);
+    struct node_info info;
+    node_get_info(s->r->node, &info);
+    if (resp.error && code != ENOMEM)
+        resp.error->member_id = info.member_id;
+    send_response(s, &resp);
+    kvconv_arena_free(&a);
+}
+
+/* A bad message from a client: answered, and logged at a bounded rate. */
+static void log_bad_input(struct slot *s, const char *what, size_t len)
+{
+    struct rpc *r = s->r;
+    int64_t now = now_ns();
+    int64_t start = __atomic_load_n(&r->log_window_start, __ATOMIC_RELAXED);
+    if (now - start > 1000000000LL) {
+        __atomic_store_n(&r->log_window_start, now, __ATOMIC_RELAXED);
+        __atomic_store_n(&r->log_window_count, 0, __ATOMIC_RELAXED);
+    }
+    if (__atomic_add_fetch(&r->log_window_count, 1, __ATOMIC_RELAXED) <= BAD_INPUT_LOGS_PER_SEC)
+        log_warning(LOG_FIELDS(LOG_STR("CAIRN_REMOTE", s->remote), LOG_U64("CAIRN_BYTES", len)),
+                    "bad request from %s: %s (%zu bytes)", s->remote, what, len);
+}
+
+/* ---------------------------------------------------------------- writes */
+
+static void write_done(void *arg, void *reply, size_t len, int err)
+{
+    struct slot *s = arg;
+    struct rpc *r = s->r;
+    if (reply) {
+        send_bytes(s, reply, len);
+        free(reply);
+        return;
+    }
+    if (err == CAIRN_E_TIMEOUT)
+        reply_error(s, err,
+                    "request timed out after %u ms (--request-timeout); the outcome is unknown: the write may "
+                    "still be applied, read the key before retrying",
+                    r->cfg->request_timeout_ms);
+    else if (err == CAIRN_E_NO_LEADER)
+        reply_error(s, err, "no leader: the write was not proposed; check that a majority of members are up and "
+                            "connected, then retry");
+    else
+        reply_error(s, err, NULL);
+}
+
+static void do_write(struct slot *s)
+{
+    struct rpc *r = s->r;
+    Cairn__Request *req = s->req;
+    struct node_info info;
+    node_get_info(r->node, &info);
+    if (info.commit > info.applied + TOO_MANY_GAP) {
+        reply_error(s, CAIRN_E_TOO_MANY_REQUESTS,
+                    "too many requests: committed index %" PRIu64 " is more than %d ahead of applied %" PRIu64
+                    "; retry later",
+                    info.commit, TOO_MANY_GAP, info.applied);
+        return;
+    }
+    Cairnint__RaftRequest rr = CAIRNINT__RAFT_REQUEST__INIT;
+    rr.id = node_next_request_id(r->node);
+    rr.proposer = info.member_id;
+    switch (req->body_case) {
+    case CAIRN__REQUEST__BODY_PUT:
+        rr.request_case = CAIRNINT__RAFT_REQUEST__REQUEST_PUT;
+        rr.put = req->put;
+        break;
+    case CAIRN__REQUEST__BODY_DELETE_RANGE:
+        rr.request_case = CAIRNINT__RAFT_REQUEST__REQUEST_DELETE_RANGE;
+        rr.delete_range = req->delete_range;
+        break;
+    case CAIRN__REQUEST__BODY_TXN:
+        rr.request_case = CAIRNINT__RAFT_REQUEST__REQUEST_TXN;
+        rr.txn = req->txn;
+        break;
+    case CAIRN__REQUEST__BODY_COMPACT:
+        rr.request_case = CAIRNINT__RAFT_REQUEST__REQUEST_COMPACTION;
+        rr.compaction = req->compact;
+        break;
+    default:
+        reply_error(s, CAIRN_E_UNSUPPORTED, "%s is not a write", method_name(req));
+        return;
+    }
+    size_t len = cairnint__raft_request__get_packed_size(&rr);
+    void *buf = malloc(len ? len : 1);
+    if (!buf) {
+        reply_error(s, ENOMEM, NULL);
+        return;
+    }
+    cairnint__raft_request__pack(&rr, buf);
+    int64_t deadline = now_ns() + (int64_t)r->cfg->request_timeout_ms * 1000000LL;
+    if (wait_add(r->waits, rr.id, deadline, write_done, s) < 0) {
+        free(buf);
+        reply_error(s, ENOMEM, NULL);
+        return;
+    }
+    int rc = node_propose(r->node, rr.id, buf, len);
+    if (rc < 0)
+        wait_fire(r->waits, rr.id, NULL, 0, -rc);
+}
+
+/* ---------------------------------------------------------------- reads */
+
+static struct slot *slot_of(struct read_job *j)
+{
+    return (struct slot *)((char *)j - offsetof(struct slot, job));
+}
+
+static void read_failed(struct read_job *j, int code)
+{
+    struct slot *s = slot_of(j);
+    if (code == CAIRN_E_TIMEOUT)
+        reply_error(s, code, "linearizable read timed out after %u ms waiting for the leader to confirm it; "
+                             "retry, or read with serializable",
+                    s->r->cfg->request_timeout_ms);
+    else
+        reply_error(s, code, NULL);
+}
+
+static int store_error(struct slot *s, int rc, int64_t compact_rev)
+{
+    if (rc == -CAIRN_E_COMPACTED) {
+        Cairn__Response resp = CAIRN__RESPONSE__INIT;
+        struct kvconv_arena a;
+        kvconv_arena_init(&a);
+        set_header(s, &resp, 0, &a);
+        kvconv_errorf(&resp, CAIRN_E_COMPACTED, &a,
+                      "required revision has been compacted; read at or after revision %" PRId64, compact_rev);
+        if (resp.error)
+            resp.error->compact_revision = compact_rev;
+        send_response(s, &resp);
+        kvconv_arena_free(&a);
+    } else {
+        reply_error(s, -rc, NULL);
+    }
+    return rc;
+}
+
+static void run_range(struct read_job *j, struct mvcc_reader *rd, int err)
+{
+    struct slot *s = slot_of(j);
+    struct rpc *r = s->r;
+    if (!rd) {
+        reply_error(s, -err, "the store cannot be read: %s", cairn_strerror(err));
+        return;
+    }
+    struct mvcc_range_req q;
+    struct mvcc_range_result *res = NULL;
+    int64_t compact_rev = 0;
+    kvconv_range_req(s->req->range, &q);
+    int rc = mvcc_range(rd, &q, &res, &compact_rev);
+    if (rc < 0) {
+        store_error(s, rc, compact_rev);
+        return;
+    }
+    __atomic_add_fetch(&r->ranges_served, 1, __ATOMIC_RELAXED);
+    if (!s->req->range->range_end.len)
+        __atomic_add_fetch(&r->point_ranges_served, 1, __ATOMIC_RELAXED);
+    Cairn__Response resp = CAIRN__RESPONSE__INIT;
+    Cairn__RangeResponse body = CAIRN__RANGE_RESPONSE__INIT;
+    struct kvconv_arena a;
+    kvconv_arena_init(&a);
+    set_header(s, &resp, res->revision, &a);
+    if (kvconv_range_resp(&res->resp, &body, &a) == 0) {
+        resp.body_case = CAIRN__RESPONSE__BODY_RANGE;
+        resp.range = &body;
+        send_response(s, &resp);
+    } else {
+        reply_error(s, ENOMEM, NULL);
+    }
+    kvconv_arena_free(&a);
+    mvcc_range_result_free(res);
+}
+
+static void run_history(struct read_job *j, struct mvcc_reader *rd, int err)
+{
+    struct slot *s = slot_of(j);
+    if (!rd) {
+        reply_error(s, -err, "the store cannot be read: %s", cairn_strerror(err));
+        return;
+    }
+    struct mvcc_history_req q;
+    struct mvcc_history_result *res = NULL;
+    kvconv_history_req(s->req->history, &q);
+    int rc = mvcc_history(rd, &q, &res);
+    if (rc < 0) {
+        store_error(s, rc, 0);
+        return;
+    }
+    Cairn__Response resp = CAIRN__RESPONSE__INIT;
+    Cairn__HistoryResponse body = CAIRN__HISTORY_RESPONSE__INIT;
+    struct kvconv_arena a;
+    kvconv_arena_init(&a);
+    set_header(s, &resp, res->revision, &a);
+    if (kvconv_history_resp(res, s->req->history->keys_only, &body, &a) == 0) {
+        resp.body_case = CAIRN__RESPONSE__BODY_HISTORY;
+        resp.history = &body;
+        send_response(s, &resp);
+    } else {
+        reply_error(s, ENOMEM, NULL);
+    }
+    kvconv_arena_free(&a);
+    mvcc_history_result_free(res);
+}
+
+static void run_status(struct read_job *j, struct mvcc_reader *rd, int err)
+{
+    struct slot *s = slot_of(j);
+    struct rpc *r = s->r;
+    struct mvcc_status ms = {0};
+    struct node_info info;
+    node_get_info(r->node, &info);
+    Cairn__Response resp = CAIRN__RESPONSE__INIT;
+    Cairn__StatusResponse body = CAIRN__STATUS_RESPONSE__INIT;
+    struct kvconv_arena a;
+    kvconv_arena_init(&a);
+    char *errors[2];
+    if (!rd || mvcc_reader_status(rd, &ms) < 0) {
+        errors[body.n_errors++] = kvconv_arena_strdup(&a, rd ? "the store's status cannot be read"
+                                                             : cairn_strerror(err));
+        body.errors = errors;
+    }
+    if (!info.lead) {
+        errors[body.n_errors++] = "no leader";
+        body.errors = errors;
+    }
+    set_header(s, &resp, ms.revision, &a);
+    body.version = CAIRN_VERSION;
+    body.db_size = ms.db_size;
+    body.db_size_in_use = ms.db_size_in_use;
+    body.leader = info.lead;
+    body.raft_index = info.last_index;
+    body.raft_term = info.term;
+    body.raft_applied_index = info.applied;
+    body.raft_commit_index = info.commit;
+    body.is_learner = info.is_learner;
+    body.member_name = r->cfg->name;
+    body.compact_revision = ms.compact_revision;
+    body.ranges_served = __atomic_load_n(&r->ranges_served, __ATOMIC_RELAXED);
+    body.point_ranges_served = __atomic_load_n(&r->point_ranges_served, __ATOMIC_RELAXED);
+    resp.body_case = CAIRN__RESPONSE__BODY_STATUS;
+    resp.status = &body;
+    send_response(s, &resp);
+    kvconv_arena_free(&a);
+}
+
+static void do_read(struct slot *s, void (*run)(struct read_job *, struct mvcc_reader *, int), int linearizable)
+{
+    struct rpc *r = s->r;
+    s->job = (struct read_job){.run = run, .fail = read_failed, .linearizable = linearizable,
+                               .deadline_ns = now_ns() + (int64_t)r->cfg->request_timeout_ms * 1000000LL};
+    reads_submit(r->reads, &s->job);
+}
+
+/* ---------------------------------------------------------------- dispatch */
+
+static void remote_of(nng_msg *m, char *buf, size_t len)
+{
+    nng_sockaddr sa;
+    nng_pipe p = nng_msg_get_pipe(m);
+    snprintf(buf, len, "?");
+    if (nng_pipe_id(p) < 0 || nng_pipe_get_addr(p, NNG_OPT_REMADDR, &sa) != 0)
+        return;
+    char ip[INET6_ADDRSTRLEN] = "";
+    switch (sa.s_family) {
+    case NNG_AF_INET:
+        inet_ntop(AF_INET, &sa.s_in.sa_addr, ip, sizeof ip);
+        snprintf(buf, len, "%s:%u", ip, ntohs(sa.s_in.sa_port));
+        break;
+    case NNG_AF_INET6:
+        inet_ntop(AF_INET6, sa.s_in6.sa_addr, ip, sizeof ip);
+        snprintf(buf, len, "[%s]:%u", ip, ntohs(sa.s_in6.sa_port));
+        break;
+    case NNG_AF_IPC:
+        snprintf(buf, len, "ipc:%s", sa.s_ipc.sa_path);
+        break;
+    default:
+        break;
+    }
+}
+
+static void handle(struct slot *s, nng_msg *m)
+{
+    struct rpc *r = s->r;
+    size_t len = nng_msg_len(m);
+    remote_of(m, s->remote, sizeof s->remote);
+    __atomic_add_fetch(&r->busy, 1, __ATOMIC_RELAXED);
+    s->state = S_WORK;
+    if (len > r->cfg->max_request_bytes) {
+        nng_msg_free(m);
+        log_bad_input(s, "request larger than --max-request-bytes", len);
+        reply_error(s, CAIRN_E_REQUEST_TOO_LARGE, "request is %zu bytes, more than --max-request-bytes %" PRIu64,
+                    len, r->cfg->max_request_bytes);
+        return;
+    }
+    s->req = cairn__request__unpack(NULL, len, nng_msg_body(m));
+    nng_msg_free(m);
+    if (!s->req) {
+        log_bad_input(s, "not a cairn.Request", len);
+        reply_error(s, CAIRN_E_MALFORMED, "the request does not decode as a cairn.Request protobuf (%zu bytes)", len);
+        return;
+    }
+    if (__atomic_load_n(&r->draining, __ATOMIC_RELAXED)) {
+        reply_error(s, CAIRN_E_STOPPED, "member %s is stopping; send the request to another member", r->cfg->name);
+        return;
+    }
+    char msg[512] = "";
+    struct kvconv_limits lim = {.max_txn_ops = r->cfg->max_txn_ops, .max_request_bytes = r->cfg->max_request_bytes};
+    int rc = kvconv_validate(s->req, &lim, msg, sizeof msg);
+    if (rc < 0) {
+        reply_error(s, -rc, "%s", msg[0] ? msg : cairn_strerror(rc));
+        return;
+    }
+    Cairn__Request *req = s->req;
+    if (req->body_case != CAIRN__REQUEST__BODY_STATUS) {
+        struct node_info info;
+        node_get_info(r->node, &info);
+        if (info.is_learner) {
+            reply_error(s, CAIRN_E_LEARNER_NOT_SERVING, NULL);
+            return;
+        }
+    }
+    switch (req->body_case) {
+    case CAIRN__REQUEST__BODY_RANGE:
+        do_read(s, run_range, !req->range->serializable);
+        break;
+    case CAIRN__REQUEST__BODY_HISTORY:
+        do_read(s, run_history, !req->history->serializable);
+        break;
+    case CAIRN__REQUEST__BODY_STATUS:
+        do_read(s, run_status, 0);
+        break;
+    case CAIRN__REQUEST__BODY_PUT:
+    case CAIRN__REQUEST__BODY_DELETE_RANGE:
+    case CAIRN__REQUEST__BODY_TXN:
+    case CAIRN__REQUEST__BODY_COMPACT:
+        do_write(s);
+        break;
+    case CAIRN__REQUEST__BODY__NOT_SET:
+        reply_error(s, CAIRN_E_INVALID_ARGUMENT, "the request has no body: set one of its fields");
+        break;
+    default:
+        reply_error(s, CAIRN_E_UNSUPPORTED, "%s is not served by this version of cairnd", method_name(req));
+        break;
+    }
+}
+
+static void recv_next(struct slot *s)
+{
+    s->state = S_RECV;
+    nng_ctx_recv(s->ctx, s->aio);
+}
+
+static void slot_cb(void *arg)
+{
+    struct slot *s = arg;
+    int rv = nng_aio_result(s->aio);
+    if (s->state == S_SEND) {
+        if (rv != 0)
+            nng_msg_free(nng_aio_get_msg(s->aio)); /* the client went away */
+        finish(s);
+        if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
+            return;
+        recv_next(s);
+        return;
+    }
+    if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
+        return;
+    if (rv != 0) {
+        recv_next(s);
+        return;
+    }
+    s->start_ns = now_ns();
+    handle(s, nng_aio_get_msg(s->aio));
+}
+
+/* ---------------------------------------------------------------- TLS and listeners */
+
+static char *read_file(const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&buf, &len);
+    char chunk[4096];
+    size_t k;
+    while ((k = fread(chunk, 1, sizeof chunk, f)) > 0)
+        fwrite(chunk, 1, k, mem);
+    fclose(f);
+    fclose(mem);
+    return buf;
+}
+
+/* The server side of client TLS: our certificate, and the client CA when client certificates are required. */
+static int make_tls(const struct config *cfg, nng_tls_config **out, char *err, size_t errlen)
+{
+    nng_tls_config *t = NULL;
+    char *cert = NULL, *key = NULL;
+    int rv, rc = -CAIRN_E_CONFIG;
+    if (!cfg->cert_file || !cfg->cert_file[0]) {
+        snprintf(err, errlen, "a tls+tcp:// client URL needs --cert-file (and --key-file)");
+        return rc;
+    }
+    if ((rv = nng_tls_config_alloc(&t, NNG_TLS_MODE_SERVER)) != 0) {
+        snprintf(err, errlen, "cannot make a TLS configuration: %s", nng_strerror(rv));
+        return rc;
+    }
+    if (!(cert = read_file(cfg->cert_file, err, errlen)))
+        goto out;
+    if (!(key = read_file(cfg->key_file && cfg->key_file[0] ? cfg->key_file : cfg->cert_file, err, errlen)))
+        goto out;
+    if ((rv = nng_tls_config_own_cert(t, cert, key, NULL)) != 0) {
+        snprintf(err, errlen, "--cert-file %s / --key-file %s: %s", cfg->cert_file,
+                 cfg->key_file && cfg->key_file[0] ? cfg->key_file : cfg->cert_file, nng_strerror(rv));
+        goto out;
+    }
+    if (cfg->client_cert_auth) {
+        if (!cfg->trusted_ca_file || !cfg->trusted_ca_file[0]) {
+            snprintf(err, errlen, "--client-cert-auth needs --trusted-ca-file");
+            goto out;
+        }
+        if ((rv = nng_tls_config_ca_file(t, cfg->trusted_ca_file)) != 0) {
+            snprintf(err, errlen, "--trusted-ca-file %s: %s", cfg->trusted_ca_file, nng_strerror(rv));
+            goto out;
+        }
+        nng_tls_config_auth_mode(t, NNG_TLS_AUTH_MODE_REQUIRED);
+    } else {
+        nng_tls_config_auth_mode(t, NNG_TLS_AUTH_MODE_NONE);
+    }
+    rc = 0;
+out:
+    free(cert);
+    free(key);
+    if (rc == 0)
+        *out = t;
+    else
+        nng_tls_config_free(t);
+    return rc;
+}
+
+static int start_listener(struct rpc *r, const char *url, int tls, char *err, size_t errlen)
+{
+    nng_listener l;
+    int rv = nng_listener_create(&l, r->sock, url);
+    if (rv == 0 && tls)
+        rv = nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, r->tls);
+    if (rv == 0 && !strncmp(url, "ipc://", 6))
+        nng_listener_set_int(l, NNG_OPT_IPC_PERMISSIONS, 0600);
+    if (rv == 0)
+        rv = nng_listener_start(l, 0);
+    if (rv != 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", url, nng_strerror(rv));
+        return -CAIRN_E_CONFIG;
+    }
+    r->listeners[r->n_listeners] = l;
+    r->listener_urls[r->n_listeners] = strdup(url);
+    r->n_listeners++;
+    return 0;
+}
+
+int rpc_start(const struct config *cfg, struct node *n, struct reads *rs, struct wait_table *w, struct rpc **out,
+              char *err, size_t errlen)
+{
+    int rv, rc = 0;
+    struct rpc *r = calloc(1, sizeof(*r));
+    if (!r)
+        return -ENOMEM;
+    r->cfg = cfg;
+    r->node = n;
+    r->reads = rs;
+    r->waits = w;
+    if ((rv = nng_rep0_open(&r->sock)) != 0) {
+        snprintf(err, errlen, "cannot open the client socket: %s", nng_strerror(rv));
+        free(r);
+        return -CAIRN_E_CONFIG;
+    }
+    r->sock_open = 1;
+    /* twice the limit, so a request a little too big gets a clear error instead of a dropped connection */
+    nng_socket_set_size(r->sock, NNG_OPT_RECVMAXSZ, (size_t)cfg->max_request_bytes * 2 + 4096);
+    for (size_t i = 0; i < cfg->listen_client_urls.n; i++)
+        if (!strcmp(cfg->listen_client_urls.v[i].scheme, "tls+tcp") && !r->tls &&
+            (rc = make_tls(cfg, &r->tls, err, errlen)) < 0)
+            goto fail;
+    r->n_slots = RPC_CONTEXTS;
+    r->slots = calloc(r->n_slots, sizeof(*r->slots));
+    if (!r->slots) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    for (size_t i = 0; i < r->n_slots; i++) {
+        struct slot *s = &r->slots[i];
+        s->r = r;
+        if ((rv = nng_ctx_open(&s->ctx, r->sock)) != 0 || (rv = nng_aio_alloc(&s->aio, slot_cb, s)) != 0) {
+            snprintf(err, errlen, "cannot set up the client contexts: %s", nng_strerror(rv));
+            rc = -ENOMEM;
+            goto fail;
+        }
+    }
+    for (size_t i = 0; i < cfg->listen_client_urls.n; i++) {
+        const struct config_url *u = &cfg->listen_client_urls.v[i];
+        if ((rc = start_listener(r, u->url, !strcmp(u->scheme, "tls+tcp"), err, errlen)) < 0)
+            goto fail;
+    }
+    if (cfg->listen_admin_url.url && (rc = start_listener(r, cfg->listen_admin_url.url, 0, err, errlen)) < 0)
+        goto fail;
+    for (size_t i = 0; i < r->n_slots; i++)
+        recv_next(&r->slots[i]);
+    *out = r;
+    return 0;
+fail:
+    rpc_stop(r);
+    return rc;
+}
+
+void rpc_drain(struct rpc *r)
+{
+    if (r)
+        __atomic_store_n(&r->draining, 1, __ATOMIC_RELAXED);
+}
+
+size_t rpc_busy(struct rpc *r)
+{
+    return r ? __atomic_load_n(&r->busy, __ATOMIC_RELAXED) : 0;
+}
+
+int rpc_reload_tls(struct rpc *r, char *err, size_t errlen)
+{
+    if (!r->tls)
+        return 0;
+    nng_tls_config *t = NULL;
+    int rc = make_tls(r->cfg, &t, err, errlen);
+    if (rc < 0)
+        return rc;
+    /* a TLS configuration cannot change once used: restart the TLS listeners with the new one */
+    nng_tls_config *old = r->tls;
+    r->tls = t;
+    for (size_t i = 0; i < r->n_listeners; i++) {
+        if (strncmp(r->listener_urls[i], "tls+tcp://", 10))
+            continue;
+        nng_listener_close(r->listeners[i]);
+        nng_listener l;
+        int rv = nng_listener_create(&l, r->sock, r->listener_urls[i]);
+        if (rv == 0)
+            rv = nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, t);
+        if (rv == 0)
+            rv = nng_listener_start(l, 0);
+        if (rv != 0) {
+            snprintf(err, errlen, "cannot listen again on %s: %s", r->listener_urls[i], nng_strerror(rv));
+            rc = -CAIRN_E_CONFIG;
+            continue;
+        }
+        r->listeners[i] = l;
+    }
+    nng_tls_config_free(old);
+    return rc;
+}
+
+void rpc_stop(struct rpc *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->n_listeners; i++) {
+        nng_listener_close(r->listeners[i]);
+        free(r->listener_urls[i]);
+    }
+    /* PLATFORM-NOTES: stop every aio and context before closing the socket */
+    for (size_t i = 0; r->slots && i < r->n_slots; i++)
+        if (r->slots[i].aio)
+            nng_aio_stop(r->slots[i].aio);
+    for (size_t i = 0; r->slots && i < r->n_slots; i++) {
+        struct slot *s = &r->slots[i];
+        if (s->req)
+            cairn__request__free_unpacked(s->req, NULL);
+        if (s->aio)
+            nng_aio_free(s->aio);
+        if (nng_ctx_id(s->ctx) > 0)
+            nng_ctx_close(s->ctx);
+    }
+    if (r->sock_open)
+        nng_close(r->sock);
+    if (r->tls)
+        nng_tls_config_free(r->tls);
+    free(r->slots);
+    free(r);
+}

@@ -1,0 +1,46 @@
+/*
+ * The wait table: client writes waiting for their Raft entry to be applied,
+ * keyed by the unique request ID stamped in the entry.  The RPC layer adds a
+ * waiter before it proposes; the node thread fires it when the entry is
+ * applied (or fails it when the proposal cannot be made); a periodic sweep
+ * fails waiters whose deadline passed with "outcome unknown".  Thread-safe:
+ * one mutex; callbacks run with it released.
+ */
+#ifndef CAIRN_DAEMON_WAIT_H
+#define CAIRN_DAEMON_WAIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * What a waiter is told.  reply is a packed cairn.Response the callback takes
+ * ownership of (NULL when err is set instead: the caller builds the error
+ * reply).  err is 0 or a positive CAIRN_E_ code.
+ */
+typedef void (*wait_fn)(void *arg, void *reply, size_t reply_len, int err);
+
+struct wait_table;
+
+/* wait_new: an empty table; NULL if out of memory. */
+struct wait_table *wait_new(void);
+
+/* wait_free: fail every remaining waiter with err and free the table. */
+void wait_free(struct wait_table *w, int err);
+
+/* wait_add: register request id with a deadline (monotonic ns).  0, -EEXIST, -ENOMEM. */
+int wait_add(struct wait_table *w, uint64_t id, int64_t deadline_ns, wait_fn fn, void *arg);
+
+/*
+ * wait_fire: if id is waited on, remove it and call its function with
+ * (reply, len, err); returns 1.  Otherwise returns 0 and the caller keeps
+ * reply.  Each waiter is called exactly once.
+ */
+int wait_fire(struct wait_table *w, uint64_t id, void *reply, size_t len, int err);
+
+/* wait_expire: fail every waiter whose deadline is <= now_ns with err; returns how many. */
+size_t wait_expire(struct wait_table *w, int64_t now_ns, int err);
+
+/* wait_count: waiters registered now. */
+size_t wait_count(struct wait_table *w);
+
+#endif
