@@ -142,6 +142,9 @@ int main(int argc, char **argv)
         return 1;
     }
     uint64_t self = bs.self_id, cluster = bs.cluster_id;
+    /* READY=1 once the recovered commit index is applied; a joining member once it caught up with a leader */
+    uint64_t ready_at = bs.restore.hard_state.commit;
+    int joining = bs.joining;
     boot_close(&bs);
     if ((rc = reads_start(rs, n)) < 0 || (rc = rpc_start(&cfg, n, rs, waits, &rpc, err, sizeof err)) < 0) {
         log_err(NULL, "cannot serve clients: %s", rc == -CAIRN_E_CONFIG ? err : cairn_strerror(rc));
@@ -164,10 +167,28 @@ int main(int argc, char **argv)
                " serving clients on %s, peers on %s, admin on %s",
                CAIRN_VERSION, cfg.name, self, cluster, cfg.listen_client_urls.v[0].url, cfg.listen_peer_urls.v[0].url,
                cfg.listen_admin_url.url ? cfg.listen_admin_url.url : "-");
-    sd_notify(0, "READY=1");
+    uint64_t wd_usec = 0;
+    if (sd_watchdog_enabled(0, &wd_usec) > 0)
+        node_set_watchdog(n, wd_usec);
+    int ready = 0;
+    int64_t last_extend = 0;
 
     for (;;) {
-        struct timespec ts = {.tv_sec = 1};
+        if (!ready) {
+            struct node_info in;
+            node_get_info(n, &in);
+            if (joining ? in.lead && in.commit && in.applied >= in.commit : in.applied >= ready_at) {
+                sd_notify(0, "READY=1");
+                log_info(LOG_FIELDS(LOG_U64("CAIRN_INDEX", in.applied)), "ready: applied through %" PRIu64,
+                         in.applied);
+                ready = 1;
+            } else if (now_ms() - last_extend > 10000) {
+                /* still replaying or catching up: ask systemd for more time */
+                sd_notify(0, "EXTEND_TIMEOUT_USEC=30000000");
+                last_extend = now_ms();
+            }
+        }
+        struct timespec ts = {.tv_sec = ready ? 1 : 0, .tv_nsec = ready ? 0 : 100000000};
         int sig = sigtimedwait(&sigs, NULL, &ts);
         if (sig == SIGTERM || sig == SIGINT)
             break;
@@ -182,9 +203,18 @@ int main(int argc, char **argv)
                 log_err(NULL, "reload: peer TLS: %s", err);
                 bad = 1;
             }
+            struct config fresh;
+            if (config_load(&fresh, argc, argv, NULL, err, sizeof err) == 0) {
+                log_set_level(fresh.log_level);
+                config_free(&fresh);
+            } else {
+                log_err(NULL, "reload: the configuration no longer loads (%s); keeping the running one", err);
+                bad = 1;
+            }
             if (!bad)
-                log_notice(NULL, "reloaded the TLS files");
-            sd_notify(0, "READY=1");
+                log_notice(NULL, "reloaded the TLS files and the log level");
+            if (ready)
+                sd_notify(0, "READY=1");
         }
         notify_status(&cfg, n);
     }

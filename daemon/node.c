@@ -19,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <systemd/sd-daemon.h>
+
 #include "base/errors.h"
 #include "base/log.h"
 #include "daemon/kvconv.h"
@@ -91,6 +93,7 @@ struct node {
     int64_t next_tick_ns;
     uint64_t unreachable[2 * RAFT_MAX_MEMBERS];
     size_t n_unreachable;
+    int64_t watchdog_ns, watchdog_last; /* half of WATCHDOG_USEC; 0: off (atomic) */
 
     /* snapshot sender */
     pthread_t snap_thread;
@@ -926,6 +929,31 @@ static void process(struct node *n, struct item *list)
     }
 }
 
+/* The watchdog is fed from this loop only, so a wedged loop gets the member restarted. */
+static void watchdog(struct node *n)
+{
+#ifdef CAIRN_DEBUG_FAULTS
+    /* test builds only: <data-dir>/hang-node-loop wedges the loop while it exists */
+    char path[4300];
+    snprintf(path, sizeof path, "%s/hang-node-loop", n->cfg->data_dir);
+    while (access(path, F_OK) == 0)
+        usleep(100000);
+#endif
+    int64_t every = __atomic_load_n(&n->watchdog_ns, __ATOMIC_RELAXED);
+    if (!every)
+        return;
+    int64_t now = now_ns();
+    if (now - n->watchdog_last >= every) {
+        sd_notify(0, "WATCHDOG=1");
+        n->watchdog_last = now;
+    }
+}
+
+void node_set_watchdog(struct node *n, uint64_t usec)
+{
+    __atomic_store_n(&n->watchdog_ns, (int64_t)(usec * 1000 / 2), __ATOMIC_RELAXED);
+}
+
 static void *node_main(void *arg)
 {
     struct node *n = arg;
@@ -979,6 +1007,7 @@ static void *node_main(void *arg)
                 log_err(NULL, "compaction step failed: %s", cairn_strerror(rc));
         }
         publish(n);
+        watchdog(n);
     }
     return NULL;
 }

@@ -91,6 +91,9 @@ void node_reader_unregister(struct node *n, struct node_reader_slot *slot);
 struct mvcc_reader *node_read_begin(struct node *n, struct node_reader_slot *slot, int *err);
 void node_read_end(struct node *n);
 
+/* node_set_watchdog: ping systemd's watchdog (WATCHDOG=1) from the node loop every usec/2; 0 disables. */
+void node_set_watchdog(struct node *n, uint64_t usec);
+
 /* node_reload_peer_tls: re-read the peer TLS files of cfg (SIGHUP); see peer_reload_tls. */
 int node_reload_peer_tls(struct node *n, char *err, size_t errlen);
 
