@@ -71,6 +71,8 @@
 #define LOG_BURST 20             /* dropped-input events logged per window */
 #define LOG_WINDOW_MS 10000
 #define SHA256_LEN 32
+#define DECODE_FACTOR 4          /* decoded bytes allowed per received byte... */
+#define DECODE_SLACK ((size_t)1 << 20) /* ...plus this (a batch of heartbeats decodes to ~7x) */
 
 /* ---------------------------------------------------------------- types */
 
@@ -578,6 +580,8 @@ static void sendq_cb(void *arg)
 /* Stop and free q's nng objects and queue; q must be unreachable by others. */
 static void sendq_fini(struct sendq *q)
 {
+    if (!q->t)
+        return; /* never initialised */
     pthread_mutex_lock(&q->t->mu);
     q->closing = true;
     pthread_mutex_unlock(&q->t->mu);
@@ -711,13 +715,47 @@ static void count_recv_error(struct peer_transport *t, uint64_t from)
     pthread_mutex_unlock(&t->mu);
 }
 
+/*
+ * protobuf-c allocates a struct for every element of a repeated field, so
+ * a few bytes on the wire (an empty Message or Entry is two) can cost a
+ * hundred in memory.  Decoding gets a budget in proportion to the bytes
+ * received; what needs more is refused rather than allowed to take
+ * gigabytes.  The memory is plain malloc, so the usual free_unpacked(.., NULL)
+ * frees it.
+ */
+struct decode_budget {
+    size_t left;
+    bool exceeded;
+};
+
+static void *budget_alloc(void *data, size_t size)
+{
+    struct decode_budget *b = data;
+    if (size > b->left) {
+        b->exceeded = true;
+        return NULL;
+    }
+    b->left -= size;
+    return malloc(size);
+}
+
+static void budget_free(void *data, void *ptr)
+{
+    (void)data;
+    free(ptr);
+}
+
 /* One received envelope: check it, then hand its body on.  msg stays ours. */
 static void handle_envelope(struct peer_transport *t, nng_msg *msg)
 {
-    Cairnpeer__PeerEnvelope *env =
-        cairnpeer__peer_envelope__unpack(NULL, nng_msg_len(msg), nng_msg_body(msg));
+    size_t len = nng_msg_len(msg);
+    struct decode_budget budget = {.left = DECODE_FACTOR * len + DECODE_SLACK};
+    ProtobufCAllocator alloc = {.alloc = budget_alloc, .free = budget_free, .allocator_data = &budget};
+    Cairnpeer__PeerEnvelope *env = cairnpeer__peer_envelope__unpack(&alloc, len, nng_msg_body(msg));
     if (!env) {
-        log_refused(t, msg, 0, "undecodable envelope");
+        log_refused(t, msg, 0,
+                    budget.exceeded ? "envelope needs too much memory to decode (too many elements)"
+                                    : "undecodable envelope");
         return;
     }
     uint64_t from = env->from;

@@ -1043,6 +1043,24 @@ static void test_bad_envelopes_are_dropped_and_the_member_keeps_working(void **s
             junk[i] = (uint8_t)rand();
         fake_send_raw(f, junk, len);
     }
+    /* A batch of 100000 empty messages: 200 KB on the wire, ~16 MB decoded. */
+    {
+        size_t count = 100000;
+        Cairnpeer__Message empty = CAIRNPEER__MESSAGE__INIT;
+        Cairnpeer__Message **many = malloc(count * sizeof(*many));
+        assert_non_null(many);
+        for (size_t i = 0; i < count; i++)
+            many[i] = &empty;
+        Cairnpeer__MessageBatch big = CAIRNPEER__MESSAGE_BATCH__INIT;
+        big.n_messages = count;
+        big.messages = many;
+        Cairnpeer__PeerEnvelope benv = CAIRNPEER__PEER_ENVELOPE__INIT;
+        benv.to = b;
+        benv.body_case = CAIRNPEER__PEER_ENVELOPE__BODY_MESSAGES;
+        benv.messages = &big;
+        fake_send(f, &benv);
+        free(many);
+    }
     /* A chunk and an ack of no stream, acks are silently ignored. */
     Cairnpeer__SnapshotAck ack = CAIRNPEER__SNAPSHOT_ACK__INIT;
     ack.snapshot_index = 5;
