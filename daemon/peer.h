@@ -27,8 +27,9 @@ struct peer_tls {
     const char *cert_file, *key_file, *ca_file;
 };
 
-/* Called on nng or transport threads: none may block.  Each may call
- * peer_send / peer_stats, never peer_stop. */
+/* Called on nng or transport threads: none may block (while on_messages
+ * runs, nothing else is received).  They may call peer_send and
+ * peer_stats; never peer_add, peer_remove, peer_reload_tls or peer_stop. */
 struct peer_callbacks {
     void *arg;
     /* Raft messages from member `from` (envelope checked: our cluster, to ==
@@ -39,9 +40,10 @@ struct peer_callbacks {
     void (*on_messages)(void *arg, uint64_t from, Cairnpeer__MessageBatch *batch);
     /* A whole snapshot file from `from` arrived and verified (every chunk's
      * crc32c, total size, sha256) and its data was fsync'd (its directory
-     * entry was not).  path is a file inside opts.incoming_dir, now owned by
-     * the callee (it renames or unlinks it); the string is valid during the
-     * call only.  msg is the MsgSnap that came with it (ownership passes:
+     * entry was not).  path is a file inside opts.incoming_dir
+     * (recv-<from>-<term>-<index>.snap, in hex; it is assembled as .part),
+     * now owned by the callee (it renames or unlinks it); the string is
+     * valid during the call only.  msg is the MsgSnap that came with it (ownership passes:
      * cairnpeer__message__free_unpacked(msg, NULL)); peer.c checked that it
      * is a MSG_SNAP whose snapshot index and term are those of the stream. */
     void (*on_snapshot)(void *arg, uint64_t from, Cairnpeer__Message *msg, const char *path);
@@ -103,7 +105,9 @@ int peer_remove(struct peer_transport *t, uint64_t id);
  * -ENOENT for an unknown peer, -EMSGSIZE for an envelope over
  * max_recv_bytes, -ENOMEM.  A queue that makes no progress for 2 s (the
  * peer is down) is emptied, so a reconnecting peer is not fed stale
- * messages.  Call from one thread (the node's).  batch stays the caller's.
+ * messages.  Thread-safe (the node thread is the intended caller; acks and
+ * chunks from the transport's own thread share the queue).  batch stays
+ * the caller's.
  */
 int peer_send(struct peer_transport *t, uint64_t to, const Cairnpeer__MessageBatch *batch);
 
@@ -127,16 +131,15 @@ int peer_send_snapshot(struct peer_transport *t, uint64_t to, const Cairnpeer__M
  * daemon/activation.h) and dialers re-dial, which may cost a snapshot
  * stream in flight (it fails and Raft retries); unchanged files restart
  * nothing.  On an error (unreadable or invalid files) nothing changes.
- * Returns 0 or
- * -CAIRN_E_CONFIG with a message in err; -errno if a listener could not be
- * restarted (that one is then down).
+ * Returns 0 or -CAIRN_E_CONFIG with a message in err; -errno if a listener
+ * could not be restarted (that one is then down).
  */
 int peer_reload_tls(struct peer_transport *t, const struct peer_tls *tls, char *err, size_t errlen);
 
 struct peer_stats {
     uint64_t id;
-    int connected;          /* the Raft message connection is up */
-    int stream_connected;   /* the snapshot stream connection is up */
+    int connected;          /* the Raft message connection is up (SP handshake done) */
+    int stream_connected;   /* the snapshot stream connection is up (dials the first URL only) */
     uint64_t sent;          /* envelopes handed to the connection */
     uint64_t dropped;       /* envelopes dropped: queue full, stalled queue emptied, too big */
     uint64_t recv_errors;   /* envelopes from this member refused (wrong `to`, bad chunks, ...) */
