@@ -146,7 +146,7 @@ int main(int argc, char **argv)
     uint64_t ready_at = bs.restore.hard_state.commit;
     int joining = bs.joining;
     boot_close(&bs);
-    if ((rc = reads_start(rs, n)) < 0 || (rc = rpc_start(&cfg, n, rs, waits, &rpc, err, sizeof err)) < 0) {
+    if ((rc = reads_start(rs, n)) < 0 || (rc = rpc_start(&cfg, n, rs, waits, NULL, 0, &rpc, err, sizeof err)) < 0) {
         log_err(NULL, "cannot serve clients: %s", rc == -CAIRN_E_CONFIG ? err : cairn_strerror(rc));
         reads_stop(rs);
         node_stop(n);

@@ -63,6 +63,9 @@ struct node {
     const struct config *cfg;
     struct wait_table *waits;
     struct node_hooks hooks;
+    pthread_mutex_t obs_mu;
+    struct node_observer observers[NODE_MAX_OBSERVERS];
+    size_t n_observers;
     uint64_t cluster_id, self_id;
     struct raft *raft;
     struct wal *wal;
@@ -304,6 +307,41 @@ static void close_readers(struct node *n)
     pthread_mutex_unlock(&n->slots_mu);
 }
 
+/* ---------------------------------------------------------------- observers */
+
+int node_observe(struct node *n, const struct node_observer *o)
+{
+    int rc = -ENOSPC;
+    pthread_mutex_lock(&n->obs_mu);
+    if (n->n_observers < NODE_MAX_OBSERVERS) {
+        n->observers[n->n_observers++] = *o;
+        rc = 0;
+    }
+    pthread_mutex_unlock(&n->obs_mu);
+    return rc;
+}
+
+static size_t observers(struct node *n, struct node_observer *out)
+{
+    pthread_mutex_lock(&n->obs_mu);
+    size_t k = n->n_observers;
+    memcpy(out, n->observers, k * sizeof(*out));
+    pthread_mutex_unlock(&n->obs_mu);
+    return k;
+}
+
+int node_propose_internal(struct node *n, Cairnint__RaftRequest *rr)
+{
+    rr->id = node_next_request_id(n);
+    rr->proposer = n->self_id;
+    size_t len = cairnint__raft_request__get_packed_size(rr);
+    void *buf = malloc(len ? len : 1);
+    if (!buf)
+        return -ENOMEM;
+    cairnint__raft_request__pack(rr, buf);
+    return node_propose(n, rr->id, buf, len);
+}
+
 /* ---------------------------------------------------------------- published state */
 
 static void publish(struct node *n)
@@ -535,6 +573,10 @@ static int install_snapshot(struct node *n, const struct raft_snapshot_meta *sm)
     unlink(n->pending_snap_path);
     free(n->pending_snap_path);
     n->pending_snap_path = NULL;
+    struct node_observer obs[NODE_MAX_OBSERVERS];
+    for (size_t k = 0, nk = observers(n, obs); k < nk; k++)
+        if (obs[k].store_replaced)
+            obs[k].store_replaced(obs[k].arg);
 
     uint8_t *conf = NULL;
     size_t conf_len = 0;
@@ -699,6 +741,10 @@ static int apply_committed(struct node *n, const struct raft_ready *rd)
                     "slow apply: %zu entries took %" PRId64 " ms", b.n, took / 1000000);
     n->applied = rd->committed[rd->n_committed - 1].index;
     n->applied_term = rd->committed[rd->n_committed - 1].term;
+    struct node_observer obs[NODE_MAX_OBSERVERS];
+    for (size_t k = 0, nk = observers(n, obs); k < nk; k++)
+        if (obs[k].applied)
+            obs[k].applied(obs[k].arg, b.ents, b.n, res);
     /* published before any reply goes out: a client that saw its write acknowledged sees it counted */
     pthread_mutex_lock(&n->info_mu);
     n->info.applied = n->applied;
@@ -773,6 +819,10 @@ static void soft_state(struct node *n, const struct raft_ready *rd)
     n->lead = rd->lead;
     if (n->hooks.leader_changed)
         n->hooks.leader_changed(n->hooks.arg, rd->lead, term);
+    struct node_observer obs[NODE_MAX_OBSERVERS];
+    for (size_t k = 0, nk = observers(n, obs); k < nk; k++)
+        if (obs[k].leader_changed)
+            obs[k].leader_changed(obs[k].arg, rd->lead, term, rd->lead == n->self_id);
 }
 
 static int handle_ready(struct node *n)
@@ -1040,6 +1090,7 @@ int node_start(const struct config *cfg, struct boot_state *bs, struct wait_tabl
     pthread_rwlock_init(&n->gate, NULL);
     pthread_mutex_init(&n->slots_mu, NULL);
     pthread_mutex_init(&n->info_mu, NULL);
+    pthread_mutex_init(&n->obs_mu, NULL);
     struct timespec rt;
     clock_gettime(CLOCK_REALTIME, &rt);
     /* IDs from the wall clock: a restarted member never reuses one still in its log */
@@ -1168,6 +1219,7 @@ void node_stop(struct node *n)
     pthread_mutex_destroy(&n->mu);
     pthread_mutex_destroy(&n->slots_mu);
     pthread_mutex_destroy(&n->info_mu);
+    pthread_mutex_destroy(&n->obs_mu);
     free(n);
 }
 

@@ -91,6 +91,34 @@ void node_reader_unregister(struct node *n, struct node_reader_slot *slot);
 struct mvcc_reader *node_read_begin(struct node *n, struct node_reader_slot *slot, int *err);
 void node_read_end(struct node *n);
 
+/*
+ * Observers: other parts of the daemon (watch, lease) told about what the
+ * node does, on the node thread.  They must not block.
+ */
+struct mvcc_entry;
+struct mvcc_result;
+struct node_observer {
+    void *arg;
+    /* After each apply batch: the entries given to the store and its result (events in revision order). */
+    void (*applied)(void *arg, const struct mvcc_entry *ents, size_t n, const struct mvcc_result *res);
+    /* Leadership changed: lead is the new leader (0: none), is_self when it is this member. */
+    void (*leader_changed)(void *arg, uint64_t lead, uint64_t term, int is_self);
+    /* The store was replaced by a snapshot (state derived from it must be reloaded). */
+    void (*store_replaced)(void *arg);
+};
+#define NODE_MAX_OBSERVERS 4
+
+/* node_observe: add an observer (any time); 0 or -ENOSPC. */
+int node_observe(struct node *n, const struct node_observer *o);
+
+/*
+ * node_propose_internal: propose a request nobody waits on (lease revokes,
+ * checkpoints); rr->id and rr->proposer are set here.  Returns 0 once queued
+ * (it may still be dropped: the caller retries if it matters), or an error.
+ */
+struct Cairnint__RaftRequest;
+int node_propose_internal(struct node *n, struct Cairnint__RaftRequest *rr);
+
 /* node_set_watchdog: ping systemd's watchdog (WATCHDOG=1) from the node loop every usec/2; 0 disables. */
 void node_set_watchdog(struct node *n, uint64_t usec);
 

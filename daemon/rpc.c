@@ -42,6 +42,10 @@ struct rpc;
 
 struct slot {
     struct rpc *r;
+    const struct rpc_route *route; /* the route serving the current request, or NULL */
+    rpc_read_fn read_fn;
+    void *read_arg;
+    uint32_t pipe;
     nng_ctx ctx;
     nng_aio *aio;
     enum slot_state state;
@@ -67,6 +71,8 @@ struct rpc {
     int draining;               /* atomic */
     size_t busy;                /* atomic */
     uint64_t ranges_served, point_ranges_served; /* atomic */
+    struct rpc_route routes[64];
+    size_t n_routes;
     int64_t log_window_start;   /* atomic: rate limit of bad-input logs */
     int log_window_count;       /* atomic */
 };
@@ -79,6 +85,7 @@ static int64_t now_ns(void)
 }
 
 static void recv_next(struct slot *s);
+static void propose(struct slot *s, Cairnint__RaftRequest *rr);
 
 /* ---------------------------------------------------------------- replies */
 
@@ -244,8 +251,6 @@ static void do_write(struct slot *s)
         return;
     }
     Cairnint__RaftRequest rr = CAIRNINT__RAFT_REQUEST__INIT;
-    rr.id = node_next_request_id(r->node);
-    rr.proposer = info.member_id;
     switch (req->body_case) {
     case CAIRN__REQUEST__BODY_PUT:
         rr.request_case = CAIRNINT__RAFT_REQUEST__REQUEST_PUT;
@@ -267,22 +272,33 @@ static void do_write(struct slot *s)
         reply_error(s, CAIRN_E_UNSUPPORTED, "%s is not a write", method_name(req));
         return;
     }
-    size_t len = cairnint__raft_request__get_packed_size(&rr);
+    propose(s, &rr);
+}
+
+/* The write path's second half: wait-table registration and the proposal. */
+static void propose(struct slot *s, Cairnint__RaftRequest *rr)
+{
+    struct rpc *r = s->r;
+    struct node_info info;
+    node_get_info(r->node, &info);
+    rr->id = node_next_request_id(r->node);
+    rr->proposer = info.member_id;
+    size_t len = cairnint__raft_request__get_packed_size(rr);
     void *buf = malloc(len ? len : 1);
     if (!buf) {
         reply_error(s, ENOMEM, NULL);
         return;
     }
-    cairnint__raft_request__pack(&rr, buf);
+    cairnint__raft_request__pack(rr, buf);
     int64_t deadline = now_ns() + (int64_t)r->cfg->request_timeout_ms * 1000000LL;
-    if (wait_add(r->waits, rr.id, deadline, write_done, s) < 0) {
+    if (wait_add(r->waits, rr->id, deadline, write_done, s) < 0) {
         free(buf);
         reply_error(s, ENOMEM, NULL);
         return;
     }
-    int rc = node_propose(r->node, rr.id, buf, len);
+    int rc = node_propose(r->node, rr->id, buf, len);
     if (rc < 0)
-        wait_fire(r->waits, rr.id, NULL, 0, -rc);
+        wait_fire(r->waits, rr->id, NULL, 0, -rc);
 }
 
 /* ---------------------------------------------------------------- reads */
@@ -438,6 +454,73 @@ static void do_read(struct slot *s, void (*run)(struct read_job *, struct mvcc_r
     reads_submit(r->reads, &s->job);
 }
 
+/* ---------------------------------------------------------------- routes: the call API */
+
+/* struct rpc_call is a slot seen from outside. */
+static struct slot *call_slot(const struct rpc_call *c)
+{
+    return (struct slot *)c;
+}
+
+const Cairn__Request *rpc_call_request(const struct rpc_call *c)
+{
+    return call_slot(c)->req;
+}
+
+const char *rpc_call_remote(const struct rpc_call *c)
+{
+    return call_slot(c)->remote;
+}
+
+uint32_t rpc_call_pipe(const struct rpc_call *c)
+{
+    return call_slot(c)->pipe;
+}
+
+void rpc_call_reply(struct rpc_call *c, Cairn__Response *resp, int64_t revision)
+{
+    struct slot *s = call_slot(c);
+    struct kvconv_arena a;
+    kvconv_arena_init(&a);
+    set_header(s, resp, revision, &a);
+    send_response(s, resp);
+    kvconv_arena_free(&a);
+}
+
+void rpc_call_error(struct rpc_call *c, int code, const char *fmt, ...)
+{
+    struct slot *s = call_slot(c);
+    if (!fmt) {
+        reply_error(s, code, NULL);
+        return;
+    }
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    reply_error(s, code, "%s", msg);
+}
+
+void rpc_call_propose(struct rpc_call *c, Cairnint__RaftRequest *rr)
+{
+    propose(call_slot(c), rr);
+}
+
+static void run_route_read(struct read_job *j, struct mvcc_reader *rd, int err)
+{
+    struct slot *s = slot_of(j);
+    s->read_fn((struct rpc_call *)s, rd, err, s->read_arg);
+}
+
+void rpc_call_read(struct rpc_call *c, int linearizable, rpc_read_fn fn, void *arg)
+{
+    struct slot *s = call_slot(c);
+    s->read_fn = fn;
+    s->read_arg = arg;
+    do_read(s, run_route_read, linearizable);
+}
+
 /* ---------------------------------------------------------------- dispatch */
 
 static void remote_of(nng_msg *m, char *buf, size_t len)
@@ -470,6 +553,7 @@ static void handle(struct slot *s, nng_msg *m)
     struct rpc *r = s->r;
     size_t len = nng_msg_len(m);
     remote_of(m, s->remote, sizeof s->remote);
+    s->pipe = (uint32_t)nng_pipe_id(nng_msg_get_pipe(m));
     __atomic_add_fetch(&r->busy, 1, __ATOMIC_RELAXED);
     s->state = S_WORK;
     if (len > r->cfg->max_request_bytes) {
@@ -498,13 +582,21 @@ static void handle(struct slot *s, nng_msg *m)
         return;
     }
     Cairn__Request *req = s->req;
-    if (req->body_case != CAIRN__REQUEST__BODY_STATUS) {
+    s->route = NULL;
+    for (size_t i = 0; i < r->n_routes; i++)
+        if (r->routes[i].body_case == (int)req->body_case)
+            s->route = &r->routes[i];
+    if (req->body_case != CAIRN__REQUEST__BODY_STATUS && !(s->route && s->route->learner_ok)) {
         struct node_info info;
         node_get_info(r->node, &info);
         if (info.is_learner) {
             reply_error(s, CAIRN_E_LEARNER_NOT_SERVING, NULL);
             return;
         }
+    }
+    if (s->route) {
+        s->route->fn(s->route->arg, (struct rpc_call *)s);
+        return;
     }
     switch (req->body_case) {
     case CAIRN__REQUEST__BODY_RANGE:
@@ -648,13 +740,20 @@ static int start_listener(struct rpc *r, const char *url, int tls, char *err, si
     return 0;
 }
 
-int rpc_start(const struct config *cfg, struct node *n, struct reads *rs, struct wait_table *w, struct rpc **out,
-              char *err, size_t errlen)
+int rpc_start(const struct config *cfg, struct node *n, struct reads *rs, struct wait_table *w,
+              const struct rpc_route *routes, size_t n_routes, struct rpc **out, char *err, size_t errlen)
 {
     int rv, rc = 0;
     struct rpc *r = calloc(1, sizeof(*r));
     if (!r)
         return -ENOMEM;
+    if (n_routes > sizeof r->routes / sizeof r->routes[0]) {
+        free(r);
+        return -EINVAL;
+    }
+    if (n_routes)
+        memcpy(r->routes, routes, n_routes * sizeof(*routes));
+    r->n_routes = n_routes;
     r->cfg = cfg;
     r->node = n;
     r->reads = rs;

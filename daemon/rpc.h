@@ -16,10 +16,48 @@
 #include "daemon/wait.h"
 
 struct rpc;
+struct mvcc_reader;
+struct Cairn__Request;
+struct Cairn__Response;
+struct Cairnint__RaftRequest;
 
-/* rpc_start: listen and serve.  0, or a negative error with a message in err. */
-int rpc_start(const struct config *cfg, struct node *n, struct reads *rs, struct wait_table *w, struct rpc **out,
-              char *err, size_t errlen);
+/*
+ * Routes: other parts of the daemon (watch, lease, cluster, maintenance)
+ * serve request types of their own through these.  A handler gets the call
+ * on an nng thread (it must not block) and must end it exactly once, now or
+ * later from any thread, with rpc_call_reply, rpc_call_error,
+ * rpc_call_propose or rpc_call_read (whose function then replies).  The
+ * request has passed the size, decode and API checks (kvconv_validate).
+ */
+struct rpc_call;
+typedef void (*rpc_handler_fn)(void *arg, struct rpc_call *call);
+struct rpc_route {
+    int body_case;          /* Cairn__Request__BodyCase */
+    rpc_handler_fn fn;
+    void *arg;
+    int learner_ok;         /* also served on a learner */
+};
+
+/* The request (owned by the call until it ends). */
+const struct Cairn__Request *rpc_call_request(const struct rpc_call *c);
+/* "127.0.0.1:50123", "ipc:/path" or "?", for logs. */
+const char *rpc_call_remote(const struct rpc_call *c);
+/* The nng pipe (client connection) the request came on, for per-connection limits. */
+uint32_t rpc_call_pipe(const struct rpc_call *c);
+/* Reply with resp; its header is set here (revision 0: the member's current one). */
+void rpc_call_reply(struct rpc_call *c, struct Cairn__Response *resp, int64_t revision);
+/* Reply with an error: code is a positive CAIRN_E_ value; fmt NULL for the code's own text. */
+void rpc_call_error(struct rpc_call *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Send rr through Raft (id and proposer set here, its oneof borrowed); the reply is the applied result. */
+void rpc_call_propose(struct rpc_call *c, struct Cairnint__RaftRequest *rr);
+/* Run fn on a reader thread (after a ReadIndex round when linearizable); fn must reply.  r is NULL
+ * when the store cannot be read (err says why). */
+typedef void (*rpc_read_fn)(struct rpc_call *c, struct mvcc_reader *r, int err, void *arg);
+void rpc_call_read(struct rpc_call *c, int linearizable, rpc_read_fn fn, void *arg);
+
+/* rpc_start: listen and serve, with extra routes (copied).  0, or a negative error with a message in err. */
+int rpc_start(const struct config *cfg, struct node *n, struct reads *rs, struct wait_table *w,
+              const struct rpc_route *routes, size_t n_routes, struct rpc **out, char *err, size_t errlen);
 
 /* rpc_drain: answer new requests with STOPPED from now on (requests in progress finish). */
 void rpc_drain(struct rpc *r);
