@@ -20,6 +20,7 @@
 #include "daemon/activation.h"
 #include "daemon/boot.h"
 #include "daemon/config.h"
+#include "daemon/lease.h"
 #include "daemon/node.h"
 #include "daemon/peer.h"
 #include "daemon/reads.h"
@@ -62,7 +63,7 @@ static void notify_status(const struct config *cfg, struct node *n)
 
 /* Stop taking requests, give those in flight up to the request timeout, then stop everything. */
 static void shut_down(const struct config *cfg, struct rpc *rpc, struct reads *rs, struct node *n,
-                      struct wait_table *w)
+                      struct wait_table *w, struct lessor *leases)
 {
     sd_notify(0, "STOPPING=1");
     log_notice(NULL, "stopping: finishing %zu request(s) in flight", rpc_busy(rpc));
@@ -70,8 +71,10 @@ static void shut_down(const struct config *cfg, struct rpc *rpc, struct reads *r
     int64_t deadline = now_ms() + cfg->request_timeout_ms;
     while (rpc_busy(rpc) && now_ms() < deadline)
         usleep(10000);
+    lease_stop(leases);
     reads_stop(rs);
     node_stop(n);
+    lease_free(leases);
     wait_free(w, CAIRN_E_STOPPED);
     rpc_stop(rpc);
 }
@@ -146,10 +149,19 @@ int main(int argc, char **argv)
     uint64_t ready_at = bs.restore.hard_state.commit;
     int joining = bs.joining;
     boot_close(&bs);
-    if ((rc = reads_start(rs, n)) < 0 || (rc = rpc_start(&cfg, n, rs, waits, NULL, 0, &rpc, err, sizeof err)) < 0) {
+    struct lessor *leases = NULL;
+    struct rpc_route routes[32];
+    size_t n_routes = 0;
+    if ((rc = reads_start(rs, n)) == 0 && (rc = lease_start(&cfg, n, &leases)) == 0) {
+        n_routes += lease_routes(leases, routes + n_routes, 32 - n_routes);
+        rc = rpc_start(&cfg, n, rs, waits, routes, n_routes, &rpc, err, sizeof err);
+    }
+    if (rc < 0) {
         log_err(NULL, "cannot serve clients: %s", rc == -CAIRN_E_CONFIG ? err : cairn_strerror(rc));
+        lease_stop(leases);
         reads_stop(rs);
         node_stop(n);
+        lease_free(leases);
         wait_free(waits, CAIRN_E_STOPPED);
         return EXIT_CONFIG;
     }
@@ -159,7 +171,7 @@ int main(int argc, char **argv)
                       "match the socket unit's ListenStream= to --listen-client-urls, --listen-peer-urls and "
                       "--listen-admin-url",
                 unadopted);
-        shut_down(&cfg, rpc, rs, n, waits);
+        shut_down(&cfg, rpc, rs, n, waits, leases);
         return EXIT_CONFIG;
     }
     log_notice(LOG_FIELDS(LOG_HEX("CAIRN_MEMBER", self), LOG_HEX("CAIRN_CLUSTER", cluster)),
@@ -218,7 +230,7 @@ int main(int argc, char **argv)
         }
         notify_status(&cfg, n);
     }
-    shut_down(&cfg, rpc, rs, n, waits);
+    shut_down(&cfg, rpc, rs, n, waits, leases);
     log_notice(NULL, "stopped cleanly");
     config_free(&cfg);
     return 0;
