@@ -13,6 +13,7 @@
  * skips it), -D also measures defragmentation.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -49,6 +50,17 @@ static double cpu_secs(void)
     getrusage(RUSAGE_SELF, &ru);
     return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
            (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* Bytes malloc has handed out and not taken back: the key index, mostly
+ * (SQLite's page cache too); RSS also counts mapped file pages. */
+static double heap_mib(void)
+{
+#ifdef __GLIBC__
+    return (double)mallinfo2().uordblks / 1048576.0;
+#else
+    return -1;
+#endif
 }
 
 static long rss_kb(void)
@@ -261,7 +273,7 @@ int main(int argc, char **argv)
     mvcc_store_status(s, &st);
     printf("%-34s %.1f MiB, %.0f bytes per key revision (%ld revisions)\n", "database size",
            (double)st.db_size / 1048576.0, (double)st.db_size / (double)puts, puts);
-    printf("%-34s %ld KiB\n", "writer RSS after load", rss_kb());
+    printf("%-34s %ld KiB (heap in use %.0f MiB)\n", "writer RSS after load", rss_kb(), heap_mib());
     if (puts_only)
         goto done;
 
@@ -272,7 +284,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "mvcc_bench: %s\n", err);
         return 1;
     }
-    printf("%-34s %.2f s (key index rebuilt), RSS %ld KiB\n", "reopen", now() - t0, rss_kb());
+    printf("%-34s %.2f s (key index rebuilt), RSS %ld KiB, heap in use %.0f MiB\n", "reopen", now() - t0,
+           rss_kb(), heap_mib());
     if ((rc = mvcc_reader_open(s, &r)) < 0)
         die("reader", rc);
 
