@@ -21,6 +21,7 @@
 #include "daemon/boot.h"
 #include "daemon/config.h"
 #include "daemon/lease.h"
+#include "daemon/maint.h"
 #include "daemon/node.h"
 #include "daemon/peer.h"
 #include "daemon/reads.h"
@@ -154,6 +155,7 @@ int main(int argc, char **argv)
     size_t n_routes = 0;
     if ((rc = reads_start(rs, n)) == 0 && (rc = lease_start(&cfg, n, &leases)) == 0) {
         n_routes += lease_routes(leases, routes + n_routes, 32 - n_routes);
+        n_routes += maint_routes(routes + n_routes, 32 - n_routes);
         rc = rpc_start(&cfg, n, rs, waits, routes, n_routes, &rpc, err, sizeof err);
     }
     if (rc < 0) {

@@ -134,3 +134,26 @@ def test_all_members_killed_at_once_and_restarted_keep_every_acknowledged_write(
     # every member holds the same state: each alone passes the check
     for m in c:
         env.load.check(c, ack, members=[m]).assert_no_loss()
+
+
+def test_members_at_the_same_revision_have_the_same_hash(env, wire):
+    c = env.cluster(3)
+    lead = c.leader()
+    with lead.client() as cl:
+        for i in range(200):
+            assert not wire.is_error(cl.put(b"h/%03d" % i, b"v%d" % i))
+        assert not wire.is_error(cl.delete(b"h/000"))
+        rev = cl.status().header.revision
+    for m in c:
+        m.wait_applied(lead.applied_index())
+    hashes = set()
+    for m in c:
+        r = m.call(wire.pb.Request(hash_kv=wire.pb.HashKVRequest(revision=rev)))
+        assert not wire.is_error(r) and r.hash_kv.hash_revision == rev, r
+        hashes.add(r.hash_kv.hash)
+    assert len(hashes) == 1, hashes
+    # a different revision hashes differently
+    r = lead.call(wire.pb.Request(hash_kv=wire.pb.HashKVRequest(revision=rev - 1)))
+    assert r.hash_kv.hash not in hashes
+    future = lead.call(wire.pb.Request(hash_kv=wire.pb.HashKVRequest(revision=rev + 1000)))
+    assert wire.is_error(future) and future.error.code == wire.ERRORS["FUTURE_REV"], future
