@@ -26,6 +26,7 @@
 
 #include "base/errors.h"
 #include "base/log.h"
+#include "daemon/msgids.h"
 #include "daemon/raftmsg.h"
 #include "proto/internal.pb-c.h"
 #include "storage/mvcc.h"
@@ -354,7 +355,7 @@ static int recover(const struct config *cfg, struct boot_state *bs, char *err, s
     int rc = snap_load_newest(bs->snap_dir, &sm, &info);
     if (rc == 0) {
         if (info.broken)
-            log_err(LOG_FIELDS(LOG_STR("CAIRN_FILE", info.broken_name)),
+            log_event(LOG_LEVEL_ERR, MSGID_CORRUPTION, LOG_FIELDS(LOG_STR("CAIRN_FILE", info.broken_name)),
                     "%u snapshot file(s) in %s failed verification and were renamed *.broken; using %s",
                     info.broken, bs->snap_dir, info.name);
         ws.index = sm.index;
@@ -381,7 +382,7 @@ static int recover(const struct config *cfg, struct boot_state *bs, char *err, s
     struct wal_contents wc;
     wal_read_all(bs->wal, &wc);
     if (wc.repair.cut)
-        log_warning(LOG_FIELDS(LOG_STR("CAIRN_FILE", wc.repair.file), LOG_U64("CAIRN_OFFSET", wc.repair.offset)),
+        log_event(LOG_LEVEL_WARNING, MSGID_WAL_REPAIRED, LOG_FIELDS(LOG_STR("CAIRN_FILE", wc.repair.file), LOG_U64("CAIRN_OFFSET", wc.repair.offset)),
                     "WAL: cut a torn tail of %" PRIu64 " bytes from %s at offset %" PRIu64 " (%s); it was never acknowledged",
                     wc.repair.bytes, wc.repair.file, wc.repair.offset, wc.repair.reason);
     if ((rc = check_identity(cfg, &wc, bs, err, len)) < 0)

@@ -17,6 +17,7 @@
 
 #include "base/errors.h"
 #include "base/log.h"
+#include "daemon/msgids.h"
 #include "daemon/activation.h"
 #include "daemon/boot.h"
 #include "daemon/config.h"
@@ -176,7 +177,7 @@ int main(int argc, char **argv)
         shut_down(&cfg, rpc, rs, n, waits, leases);
         return EXIT_CONFIG;
     }
-    log_notice(LOG_FIELDS(LOG_HEX("CAIRN_MEMBER", self), LOG_HEX("CAIRN_CLUSTER", cluster)),
+    log_event(LOG_LEVEL_NOTICE, MSGID_MEMBER_STARTED, LOG_FIELDS(LOG_HEX("CAIRN_MEMBER", self), LOG_HEX("CAIRN_CLUSTER", cluster)),
                "cairnd %s: member '%s' (%016" PRIx64 ") of cluster %016" PRIx64
                " serving clients on %s, peers on %s, admin on %s",
                CAIRN_VERSION, cfg.name, self, cluster, cfg.listen_client_urls.v[0].url, cfg.listen_peer_urls.v[0].url,
@@ -210,11 +211,11 @@ int main(int argc, char **argv)
             sd_notify(0, "RELOADING=1");
             int bad = 0;
             if (rpc_reload_tls(rpc, err, sizeof err) < 0) {
-                log_err(NULL, "reload: client TLS: %s", err);
+                log_event(LOG_LEVEL_ERR, MSGID_RELOADED, NULL, "reload: client TLS: %s", err);
                 bad = 1;
             }
             if (node_reload_peer_tls(n, err, sizeof err) < 0) {
-                log_err(NULL, "reload: peer TLS: %s", err);
+                log_event(LOG_LEVEL_ERR, MSGID_RELOADED, NULL, "reload: peer TLS: %s", err);
                 bad = 1;
             }
             struct config fresh;
@@ -222,18 +223,18 @@ int main(int argc, char **argv)
                 log_set_level(fresh.log_level);
                 config_free(&fresh);
             } else {
-                log_err(NULL, "reload: the configuration no longer loads (%s); keeping the running one", err);
+                log_event(LOG_LEVEL_ERR, MSGID_RELOADED, NULL, "reload: the configuration no longer loads (%s); keeping the running one", err);
                 bad = 1;
             }
             if (!bad)
-                log_notice(NULL, "reloaded the TLS files and the log level");
+                log_event(LOG_LEVEL_NOTICE, MSGID_RELOADED, NULL, "reloaded the TLS files and the log level");
             if (ready)
                 sd_notify(0, "READY=1");
         }
         notify_status(&cfg, n);
     }
     shut_down(&cfg, rpc, rs, n, waits, leases);
-    log_notice(NULL, "stopped cleanly");
+    log_event(LOG_LEVEL_NOTICE, MSGID_MEMBER_STOPPED, NULL, "stopped cleanly");
     config_free(&cfg);
     return 0;
 }

@@ -23,6 +23,7 @@
 
 #include "base/errors.h"
 #include "base/log.h"
+#include "daemon/msgids.h"
 #include "daemon/kvconv.h"
 #include "daemon/peer.h"
 #include "daemon/raftmsg.h"
@@ -552,7 +553,7 @@ static int install_snapshot(struct node *n, const struct raft_snapshot_meta *sm)
     char why[512] = "";
     int rc;
     if (!n->pending_snap_path || n->pending_snap_index != sm->index) {
-        log_crit(LOG_FIELDS(LOG_U64("CAIRN_INDEX", sm->index)),
+        log_event(LOG_LEVEL_CRIT, MSGID_CORRUPTION, LOG_FIELDS(LOG_U64("CAIRN_INDEX", sm->index)),
                  "raft accepted a snapshot at index %" PRIu64 " whose data is not here", sm->index);
         return -CAIRN_E_CORRUPT;
     }
@@ -566,7 +567,7 @@ static int install_snapshot(struct node *n, const struct raft_snapshot_meta *sm)
                         sizeof why - strlen(why));
     pthread_rwlock_unlock(&n->gate);
     if (rc < 0 || rc2 < 0) {
-        log_crit(LOG_FIELDS(LOG_U64("CAIRN_INDEX", sm->index)), "cannot install the snapshot at %" PRIu64 ": %s",
+        log_event(LOG_LEVEL_CRIT, MSGID_STORAGE_FAILURE, LOG_FIELDS(LOG_U64("CAIRN_INDEX", sm->index)), "cannot install the snapshot at %" PRIu64 ": %s",
                  sm->index, why);
         return rc < 0 ? rc : rc2;
     }
@@ -595,7 +596,7 @@ static int install_snapshot(struct node *n, const struct raft_snapshot_meta *sm)
     n->applied_term = st.consistent_term;
     n->snap_index = sm->index;
     n->conf = sm->conf_state;
-    log_notice(LOG_FIELDS(LOG_U64("CAIRN_INDEX", sm->index), LOG_U64("CAIRN_TERM", sm->term),
+    log_event(LOG_LEVEL_NOTICE, MSGID_SNAPSHOT_INSTALLED, LOG_FIELDS(LOG_U64("CAIRN_INDEX", sm->index), LOG_U64("CAIRN_TERM", sm->term),
                           LOG_I64("CAIRN_REVISION", st.revision),
                           LOG_U64("CAIRN_DURATION_MS", (now_ns() - t0) / 1000000)),
                "installed a snapshot at index %" PRIu64 " (store applied to %" PRIu64 ", revision %" PRId64 ")",
@@ -627,7 +628,7 @@ static int persist(struct node *n, const struct raft_ready *rd)
     if (ents != stack)
         free(ents);
     if (rc == 0 && (int64_t)sync_ns > SLOW_SYNC_NS)
-        log_warning(LOG_FIELDS(LOG_U64("CAIRN_DURATION_MS", sync_ns / 1000000)),
+        log_event(LOG_LEVEL_WARNING, MSGID_SLOW_FSYNC, LOG_FIELDS(LOG_U64("CAIRN_DURATION_MS", sync_ns / 1000000)),
                     "slow fdatasync of the WAL: %" PRIu64 " ms (expected under 10 ms; check the disk)",
                     sync_ns / 1000000);
     return rc;
@@ -707,7 +708,7 @@ static int apply_committed(struct node *n, const struct raft_ready *rd)
             continue; /* replayed below the store's consistent index, or the leader's empty entry */
         Cairnint__RaftRequest *rr = cairnint__raft_request__unpack(NULL, e->len, e->data);
         if (!rr) {
-            log_err(LOG_FIELDS(LOG_U64("CAIRN_INDEX", e->index)),
+            log_event(LOG_LEVEL_ERR, MSGID_CORRUPTION, LOG_FIELDS(LOG_U64("CAIRN_INDEX", e->index)),
                     "committed entry %" PRIu64 " does not decode; applied as a no-op", e->index);
             continue;
         }
@@ -731,13 +732,13 @@ static int apply_committed(struct node *n, const struct raft_ready *rd)
     rc = mvcc_apply(n->store, b.ents, b.n, &res);
     int64_t took = now_ns() - t0;
     if (rc < 0) {
-        log_crit(LOG_FIELDS(LOG_U64("CAIRN_INDEX", b.ents[0].index)),
+        log_event(LOG_LEVEL_CRIT, MSGID_STORAGE_FAILURE, LOG_FIELDS(LOG_U64("CAIRN_INDEX", b.ents[0].index)),
                  "the store failed to apply entries %" PRIu64 "-%" PRIu64 ": %s; stopping", b.ents[0].index,
                  b.ents[b.n - 1].index, cairn_strerror(rc));
         goto out;
     }
     if (took > SLOW_APPLY_NS)
-        log_warning(LOG_FIELDS(LOG_U64("CAIRN_DURATION_MS", took / 1000000), LOG_U64("CAIRN_ENTRIES", b.n)),
+        log_event(LOG_LEVEL_WARNING, MSGID_SLOW_APPLY, LOG_FIELDS(LOG_U64("CAIRN_DURATION_MS", took / 1000000), LOG_U64("CAIRN_ENTRIES", b.n)),
                     "slow apply: %zu entries took %" PRId64 " ms", b.n, took / 1000000);
     n->applied = rd->committed[rd->n_committed - 1].index;
     n->applied_term = rd->committed[rd->n_committed - 1].term;
@@ -796,7 +797,7 @@ static int take_snapshot(struct node *n)
     if (r1 < 0 || r2 < 0)
         log_warning(NULL, "purging old WAL segments or snapshots failed: %s",
                     cairn_strerror(r1 < 0 ? r1 : r2));
-    log_info(LOG_FIELDS(LOG_U64("CAIRN_INDEX", meta.index), LOG_U64("CAIRN_TERM", meta.term),
+    log_event(LOG_LEVEL_INFO, MSGID_SNAPSHOT_TAKEN, LOG_FIELDS(LOG_U64("CAIRN_INDEX", meta.index), LOG_U64("CAIRN_TERM", meta.term),
                         LOG_U64("CAIRN_DURATION_MS", (now_ns() - t0) / 1000000)),
              "snapshot taken at index %" PRIu64 " (term %" PRIu64 ")", meta.index, meta.term);
     return 0;
@@ -810,11 +811,11 @@ static void soft_state(struct node *n, const struct raft_ready *rd)
     raft_basic_status(n->raft, &bs);
     uint64_t term = bs.term;
     if (rd->lead)
-        log_notice(LOG_FIELDS(LOG_HEX("CAIRN_LEADER", rd->lead), LOG_U64("CAIRN_TERM", term)),
+        log_event(LOG_LEVEL_NOTICE, MSGID_LEADER_ELECTED, LOG_FIELDS(LOG_HEX("CAIRN_LEADER", rd->lead), LOG_U64("CAIRN_TERM", term)),
                    "%s %016" PRIx64 " is the leader at term %" PRIu64,
                    rd->lead == n->self_id ? "this member" : "member", rd->lead, term);
     else
-        log_warning(LOG_FIELDS(LOG_HEX("CAIRN_LEADER", n->lead), LOG_U64("CAIRN_TERM", term)),
+        log_event(LOG_LEVEL_WARNING, MSGID_LEADER_LOST, LOG_FIELDS(LOG_HEX("CAIRN_LEADER", n->lead), LOG_U64("CAIRN_TERM", term)),
                     "lost the leader %016" PRIx64 " at term %" PRIu64, n->lead, term);
     n->lead = rd->lead;
     if (n->hooks.leader_changed)
@@ -833,7 +834,7 @@ static int handle_ready(struct node *n)
         return rc;
     soft_state(n, &rd);
     if ((rc = persist(n, &rd)) < 0) {
-        log_crit(NULL, "cannot persist to the WAL: %s; stopping", cairn_strerror(rc));
+        log_event(LOG_LEVEL_CRIT, MSGID_STORAGE_FAILURE, NULL, "cannot persist to the WAL: %s; stopping", cairn_strerror(rc));
         return rc;
     }
     send_messages(n, &rd);

@@ -26,6 +26,7 @@
 
 #include "base/errors.h"
 #include "base/log.h"
+#include "daemon/msgids.h"
 #include "daemon/kvconv.h"
 #include "proto/cairn.pb-c.h"
 #include "proto/internal.pb-c.h"
@@ -127,7 +128,7 @@ static void finish(struct slot *s)
         const ProtobufCBinaryData *k = request_key(s->req);
         if (k)
             kvconv_escape(k->data, k->len, key, sizeof key);
-        log_warning(LOG_FIELDS(LOG_STR("CAIRN_METHOD", method_name(s->req)), LOG_STR("CAIRN_KEY", key),
+        log_event(LOG_LEVEL_WARNING, MSGID_SLOW_REQUEST, LOG_FIELDS(LOG_STR("CAIRN_METHOD", method_name(s->req)), LOG_STR("CAIRN_KEY", key),
                                LOG_U64("CAIRN_DURATION_MS", took_ms), LOG_STR("CAIRN_REMOTE", s->remote)),
                     "slow request: %s %s took %" PRId64 " ms (client %s; threshold --slow-request-threshold %u ms)",
                     method_name(s->req), key, took_ms, s->remote, r->cfg->slow_request_ms);
