@@ -1067,7 +1067,7 @@ static bool group_whole(const struct mvcc_range_result *res, int64_t at)
     if (kv[0].mod_revision > at)
         return false;
     for (size_t i = 0; i < n; i++) {
-        char key[8];
+        char key[16];
         snprintf(key, sizeof(key), "g/%02zu", i);
         if (kv[i].mod_revision != kv[0].mod_revision || kv[i].version != kv[0].version ||
             kv[i].key.len != strlen(key) || memcmp(kv[i].key.data, key, kv[i].key.len) ||
@@ -1144,7 +1144,7 @@ static void *group_writer_thread(void *p)
     int64_t rev = st.revision;
     static char vals[3][24];
     struct mvcc_request puts[3][GROUP];
-    static char keys[GROUP][8];
+    static char keys[GROUP][16];
     for (int i = 0; i < GROUP; i++)
         snprintf(keys[i], sizeof(keys[i]), "g/%02d", i);
     for (int b = 0; !atomic_load(&g->stop) && !g->failed; b++) {
@@ -1322,7 +1322,7 @@ static int64_t rows_with_value(const char *path, const char *value)
 static void test_writer_is_not_held_up_by_a_reader_parked_mid_range(void **state)
 {
     struct fx *f = *state;
-    char key[8];
+    char key[16];
     for (int i = 0; i < 50; i++) {
         snprintf(key, sizeof(key), "k%02d", i);
         put(f, key, "old");
