@@ -479,11 +479,7 @@ size_t lease_routes(struct lessor *l, struct rpc_route *out, size_t max)
         {CAIRN__REQUEST__BODY_LEASE_TIME_TO_LIVE, time_to_live, l, 0},
         {CAIRN__REQUEST__BODY_LEASE_LEASES, leases, l, 0},
     };
-    size_t n = sizeof routes / sizeof routes[0];
-    if (n > max)
-        n = max;
-    memcpy(out, routes, n * sizeof(*out));
-    return n;
+    return rpc_routes_copy(out, max, routes, sizeof routes / sizeof routes[0]);
 }
 
 /* ---------------------------------------------------------------- life */

@@ -50,9 +50,5 @@ size_t maint_routes(struct rpc_route *out, size_t max)
     const struct rpc_route routes[] = {
         {CAIRN__REQUEST__BODY_HASH_KV, hash_kv, NULL, 1},
     };
-    size_t n = sizeof routes / sizeof routes[0];
-    if (n > max)
-        n = max;
-    memcpy(out, routes, n * sizeof(*out));
-    return n;
+    return rpc_routes_copy(out, max, routes, sizeof routes / sizeof routes[0]);
 }

@@ -457,6 +457,15 @@ static void do_read(struct slot *s, void (*run)(struct read_job *, struct mvcc_r
 
 /* ---------------------------------------------------------------- routes: the call API */
 
+size_t rpc_routes_copy(struct rpc_route *out, size_t max, const struct rpc_route *routes, size_t n)
+{
+    if (n > max)
+        n = max;
+    if (n)
+        memcpy(out, routes, n * sizeof(*out));
+    return n;
+}
+
 /* struct rpc_call is a slot seen from outside. */
 static struct slot *call_slot(const struct rpc_call *c)
 {

@@ -38,6 +38,9 @@ struct rpc_route {
     int learner_ok;         /* also served on a learner */
 };
 
+/* rpc_routes_copy: copy n routes into out (room for max); returns how many fit.  For a part's *_routes(). */
+size_t rpc_routes_copy(struct rpc_route *out, size_t max, const struct rpc_route *routes, size_t n);
+
 /* The request (owned by the call until it ends). */
 const struct Cairn__Request *rpc_call_request(const struct rpc_call *c);
 /* "127.0.0.1:50123", "ipc:/path" or "?", for logs. */
