@@ -86,6 +86,11 @@ static const struct opt opts[] = {
     {"request-timeout", T_MS, "7s", F(request_timeout_ms),
      "how long a write waits to be applied before it fails as 'outcome unknown'"},
     {"slow-request-threshold", T_MS, "300ms", F(slow_request_ms), "requests slower than this are logged"},
+    {"watch-idle-timeout", T_MS, "60s", F(watch_idle_timeout_ms),
+     "a watch nobody polls (WatchNext) for this long is dropped (Cairn's own: watches are long polls)"},
+    {"max-watchers", T_U32, "10000", F(max_watchers), "most watches on this member (Cairn's own)"},
+    {"max-watchers-per-connection", T_U32, "1000", F(max_watchers_per_connection),
+     "most watches one client connection may have (Cairn's own)"},
     {"auto-compaction-mode", T_COMPACTION, "periodic", F(auto_compaction_mode), "'periodic' or 'revision'"},
     {"auto-compaction-retention", T_STR, "0", F(auto_compaction_retention),
      "history to keep: hours or a duration (periodic), revisions (revision); 0 = off"},
@@ -656,6 +661,8 @@ static int check_whole(const struct config *c, char *err, size_t len)
         return fail(err, len, "option --max-request-bytes: %" PRIu64 " is outside 1024 .. 64M", c->max_request_bytes);
     if (c->request_timeout_ms == 0)
         return fail(err, len, "option --request-timeout: must be above 0");
+    if (c->watch_idle_timeout_ms == 0)
+        return fail(err, len, "option --watch-idle-timeout: must be above 0");
     if (strcmp(c->listen_admin_url.scheme, "ipc") != 0)
         return fail(err, len, "option --listen-admin-url: '%s' must be an ipc:// URL", c->listen_admin_url.url);
     if ((rc = check_listeners(c, &c->listen_client_urls, "listen-client-urls", err, len)) < 0 ||

@@ -63,6 +63,9 @@ struct config {
     uint64_t quota_backend_bytes;
     uint32_t request_timeout_ms;
     uint32_t slow_request_ms;
+    uint32_t watch_idle_timeout_ms;
+    uint32_t max_watchers;
+    uint32_t max_watchers_per_connection;
     enum auto_compaction_mode auto_compaction_mode;
     char *auto_compaction_retention; /* "0" = off; hours or a duration (periodic), revisions (revision) */
     int log_level;

@@ -28,6 +28,7 @@
 #include "daemon/reads.h"
 #include "daemon/rpc.h"
 #include "daemon/wait.h"
+#include "daemon/watch.h"
 #include "raft/raft.h"
 #include "storage/wal.h"
 
@@ -65,11 +66,12 @@ static void notify_status(const struct config *cfg, struct node *n)
 
 /* Stop taking requests, give those in flight up to the request timeout, then stop everything. */
 static void shut_down(const struct config *cfg, struct rpc *rpc, struct reads *rs, struct node *n,
-                      struct wait_table *w, struct lessor *leases)
+                      struct wait_table *w, struct lessor *leases, struct watch_hub *watches)
 {
     sd_notify(0, "STOPPING=1");
     log_notice(NULL, "stopping: finishing %zu request(s) in flight", rpc_busy(rpc));
     rpc_drain(rpc);
+    watch_stop(watches); /* parked polls answer now instead of holding the drain up */
     int64_t deadline = now_ms() + cfg->request_timeout_ms;
     while (rpc_busy(rpc) && now_ms() < deadline)
         usleep(10000);
@@ -79,6 +81,7 @@ static void shut_down(const struct config *cfg, struct rpc *rpc, struct reads *r
     lease_free(leases);
     wait_free(w, CAIRN_E_STOPPED);
     rpc_stop(rpc);
+    watch_free(watches);
 }
 
 int main(int argc, char **argv)
@@ -152,19 +155,30 @@ int main(int argc, char **argv)
     int joining = bs.joining;
     boot_close(&bs);
     struct lessor *leases = NULL;
+    struct watch_hub *watches = NULL;
     struct rpc_route routes[32];
     size_t n_routes = 0;
     if ((rc = reads_start(rs, n)) == 0 && (rc = lease_start(&cfg, n, &leases)) == 0) {
         n_routes += lease_routes(leases, routes + n_routes, 32 - n_routes);
         n_routes += maint_routes(routes + n_routes, 32 - n_routes);
+        if ((rc = watch_start(&cfg, n, &watches, err, sizeof err)) == 0) {
+            size_t nw;
+            const struct rpc_route *wr = watch_routes(watches, &nw);
+            for (size_t i = 0; i < nw && n_routes < 32; i++)
+                routes[n_routes++] = wr[i];
+        }
+    }
+    if (rc == 0) {
         rc = rpc_start(&cfg, n, rs, waits, routes, n_routes, &rpc, err, sizeof err);
     }
     if (rc < 0) {
         log_err(NULL, "cannot serve clients: %s", rc == -CAIRN_E_CONFIG ? err : cairn_strerror(rc));
+        watch_stop(watches);
         lease_stop(leases);
         reads_stop(rs);
         node_stop(n);
         lease_free(leases);
+        watch_free(watches);
         wait_free(waits, CAIRN_E_STOPPED);
         return EXIT_CONFIG;
     }
@@ -174,7 +188,7 @@ int main(int argc, char **argv)
                       "match the socket unit's ListenStream= to --listen-client-urls, --listen-peer-urls and "
                       "--listen-admin-url",
                 unadopted);
-        shut_down(&cfg, rpc, rs, n, waits, leases);
+        shut_down(&cfg, rpc, rs, n, waits, leases, watches);
         return EXIT_CONFIG;
     }
     log_event(LOG_LEVEL_NOTICE, MSGID_MEMBER_STARTED, LOG_FIELDS(LOG_HEX("CAIRN_MEMBER", self), LOG_HEX("CAIRN_CLUSTER", cluster)),
@@ -233,7 +247,7 @@ int main(int argc, char **argv)
         }
         notify_status(&cfg, n);
     }
-    shut_down(&cfg, rpc, rs, n, waits, leases);
+    shut_down(&cfg, rpc, rs, n, waits, leases, watches);
     log_event(LOG_LEVEL_NOTICE, MSGID_MEMBER_STOPPED, NULL, "stopped cleanly");
     config_free(&cfg);
     return 0;
