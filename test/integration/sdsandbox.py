@@ -386,27 +386,32 @@ class Sandbox:
 
     # ---- the network namespace
     def in_netns(self, fn, *args):
-        """fn(*args) run on a thread that has joined the sandbox's network
-        namespace: sockets it makes live there and can be used from any thread."""
-        result = {}
+        """fn(*args) run inside the sandbox's network namespace (see in_netns)."""
+        return in_netns(self.pid1, fn, *args)
 
-        def body():
+
+def in_netns(pid, fn, *args):
+    """fn(*args) run on a thread that has joined the network namespace of
+    process pid: sockets it makes live there and can be used from any thread."""
+    result = {}
+
+    def body():
+        try:
+            fd = os.open("/proc/%d/ns/net" % pid, os.O_RDONLY)
             try:
-                fd = os.open("/proc/%d/ns/net" % self.pid1, os.O_RDONLY)
-                try:
-                    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-                        raise OSError(ctypes.get_errno(), "setns into %s's network namespace" % self.name)
-                finally:
-                    os.close(fd)
-                result["v"] = fn(*args)
-            except BaseException as e:  # handed to the caller
-                result["e"] = e
-        t = threading.Thread(target=body)
-        t.start()
-        t.join()
-        if "e" in result:
-            raise result["e"]
-        return result["v"]
+                if _libc.setns(fd, _CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), "setns into the network namespace of %d" % pid)
+            finally:
+                os.close(fd)
+            result["v"] = fn(*args)
+        except BaseException as e:  # handed to the caller
+            result["e"] = e
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    if "e" in result:
+        raise result["e"]
+    return result["v"]
 
 
 class Switch:
@@ -446,6 +451,17 @@ class Switch:
         self._ip("link", "set", "eth0", "up", pid=sb.pid1)
         self.ports[n] = port
         return "%s.%d" % (self.prefix, n)
+
+    def add_client(self, n=254):
+        """An address for the switch itself, so clients can run in its namespace; returns it."""
+        self._ip("addr", "add", "%s.%d/24" % (self.prefix, n), "dev", "br0")
+        return "%s.%d" % (self.prefix, n)
+
+    def nsenter(self):
+        return ["nsenter", "-t", str(self.pid), "-n"]
+
+    def in_netns(self, fn, *args):
+        return in_netns(self.pid, fn, *args)
 
     def stop(self):
         if self.proc.poll() is None:
