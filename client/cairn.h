@@ -3,8 +3,9 @@
  * a cluster through a list of member endpoints (tcp://, tls+tcp://, ipc://),
  * one nng req0 socket per endpoint, many calls in flight per connection
  * through nng contexts.  It owns the connections, round-robin with fail-over,
- * the retry rules and the KV helpers; it does not cache, watch or keep leases
- * alive on its own.
+ * the retry rules, the KV helpers and long-poll watches that resume on
+ * another member; it does not cache, poll watches or keep leases alive on
+ * its own.
  *
  * Installed as <cairn/cairn.h> beside <cairn/errors.h> and the generated
  * <cairn/proto/cairn.pb-c.h>; in the source tree it finds base/errors.h and
@@ -377,6 +378,105 @@ const Cairn__TxnRequest *cairn_txn_request(const struct cairn_txn *t);
 int cairn_txn_commit(struct cairn_client *c, const struct cairn_txn *t,
                      const struct cairn_call_opts *opts, bool *succeeded,
                      Cairn__Response **resp, struct cairn_error_detail *err);
+
+/* --------------------------------------------------------------------- Watch */
+
+/*
+ * A watch delivers every change to a key range from a start revision on,
+ * in revision order, without a gap or a repeat.  On the wire it is a long
+ * poll held by one member (the one that answered WatchCreate; watches are
+ * not replicated): cairn_watch_next asks that member for what happened since
+ * the last call.  When that member is lost to the watch (it stopped or died,
+ * the connection failed, or it dropped the watch after 60 s without a poll),
+ * cairn_watch_next creates it again on any member from the revision after
+ * the last one it delivered, skipping the part of a fragmented revision
+ * already delivered, and goes on: the caller sees one uninterrupted stream.
+ * Events of one revision come in one reply unless the watch was created with
+ * fragment and the revision is larger than the reply limit.
+ *
+ * A struct cairn_watch is used by one thread at a time, with at most one
+ * cairn_watch_next (sync or async) in flight.  The library does not poll on
+ * its own: a watch nobody polls is dropped by its member after its idle
+ * timeout, and the next call resumes it elsewhere or there.
+ */
+struct cairn_watch;
+
+struct cairn_watch_opts {
+    struct cairn_bytes key;       /* required */
+    struct cairn_bytes range_end; /* empty: key alone; "\0": every key >= key; else [key, range_end) */
+    bool prefix;                  /* every key starting with key (range_end is then ignored) */
+    int64_t start_revision;       /* first revision delivered, inclusive; 0 = after the current one */
+    bool no_put, no_delete;       /* leave puts / deletes out */
+    bool prev_kv;                 /* events carry the key's previous value when the member still has it */
+    bool progress_notify;         /* etcd's flag; every reply carries progress_revision anyway */
+    bool fragment;                /* a revision larger than the reply limit may come in several replies */
+};
+
+/*
+ * cairn_watch_create: create a watch on some member (opts as any call).
+ * Returns 0 with *out (the caller's, released by cairn_watch_cancel or
+ * cairn_watch_free), or a negative code: -CAIRN_E_COMPACTED when
+ * start_revision is no longer in the store (err->compact_revision is the
+ * first revision a watch can start from), -CAIRN_E_TOO_MANY_WATCHERS, the
+ * errors of cairn_call.
+ */
+int cairn_watch_create(struct cairn_client *c, const struct cairn_watch_opts *o,
+                       const struct cairn_call_opts *opts, struct cairn_watch **out,
+                       struct cairn_error_detail *err);
+
+/* Completion of cairn_watch_create_async: w is the caller's on rc == 0, else NULL. */
+typedef void (*cairn_watch_created_fn)(void *arg, int rc, struct cairn_watch *w,
+                                       const struct cairn_error_detail *err);
+
+/* cairn_watch_create_async: as cairn_watch_create; cb is called exactly once when 0 is returned. */
+int cairn_watch_create_async(struct cairn_client *c, const struct cairn_watch_opts *o,
+                             const struct cairn_call_opts *opts, cairn_watch_created_fn cb, void *arg);
+
+/*
+ * cairn_watch_next: wait up to timeout_ms (0: 10 s) for events, then return
+ * 0 with *resp (required; the caller frees it with cairn_response_free):
+ * (*resp)->watch_next->events, in revision order, at most about max_bytes
+ * of them (0: 1 MiB; a revision is never cut unless the watch has fragment),
+ * possibly none; ->fragment when the last revision continues in the next
+ * reply; ->progress_revision: every matching event up to it has now been
+ * delivered.  Resumes on another member as described above, within
+ * timeout_ms plus the client's call timeout.  Errors: -CAIRN_E_COMPACTED
+ * (the watch fell behind a compaction, or could not be resumed because of
+ * one; err->compact_revision), -CAIRN_E_WATCH_CANCELED (canceled by
+ * cairn_watch_cancel or the member, err->message says why; both end the
+ * watch), -CAIRN_E_TOO_MANY_REQUESTS (the member has too many polls waiting;
+ * call again later), -EBUSY (a call is in flight), and the errors of
+ * cairn_call when no member could take the watch in time (call again).
+ */
+int cairn_watch_next(struct cairn_client *c, struct cairn_watch *w, int timeout_ms, size_t max_bytes,
+                     Cairn__Response **resp, struct cairn_error_detail *err);
+
+/* cairn_watch_next_async: as cairn_watch_next, the result to cb (see cairn_callback). */
+int cairn_watch_next_async(struct cairn_client *c, struct cairn_watch *w, int timeout_ms,
+                           size_t max_bytes, cairn_callback cb, void *arg);
+
+/*
+ * cairn_watch_cancel: tell the member to drop the watch and release w (do
+ * not use it afterwards, even on error: a member that did not hear the
+ * cancel drops the watch after its idle timeout).  A cairn_watch_next in
+ * flight completes with -CAIRN_E_WATCH_CANCELED first.  Returns 0 or the
+ * cancel call's error.
+ */
+int cairn_watch_cancel(struct cairn_client *c, struct cairn_watch *w, const struct cairn_call_opts *opts,
+                       struct cairn_error_detail *err);
+
+/* cairn_watch_cancel_async: as cairn_watch_cancel; cb gets a NULL resp on success. */
+int cairn_watch_cancel_async(struct cairn_client *c, struct cairn_watch *w, const struct cairn_call_opts *opts,
+                             cairn_callback cb, void *arg);
+
+/* cairn_watch_free: release w without telling its member (after cairn_close, for instance).  NULL is ignored. */
+void cairn_watch_free(struct cairn_watch *w);
+
+/* cairn_watch_progress: every matching event up to this revision has been delivered by w. */
+int64_t cairn_watch_progress(const struct cairn_watch *w);
+
+/* cairn_watch_id: the member's ID of the watch now (it changes when the watch is resumed elsewhere; 0 if none). */
+int64_t cairn_watch_id(const struct cairn_watch *w);
 
 #ifdef __cplusplus
 }

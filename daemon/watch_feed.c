@@ -261,8 +261,11 @@ void *watch_disp_main(void *arg)
         h->ring_n = 0;
         h->ring_bytes = 0;
         h->lost_from = h->lost_to = 0;
+        /* the timers walk every watcher: only when one is due, not on every batch */
+        bool run_timers = h->timer_dirty || hub_now_ns() >= timer_at;
         h->timer_dirty = false;
-        h->disp_wake_ns = 0; /* computing: a poll parked now marks the timers dirty */
+        if (run_timers)
+            h->disp_wake_ns = 0; /* computing: a poll parked now marks the timers dirty */
         pthread_mutex_unlock(&h->ring_mu);
 
         struct wreply *replies = NULL;
@@ -293,7 +296,8 @@ void *watch_disp_main(void *arg)
                 h->hub_rev = lost_to;
             }
         }
-        timer_at = timers(h, &replies);
+        if (run_timers)
+            timer_at = timers(h, &replies);
         pthread_mutex_unlock(&h->mu);
         hub_send(h, replies);
 

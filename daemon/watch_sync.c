@@ -184,9 +184,11 @@ static void apply_page(struct watch_hub *h, struct watcher *w, int64_t next_rev,
     if (p->more) {
         w->next_rev = p->last_main;
         w->cursor_sub = p->last_sub;
-    } else {
+    } else if (p->revision >= next_rev) {
         w->next_rev = p->revision + 1;
         w->cursor_sub = -1;
+    } else {
+        w->cursor_sub = -1; /* a start revision still in the future: it stays where it is */
     }
     if (!w->fragment && w->cursor_sub >= 0 && partial_bytes(w) >= WATCH_REV_MAX_BYTES)
         hub_cancel(h, w, 0,

@@ -6,7 +6,9 @@
  * throughput, a latency histogram, errors by name and its own CPU time.
  * `check` reads back the last acknowledged write of every logged key.
  * Values are derived from key and sequence number, so nothing else need be
- * kept.  It measures and checks; it does not retry failed puts.
+ * kept.  `watch` measures watches: one writer's puts delivered to many
+ * watchers, events per second and the delay from put to event.  It
+ * measures and checks; it does not retry failed puts.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -34,7 +36,7 @@
 struct opts {
     const char *endpoints, *ack_log, *key_prefix;
     const char *cacert, *cert, *key, *server_name;
-    uint64_t total, key_space, seed;
+    uint64_t total, key_space, seed, watchers;
     unsigned inflight;
     size_t val_size;
     bool val_size_set, json, serializable;
@@ -50,7 +52,9 @@ static void usage(FILE *out)
             "       cairn-load check --ack-log FILE [--inflight K] [OPTIONS]\n"
             "       cairn-load get KEY [OPTIONS]\n"
             "       cairn-load put KEY VALUE [OPTIONS]\n"
-            "       cairn-load value KEY SEQ [--val-size B]\n\n"
+            "       cairn-load value KEY SEQ [--val-size B]\n"
+            "       cairn-load watch [--watchers W] [--total N] [--inflight K] [--key-prefix P]\n"
+            "                        [--val-size B] [OPTIONS]\n\n"
             "put (load)  keep K puts in flight (default 32) until N (default 10000) are done\n"
             "            or --timeout passes.  Keys are P (default load/) followed by a number\n"
             "            below M (default N), drawn from --seed (default 1); each value is\n"
@@ -63,7 +67,12 @@ static void usage(FILE *out)
             "            acknowledged write is there with exactly its value, or was\n"
             "            overwritten at a later revision.  Exit 0 if so, 1 if any key is\n"
             "            missing, older or different, or could not be read.\n"
-            "value       print the value put SEQ of KEY carries (what check expects).\n\n"
+            "value       print the value put SEQ of KEY carries (what check expects).\n"
+            "watch       W watches (default 100) on prefix P, then one writer puts N keys under\n"
+            "            it (K in flight) whose values carry their send time.  Every watcher\n"
+            "            must get every put once, in revision order.  Prints events delivered\n"
+            "            per second and the put-to-event delay.  Exit 0 if every watcher got\n"
+            "            every event exactly once, 1 otherwise.\n\n"
             "Options: --endpoints URL[,URL...] (default " DEFAULT_ENDPOINT ")\n"
             "         --cacert F --cert F --key F --server-name NAME   (tls+tcp://)\n"
             "         --timeout SEC (whole run, default 60)  --call-timeout MS (default 10000)\n"
@@ -131,6 +140,8 @@ static int parse_args(int argc, char **argv, struct opts *o, const char **pos, i
             o->server_name = v;
         else if (!strcmp(a, "--total"))
             bad = parse_u64(v, &o->total) || o->total == 0;
+        else if (!strcmp(a, "--watchers"))
+            bad = parse_u64(v, &o->watchers) || o->watchers == 0 || o->watchers > 100000;
         else if (!strcmp(a, "--key-space"))
             bad = parse_u64(v, &o->key_space) || o->key_space == 0;
         else if (!strcmp(a, "--seed"))
@@ -562,6 +573,238 @@ out:
     return rc;
 }
 
+/* ------------------------------------------------------------------ watch */
+
+/* One watcher of the watch run; its fields are under run.mu. */
+struct watcher {
+    struct wrun *run;
+    struct cairn_watch *w;
+    uint64_t events;
+    int64_t last_rev;
+    bool done, failed;
+};
+
+struct wrun {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    const struct opts *o;
+    struct cairn_client *c;
+    struct run put;              /* the writer's counts */
+    struct hist delay;           /* put sent -> event received, microseconds */
+    struct errs errs;            /* watch errors */
+    uint64_t events, problems, done_watchers, polls;
+    uint64_t first_put_ns, last_event_ns;
+};
+
+static void watch_poll(struct watcher *wt);
+
+static void watch_polled(void *arg, int rc, Cairn__Response *resp, const struct cairn_error_detail *err)
+{
+    struct watcher *wt = arg;
+    struct wrun *r = wt->run;
+    uint64_t now = now_ns();
+    bool again = false;
+    pthread_mutex_lock(&r->mu);
+    r->polls++;
+    if (rc != 0) {
+        errs_add(&r->errs, rc);
+        if (rc == -CAIRN_E_WATCH_CANCELED || rc == -CAIRN_E_COMPACTED || rc == -ECANCELED || interrupted) {
+            wt->failed = wt->done = true;
+            r->done_watchers++;
+            fprintf(stderr, "cairn-load: watch ended: %s\n", err->message);
+        } else {
+            again = true;
+        }
+    } else {
+        const Cairn__WatchNextResponse *b = resp->watch_next;
+        for (size_t i = 0; i < b->n_events; i++) {
+            const Cairn__Event *e = b->events[i];
+            if (!e->kv || e->kv->mod_revision <= wt->last_rev) {
+                if (r->problems++ < SHOW_PROBLEMS)
+                    fprintf(stderr, "cairn-load: watcher got revision %" PRId64 " after %" PRId64 "\n",
+                            e->kv ? e->kv->mod_revision : -1, wt->last_rev);
+                continue;
+            }
+            wt->last_rev = e->kv->mod_revision;
+            uint64_t sent = 0;
+            if (e->kv->value.len >= 16 && sscanf((const char *)e->kv->value.data, "%16" SCNx64, &sent) == 1 &&
+                sent <= now)
+                hist_add(&r->delay, (now - sent) / 1000);
+            wt->events++;
+            r->events++;
+            r->last_event_ns = now;
+        }
+        if (wt->events >= r->o->total && !wt->done) {
+            wt->done = true;
+            r->done_watchers++;
+        }
+        again = !wt->done;
+    }
+    if (interrupted && !wt->done) {
+        wt->done = true;
+        r->done_watchers++;
+        again = false;
+    }
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    cairn_response_free(resp);
+    if (again)
+        watch_poll(wt);
+}
+
+static void watch_poll(struct watcher *wt)
+{
+    struct wrun *r = wt->run;
+    int rc = cairn_watch_next_async(r->c, wt->w, 2000, 0, watch_polled, wt);
+    if (rc != 0) {
+        pthread_mutex_lock(&r->mu);
+        errs_add(&r->errs, rc);
+        wt->failed = wt->done = true;
+        r->done_watchers++;
+        pthread_cond_broadcast(&r->cv);
+        pthread_mutex_unlock(&r->mu);
+    }
+}
+
+static void print_watch_report(const struct opts *o, struct wrun *r, double secs)
+{
+    double user, sys;
+    double span = r->last_event_ns > r->first_put_ns ? (double)(r->last_event_ns - r->first_put_ns) / 1e9 : 0;
+    double eps = span > 0 ? (double)r->events / span : 0, pps = span > 0 ? (double)r->put.acked / span : 0;
+    uint64_t want = o->total * o->watchers;
+    cpu_seconds(&user, &sys);
+    if (o->json) {
+        printf("{\"mode\": \"watch\", \"watchers\": %" PRIu64 ", \"total\": %" PRIu64 ", \"acked\": %" PRIu64
+               ", \"events\": %" PRIu64 ", \"expected\": %" PRIu64 ", \"problems\": %" PRIu64
+               ", \"elapsed_s\": %.3f, \"span_s\": %.3f, \"events_per_s\": %.1f, \"puts_per_s\": %.1f"
+               ", \"polls\": %" PRIu64 ", \"delay_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f, \"max\": %.3f}"
+               ", \"put_errors\": ",
+               o->watchers, o->total, r->put.acked, r->events, want, r->problems, secs, span, eps, pps, r->polls,
+               (double)hist_quantile(&r->delay, 0.5) / 1000.0, (double)hist_quantile(&r->delay, 0.9) / 1000.0,
+               (double)hist_quantile(&r->delay, 0.99) / 1000.0, (double)r->delay.max / 1000.0);
+        errs_print(&r->put.errs, stdout, true);
+        printf(", \"watch_errors\": ");
+        errs_print(&r->errs, stdout, true);
+        printf(", \"cpu_user_s\": %.3f, \"cpu_sys_s\": %.3f}\n", user, sys);
+        return;
+    }
+    printf("watch: %" PRIu64 " watchers, %" PRIu64 " of %" PRIu64 " puts acknowledged, %" PRIu64 " of %" PRIu64
+           " events delivered in %.3f s (%" PRIu64 " polls)\n",
+           o->watchers, r->put.acked, o->total, r->events, want, span, r->polls);
+    printf("rate: %.0f events/s delivered, %.0f puts/s\n", eps, pps);
+    printf("delay put->event ms: p50 %.3f p90 %.3f p99 %.3f max %.3f\n", (double)hist_quantile(&r->delay, 0.5) / 1000.0,
+           (double)hist_quantile(&r->delay, 0.9) / 1000.0, (double)hist_quantile(&r->delay, 0.99) / 1000.0,
+           (double)r->delay.max / 1000.0);
+    printf("problems (repeats, reorders): %" PRIu64 "\nput errors: ", r->problems);
+    errs_print(&r->put.errs, stdout, false);
+    printf("\nwatch errors: ");
+    errs_print(&r->errs, stdout, false);
+    printf("\ncpu: user %.3f s, sys %.3f s\n", user, sys);
+}
+
+/*
+ * run_watch: watchers first (each from the revision it was created at), then
+ * the writer on this thread as run_put does; watchers re-poll from their
+ * callbacks until each has every put or the timeout passes.
+ */
+static int run_watch(const struct opts *o)
+{
+    struct wrun r = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .o = o};
+    r.put.mu = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+    r.put.cv = (pthread_cond_t)PTHREAD_COND_INITIALIZER;
+    uint64_t nw = o->watchers ? o->watchers : 100;
+    struct watcher *ws = calloc(nw, sizeof(*ws));
+    size_t vsize = o->val_size < 24 ? 24 : o->val_size;
+    char *val = malloc(vsize + 1);
+    double secs = 0;
+    int rc = 1;
+    if (!ws || !val || !(r.c = open_client(o)))
+        goto out;
+    struct opts eff = *o;
+    eff.watchers = nw;
+    r.o = &eff;
+    char prefix_end[MAX_KEY];
+    size_t plen = strlen(o->key_prefix);
+    memcpy(prefix_end, o->key_prefix, plen);
+    prefix_end[plen - 1]++; /* printable ASCII: never 0xff */
+    struct cairn_watch_opts wo = {.key = {o->key_prefix, plen}, .range_end = {prefix_end, plen}};
+    for (uint64_t i = 0; i < nw; i++) {
+        struct cairn_error_detail err;
+        ws[i].run = &r;
+        int crc = cairn_watch_create(r.c, &wo, NULL, &ws[i].w, &err);
+        if (crc != 0) {
+            fprintf(stderr, "cairn-load: cannot create watch %" PRIu64 ": %s\n", i, err.message);
+            nw = i;
+            goto stop;
+        }
+    }
+    for (uint64_t i = 0; i < nw; i++)
+        watch_poll(&ws[i]);
+
+    uint64_t start = now_ns(), end = start + (uint64_t)(o->timeout_s * 1e9), issued = 0;
+    r.first_put_ns = start;
+    pthread_mutex_lock(&r.put.mu);
+    while (issued < o->total && !interrupted && now_ns() < end) {
+        if (r.put.inflight >= o->inflight) {
+            struct timespec ts = deadline_ts(100);
+            pthread_cond_timedwait(&r.put.cv, &r.put.mu, &ts);
+            continue;
+        }
+        struct put_op *op = malloc(sizeof(*op));
+        if (!op)
+            break;
+        op->run = &r.put;
+        op->seq = issued;
+        snprintf(op->key, sizeof(op->key), "%s%08" PRIu64, o->key_prefix, issued);
+        op->t0 = now_ns();
+        make_value(op->key, issued, vsize, val);
+        snprintf(val, 18, "%016" PRIx64 ":", op->t0);
+        val[17] = ':';
+        Cairn__PutRequest put = CAIRN__PUT_REQUEST__INIT;
+        Cairn__Request req = CAIRN__REQUEST__INIT;
+        put.key.data = (uint8_t *)op->key;
+        put.key.len = strlen(op->key);
+        put.value.data = (uint8_t *)val;
+        put.value.len = vsize;
+        req.body_case = CAIRN__REQUEST__BODY_PUT;
+        req.put = &put;
+        issued++;
+        r.put.inflight++;
+        pthread_mutex_unlock(&r.put.mu);
+        int crc = cairn_call_async(r.c, &req, NULL, put_done, op);
+        pthread_mutex_lock(&r.put.mu);
+        if (crc != 0) {
+            r.put.inflight--;
+            errs_add(&r.put.errs, crc);
+            free(op);
+        }
+    }
+    pthread_mutex_unlock(&r.put.mu);
+    pthread_mutex_lock(&r.mu);
+    while (r.done_watchers < nw && !interrupted && now_ns() < end) {
+        struct timespec ts = deadline_ts(100);
+        pthread_cond_timedwait(&r.cv, &r.mu, &ts);
+    }
+    interrupted = 1; /* watchers stop re-polling */
+    pthread_mutex_unlock(&r.mu);
+    secs = (double)(now_ns() - start) / 1e9;
+stop:
+    cairn_close(r.c); /* completes the polls in flight with -ECANCELED */
+    r.c = NULL;
+    for (uint64_t i = 0; i < nw; i++)
+        cairn_watch_free(ws[i].w);
+    if (nw == (o->watchers ? o->watchers : 100)) {
+        print_watch_report(&eff, &r, secs);
+        rc = r.events == o->total * nw && r.problems == 0 ? 0 : 1;
+    }
+out:
+    if (r.c)
+        cairn_close(r.c);
+    free(ws);
+    free(val);
+    return rc;
+}
+
 /* ------------------------------------------------------------------ check */
 
 /* The last acknowledged write of one key, from the ack log. */
@@ -968,6 +1211,8 @@ int main(int argc, char **argv)
         return run_check(&o);
     if (!strcmp(cmd, "get") && npos == 1)
         return quick_get(&o, pos[0]);
+    if (!strcmp(cmd, "watch") && npos == 0)
+        return run_watch(&o);
     if (!strcmp(cmd, "value") && npos == 2)
         return print_value(&o, pos[0], pos[1]);
     usage(stderr);

@@ -1,0 +1,630 @@
+/*
+ * libcairn's watches: a long poll on the member that created the watch,
+ * resumed on any member from the last revision delivered when that member is
+ * lost.  Built on cairn_call_async only: each poll is a chain of calls
+ * (create if needed, then WatchNext pinned to the watch's endpoint) whose
+ * callbacks run on nng's threads; the blocking functions wait on that chain.
+ * A watch remembers how far it delivered (progress revision, and how many
+ * events of a fragmented revision) so a resumed watch repeats nothing.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client/internal.h"
+
+#define WATCH_DEFAULT_POLL_MS 10000 /* cairnd's default for timeout_ms 0: used for the call deadline */
+
+struct cairn_watch {
+    struct cairn_client *c;
+    pthread_mutex_t mu;
+    int refs;                    /* the caller's handle, and one while a poll is in flight */
+
+    /* What WatchCreate sends when the watch is made again (owned copies). */
+    uint8_t *key, *end;
+    size_t klen, elen;
+    Cairn__WatchCreateRequest__FilterType filters[2];
+    size_t n_filters;
+    bool prev_kv, progress_notify, fragment;
+
+    int64_t id;                  /* 0: none (made again before the next poll) */
+    unsigned endpoint;           /* the member holding it */
+    int64_t progress;            /* every event up to it has been handed to the caller */
+    int64_t frag_rev;            /* a revision delivered in part (0: none) ... */
+    size_t frag_seen;            /* ... and how many of its events */
+    size_t skip;                 /* events of frag_rev to drop after a resume */
+    bool ended;                  /* canceled (by the caller or the member): no more polls */
+    int end_code;
+    char end_message[512];
+
+    /* The poll in flight. */
+    bool busy;
+    int timeout_ms;
+    size_t max_bytes;
+    nng_time deadline;
+    int resumes;
+    cairn_callback cb;
+    void *cb_arg;
+};
+
+static ProtobufCBinaryData bin(const void *p, size_t n)
+{
+    ProtobufCBinaryData d = {n, (uint8_t *)p};
+    return d;
+}
+
+static void watch_put(struct cairn_watch *w)
+{
+    pthread_mutex_lock(&w->mu);
+    int left = --w->refs;
+    pthread_mutex_unlock(&w->mu);
+    if (left)
+        return;
+    free(w->key);
+    free(w->end);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+}
+
+/* The range end of every key starting with key: its last byte below 0xff + 1, or "\0" (every key). */
+static size_t prefix_end(const uint8_t *key, size_t len, uint8_t *out)
+{
+    while (len && key[len - 1] == 0xff)
+        len--;
+    if (!len) {
+        out[0] = 0;
+        return 1;
+    }
+    memcpy(out, key, len);
+    out[len - 1]++;
+    return len;
+}
+
+static struct cairn_watch *watch_new(struct cairn_client *c, const struct cairn_watch_opts *o)
+{
+    struct cairn_watch *w = calloc(1, sizeof(*w));
+    if (!w)
+        return NULL;
+    size_t elen = o->prefix ? (o->key.len ? o->key.len : 1) : o->range_end.len;
+    w->key = malloc(o->key.len ? o->key.len : 1);
+    w->end = malloc(elen ? elen : 1);
+    if (!w->key || !w->end) {
+        free(w->key);
+        free(w->end);
+        free(w);
+        return NULL;
+    }
+    if (o->key.len)
+        memcpy(w->key, o->key.data, o->key.len);
+    w->klen = o->key.len;
+    if (o->prefix)
+        w->elen = prefix_end(o->key.data, o->key.len, w->end);
+    else if ((w->elen = o->range_end.len))
+        memcpy(w->end, o->range_end.data, o->range_end.len);
+    if (o->no_put)
+        w->filters[w->n_filters++] = CAIRN__WATCH_CREATE_REQUEST__FILTER_TYPE__NOPUT;
+    if (o->no_delete)
+        w->filters[w->n_filters++] = CAIRN__WATCH_CREATE_REQUEST__FILTER_TYPE__NODELETE;
+    w->prev_kv = o->prev_kv;
+    w->progress_notify = o->progress_notify;
+    w->fragment = o->fragment;
+    w->progress = o->start_revision > 0 ? o->start_revision - 1 : 0;
+    w->c = c;
+    w->refs = 1;
+    pthread_mutex_init(&w->mu, NULL);
+    return w;
+}
+
+/* Send WatchCreate for w from start (0: now). */
+static int send_create(struct cairn_watch *w, int64_t start, const struct cairn_call_opts *opts,
+                       cairn_callback cb, void *arg)
+{
+    Cairn__WatchCreateRequest q = CAIRN__WATCH_CREATE_REQUEST__INIT;
+    Cairn__Request req = CAIRN__REQUEST__INIT;
+    q.key = bin(w->key, w->klen);
+    q.range_end = bin(w->end, w->elen);
+    q.start_revision = start;
+    q.filters = w->filters;
+    q.n_filters = w->n_filters;
+    q.prev_kv = w->prev_kv;
+    q.progress_notify = w->progress_notify;
+    q.fragment = w->fragment;
+    req.body_case = CAIRN__REQUEST__BODY_WATCH_CREATE;
+    req.watch_create = &q;
+    return cairn_call_async(w->c, &req, opts, cb, arg);
+}
+
+/*
+ * Take a WatchCreate reply for w (with w->mu held).  Returns 0, or the code
+ * the watch ends with (compacted) and fills d.
+ */
+static int created(struct cairn_watch *w, Cairn__Response *resp, const struct cairn_error_detail *err,
+                   int64_t start, struct cairn_error_detail *d)
+{
+    const Cairn__WatchCreateResponse *b = resp->watch_create;
+    if (resp->body_case != CAIRN__RESPONSE__BODY_WATCH_CREATE || !b) {
+        detail_set(d, -CAIRN_E_MALFORMED, "WatchCreate reply carries body %d", (int)resp->body_case);
+        return -CAIRN_E_MALFORMED;
+    }
+    if (b->canceled || b->watch_id == 0) {
+        int code = b->compact_revision ? -CAIRN_E_COMPACTED : -CAIRN_E_WATCH_CANCELED;
+        detail_set(d, code, "%s", b->cancel_reason && b->cancel_reason[0] ? b->cancel_reason : cairn_strerror(code));
+        d->compact_revision = b->compact_revision;
+        return code;
+    }
+    w->id = b->watch_id;
+    w->endpoint = err->endpoint >= 0 ? (unsigned)err->endpoint : 0;
+    if (start == 0 && resp->header)
+        w->progress = resp->header->revision; /* "from now": after the revision the member had */
+    return 0;
+}
+
+/* ------------------------------------------------------------------ create */
+
+struct create_ctx {
+    struct cairn_watch *w;
+    cairn_watch_created_fn cb;
+    void *arg;
+    int64_t start;
+};
+
+static void create_cb(void *arg, int rc, Cairn__Response *resp, const struct cairn_error_detail *err)
+{
+    struct create_ctx *x = arg;
+    struct cairn_watch *w = x->w;
+    struct cairn_error_detail d = *err;
+    if (rc == 0) {
+        pthread_mutex_lock(&w->mu);
+        rc = created(w, resp, err, x->start, &d);
+        pthread_mutex_unlock(&w->mu);
+        d.code = rc;
+    }
+    cairn_response_free(resp);
+    if (rc != 0) {
+        watch_put(w);
+        w = NULL;
+    }
+    x->cb(x->arg, rc, w, &d);
+    free(x);
+}
+
+int cairn_watch_create_async(struct cairn_client *c, const struct cairn_watch_opts *o,
+                             const struct cairn_call_opts *opts, cairn_watch_created_fn cb, void *arg)
+{
+    if (!c || !o || !cb || !o->key.len || o->start_revision < 0)
+        return -EINVAL;
+    struct create_ctx *x = calloc(1, sizeof(*x));
+    if (!x || !(x->w = watch_new(c, o))) {
+        free(x);
+        return -ENOMEM;
+    }
+    x->cb = cb;
+    x->arg = arg;
+    x->start = o->start_revision;
+    int rc = send_create(x->w, o->start_revision, opts, create_cb, x);
+    if (rc != 0) {
+        watch_put(x->w);
+        free(x);
+    }
+    return rc;
+}
+
+/* A blocking call waits for its asynchronous twin here. */
+struct waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    int rc;
+    Cairn__Response *resp;
+    struct cairn_watch *w;
+    struct cairn_error_detail d;
+};
+
+static void waiter_init(struct waiter *x)
+{
+    memset(x, 0, sizeof(*x));
+    x->d.endpoint = -1;
+    pthread_mutex_init(&x->mu, NULL);
+    pthread_cond_init(&x->cv, NULL);
+}
+
+static int waiter_wait(struct waiter *x, int rc, struct cairn_error_detail *err)
+{
+    if (rc == 0) {
+        pthread_mutex_lock(&x->mu);
+        while (!x->done)
+            pthread_cond_wait(&x->cv, &x->mu);
+        pthread_mutex_unlock(&x->mu);
+        rc = x->rc;
+    } else {
+        detail_set(&x->d, rc, "%s", cairn_strerror(rc));
+    }
+    if (err)
+        *err = x->d;
+    pthread_cond_destroy(&x->cv);
+    pthread_mutex_destroy(&x->mu);
+    return rc;
+}
+
+static void waiter_done(struct waiter *x, int rc, Cairn__Response *resp, struct cairn_watch *w,
+                        const struct cairn_error_detail *err)
+{
+    pthread_mutex_lock(&x->mu);
+    x->rc = rc;
+    x->resp = resp;
+    x->w = w;
+    x->d = *err;
+    x->done = true;
+    pthread_cond_signal(&x->cv);
+    pthread_mutex_unlock(&x->mu);
+}
+
+static void created_wait_cb(void *arg, int rc, struct cairn_watch *w, const struct cairn_error_detail *err)
+{
+    waiter_done(arg, rc, NULL, w, err);
+}
+
+int cairn_watch_create(struct cairn_client *c, const struct cairn_watch_opts *o,
+                       const struct cairn_call_opts *opts, struct cairn_watch **out,
+                       struct cairn_error_detail *err)
+{
+    struct waiter x;
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    waiter_init(&x);
+    int rc = waiter_wait(&x, cairn_watch_create_async(c, o, opts, created_wait_cb, &x), err);
+    *out = x.w;
+    return rc;
+}
+
+/* -------------------------------------------------------------------- next */
+
+static void next_step(struct cairn_watch *w);
+
+/* End the poll in flight: the caller's callback, then the poll's reference. */
+static void finish(struct cairn_watch *w, int rc, Cairn__Response *resp, const struct cairn_error_detail *d)
+{
+    pthread_mutex_lock(&w->mu);
+    cairn_callback cb = w->cb;
+    void *arg = w->cb_arg;
+    w->busy = false;
+    pthread_mutex_unlock(&w->mu);
+    struct cairn_error_detail out = *d;
+    out.code = rc;
+    if (rc != 0 && !out.message[0])
+        snprintf(out.message, sizeof out.message, "%s", cairn_strerror(rc));
+    cb(arg, rc, resp, &out);
+    watch_put(w);
+}
+
+/* Failures after which the watch is made again elsewhere: the member no longer has it, or is unreachable. */
+static bool resumable(int rc)
+{
+    switch (-rc) {
+    case CAIRN_E_WATCH_NOT_FOUND:
+    case CAIRN_E_STOPPED:
+    case CAIRN_E_TIMEOUT:
+    case CAIRN_E_UNAVAILABLE:
+    case CAIRN_E_LEARNER_NOT_SERVING:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Another attempt after rc, or the end of the poll: a bounded number of resumes within the deadline. */
+static void retry_or_finish(struct cairn_watch *w, int rc, const struct cairn_error_detail *d)
+{
+    pthread_mutex_lock(&w->mu);
+    bool again = resumable(rc) && !w->ended && nng_clock() < w->deadline &&
+                 w->resumes++ < 2 * (int)w->c->n_eps + 2;
+    if (resumable(rc))
+        w->id = 0; /* the member lost it, or we lost the member: made again from the progress revision */
+    pthread_mutex_unlock(&w->mu);
+    if (again)
+        next_step(w);
+    else
+        finish(w, rc, NULL, d);
+}
+
+/* Drop the events a resumed watch gives again: the part of a fragmented revision already delivered. */
+static void drop_repeated(struct cairn_watch *w, Cairn__WatchNextResponse *b)
+{
+    size_t drop = 0;
+    while (w->skip && drop < b->n_events && b->events[drop]->kv &&
+           b->events[drop]->kv->mod_revision == w->frag_rev) {
+        drop++;
+        w->skip--;
+    }
+    if (drop < b->n_events)
+        w->skip = 0; /* the revision is over */
+    for (size_t i = 0; i < drop; i++)
+        protobuf_c_message_free_unpacked(&b->events[i]->base, NULL);
+    memmove(b->events, b->events + drop, (b->n_events - drop) * sizeof(*b->events));
+    b->n_events -= drop;
+}
+
+/* Account for what a reply delivers (with w->mu held). */
+static void delivered(struct cairn_watch *w, Cairn__WatchNextResponse *b)
+{
+    drop_repeated(w, b);
+    if (b->fragment && b->n_events && b->events[b->n_events - 1]->kv) {
+        int64_t rev = b->events[b->n_events - 1]->kv->mod_revision;
+        size_t k = 0;
+        for (size_t i = b->n_events; i > 0 && b->events[i - 1]->kv && b->events[i - 1]->kv->mod_revision == rev; i--)
+            k++;
+        if (w->frag_rev != rev)
+            w->frag_rev = rev, w->frag_seen = 0;
+        w->frag_seen += k;
+    } else if (!b->fragment) {
+        w->frag_rev = 0;
+        w->frag_seen = 0;
+        w->skip = 0;
+    }
+    if (b->progress_revision > w->progress)
+        w->progress = b->progress_revision;
+}
+
+/* The watch is over (with w->mu held): later polls return code at once. */
+static void end_watch(struct cairn_watch *w, int code, const char *message)
+{
+    w->ended = true;
+    w->end_code = code;
+    w->id = 0;
+    snprintf(w->end_message, sizeof w->end_message, "%s", message);
+}
+
+static void next_cb(void *arg, int rc, Cairn__Response *resp, const struct cairn_error_detail *err)
+{
+    struct cairn_watch *w = arg;
+    struct cairn_error_detail d = *err;
+    if (rc != 0) {
+        retry_or_finish(w, rc, &d);
+        return;
+    }
+    Cairn__WatchNextResponse *b = resp->watch_next;
+    if (resp->body_case != CAIRN__RESPONSE__BODY_WATCH_NEXT || !b) {
+        cairn_response_free(resp);
+        detail_set(&d, -CAIRN_E_MALFORMED, "WatchNext reply carries body %d", (int)resp->body_case);
+        finish(w, -CAIRN_E_MALFORMED, NULL, &d);
+        return;
+    }
+    pthread_mutex_lock(&w->mu);
+    if (b->canceled) {
+        int code = b->compact_revision ? -CAIRN_E_COMPACTED : -CAIRN_E_WATCH_CANCELED;
+        detail_set(&d, code, "%s", b->cancel_reason && b->cancel_reason[0] ? b->cancel_reason : cairn_strerror(code));
+        d.compact_revision = b->compact_revision;
+        end_watch(w, code, d.message);
+        pthread_mutex_unlock(&w->mu);
+        cairn_response_free(resp);
+        finish(w, code, NULL, &d);
+        return;
+    }
+    delivered(w, b);
+    pthread_mutex_unlock(&w->mu);
+    finish(w, 0, resp, &d);
+}
+
+static void create_step_cb(void *arg, int rc, Cairn__Response *resp, const struct cairn_error_detail *err)
+{
+    struct cairn_watch *w = arg;
+    struct cairn_error_detail d = *err;
+    if (rc != 0) {
+        retry_or_finish(w, rc, &d);
+        return;
+    }
+    pthread_mutex_lock(&w->mu);
+    rc = created(w, resp, err, w->progress + 1, &d);
+    if (rc == 0)
+        w->skip = w->frag_rev == w->progress + 1 ? w->frag_seen : 0;
+    else if (rc == -CAIRN_E_COMPACTED || rc == -CAIRN_E_WATCH_CANCELED)
+        end_watch(w, rc, d.message);
+    pthread_mutex_unlock(&w->mu);
+    cairn_response_free(resp);
+    if (rc != 0)
+        finish(w, rc, NULL, &d);
+    else
+        next_step(w);
+}
+
+/* The next call of the poll: WatchCreate if the watch has no member, else WatchNext there. */
+static void next_step(struct cairn_watch *w)
+{
+    struct cairn_client *c = w->c;
+    struct cairn_call_opts opts = {0};
+    Cairn__WatchNextRequest q = CAIRN__WATCH_NEXT_REQUEST__INIT;
+    Cairn__Request req = CAIRN__REQUEST__INIT;
+    int rc;
+
+    pthread_mutex_lock(&w->mu);
+    int64_t id = w->id, from = w->progress + 1;
+    unsigned ep = w->endpoint;
+    int left = (int)(w->deadline > nng_clock() ? w->deadline - nng_clock() : 1);
+    bool ended = w->ended;
+    int end_code = w->end_code;
+    struct cairn_error_detail d = {.endpoint = -1};
+    if (ended)
+        detail_set(&d, end_code, "%s", w->end_message);
+    if (id && !cairn_endpoint_connected(c, ep))
+        id = w->id = 0; /* its member is unreachable: resume elsewhere rather than wait for it */
+    pthread_mutex_unlock(&w->mu);
+    if (ended) {
+        finish(w, end_code, NULL, &d);
+        return;
+    }
+    if (id == 0) {
+        opts.timeout_ms = c->call_timeout_ms < left ? c->call_timeout_ms : left;
+        rc = send_create(w, from, &opts, create_step_cb, w);
+    } else {
+        q.watch_id = id;
+        q.timeout_ms = (uint32_t)w->timeout_ms;
+        q.max_bytes = w->max_bytes > UINT32_MAX ? UINT32_MAX : (uint32_t)w->max_bytes;
+        req.body_case = CAIRN__REQUEST__BODY_WATCH_NEXT;
+        req.watch_next = &q;
+        opts.pinned = true;
+        opts.endpoint = ep;
+        /* the member answers after timeout_ms at the latest: wait that long plus a call's time */
+        opts.timeout_ms = (w->timeout_ms ? w->timeout_ms : WATCH_DEFAULT_POLL_MS) + c->call_timeout_ms;
+        rc = cairn_call_async(c, &req, &opts, next_cb, w);
+    }
+    if (rc != 0) {
+        detail_set(&d, rc, "%s", cairn_strerror(rc));
+        finish(w, rc, NULL, &d);
+    }
+}
+
+int cairn_watch_next_async(struct cairn_client *c, struct cairn_watch *w, int timeout_ms,
+                           size_t max_bytes, cairn_callback cb, void *arg)
+{
+    if (!c || !w || !cb || timeout_ms < 0 || w->c != c)
+        return -EINVAL;
+    pthread_mutex_lock(&w->mu);
+    if (w->busy) {
+        pthread_mutex_unlock(&w->mu);
+        return -EBUSY;
+    }
+    if (w->ended) {
+        int code = w->end_code;
+        pthread_mutex_unlock(&w->mu);
+        return code;
+    }
+    w->busy = true;
+    w->refs++;
+    w->timeout_ms = timeout_ms;
+    w->max_bytes = max_bytes;
+    w->resumes = 0;
+    w->deadline = nng_clock() + (nng_time)(timeout_ms ? timeout_ms : WATCH_DEFAULT_POLL_MS) +
+                  (nng_time)c->call_timeout_ms;
+    w->cb = cb;
+    w->cb_arg = arg;
+    pthread_mutex_unlock(&w->mu);
+    next_step(w);
+    return 0;
+}
+
+static void next_wait_cb(void *arg, int rc, Cairn__Response *resp, const struct cairn_error_detail *err)
+{
+    waiter_done(arg, rc, resp, NULL, err);
+}
+
+int cairn_watch_next(struct cairn_client *c, struct cairn_watch *w, int timeout_ms, size_t max_bytes,
+                     Cairn__Response **resp, struct cairn_error_detail *err)
+{
+    struct waiter x;
+    if (!resp)
+        return -EINVAL;
+    *resp = NULL;
+    waiter_init(&x);
+    int rc = cairn_watch_next_async(c, w, timeout_ms, max_bytes, next_wait_cb, &x);
+    rc = waiter_wait(&x, rc, err);
+    if (rc != 0 && !x.done && err && w && (rc == -CAIRN_E_WATCH_CANCELED || rc == -CAIRN_E_COMPACTED)) {
+        pthread_mutex_lock(&w->mu);
+        detail_set(err, rc, "%s", w->end_message);
+        pthread_mutex_unlock(&w->mu);
+    }
+    *resp = x.resp;
+    return rc;
+}
+
+/* ------------------------------------------------------------------ cancel */
+
+struct cancel_ctx {
+    struct cairn_watch *w;
+    cairn_callback cb;
+    void *arg;
+};
+
+static void cancel_cb(void *arg, int rc, Cairn__Response *resp, const struct cairn_error_detail *err)
+{
+    struct cancel_ctx *x = arg;
+    cairn_response_free(resp);
+    watch_put(x->w);
+    x->cb(x->arg, rc, NULL, err);
+    free(x);
+}
+
+int cairn_watch_cancel_async(struct cairn_client *c, struct cairn_watch *w, const struct cairn_call_opts *opts,
+                             cairn_callback cb, void *arg)
+{
+    if (!c || !w || !cb || w->c != c)
+        return -EINVAL;
+    struct cancel_ctx *x = calloc(1, sizeof(*x));
+    if (!x) {
+        watch_put(w);
+        return -ENOMEM;
+    }
+    pthread_mutex_lock(&w->mu);
+    int64_t id = w->id;
+    unsigned ep = w->endpoint;
+    w->ended = true;
+    w->end_code = -CAIRN_E_WATCH_CANCELED;
+    snprintf(w->end_message, sizeof w->end_message, "canceled by cairn_watch_cancel");
+    pthread_mutex_unlock(&w->mu);
+    x->w = w;
+    x->cb = cb;
+    x->arg = arg;
+    Cairn__WatchCancelRequest q = CAIRN__WATCH_CANCEL_REQUEST__INIT;
+    Cairn__Request req = CAIRN__REQUEST__INIT;
+    struct cairn_call_opts o = opts ? *opts : (struct cairn_call_opts){0};
+    o.pinned = true;
+    o.endpoint = ep;
+    q.watch_id = id;
+    req.body_case = CAIRN__REQUEST__BODY_WATCH_CANCEL;
+    req.watch_cancel = &q;
+    if (!id) {
+        /* no member holds it now: nothing to tell */
+        struct cairn_error_detail d = {.endpoint = -1};
+        cancel_cb(x, 0, NULL, &d);
+        return 0;
+    }
+    int rc = cairn_call_async(c, &req, &o, cancel_cb, x);
+    if (rc != 0) {
+        watch_put(w);
+        free(x);
+    }
+    return rc;
+}
+
+static void cancel_wait_cb(void *arg, int rc, Cairn__Response *resp, const struct cairn_error_detail *err)
+{
+    waiter_done(arg, rc, resp, NULL, err);
+}
+
+int cairn_watch_cancel(struct cairn_client *c, struct cairn_watch *w, const struct cairn_call_opts *opts,
+                       struct cairn_error_detail *err)
+{
+    struct waiter x;
+    waiter_init(&x);
+    return waiter_wait(&x, cairn_watch_cancel_async(c, w, opts, cancel_wait_cb, &x), err);
+}
+
+void cairn_watch_free(struct cairn_watch *w)
+{
+    if (!w)
+        return;
+    pthread_mutex_lock(&w->mu);
+    w->ended = true;
+    w->end_code = -CAIRN_E_WATCH_CANCELED;
+    pthread_mutex_unlock(&w->mu);
+    watch_put(w);
+}
+
+int64_t cairn_watch_progress(const struct cairn_watch *w)
+{
+    struct cairn_watch *m = (struct cairn_watch *)w;
+    pthread_mutex_lock(&m->mu);
+    int64_t p = w->progress;
+    pthread_mutex_unlock(&m->mu);
+    return p;
+}
+
+int64_t cairn_watch_id(const struct cairn_watch *w)
+{
+    struct cairn_watch *m = (struct cairn_watch *)w;
+    pthread_mutex_lock(&m->mu);
+    int64_t id = w->id;
+    pthread_mutex_unlock(&m->mu);
+    return id;
+}
