@@ -103,7 +103,8 @@ int bytes_utf8(const void *s, size_t n)
     const uint8_t *p = s;
     size_t i = 0;
     while (i < n) {
-        if (p[i] == 0)
+        /* control bytes other than tab and line ends make it binary, not text */
+        if ((p[i] < 0x20 && p[i] != '\t' && p[i] != '\n' && p[i] != '\r') || p[i] == 0x7f)
             return 0;
         size_t l = utf8_len(p + i, n - i);
         if (!l)
@@ -122,8 +123,6 @@ static int escape_byte(struct sbuf *out, uint8_t c)
         return sbuf_puts(out, "\\t");
     case '\r':
         return sbuf_puts(out, "\\r");
-    case '\\':
-        return sbuf_puts(out, "\\\\");
     default:
         return sbuf_printf(out, "\\x%02x", c);
     }
@@ -136,7 +135,7 @@ int bytes_escape(struct sbuf *out, const void *s, size_t n)
     int rc = 0;
     while (i < n && rc == 0) {
         size_t l = utf8_len(p + i, n - i);
-        if (l == 1 && p[i] >= 0x20 && p[i] != 0x7f && p[i] != '\\') {
+        if (l == 1 && p[i] >= 0x20 && p[i] != 0x7f) {
             rc = sbuf_add(out, p + i, 1);
         } else if (l > 1) {
             rc = sbuf_add(out, p + i, l);

@@ -100,17 +100,55 @@ static void where(const char *sql, int off, int *line, int *col)
     }
 }
 
-/* first_word: the statement's leading keyword, upper-cased, into out. */
-static void first_word(const char *sql, char *out, size_t n)
+/* word_at: the keyword at s (letters), upper-cased into out; returns its length. */
+static size_t word_at(const char *s, char *out, size_t n)
 {
     size_t i = 0;
-    while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r' || *sql == '(')
-        sql++;
-    while (i + 1 < n && ((*sql >= 'a' && *sql <= 'z') || (*sql >= 'A' && *sql <= 'Z'))) {
-        out[i++] = (char)(*sql >= 'a' ? *sql - 32 : *sql);
-        sql++;
+    while (i + 1 < n && ((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z'))) {
+        out[i] = (char)(s[i] >= 'a' ? s[i] - 32 : s[i]);
+        i++;
     }
     out[i] = '\0';
+    return i;
+}
+
+/*
+ * verb: what the statement does, upper-cased into out: its first keyword,
+ * or after WITH ... the first INSERT, UPDATE, DELETE, REPLACE or SELECT
+ * outside parentheses and quotes.
+ */
+static void verb(const char *sql, char *out, size_t n)
+{
+    while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r')
+        sql++;
+    word_at(sql, out, n);
+    if (strcmp(out, "WITH") != 0)
+        return;
+    int depth = 0;
+    for (const char *p = sql + 4; *p; p++) {
+        if (*p == '\'' || *p == '"' || *p == '`') {
+            char q = *p;
+            while (p[1] && p[1] != q)
+                p++;
+            if (p[1])
+                p++;
+        } else if (*p == '(') {
+            depth++;
+        } else if (*p == ')') {
+            depth--;
+        } else if (depth == 0 && (p == sql || !((p[-1] >= 'a' && p[-1] <= 'z') ||
+                                                (p[-1] >= 'A' && p[-1] <= 'Z') || p[-1] == '_'))) {
+            char w[16];
+            size_t l = word_at(p, w, sizeof w);
+            if (!strcmp(w, "INSERT") || !strcmp(w, "UPDATE") || !strcmp(w, "DELETE") ||
+                !strcmp(w, "REPLACE") || !strcmp(w, "SELECT")) {
+                snprintf(out, n, "%s", w);
+                return;
+            }
+            if (l)
+                p += l - 1;
+        }
+    }
 }
 
 static void cell_of(sqlite3_stmt *st, int i, struct ocell *c)
@@ -160,7 +198,7 @@ static void footer(const struct shell *sh, char *buf, size_t n)
 static void summary(struct shell *sh, sqlite3_stmt *st, bool in_txn_before)
 {
     char word[16];
-    first_word(sqlite3_sql(st), word, sizeof word);
+    verb(sqlite3_sql(st), word, sizeof word);
     bool dml = !strcmp(word, "INSERT") || !strcmp(word, "UPDATE") || !strcmp(word, "DELETE") ||
                !strcmp(word, "REPLACE");
     bool in_txn = !sqlite3_get_autocommit(sh->db);
@@ -218,7 +256,7 @@ static int run_one(struct shell *sh, sqlite3_stmt *st)
             summary(sh, st, !autocommit);
     } else {
         if (ncols > 0)
-            out_finish(sh, NULL);
+            out_abort(sh);
         const char *msg = sqlite3_errmsg(sh->db);
         if (rc == SQLITE_INTERRUPT || shell_interrupted)
             out_error(sh, "canceled%s%s", msg && strcmp(msg, "interrupted") ? ": " : "",

@@ -281,7 +281,17 @@ static void fn_printable(sqlite3_context *ctx, int argc, sqlite3_value **argv)
     if (!b)
         return;
     struct sbuf s = {0};
-    bytes_escape(&s, b, n);
+    /* backslashes doubled, so the escapes are unambiguous */
+    size_t from = 0;
+    for (size_t i = 0; i <= n; i++) {
+        if (i == n || b[i] == '\\') {
+            bytes_escape(&s, b + from, i - from);
+            if (i < n)
+                sbuf_puts(&s, "\\\\");
+            from = i + 1;
+        }
+    }
+    sbuf_add(&s, "", 0);
     sqlite3_result_text(ctx, s.p ? s.p : "", (int)s.n, SQLITE_TRANSIENT);
     sbuf_free(&s);
 }

@@ -451,6 +451,18 @@ void out_finish(struct shell *sh, const char *extra)
     reset(o);
 }
 
+void out_abort(struct shell *sh)
+{
+    struct out_state *o = sh->os;
+    FILE *f = out(sh);
+    if (sh->format == FMT_JSON)
+        fputs("]\n", f); /* the rows so far, still one valid array */
+    else if (sh->format == FMT_TABLE && !sh->expanded && o->nbatch)
+        flush_batch(sh);
+    fflush(f);
+    reset(o);
+}
+
 void out_command(struct shell *sh, const char *command, int64_t rows, bool has_rows,
                  int64_t revision, bool pending)
 {

@@ -36,11 +36,11 @@ int sbuf_puts(struct sbuf *b, const char *s);
 int sbuf_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void sbuf_free(struct sbuf *b);
 
-/* bytes_utf8: nonzero if s[0..n) is valid UTF-8 without NUL (shown as text). */
+/* bytes_utf8: nonzero if s[0..n) is text: valid UTF-8 without control bytes but tab, CR, LF. */
 int bytes_utf8(const void *s, size_t n);
 /* bytes_quote: s as a double-quoted string with C escapes, for messages. */
 int bytes_quote(struct sbuf *out, const void *s, size_t n, size_t max);
-/* bytes_escape: s with non-printable bytes as \n \t \xNN (for tables). */
+/* bytes_escape: s with non-printable bytes as \n \t \r \xNN (for tables). */
 int bytes_escape(struct sbuf *out, const void *s, size_t n);
 int bytes_base64(struct sbuf *out, const void *s, size_t n);
 /* bytes_unbase64: decode; returns the length or -1 on bad input. */
@@ -70,11 +70,12 @@ struct rkey {
     bool used;                           /* slot taken (open addressing) */
 };
 
-/* A key range read by a scan at revision rev: [lo, hi), hi empty = no end. */
+/* A key range read by a scan at revision rev: [lo, hi), hi empty = no end; nseen keys came back. */
 struct rspan {
     uint8_t *lo, *hi;
     size_t lolen, hilen;
     int64_t rev;
+    size_t nseen;
 };
 
 enum wop_kind { WOP_PUT, WOP_DELETE };
@@ -204,7 +205,7 @@ int txn_note_key(struct shell_txn *t, const void *key, size_t klen, const Cairn_
 /* txn_find_key: the recorded read of key, or NULL. */
 const struct rkey *txn_find_key(const struct shell_txn *t, const void *key, size_t klen);
 int txn_note_span(struct shell_txn *t, const void *lo, size_t lolen, const void *hi, size_t hilen,
-                  int64_t rev);
+                  int64_t rev, size_t nseen);
 /* txn_pending_find: index of the first pending op with key >= key (npend if none). */
 size_t txn_pending_find(const struct shell_txn *t, const void *key, size_t klen);
 /* txn_pending_get: the pending op on key, or NULL. */
@@ -310,6 +311,8 @@ void out_start(struct shell *sh, int ncols, const char *const *names);
 void out_row(struct shell *sh, const struct ocell *cells);
 /* out_finish: end the result; extra (may be NULL) goes in the table footer. */
 void out_finish(struct shell *sh, const char *extra);
+/* out_abort: end a result cut short by an error: the rows so far, no footer. */
+void out_abort(struct shell *sh);
 /* out_command: the summary of a statement that returns no rows. */
 void out_command(struct shell *sh, const char *command, int64_t rows, bool has_rows,
                  int64_t revision, bool pending);

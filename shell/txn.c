@@ -160,7 +160,7 @@ int txn_note_key(struct shell_txn *t, const void *key, size_t klen, const Cairn_
 }
 
 int txn_note_span(struct shell_txn *t, const void *lo, size_t lolen, const void *hi, size_t hilen,
-                  int64_t rev)
+                  int64_t rev, size_t nseen)
 {
     if (t->nspans == t->spancap) {
         size_t cap = t->spancap ? t->spancap * 2 : 8;
@@ -181,6 +181,7 @@ int txn_note_span(struct shell_txn *t, const void *lo, size_t lolen, const void 
     s->lolen = lolen;
     s->hilen = hilen;
     s->rev = rev;
+    s->nseen = nseen;
     t->nspans++;
     return SQLITE_OK;
 }
@@ -542,6 +543,48 @@ static char *conflict_message(const struct build *b, const Cairn__TxnResponse *t
     return out;
 }
 
+/* A scan's whole range deleted: one DeleteRange, which its span compare guards. */
+static void add_delete_range(struct build *b, const struct rspan *s, size_t i)
+{
+    Cairn__RequestOp *op = &b->ops[i];
+    Cairn__DeleteRangeRequest *d = &b->dels[i];
+    cairn__request_op__init(op);
+    cairn__delete_range_request__init(d);
+    d->key = bin(s->lo, s->lolen);
+    d->range_end = s->hilen ? bin(s->hi, s->hilen) : bin(no_end, 1);
+    op->request_case = CAIRN__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE;
+    op->request_delete_range = d;
+    b->succ[i] = op;
+}
+
+/*
+ * coalesce: mark the spans whose every key read is deleted by the
+ * transaction, and those deletes (covered), so that they go as one
+ * DeleteRange each: DELETE FROM keys WHERE key LIKE 'tmp/%' is one
+ * operation, not one per key.  The span's compare (nothing in it changed
+ * since it was read) makes that exactly the keys read.
+ */
+static void coalesce(const struct shell_txn *t, bool *span_del, bool *covered)
+{
+    for (size_t s = 0; s < t->nspans; s++) {
+        const struct rspan *sp = &t->spans[s];
+        if (sp->nseen < 2)
+            continue;
+        size_t i0 = txn_pending_find(t, sp->lo, sp->lolen), i = i0;
+        bool ok = true;
+        for (; i < t->npend && (!sp->hilen || bytes_cmp(t->pend[i].key, t->pend[i].klen, sp->hi,
+                                                        sp->hilen) < 0);
+             i++)
+            if (t->pend[i].kind != WOP_DELETE || covered[i])
+                ok = false;
+        if (!ok || i - i0 != sp->nseen)
+            continue;
+        span_del[s] = true;
+        for (size_t j = i0; j < i; j++)
+            covered[j] = true;
+    }
+}
+
 int txn_commit(struct shell *sh, char **msg)
 {
     struct shell_txn *t = &sh->txn;
@@ -550,41 +593,65 @@ int txn_commit(struct shell *sh, char **msg)
     struct cairn_error_detail err;
     int rc = SQLITE_OK;
     size_t budget = sh->max_txn_ops > 0 ? (size_t)sh->max_txn_ops : 128;
+    bool *covered = NULL, *span_del = NULL;
 
     if (!t->npend)
         return SQLITE_OK;
-    if (t->npend > budget) {
-        *msg = sqlite3_mprintf("the transaction writes %zu keys; one Txn holds at most %zu "
+    covered = calloc(t->npend + 1, sizeof *covered);
+    span_del = calloc(t->nspans + 1, sizeof *span_del);
+    if (!covered || !span_del) {
+        rc = SQLITE_NOMEM;
+        goto out;
+    }
+    coalesce(t, span_del, covered);
+    size_t nwrites = 0;
+    for (size_t i = 0; i < t->npend; i++)
+        nwrites += !covered[i];
+    for (size_t s = 0; s < t->nspans; s++)
+        nwrites += span_del[s];
+    if (nwrites > budget) {
+        *msg = sqlite3_mprintf("the transaction writes %llu keys; one Txn holds at most %llu "
                                "operations (the member's --max-txn-ops; tell the shell with "
                                "--max-txn-ops): nothing was written, split it",
-                               t->npend, budget);
-        return SQLITE_ERROR;
+                               (unsigned long long)nwrites, (unsigned long long)budget);
+        rc = SQLITE_ERROR;
+        goto out;
     }
-    /* Every read key is compared while they fit; else keys a span guards and that are not written drop out. */
-    size_t want = t->nspans + t->nkeys;
-    bool thin = want > budget;
-    if (thin) {
-        want = t->nspans;
-        for (size_t i = 0; i < t->keycap; i++)
-            if (t->keys[i].used &&
-                (!t->keys[i].in_span || txn_pending_get(t, t->keys[i].key, t->keys[i].klen)))
-                want++;
-        if (want > budget) {
-            *msg = sqlite3_mprintf("the transaction read %zu keys and ranges that its commit must "
-                                   "check, more than the %zu compares one Txn holds (--max-txn-ops): "
-                                   "nothing was written, narrow it",
-                                   want, budget);
-            return SQLITE_ERROR;
-        }
+    /*
+     * Every read key is compared while they fit; else the keys a span guards
+     * that are not written drop out.  A key deleted by a DeleteRange never
+     * needs its own: the span's compare covers it.
+     */
+    size_t nkeys = 0, nthin = 0;
+    for (size_t i = 0; i < t->keycap; i++) {
+        const struct rkey *k = &t->keys[i];
+        if (!k->used)
+            continue;
+        size_t p = txn_pending_find(t, k->key, k->klen);
+        bool written = p < t->npend && !bytes_cmp(t->pend[p].key, t->pend[p].klen, k->key, k->klen);
+        if (written && covered[p])
+            continue;
+        nkeys++;
+        nthin += !k->in_span || written;
     }
-    size_t nops = t->npend + want;
+    bool thin = t->nspans + nkeys > budget;
+    size_t want = t->nspans + (thin ? nthin : nkeys);
+    if (want > budget) {
+        *msg = sqlite3_mprintf("the transaction read %llu keys and ranges that its commit must "
+                               "check, more than the %llu compares one Txn holds (--max-txn-ops): "
+                               "nothing was written, narrow it",
+                               (unsigned long long)want, (unsigned long long)budget);
+        rc = SQLITE_ERROR;
+        goto out;
+    }
+    size_t nops = nwrites + want;
     b.cmp = calloc(want + 1, sizeof *b.cmp);
     b.cmpp = calloc(want + 1, sizeof *b.cmpp);
     b.ops = calloc(nops + 1, sizeof *b.ops);
-    b.succ = calloc(t->npend + 1, sizeof *b.succ);
+    b.succ = calloc(nwrites + 1, sizeof *b.succ);
     b.fail = calloc(want + 1, sizeof *b.fail);
-    b.puts = calloc(t->npend + 1, sizeof *b.puts);
-    b.dels = calloc(t->npend + 1, sizeof *b.dels);
+    b.puts = calloc(nwrites + 1, sizeof *b.puts);
+    b.dels = calloc(nwrites + 1, sizeof *b.dels);
     b.ranges = calloc(want + 1, sizeof *b.ranges);
     b.ck = calloc(want + 1, sizeof *b.ck);
     b.cs = calloc(want + 1, sizeof *b.cs);
@@ -593,12 +660,23 @@ int txn_commit(struct shell *sh, char **msg)
         rc = SQLITE_NOMEM;
         goto out;
     }
+    size_t j = 0;
+    for (size_t s = 0; s < t->nspans; s++)
+        if (span_del[s])
+            add_delete_range(&b, &t->spans[s], j++);
     for (size_t i = 0; i < t->npend; i++)
-        add_write(&b, &t->pend[i], i);
-    b.nsucc = t->npend;
+        if (!covered[i])
+            add_write(&b, &t->pend[i], j++);
+    b.nsucc = j;
     for (size_t i = 0; i < t->keycap; i++) {
         const struct rkey *k = &t->keys[i];
-        if (k->used && (!thin || !k->in_span || txn_pending_get(t, k->key, k->klen)))
+        if (!k->used)
+            continue;
+        size_t p = txn_pending_find(t, k->key, k->klen);
+        bool written = p < t->npend && !bytes_cmp(t->pend[p].key, t->pend[p].klen, k->key, k->klen);
+        if (written && covered[p])
+            continue;
+        if (!thin || !k->in_span || written)
             add_key_compare(&b, k);
     }
     for (size_t i = 0; i < t->nspans; i++)
@@ -637,6 +715,8 @@ int txn_commit(struct shell *sh, char **msg)
 out:
     cairn_response_free(resp);
     build_free(&b);
+    free(covered);
+    free(span_del);
     if (rc == SQLITE_NOMEM && !*msg)
         *msg = sqlite3_mprintf("commit: out of memory");
     return rc;

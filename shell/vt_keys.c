@@ -52,6 +52,7 @@ struct kcur {
     uint8_t *pos_key; /* last row produced, for the pending writes' position */
     size_t pos_keylen;
     bool span_noted;
+    size_t nseen; /* server rows of the range so far */
 
     /* the current row */
     bool eof;
@@ -343,12 +344,12 @@ static int note_span(struct kcur *c)
                 return SQLITE_NOMEM;
             memcpy(h, c->pos_key, c->pos_keylen);
             h[c->pos_keylen] = 0;
-            int rc = txn_note_span(&sh->txn, lo, lolen, h, c->pos_keylen + 1, c->rev);
+            int rc = txn_note_span(&sh->txn, lo, lolen, h, c->pos_keylen + 1, c->rev, c->nseen);
             free(h);
             return rc;
         }
     }
-    return txn_note_span(&sh->txn, lo, lolen, hi, hilen, c->rev);
+    return txn_note_span(&sh->txn, lo, lolen, hi, hilen, c->rev, c->nseen);
 }
 
 static void reset(struct kcur *c)
@@ -525,6 +526,7 @@ static int advance_range(struct kcur *c)
             order = bytes_cmp(srv->key.data, srv->key.len, pend->key, pend->klen) * (c->desc ? -1 : 1);
         if (srv && (!pend || order <= 0)) {
             c->pos++;
+            c->nseen++;
             if (set_pos(c, srv->key.data, srv->key.len))
                 return SQLITE_NOMEM;
             if (c->record && pinned_read(c) &&
