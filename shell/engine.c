@@ -35,16 +35,20 @@ void shell_notice(struct shell *sh, const char *fmt, ...)
 static int authorize(void *arg, int action, const char *a1, const char *a2, const char *db,
                      const char *trigger)
 {
-    (void)arg;
+    struct shell *sh = arg;
     (void)a2;
     (void)trigger;
-    if (action == SQLITE_PRAGMA && a1 && !sqlite3_stricmp(a1, "case_sensitive_like"))
+    if (action == SQLITE_PRAGMA && a1 && !sqlite3_stricmp(a1, "case_sensitive_like")) {
+        sh->denied = "the shell keeps LIKE case-sensitive, so that LIKE 'prefix%' reads one key range";
         return SQLITE_DENY;
+    }
     if ((action == SQLITE_DROP_VTABLE || action == SQLITE_DROP_TABLE) && a1 && db &&
         !strcmp(db, "temp"))
         for (size_t i = 0; engine_tables[i]; i++)
-            if (!sqlite3_stricmp(a1, engine_tables[i]))
+            if (!sqlite3_stricmp(a1, engine_tables[i])) {
+                sh->denied = "the cluster's tables cannot be dropped";
                 return SQLITE_DENY;
+            }
     return SQLITE_OK;
 }
 
@@ -119,8 +123,19 @@ static size_t word_at(const char *s, char *out, size_t n)
  */
 static void verb(const char *sql, char *out, size_t n)
 {
-    while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r')
-        sql++;
+    for (;;) { /* white space and comments before the statement */
+        while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r')
+            sql++;
+        if (sql[0] == '-' && sql[1] == '-') {
+            while (*sql && *sql != '\n')
+                sql++;
+        } else if (sql[0] == '/' && sql[1] == '*') {
+            const char *e = strstr(sql + 2, "*/");
+            sql = e ? e + 2 : sql + strlen(sql);
+        } else {
+            break;
+        }
+    }
     word_at(sql, out, n);
     if (strcmp(out, "WITH") != 0)
         return;
@@ -278,7 +293,12 @@ int engine_run(struct shell *sh, const char *sql)
     while (tail && *tail && result == 0) {
         sqlite3_stmt *st = NULL;
         const char *start = tail;
+        sh->denied = NULL;
         int rc = sqlite3_prepare_v2(sh->db, tail, -1, &st, &tail);
+        if (rc == SQLITE_AUTH && sh->denied) {
+            out_error(sh, "not allowed: %s", sh->denied);
+            return -1;
+        }
         if (rc != SQLITE_OK) {
             int off = sqlite3_error_offset(sh->db);
             if (off >= 0) {

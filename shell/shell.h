@@ -158,6 +158,7 @@ struct shell {
     int64_t commit_rev;      /* revision of the commit this statement made; 0 = none */
     int64_t last_commit_rev; /* of the last commit of the session */
     struct sbuf notice;      /* lines from the tables (lease granted, ...) */
+    const char *denied;      /* why the authorizer refused the statement being prepared */
 };
 
 /* -------------------------------------------------------------- conn.c */
