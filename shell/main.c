@@ -5,6 +5,7 @@
  * statements of -c, -f or stdin, stopping at the first error.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <locale.h>
 #include <poll.h>
@@ -22,6 +23,17 @@
 
 static struct shell sh;
 static volatile sig_atomic_t winched;
+/* The handlers write here, so the prompt's poll never misses a signal that came just before it. */
+static int sigpipe[2] = {-1, -1};
+
+static void wake(void)
+{
+    int e = errno;
+    if (sigpipe[1] >= 0 && write(sigpipe[1], "", 1) < 0) {
+        /* full: a wake-up is already pending */
+    }
+    errno = e;
+}
 
 static void on_sigint(int sig)
 {
@@ -29,12 +41,21 @@ static void on_sigint(int sig)
     shell_interrupted = 1;
     if (sh.db)
         sqlite3_interrupt(sh.db);
+    wake();
 }
 
 static void on_sigwinch(int sig)
 {
     (void)sig;
     winched = 1;
+    wake();
+}
+
+static void drain_wakeups(void)
+{
+    char buf[64];
+    while (sigpipe[0] >= 0 && read(sigpipe[0], buf, sizeof buf) > 0)
+        ;
 }
 
 static void usage(FILE *f)
@@ -159,6 +180,8 @@ static void on_line(char *line)
     if (feed(line) == 1)
         quit = true;
     free(line);
+    /* a Ctrl-C that cancelled the statement is spent */
+    drain_wakeups();
     shell_interrupted = 0;
     if (quit)
         rl_callback_handler_remove();
@@ -214,9 +237,11 @@ static int interactive(void)
         banner();
     rl_callback_handler_install(prompt(), on_line);
     while (!quit) {
-        struct pollfd pfd = {.fd = STDIN_FILENO, .events = POLLIN};
-        int r = poll(&pfd, 1, -1);
-        if (r < 0 && errno == EINTR) {
+        struct pollfd pfd[2] = {{.fd = STDIN_FILENO, .events = POLLIN},
+                                {.fd = sigpipe[0], .events = POLLIN}};
+        int r = poll(pfd, 2, -1);
+        if ((r < 0 && errno == EINTR) || (r > 0 && pfd[1].revents)) {
+            drain_wakeups();
             if (winched) {
                 winched = 0;
                 rl_resize_terminal();
@@ -390,6 +415,10 @@ int main(int argc, char **argv)
         return 2;
     }
 
+    if (pipe2(sigpipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+        fprintf(stderr, "cairn: pipe: %s\n", strerror(errno));
+        return 1;
+    }
     struct sigaction sa = {.sa_handler = on_sigint};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL); /* no SA_RESTART: poll returns at Ctrl-C */
