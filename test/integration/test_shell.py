@@ -426,3 +426,22 @@ def test_status_table_one_row_per_endpoint(env, cairn_path, tmp_path):
     # the shell fails over to the members that answer
     shell.write("INSERT INTO keys(key, value) VALUES ('ha', '1')")
     assert shell.rows("SELECT value FROM keys WHERE key = 'ha'") == [{"value": "1"}]
+
+
+def test_the_man_page_names_every_option_and_renders(cairn_path, root_dir):
+    import shutil
+    import subprocess
+    help_text = subprocess.run([str(cairn_path), "--help"], stdout=subprocess.PIPE, text=True, check=True).stdout
+    opts = sorted(set(re.findall(r"(--[a-z][a-z-]+)", help_text)))
+    page = (root_dir / "docs" / "man" / "cairn.1").read_text().replace("\\-", "-")
+    assert opts and not [o for o in opts if o not in page], [o for o in opts if o not in page]
+    sql_md = (root_dir / "docs" / "sql.md").read_text()
+    for meta in ("\\d", "\\x", "\\format", "\\timing", "\\o", "\\connect", "\\serializable", "\\watch",
+                 "\\lease keepalive", "\\status", "\\q"):
+        assert "`%s" % meta in sql_md, meta
+    if not shutil.which("man"):
+        return
+    p = subprocess.run(["man", "--warnings", "-l", str(root_dir / "docs" / "man" / "cairn.1")],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       env={"PATH": os.environ["PATH"], "MANWIDTH": "80", "LANG": "C.UTF-8", "MANPAGER": "cat"})
+    assert p.returncode == 0 and not p.stderr.strip(), p.stderr
