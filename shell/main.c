@@ -361,7 +361,8 @@ int main(int argc, char **argv)
         case OPT_FORMAT:
             if (parse_format(optarg) != 0) {
                 fprintf(stderr, "cairn: --format takes table, json, csv or line, not '%s'\n", optarg);
-                return 2;
+                status = 2;
+                goto out;
             }
             break;
         case OPT_ENDPOINTS:
@@ -383,14 +384,16 @@ int main(int argc, char **argv)
             sh.conn.timeout_ms = (int)strtol(optarg, &end, 10);
             if (*end || sh.conn.timeout_ms <= 0) {
                 fprintf(stderr, "cairn: --timeout takes milliseconds, not '%s'\n", optarg);
-                return 2;
+                status = 2;
+                goto out;
             }
             break;
         case OPT_MAX_OPS:
             sh.max_txn_ops = (int)strtol(optarg, &end, 10);
             if (*end || sh.max_txn_ops <= 0) {
                 fprintf(stderr, "cairn: --max-txn-ops takes a number, not '%s'\n", optarg);
-                return 2;
+                status = 2;
+                goto out;
             }
             break;
         case OPT_SERIALIZABLE:
@@ -401,23 +404,26 @@ int main(int argc, char **argv)
             break;
         case 'h':
             usage(stdout);
-            return 0;
+            goto out;
         case 'V':
             printf("cairn %s (SQLite %s)\n", CAIRN_VERSION, sqlite3_libversion());
-            return 0;
+            goto out;
         default:
             usage(stderr);
-            return 2;
+            status = 2;
+            goto out;
         }
     }
     if (optind < argc) {
         fprintf(stderr, "cairn: unexpected argument '%s' (SQL goes in -c or on stdin)\n", argv[optind]);
-        return 2;
+        status = 2;
+        goto out;
     }
 
     if (pipe2(sigpipe, O_CLOEXEC | O_NONBLOCK) != 0) {
         fprintf(stderr, "cairn: pipe: %s\n", strerror(errno));
-        return 1;
+        status = 1;
+        goto out;
     }
     struct sigaction sa = {.sa_handler = on_sigint};
     sigemptyset(&sa.sa_mask);
@@ -458,7 +464,7 @@ int main(int argc, char **argv)
             }
         }
     }
-    if (!sqlite3_get_autocommit(sh.db) && sh.txn.npend && !sh.interactive)
+    if (sh.db && !sqlite3_get_autocommit(sh.db) && sh.txn.npend && !sh.interactive)
         fprintf(stderr, "warning: the transaction was never committed; nothing was written\n");
 out:
     if (sh.db)
@@ -473,5 +479,8 @@ out:
     sbuf_free(&stmt);
     conn_opts_free(&sh.conn);
     free(acts);
+    for (int i = 0; i < 2; i++)
+        if (sigpipe[i] >= 0)
+            close(sigpipe[i]);
     return status;
 }
