@@ -209,8 +209,8 @@ static void footer(const struct shell *sh, char *buf, size_t n)
         snprintf(buf, n, "revisions %lld-%lld", (long long)sh->rev_lo, (long long)sh->rev_hi);
 }
 
-/* summary: what a statement without result rows prints. */
-static void summary(struct shell *sh, sqlite3_stmt *st, bool in_txn_before)
+/* summary: what a statement without result rows prints; wrote_keys: it added pending writes. */
+static void summary(struct shell *sh, sqlite3_stmt *st, bool wrote_keys)
 {
     char word[16];
     verb(sqlite3_sql(st), word, sizeof word);
@@ -219,7 +219,7 @@ static void summary(struct shell *sh, sqlite3_stmt *st, bool in_txn_before)
     bool in_txn = !sqlite3_get_autocommit(sh->db);
     if (dml) {
         out_command(sh, word, sqlite3_changes64(sh->db), true, sh->commit_rev,
-                    in_txn && !sh->commit_rev && sqlite3_changes64(sh->db) > 0);
+                    in_txn && !sh->commit_rev && wrote_keys);
     } else if (!strcmp(word, "COMMIT") || !strcmp(word, "END")) {
         out_command(sh, "COMMIT", 0, false, sh->commit_rev, false);
     } else if (!strcmp(word, "BEGIN") || !strcmp(word, "ROLLBACK") || !strcmp(word, "SAVEPOINT") ||
@@ -228,7 +228,6 @@ static void summary(struct shell *sh, sqlite3_stmt *st, bool in_txn_before)
     } else if (word[0]) {
         out_command(sh, word, 0, false, sh->commit_rev, false);
     }
-    (void)in_txn_before;
 }
 
 /* run_one: step a prepared statement to its end, printing as it goes.  0 or -1. */
@@ -242,6 +241,7 @@ static int run_one(struct shell *sh, sqlite3_stmt *st)
     sh->rev_lo = sh->rev_hi = 0;
     sh->commit_rev = 0;
     sh->notice.n = 0;
+    size_t undo_before = sh->txn.nundo;
     double t0 = now_ms();
 
     int ncols = sqlite3_column_count(st);
@@ -268,7 +268,7 @@ static int run_one(struct shell *sh, sqlite3_stmt *st)
         if (ncols > 0)
             out_finish(sh, foot[0] ? foot : NULL);
         else
-            summary(sh, st, !autocommit);
+            summary(sh, st, sh->txn.nundo > undo_before);
     } else {
         if (ncols > 0)
             out_abort(sh);

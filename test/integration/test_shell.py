@@ -445,3 +445,28 @@ def test_the_man_page_names_every_option_and_renders(cairn_path, root_dir):
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                        env={"PATH": os.environ["PATH"], "MANWIDTH": "80", "LANG": "C.UTF-8", "MANPAGER": "cat"})
     assert p.returncode == 0 and not p.stderr.strip(), p.stderr
+
+
+def test_the_local_admin_socket_is_the_default_endpoint(cairn_path, member, tmp_path):
+    """With no --endpoints the shell uses the local member's ipc socket when one answers
+    (here ./cairn.data/cairnd.sock, as an embedded-default member has it), and \\connect
+    moves it elsewhere."""
+    import subprocess
+    for system_socket in ("/run/cairn/cairnd.sock", "/var/lib/cairn/cairnd.sock"):
+        if os.path.exists(system_socket):
+            pytest.skip("%s exists on this host and would be chosen first" % system_socket)
+    work = tmp_path / "w"
+    (work / "cairn.data").mkdir(parents=True)
+    os.symlink(member.admin_sock, str(work / "cairn.data" / "cairnd.sock"))
+    sh = cairnshell.Shell(cairn_path, member.client_url, tmp_path)
+    argv = [str(cairn_path), "--format", "json", "-c", "SELECT endpoint, name FROM status",
+            "-c", "INSERT INTO keys(key, value) VALUES ('local', 'ipc')",
+            "-c", "\\connect " + member.client_url, "-c", "SELECT endpoint FROM status",
+            "-c", "SELECT value FROM keys WHERE key = 'local'"]
+    p = subprocess.run(argv, cwd=str(work), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       env=sh.env(), timeout=60)
+    assert p.returncode == 0, p
+    out = [line for line in p.stdout.splitlines()]
+    assert out[0] == '[{"endpoint":"ipc://%s","name":"m1"}]' % (work / "cairn.data" / "cairnd.sock"), p.stdout
+    assert out[2] == '[{"endpoint":"%s"}]' % member.client_url and out[3] == '[{"value":"ipc"}]', p.stdout
+    assert "connected to %s" % member.client_url in p.stderr
