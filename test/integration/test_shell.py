@@ -325,6 +325,37 @@ def test_a_lost_update_is_prevented(sh):
     assert sh.rows("SELECT value FROM keys WHERE key = 'counter'") == [{"value": "0"}]
 
 
+def test_concurrent_increments_lose_nothing(sh):
+    """Two writers each add one to a counter 25 times with single UPDATE statements, retrying
+    on a conflict: the counter ends at exactly 50, whatever the interleaving."""
+    import threading
+    sh.write("INSERT INTO keys(key, value) VALUES ('hits', '0')")
+    conflicts = []
+    failures = []
+
+    def writer():
+        for _ in range(25):
+            for attempt in range(50):
+                r = sh.run("UPDATE keys SET value = value + 1 WHERE key = 'hits'")
+                if r.rc == 0:
+                    break
+                if "conflict on key \"hits\"" not in r.err:
+                    failures.append(r)
+                    return
+                conflicts.append(r.err)
+            else:
+                failures.append("50 conflicts in a row")
+                return
+    threads = [threading.Thread(target=writer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not failures, failures[:1]
+    assert sh.rows("SELECT value, version FROM keys WHERE key = 'hits'") == [{"value": "50", "version": 51}], \
+        "%d conflicts were retried" % len(conflicts)
+
+
 def test_a_scanned_range_is_guarded_against_new_keys(sh):
     """A transaction that counted the keys under a prefix fails if one appears before it commits."""
     sh.write("INSERT INTO keys(key, value) VALUES ('q/1', 'x'), ('q/2', 'y')")
