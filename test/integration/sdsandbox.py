@@ -382,7 +382,8 @@ class Sandbox:
         argv = ["journalctl", "--no-pager", "-n", str(lines)]
         if unit:
             argv += ["-u", unit]
-        return self.run(argv, check=False).stdout
+        p = self.run(argv, check=False)
+        return p.stdout if p.returncode == 0 else "%s(journalctl: %s)" % (p.stdout, p.stderr.strip())
 
     # ---- the network namespace
     def in_netns(self, fn, *args):
@@ -554,5 +555,5 @@ class CairnHost(Sandbox):
 
     def admin_url(self, instance=None):
         """The admin socket's ipc:// URL as the host reaches it."""
-        p = "/run/cairn/%s/admin.sock" % instance if instance else "/run/cairn/admin.sock"
+        p = "/run/cairn/%s/cairnd.sock" % instance if instance else "/run/cairn/cairnd.sock"
         return "ipc://" + self.path(p)

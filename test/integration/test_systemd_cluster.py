@@ -92,7 +92,7 @@ class Cluster:
             "listen-client-urls = tls+tcp://%s:%d" % (addr(n), CLIENT_PORT),
             "listen-peer-urls = tls+tcp://%s:%d" % (n, PEER_PORT),
             "initial-advertise-peer-urls = tls+tcp://%s:%d" % (n, PEER_PORT),
-            "listen-admin-url = ipc:///run/cairn/%s/admin.sock" % n,
+            "listen-admin-url = ipc:///run/cairn/%s/cairnd.sock" % n,
             "initial-cluster = " + peers,
             "initial-cluster-token = sandbox-cluster",
             "heartbeat-interval = 50ms",
@@ -116,6 +116,9 @@ class Cluster:
                 p.kill()
             p.wait()
             f.close()
+            if failed:
+                with open(f.name, errors="replace") as out:
+                    print("---- %s (exit %s)\n%s" % (f.name, p.returncode, out.read()[-3000:]))
         for n, h in self.hosts.items():
             if failed and h.pid1:
                 print("---- journal of %s" % n)

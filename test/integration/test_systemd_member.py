@@ -89,7 +89,7 @@ def test_a_client_activates_the_socket_and_status_shows_in_systemctl(host, wire)
     assert owner[0] == "cairn", owner
 
     # The admin socket (systemd's, owned by cairn, 0600) is served too.
-    mode = host.run(["stat", "-c", "%U %a", "/run/cairn/admin.sock"]).stdout.split()
+    mode = host.run(["stat", "-c", "%U %a", "/run/cairn/cairnd.sock"]).stdout.split()
     assert mode == ["cairn", "600"], mode
     with wire.Client(host.admin_url(), timeout=5) as c:
         st2 = c.status()
@@ -276,7 +276,7 @@ def test_reload_serves_a_renewed_certificate_without_a_restart(host, wire):
         "name = solo",
         "listen-client-urls = tls+tcp://127.0.0.1:2479",
         "listen-peer-urls = tcp://127.0.0.1:2480",
-        "listen-admin-url = ipc:///run/cairn/admin.sock",
+        "listen-admin-url = ipc:///run/cairn/cairnd.sock",
         "cert-file = /etc/cairn/tls/solo.crt",
         "key-file = /etc/cairn/tls/solo.key",
         "trusted-ca-file = /etc/cairn/tls/ca.crt",

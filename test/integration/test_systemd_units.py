@@ -146,7 +146,7 @@ def test_the_sockets_match_the_example_configuration_and_the_services():
     for sock in want:
         for a in setting(sock, "ListenStream"):
             assert a.startswith("/") or re.match(r"^[\d.]+:\d+$|^\[.*\]:\d+$", a), a
-    assert setting("cairnd-admin@.socket", "ListenStream") == ["/run/cairn/%i/admin.sock"]
+    assert setting("cairnd-admin@.socket", "ListenStream") == ["/run/cairn/%i/cairnd.sock"]
     # The services take every socket, and the client socket brings the others.
     assert sorted(setting("cairnd.service", "Sockets")[0].split()) == sorted(want)
     assert sorted(setting("cairnd@.service", "Sockets")[0].split()) == sorted(
