@@ -635,9 +635,13 @@ static void watch_polled(void *arg, int rc, Cairn__Response *resp, const struct 
                 continue;
             }
             wt->last_rev = e->kv->mod_revision;
+            char hex[17] = "";
             uint64_t sent = 0;
-            if (e->kv->value.len >= 16 && sscanf((const char *)e->kv->value.data, "%16" SCNx64, &sent) == 1 &&
-                sent <= now)
+            if (e->kv->value.len >= 16) { /* protobuf bytes: not NUL-terminated */
+                memcpy(hex, e->kv->value.data, 16);
+                sent = strtoull(hex, NULL, 16);
+            }
+            if (sent && sent <= now)
                 hist_add(&r->delay, (now - sent) / 1000);
             wt->events++;
             r->events++;
