@@ -24,7 +24,7 @@
 #include "daemon/watch_internal.h"
 #include "proto/cairn.pb-c.h"
 
-int64_t hub_now_ns(void)
+int64_t whub_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -131,7 +131,7 @@ static void pipe_release(struct watch_hub *h, uint32_t pipe)
 
 /* ---------------------------------------------------------------- watcher life (with mu) */
 
-void hub_unsync(struct watch_hub *h, struct watcher *w)
+void whub_unsync(struct watch_hub *h, struct watcher *w)
 {
     if (w->state != W_SYNCED)
         return;
@@ -143,14 +143,14 @@ void hub_unsync(struct watch_hub *h, struct watcher *w)
     pthread_cond_signal(&h->sync_cv);
 }
 
-void hub_rotate(struct watch_hub *h, struct watcher *w)
+void whub_rotate(struct watch_hub *h, struct watcher *w)
 {
     struct wlist *l = list_of(h, w);
     list_del(l, w);
     list_add(l, w);
 }
 
-void hub_set_synced(struct watch_hub *h, struct watcher *w)
+void whub_set_synced(struct watch_hub *h, struct watcher *w)
 {
     if (w->state == W_SYNCED)
         return;
@@ -159,7 +159,7 @@ void hub_set_synced(struct watch_hub *h, struct watcher *w)
     list_add(&h->synced, w);
 }
 
-void hub_cancel(struct watch_hub *h, struct watcher *w, int64_t compact_revision, const char *fmt, ...)
+void whub_cancel(struct watch_hub *h, struct watcher *w, int64_t compact_revision, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -185,7 +185,7 @@ static void free_watcher_memory(struct watcher *w)
 }
 
 /* Forget w: out of the table, lists and counts; freed now, or by the catch-up thread if it is busy with it. */
-void hub_remove(struct watch_hub *h, struct watcher *w)
+void whub_remove(struct watch_hub *h, struct watcher *w)
 {
     table_del(h, w);
     list_del(list_of(h, w), w);
@@ -204,7 +204,7 @@ void hub_remove(struct watch_hub *h, struct watcher *w)
         free_watcher_memory(w);
 }
 
-void hub_free_watcher(struct watch_hub *h, struct watcher *w)
+void whub_free_watcher(struct watch_hub *h, struct watcher *w)
 {
     (void)h;
     free_watcher_memory(w);
@@ -250,7 +250,7 @@ static struct wreply *detach(struct watch_hub *h, struct watcher *w, bool force)
         r->compact_revision = w->compact_revision;
         snprintf(r->cancel_reason, sizeof r->cancel_reason, "%s", w->cancel_reason);
     }
-    w->active_ns = hub_now_ns();
+    w->active_ns = whub_now_ns();
     if (n && w->state == W_UNSYNCED)
         pthread_cond_signal(&h->sync_cv); /* room for the catch-up thread */
     return r;
@@ -264,17 +264,17 @@ static void add_reply(struct wreply **list, struct wreply *r)
     }
 }
 
-void hub_answer(struct watch_hub *h, struct watcher *w, bool force, struct wreply **replies)
+void whub_answer(struct watch_hub *h, struct watcher *w, bool force, struct wreply **replies)
 {
     struct wreply *r = detach(h, w, force);
     add_reply(replies, r);
     if (r && r->canceled)
-        hub_remove(h, w);
+        whub_remove(h, w);
 }
 
-void hub_wake(struct watch_hub *h, struct watcher *w, struct wreply **replies)
+void whub_wake(struct watch_hub *h, struct watcher *w, struct wreply **replies)
 {
-    hub_answer(h, w, false, replies);
+    whub_answer(h, w, false, replies);
 }
 
 /* End w's parked poll with no events (err 0: an empty progress reply; else that error). */
@@ -288,7 +288,7 @@ static void detach_empty(struct watch_hub *h, struct watcher *w, int err, struct
     r->progress = wq_progress(&w->q, 0, w->next_rev);
     w->call = NULL;
     h->n_parked--;
-    w->active_ns = hub_now_ns();
+    w->active_ns = whub_now_ns();
     add_reply(replies, r);
 }
 
@@ -335,7 +335,7 @@ static void send_next(struct watch_hub *h, struct wreply *r)
     __atomic_add_fetch(&h->events_delivered, r->n, __ATOMIC_RELAXED);
 }
 
-void hub_send(struct watch_hub *h, struct wreply *replies)
+void whub_send(struct watch_hub *h, struct wreply *replies)
 {
     while (replies) {
         struct wreply *r = replies;
@@ -436,14 +436,14 @@ static void register_watcher(struct watch_hub *h, struct watcher *w, enum wstate
     h->n_reserved--;
     w->next_rev = next_rev;
     w->state = st;
-    w->active_ns = hub_now_ns();
+    w->active_ns = whub_now_ns();
     list_add(st == W_SYNCED ? &h->synced : &h->unsynced, w);
     table_put(h, w);
     h->n_watchers++;
     __atomic_add_fetch(&h->live, 1, __ATOMIC_RELAXED);
     if (st == W_UNSYNCED)
         pthread_cond_signal(&h->sync_cv);
-    hub_nudge_timer(h, w->active_ns + (int64_t)h->idle_ms * 1000000LL);
+    whub_nudge_timer(h, w->active_ns + (int64_t)h->idle_ms * 1000000LL);
 }
 
 /* A start revision in the past: checked against the compact revision on a reader thread. */
@@ -549,26 +549,26 @@ static void on_next(void *arg, struct rpc_call *call)
         w->call = call;
         w->call_pipe = rpc_call_pipe(call);
         w->max_bytes = max;
-        w->deadline_ns = hub_now_ns() + (int64_t)ms * 1000000LL;
+        w->deadline_ns = whub_now_ns() + (int64_t)ms * 1000000LL;
         h->n_parked++;
         size_t before = h->n_parked;
-        hub_answer(h, w, false, &replies);
+        whub_answer(h, w, false, &replies);
         if (h->n_parked == before && h->n_parked > WATCH_MAX_PARKED) {
             r = w->reply;
             w->reply = NULL;
             w->call = NULL;
             h->n_parked--;
-            w->active_ns = hub_now_ns();
+            w->active_ns = whub_now_ns();
             code = CAIRN_E_TOO_MANY_REQUESTS;
             snprintf(msg, sizeof msg, "too many watch polls waiting on member %s (%d, the most it parks so "
                      "other requests keep contexts); poll fewer watches at once or spread them over members",
                      h->cfg->name, WATCH_MAX_PARKED);
         } else if (h->n_parked == before) {
-            hub_nudge_timer(h, w->deadline_ns);
+            whub_nudge_timer(h, w->deadline_ns);
         }
     }
     pthread_mutex_unlock(&h->mu);
-    hub_send(h, replies);
+    whub_send(h, replies);
     free(r);
     if (code)
         rpc_call_error(call, code, "%s", msg);
@@ -590,11 +590,11 @@ static void on_cancel(void *arg, struct rpc_call *call)
             snprintf(w->cancel_reason, sizeof w->cancel_reason, "canceled by WatchCancel");
             add_reply(&replies, detach(h, w, true));
         }
-        hub_remove(h, w);
+        whub_remove(h, w);
     }
     bool stopping = h->stopping;
     pthread_mutex_unlock(&h->mu);
-    hub_send(h, replies);
+    whub_send(h, replies);
     if (stopping) {
         rpc_call_error(call, CAIRN_E_STOPPED, NULL);
     } else if (!w) {
@@ -621,10 +621,10 @@ static void on_progress(void *arg, struct rpc_call *call)
         for (struct watcher *w = lists[l]->head, *nx; w; w = nx) {
             nx = w->next;
             if (w->call && w->call_pipe == pipe)
-                hub_answer(h, w, true, &replies);
+                whub_answer(h, w, true, &replies);
         }
     pthread_mutex_unlock(&h->mu);
-    hub_send(h, replies);
+    whub_send(h, replies);
     Cairn__Response resp = CAIRN__RESPONSE__INIT;
     Cairn__WatchProgressResponse body = CAIRN__WATCH_PROGRESS_RESPONSE__INIT;
     resp.body_case = CAIRN__RESPONSE__BODY_WATCH_PROGRESS;
@@ -724,7 +724,7 @@ void watch_stop(struct watch_hub *h)
     h->ring_stop = true;
     pthread_cond_signal(&h->ring_cv);
     pthread_mutex_unlock(&h->ring_mu);
-    hub_send(h, replies);
+    whub_send(h, replies);
     if (h->disp_started)
         pthread_join(h->disp_thread, NULL);
     if (h->sync_started)

@@ -25,12 +25,12 @@ static struct timespec abs_ts(int64_t ns)
 
 /* ---------------------------------------------------------------- feeding (with mu) */
 
-bool hub_feed(struct watch_hub *h, struct watcher *w, const struct wbatch *b)
+bool whub_feed(struct watch_hub *h, struct watcher *w, const struct wbatch *b)
 {
     if (w->next_rev > b->to)
         return true;
     if (w->next_rev <= b->from || b->lost) {
-        hub_unsync(h, w);
+        whub_unsync(h, w);
         return false;
     }
     size_t i = 0;
@@ -49,7 +49,7 @@ bool hub_feed(struct watch_hub *h, struct watcher *w, const struct wbatch *b)
             if ((w->q.n && (w->q.bytes + bytes > WATCH_QUEUE_BYTES || h->total_bytes + bytes > WATCH_TOTAL_BYTES)) ||
                 wq_reserve(&w->q, count) < 0) {
                 w->next_rev = rev;
-                hub_unsync(h, w);
+                whub_unsync(h, w);
                 return false;
             }
             for (size_t k = i; k < j; k++)
@@ -208,8 +208,8 @@ static void dispatch(struct watch_hub *h, struct wbatch *b, struct wreply **repl
     for (struct watcher *w = h->synced.head, *nx; w; w = nx) {
         nx = w->next;
         size_t before = w->q.n;
-        if (hub_feed(h, w, b) && w->q.n != before)
-            hub_wake(h, w, replies);
+        if (whub_feed(h, w, b) && w->q.n != before)
+            whub_wake(h, w, replies);
     }
     h->hub_rev = b->to;
     keep_recent(h, b);
@@ -218,7 +218,7 @@ static void dispatch(struct watch_hub *h, struct wbatch *b, struct wreply **repl
 /* Answer polls past their deadline, drop watchers idle too long; returns the next time to look. */
 static int64_t timers(struct watch_hub *h, struct wreply **replies)
 {
-    int64_t now = hub_now_ns(), next = now + IDLE_CHECK_NS;
+    int64_t now = whub_now_ns(), next = now + IDLE_CHECK_NS;
     int64_t idle = (int64_t)h->idle_ms * 1000000LL;
     struct wlist *lists[2] = {&h->synced, &h->unsynced};
     for (int l = 0; l < 2; l++)
@@ -226,7 +226,7 @@ static int64_t timers(struct watch_hub *h, struct wreply **replies)
             nx = w->next;
             if (w->call) {
                 if (w->deadline_ns <= now)
-                    hub_answer(h, w, true, replies);
+                    whub_answer(h, w, true, replies);
                 else if (w->deadline_ns < next)
                     next = w->deadline_ns;
                 continue;
@@ -235,7 +235,7 @@ static int64_t timers(struct watch_hub *h, struct wreply **replies)
                 log_info(LOG_FIELDS(LOG_I64("CAIRN_WATCH", w->id), LOG_STR("CAIRN_REMOTE", w->remote)),
                          "watch %" PRId64 " of %s dropped: not polled for %u ms (--watch-idle-timeout)", w->id,
                          w->remote, h->idle_ms);
-                hub_remove(h, w);
+                whub_remove(h, w);
             } else if (w->active_ns + idle < next) {
                 next = w->active_ns + idle;
             }
@@ -249,7 +249,7 @@ void *watch_disp_main(void *arg)
     int64_t timer_at = 0;
     pthread_mutex_lock(&h->ring_mu);
     for (;;) {
-        while (!h->ring && !h->lost_to && !h->ring_stop && !h->timer_dirty && hub_now_ns() < timer_at) {
+        while (!h->ring && !h->lost_to && !h->ring_stop && !h->timer_dirty && whub_now_ns() < timer_at) {
             struct timespec ts = abs_ts(timer_at);
             pthread_cond_timedwait(&h->ring_cv, &h->ring_mu, &ts);
         }
@@ -262,7 +262,7 @@ void *watch_disp_main(void *arg)
         h->ring_bytes = 0;
         h->lost_from = h->lost_to = 0;
         /* the timers walk every watcher: only when one is due, not on every batch */
-        bool run_timers = h->timer_dirty || hub_now_ns() >= timer_at;
+        bool run_timers = h->timer_dirty || whub_now_ns() >= timer_at;
         h->timer_dirty = false;
         if (run_timers)
             h->disp_wake_ns = 0; /* computing: a poll parked now marks the timers dirty */
@@ -284,7 +284,7 @@ void *watch_disp_main(void *arg)
                 /* no memory for the marker: every synced watcher catches up, the recent window restarts */
                 for (struct watcher *w = h->synced.head, *nx; w; w = nx) {
                     nx = w->next;
-                    hub_unsync(h, w);
+                    whub_unsync(h, w);
                 }
                 while (h->recent) {
                     struct wbatch *old = h->recent;
@@ -299,7 +299,7 @@ void *watch_disp_main(void *arg)
         if (run_timers)
             timer_at = timers(h, &replies);
         pthread_mutex_unlock(&h->mu);
-        hub_send(h, replies);
+        whub_send(h, replies);
 
         pthread_mutex_lock(&h->ring_mu);
         h->disp_wake_ns = timer_at;
@@ -308,7 +308,7 @@ void *watch_disp_main(void *arg)
     return NULL;
 }
 
-void hub_nudge_timer(struct watch_hub *h, int64_t deadline)
+void whub_nudge_timer(struct watch_hub *h, int64_t deadline)
 {
     pthread_mutex_lock(&h->ring_mu);
     if (h->disp_wake_ns == 0 || deadline < h->disp_wake_ns) {

@@ -260,27 +260,27 @@ struct watch_hub {
 };
 
 /* watch.c, for watch_sync.c; all with h->mu held. */
-void hub_unsync(struct watch_hub *h, struct watcher *w);
-void hub_set_synced(struct watch_hub *h, struct watcher *w);
-/* hub_rotate: w to the end of its list (the catch-up thread's round robin). */
-void hub_rotate(struct watch_hub *h, struct watcher *w);
-/* hub_feed: give w the events of b it lacks; false if w went back to catching up. */
-bool hub_feed(struct watch_hub *h, struct watcher *w, const struct wbatch *b);
-/* hub_wake: if w has a parked poll that can be answered now, detach it into *replies. */
-void hub_wake(struct watch_hub *h, struct watcher *w, struct wreply **replies);
-/* hub_cancel: the member cancels w (told to the client once its queue is drained). */
-void hub_cancel(struct watch_hub *h, struct watcher *w, int64_t compact_revision, const char *fmt, ...)
+void whub_unsync(struct watch_hub *h, struct watcher *w);
+void whub_set_synced(struct watch_hub *h, struct watcher *w);
+/* whub_rotate: w to the end of its list (the catch-up thread's round robin). */
+void whub_rotate(struct watch_hub *h, struct watcher *w);
+/* whub_feed: give w the events of b it lacks; false if w went back to catching up. */
+bool whub_feed(struct watch_hub *h, struct watcher *w, const struct wbatch *b);
+/* whub_wake: if w has a parked poll that can be answered now, detach it into *replies. */
+void whub_wake(struct watch_hub *h, struct watcher *w, struct wreply **replies);
+/* whub_cancel: the member cancels w (told to the client once its queue is drained). */
+void whub_cancel(struct watch_hub *h, struct watcher *w, int64_t compact_revision, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-void hub_free_watcher(struct watch_hub *h, struct watcher *w);
-/* hub_answer: answer w's parked poll if there is something to say (or force); a told cancellation ends w. */
-void hub_answer(struct watch_hub *h, struct watcher *w, bool force, struct wreply **replies);
-/* hub_remove: forget w (table, lists, counts); freed now, or by the catch-up thread if it is busy with it. */
-void hub_remove(struct watch_hub *h, struct watcher *w);
-/* hub_nudge_timer: make the dispatcher wake by deadline (takes ring_mu). */
-void hub_nudge_timer(struct watch_hub *h, int64_t deadline);
-/* hub_send: send replies built under the lock (call without it). */
-void hub_send(struct watch_hub *h, struct wreply *replies);
-int64_t hub_now_ns(void);
+void whub_free_watcher(struct watch_hub *h, struct watcher *w);
+/* whub_answer: answer w's parked poll if there is something to say (or force); a told cancellation ends w. */
+void whub_answer(struct watch_hub *h, struct watcher *w, bool force, struct wreply **replies);
+/* whub_remove: forget w (table, lists, counts); freed now, or by the catch-up thread if it is busy with it. */
+void whub_remove(struct watch_hub *h, struct watcher *w);
+/* whub_nudge_timer: make the dispatcher wake by deadline (takes ring_mu). */
+void whub_nudge_timer(struct watch_hub *h, int64_t deadline);
+/* whub_send: send replies built under the lock (call without it). */
+void whub_send(struct watch_hub *h, struct wreply *replies);
+int64_t whub_now_ns(void);
 
 /* watch_feed.c */
 void watch_feed_observer(struct watch_hub *h, struct node_observer *o);

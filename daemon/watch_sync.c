@@ -135,7 +135,7 @@ out:
 static void try_join(struct watch_hub *h, struct watcher *w)
 {
     if (w->next_rev > h->hub_rev) {
-        hub_set_synced(h, w);
+        whub_set_synced(h, w);
         return;
     }
     struct wbatch *b = h->recent;
@@ -144,9 +144,9 @@ static void try_join(struct watch_hub *h, struct watcher *w)
     if (!b || b->from >= w->next_rev)
         return; /* the window starts after what w has */
     for (; b; b = b->next)
-        if (!hub_feed(h, w, b))
+        if (!whub_feed(h, w, b))
             return;
-    hub_set_synced(h, w);
+    whub_set_synced(h, w);
 }
 
 /* Bytes queued for the revision w is still reading (with mu). */
@@ -163,10 +163,10 @@ static void apply_page(struct watch_hub *h, struct watcher *w, int64_t next_rev,
                        struct wreply **replies)
 {
     if (p->compact >= next_rev) {
-        hub_cancel(h, w, p->compact + 1,
+        whub_cancel(h, w, p->compact + 1,
                    "revision %" PRId64 " was compacted (compact revision %" PRId64 ") before the watch reached "
                    "it; watch from revision %" PRId64 " or later", next_rev, p->compact, p->compact + 1);
-        hub_wake(h, w, replies);
+        whub_wake(h, w, replies);
         return;
     }
     if (p->n && wq_reserve(&w->q, p->n) < 0)
@@ -191,17 +191,17 @@ static void apply_page(struct watch_hub *h, struct watcher *w, int64_t next_rev,
         w->cursor_sub = -1; /* a start revision still in the future: it stays where it is */
     }
     if (!w->fragment && w->cursor_sub >= 0 && partial_bytes(w) >= WATCH_REV_MAX_BYTES)
-        hub_cancel(h, w, 0,
+        whub_cancel(h, w, 0,
                    "revision %" PRId64 " has more than %zu bytes of events for this watch; create it with "
                    "fragment to receive them in parts", w->next_rev, WATCH_REV_MAX_BYTES);
     else if (w->cursor_sub < 0)
         try_join(h, w);
-    hub_wake(h, w, replies);
+    whub_wake(h, w, replies);
 }
 
 static void wait_ns(struct watch_hub *h, int64_t ns)
 {
-    int64_t at = hub_now_ns() + ns;
+    int64_t at = whub_now_ns() + ns;
     struct timespec ts = {.tv_sec = at / 1000000000LL, .tv_nsec = at % 1000000000LL};
     pthread_cond_timedwait(&h->sync_cv, &h->mu, &ts);
 }
@@ -209,7 +209,7 @@ static void wait_ns(struct watch_hub *h, int64_t ns)
 static void log_read_failure(const struct watcher *w, int rc)
 {
     static int64_t last;
-    int64_t now = hub_now_ns();
+    int64_t now = whub_now_ns();
     if (now - last < 10000000000LL)
         return; /* one line per 10 s: a store that cannot be read is reported by the node too */
     last = now;
@@ -240,7 +240,7 @@ void *watch_sync_main(void *arg)
             wait_ns(h, POLL_NS);
             continue;
         }
-        hub_rotate(h, w);
+        whub_rotate(h, w);
         w->busy = true;
         int64_t next_rev = w->next_rev, cursor = w->cursor_sub;
         size_t limit = page_limit(w);
@@ -253,7 +253,7 @@ void *watch_sync_main(void *arg)
         w->busy = false;
         if (w->dead) {
             page_free(&p);
-            hub_free_watcher(h, w);
+            whub_free_watcher(h, w);
             continue;
         }
         if (rc < 0) {
@@ -266,7 +266,7 @@ void *watch_sync_main(void *arg)
         page_free(&p);
         if (replies) {
             pthread_mutex_unlock(&h->mu);
-            hub_send(h, replies);
+            whub_send(h, replies);
             pthread_mutex_lock(&h->mu);
         }
     }

@@ -401,7 +401,7 @@ static void test_feed_queues_matching_events_and_moves_on(void **state)
     const char *keys[] = {"a1", "x", "a2", "a3"};
     const int64_t revs[] = {11, 12, 12, 13};
     struct wbatch *b = batch(10, 14, keys, revs, 4, 10);
-    assert_true(hub_feed(h, w, b));
+    assert_true(whub_feed(h, w, b));
     assert_int_equal(w->q.n, 3);
     assert_int_equal(wq_at(&w->q, 0)->rev, 11);
     assert_int_equal(wq_at(&w->q, 2)->rev, 13);
@@ -411,7 +411,7 @@ static void test_feed_queues_matching_events_and_moves_on(void **state)
     assert_int_equal(b->ev[0]->refs, 2);
     assert_int_equal(b->ev[1]->refs, 1);
     /* a batch it already has changes nothing */
-    assert_true(hub_feed(h, w, b));
+    assert_true(whub_feed(h, w, b));
     assert_int_equal(w->q.n, 3);
     wbatch_free(b);
     watcher_del(w);
@@ -426,7 +426,7 @@ static void test_feed_skips_what_the_watcher_already_has(void **state)
     const char *keys[] = {"a1", "a2", "a3"};
     const int64_t revs[] = {11, 12, 13};
     struct wbatch *b = batch(10, 13, keys, revs, 3, 10);
-    assert_true(hub_feed(h, w, b));
+    assert_true(whub_feed(h, w, b));
     assert_int_equal(w->q.n, 1);
     assert_int_equal(wq_at(&w->q, 0)->rev, 13);
     wbatch_free(b);
@@ -440,7 +440,7 @@ static void test_feed_of_a_lost_batch_sends_the_watcher_to_the_store(void **stat
     struct watch_hub *h = hub_new();
     struct watcher *w = synced_watcher(h, "a", "b", 11);
     struct wbatch lost = {.from = 10, .to = 20, .lost = true};
-    assert_false(hub_feed(h, w, &lost));
+    assert_false(whub_feed(h, w, &lost));
     assert_int_equal(w->state, W_UNSYNCED);
     assert_int_equal(w->next_rev, 11); /* reads from where it was */
     assert_ptr_equal(h->unsynced.head, w);
@@ -469,7 +469,7 @@ static void test_full_queue_goes_back_to_the_store_at_a_revision_boundary(void *
     keys[n] = "ab";
     revs[n++] = (int64_t)per + 1;
     struct wbatch *b = batch(0, (int64_t)per + 1, keys, revs, n, size);
-    assert_false(hub_feed(h, w, b));
+    assert_false(whub_feed(h, w, b));
     assert_int_equal(w->state, W_UNSYNCED);
     assert_int_equal(w->q.n, per);                   /* whole revisions only */
     assert_int_equal(w->next_rev, (int64_t)per + 1); /* the store gives the rest from there */
@@ -492,7 +492,7 @@ static void test_empty_queue_takes_a_revision_larger_than_its_bound(void **state
         revs[i] = 1;
     }
     struct wbatch *b = batch(0, 1, keys, revs, 40, 40000); /* 1.6 MB in one revision */
-    assert_true(hub_feed(h, w, b));
+    assert_true(whub_feed(h, w, b));
     assert_int_equal(w->q.n, 40);
     assert_int_equal(w->state, W_SYNCED);
     wbatch_free(b);
