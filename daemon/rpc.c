@@ -123,7 +123,9 @@ static void finish(struct slot *s)
 {
     struct rpc *r = s->r;
     int64_t took_ms = (now_ns() - s->start_ns) / 1000000;
-    if (took_ms >= (int64_t)r->cfg->slow_request_ms && s->req) {
+    /* a WatchNext waits on purpose (a long poll): never "slow" */
+    if (took_ms >= (int64_t)r->cfg->slow_request_ms && s->req &&
+        s->req->body_case != CAIRN__REQUEST__BODY_WATCH_NEXT) {
         char key[160] = "";
         const ProtobufCBinaryData *k = request_key(s->req);
         if (k)

@@ -118,6 +118,10 @@ def test_create_next_cancel(member, wire):
         last = put_rev(wire, c, "other", "y")
         n = poll(wire, c, wc.watch_id, timeout_ms=300)
         assert len(n.events) == 0 and n.progress_revision >= last
+        # a poll that waits past --slow-request-threshold (300 ms) waited on purpose: not a slow request
+        n = poll(wire, c, wc.watch_id, timeout_ms=700)
+        assert len(n.events) == 0
+        assert "slow request: watch_next" not in member.log_text(), member.log_tail()
 
         wire.check(c.call(wire.pb.Request(watch_cancel=wire.pb.WatchCancelRequest(watch_id=wc.watch_id))),
                    "watch_cancel")
