@@ -105,6 +105,21 @@ def test_a_client_activates_the_socket_and_status_shows_in_systemctl(host, wire)
     assert "%016x" % st.header.member_id in line
 
 
+@pytest.mark.xfail(reason="cairnd: after a client connects to an inherited ipc socket and closes before the SP "
+                          "handshake (cairn probes the path so), every later ipc request times out", strict=False)
+def test_the_shell_finds_the_member_through_the_admin_socket(host, wire):
+    if not os.path.exists(host.path("/usr/bin/cairn")):
+        pytest.skip("the cairn shell is not built")
+    host.systemctl("start", "cairnd.socket", "cairnd.service")
+    member = status_via(host, "tcp://127.0.0.1:2479", wire=wire).header.member_id
+    # As root on the member's host, with no options: /run/cairn/cairnd.sock.
+    p = host.run(["cairn", "-q", "--format", "csv", "--timeout", "3000", "-c", "SELECT member_id, name FROM status"],
+                 check=False)
+    assert "%016x" % member in p.stdout and "default" in p.stdout, p.stdout + p.stderr
+    p = host.run(["cairn", "-q", "--timeout", "3000", "-c", "SELECT count(*) FROM keys"], check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
 def test_the_journal_has_cairn_fields(host, wire):
     host.systemctl("start", "cairnd.socket", "cairnd.service")
     member = status_via(host, "tcp://127.0.0.1:2479", wire=wire).header.member_id
