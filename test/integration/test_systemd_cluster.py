@@ -366,14 +366,6 @@ def test_a_partitioned_member_rejoins_and_catches_up(cluster, tmp_path):
 # stops answering) - see the session-2 closing note.
 @pytest.mark.xfail(reason="nng 1.5.2: a listener restarted while peers reconnect can stop accepting "
                           "(nanomsg/nng#1518)", strict=False)
-# About one run in ten, after the member's peer listener is made anew on the
-# socket systemd passed (here by the reload; also seen after a restart), the
-# leader's messages to it stop ("peer transport: member ... unreachable for
-# 2000 ms, dropped N queued messages" every 2 s, for good) and the member
-# drops out until an election.  A cairnd bug; this test shows it when it
-# happens, and must pass for good once it is fixed.
-@pytest.mark.xfail(reason="cairnd: peer messages to a member stall after its peer listener is re-made on an "
-                          "inherited socket (intermittent)", strict=False)
 def test_reload_of_a_renewed_certificate_keeps_the_member_in_the_cluster(cluster, wire):
     n = [m for m in NAMES if m != cluster.leader()][0]
     h = cluster.hosts[n]
