@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,9 +27,17 @@ static const char *const local_sockets[] = {
     "cairn.data/cairnd.sock",
 };
 
-/* unix_alive: nonzero if something accepts connections on the socket at path. */
+/*
+ * unix_alive: nonzero if an SP rep0 member answers on the socket at path.
+ * The probe completes nng's handshake before it closes: nng 1.5.2's ipc
+ * listener stops serving everyone after a client that closes mid-handshake
+ * (nanomsg/nng#1518), so a bare connect-and-close would wedge the member's
+ * admin socket.
+ */
 static int unix_alive(const char *path)
 {
+    static const unsigned char req0_hello[8] = {0x00, 'S', 'P', 0x00, 0x00, 0x30, 0x00, 0x00};
+    unsigned char reply[8];
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof sa.sun_path)
         return 0;
@@ -36,7 +45,13 @@ static int unix_alive(const char *path)
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return 0;
-    int ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    struct timeval tv = {.tv_sec = 1};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    int ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+             send(fd, req0_hello, sizeof req0_hello, MSG_NOSIGNAL) == (ssize_t)sizeof req0_hello &&
+             recv(fd, reply, sizeof reply, MSG_WAITALL) == (ssize_t)sizeof reply && reply[1] == 'S' &&
+             reply[2] == 'P' && reply[4] == 0x00 && reply[5] == 0x31;
     close(fd);
     return ok;
 }
