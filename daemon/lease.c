@@ -386,7 +386,7 @@ static void ttl_read(struct rpc_call *c, struct mvcc_reader *r, int err, void *a
     struct lessor *l = arg;
     const Cairn__LeaseTimeToLiveRequest *in = rpc_call_request(c)->lease_time_to_live;
     if (!r) {
-        rpc_call_error(c, -err, "the store cannot be read: %s", cairn_strerror(err));
+        rpc_call_unreadable(c, err);
         return;
     }
     struct mvcc_lease_list *list = NULL;
@@ -433,7 +433,7 @@ static void leases_read(struct rpc_call *c, struct mvcc_reader *r, int err, void
 {
     (void)arg;
     if (!r) {
-        rpc_call_error(c, -err, "the store cannot be read: %s", cairn_strerror(err));
+        rpc_call_unreadable(c, err);
         return;
     }
     struct mvcc_lease_list *list = NULL;

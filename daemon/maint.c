@@ -14,7 +14,7 @@ static void hash_kv_read(struct rpc_call *c, struct mvcc_reader *r, int err, voi
 {
     (void)arg;
     if (!r) {
-        rpc_call_error(c, -err, "the store cannot be read: %s", cairn_strerror(err));
+        rpc_call_unreadable(c, err);
         return;
     }
     int64_t rev = rpc_call_request(c)->hash_kv->revision;

@@ -71,6 +71,7 @@ struct rpc {
     size_t n_slots;
     int draining;               /* atomic */
     size_t busy;                /* atomic */
+    uint64_t member_id;         /* this member: fixed for the process's life */
     uint64_t ranges_served, point_ranges_served; /* atomic */
     struct rpc_route routes[64];
     size_t n_routes;
@@ -194,12 +195,16 @@ static void reply_error(struct slot *s, int code, const char *fmt, ...)
     }
     set_header(s, &resp, 0, &a);
     kvconv_error(&resp, code, fmt ? msg : NULL, &a);
-    struct node_info info;
-    node_get_info(s->r->node, &info);
     if (resp.error && code != ENOMEM)
-        resp.error->member_id = info.member_id;
+        resp.error->member_id = s->r->member_id;
     send_response(s, &resp);
     kvconv_arena_free(&a);
+}
+
+/* The reply when a reader could not get a handle on the store (err negative). */
+static void reply_unreadable(struct slot *s, int err)
+{
+    reply_error(s, -err, "the store cannot be read: %s", cairn_strerror(err));
 }
 
 /* A bad message from a client: answered, and logged at a bounded rate. */
@@ -282,10 +287,8 @@ static void do_write(struct slot *s)
 static void propose(struct slot *s, Cairnint__RaftRequest *rr)
 {
     struct rpc *r = s->r;
-    struct node_info info;
-    node_get_info(r->node, &info);
     rr->id = node_next_request_id(r->node);
-    rr->proposer = info.member_id;
+    rr->proposer = r->member_id;
     size_t len = cairnint__raft_request__get_packed_size(rr);
     void *buf = malloc(len ? len : 1);
     if (!buf) {
@@ -346,7 +349,7 @@ static void run_range(struct read_job *j, struct mvcc_reader *rd, int err)
     struct slot *s = slot_of(j);
     struct rpc *r = s->r;
     if (!rd) {
-        reply_error(s, -err, "the store cannot be read: %s", cairn_strerror(err));
+        reply_unreadable(s, err);
         return;
     }
     struct mvcc_range_req q;
@@ -381,7 +384,7 @@ static void run_history(struct read_job *j, struct mvcc_reader *rd, int err)
 {
     struct slot *s = slot_of(j);
     if (!rd) {
-        reply_error(s, -err, "the store cannot be read: %s", cairn_strerror(err));
+        reply_unreadable(s, err);
         return;
     }
     struct mvcc_history_req q;
@@ -512,6 +515,11 @@ void rpc_call_error(struct rpc_call *c, int code, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     reply_error(s, code, "%s", msg);
+}
+
+void rpc_call_unreadable(struct rpc_call *c, int err)
+{
+    reply_unreadable(call_slot(c), err);
 }
 
 void rpc_call_propose(struct rpc_call *c, Cairnint__RaftRequest *rr)
@@ -776,6 +784,9 @@ int rpc_start(const struct config *cfg, struct node *n, struct reads *rs, struct
         return -CAIRN_E_CONFIG;
     }
     r->sock_open = 1;
+    struct node_info info;
+    node_get_info(n, &info);
+    r->member_id = info.member_id;
     /* twice the limit, so a request a little too big gets a clear error instead of a dropped connection */
     nng_socket_set_size(r->sock, NNG_OPT_RECVMAXSZ, (size_t)cfg->max_request_bytes * 2 + 4096);
     for (size_t i = 0; i < cfg->listen_client_urls.n; i++)

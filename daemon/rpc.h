@@ -51,6 +51,8 @@ uint32_t rpc_call_pipe(const struct rpc_call *c);
 void rpc_call_reply(struct rpc_call *c, struct Cairn__Response *resp, int64_t revision);
 /* Reply with an error: code is a positive CAIRN_E_ value; fmt NULL for the code's own text. */
 void rpc_call_error(struct rpc_call *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Reply that the store cannot be read (err negative, as given to an rpc_read_fn). */
+void rpc_call_unreadable(struct rpc_call *c, int err);
 /* Send rr through Raft (id and proposer set here, its oneof borrowed); the reply is the applied result. */
 void rpc_call_propose(struct rpc_call *c, struct Cairnint__RaftRequest *rr);
 /* Run fn on a reader thread (after a ReadIndex round when linearizable); fn must reply.  r is NULL

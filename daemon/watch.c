@@ -467,7 +467,7 @@ static void create_read(struct rpc_call *call, struct mvcc_reader *r, int err, v
     pthread_mutex_unlock(&h->mu);
     free_watcher_memory(w);
     if (rc < 0) {
-        rpc_call_error(call, -rc, "the store cannot be read: %s", cairn_strerror(rc));
+        rpc_call_unreadable(call, rc);
     } else if (stopping) {
         rpc_call_error(call, CAIRN_E_STOPPED, NULL);
     } else {
