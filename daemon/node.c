@@ -91,6 +91,8 @@ struct node {
 
     /* node-thread state */
     uint64_t applied, applied_term, snap_index, lead;
+    int store_changed;       /* applied or replaced since publish() last read the store's status */
+    int64_t store_revision, store_compact_revision;
     struct raft_conf_state conf;
     char *pending_snap_path; /* a received snapshot waiting for raft to accept it */
     uint64_t pending_snap_index;
@@ -348,9 +350,15 @@ int node_propose_internal(struct node *n, Cairnint__RaftRequest *rr)
 static void publish(struct node *n)
 {
     struct raft_basic_status bs;
-    struct mvcc_status ms = {0};
     raft_basic_status(n->raft, &bs);
-    mvcc_store_status(n->store, &ms);
+    if (n->store_changed) {
+        /* a query on the store: only after it applied something or was replaced, not every turn of the loop */
+        struct mvcc_status ms = {0};
+        mvcc_store_status(n->store, &ms);
+        n->store_revision = ms.revision;
+        n->store_compact_revision = ms.compact_revision;
+        n->store_changed = 0;
+    }
     pthread_mutex_lock(&n->info_mu);
     n->info.term = bs.term;
     n->info.lead = bs.lead;
@@ -359,8 +367,8 @@ static void publish(struct node *n)
     n->info.applied = n->applied;
     n->info.last_index = wal_last_index(n->wal);
     n->info.snapshot_index = n->snap_index;
-    n->info.revision = ms.revision;
-    n->info.compact_revision = ms.compact_revision;
+    n->info.revision = n->store_revision;
+    n->info.compact_revision = n->store_compact_revision;
     n->info.is_learner = 0;
     for (uint32_t i = 0; i < n->conf.n_learners; i++)
         if (n->conf.learners[i] == n->self_id)
@@ -596,6 +604,7 @@ static int install_snapshot(struct node *n, const struct raft_snapshot_meta *sm)
     n->applied_term = st.consistent_term;
     n->snap_index = sm->index;
     n->conf = sm->conf_state;
+    n->store_changed = 1;
     log_event(LOG_LEVEL_NOTICE, MSGID_SNAPSHOT_INSTALLED, LOG_FIELDS(LOG_U64("CAIRN_INDEX", sm->index), LOG_U64("CAIRN_TERM", sm->term),
                           LOG_I64("CAIRN_REVISION", st.revision),
                           LOG_U64("CAIRN_DURATION_MS", (now_ns() - t0) / 1000000)),
@@ -742,6 +751,7 @@ static int apply_committed(struct node *n, const struct raft_ready *rd)
                     "slow apply: %zu entries took %" PRId64 " ms", b.n, took / 1000000);
     n->applied = rd->committed[rd->n_committed - 1].index;
     n->applied_term = rd->committed[rd->n_committed - 1].term;
+    n->store_changed = 1;
     struct node_observer obs[NODE_MAX_OBSERVERS];
     for (size_t k = 0, nk = observers(n, obs); k < nk; k++)
         if (obs[k].applied)
@@ -1124,6 +1134,7 @@ int node_start(const struct config *cfg, struct boot_state *bs, struct wait_tabl
     mvcc_store_status(n->store, &st);
     n->applied = st.consistent_index;
     n->applied_term = st.consistent_term;
+    n->store_changed = 1;
     n->info.cluster_id = n->cluster_id;
     n->info.member_id = n->self_id;
 
