@@ -34,6 +34,7 @@ struct mock {
     uint64_t member_id;
     pthread_t thread;
     bool started;
+    int stop;                    /* atomic: mock_stop asks the thread to leave */
 
     pthread_mutex_t mu;
     /* What the mock saw, under mu. */
@@ -264,7 +265,7 @@ static inline void *mock_thread(void *arg)
     for (;;) {
         nng_msg *msg = NULL;
         int rv = nng_recvmsg(m->sock, &msg, 0);
-        if (rv == NNG_ECLOSED)
+        if (rv == NNG_ECLOSED || __atomic_load_n(&m->stop, __ATOMIC_RELAXED))
             break;
         if (rv != 0)
             continue;
@@ -317,6 +318,10 @@ static inline int mock_start(struct mock *m, const char *url, nng_tls_config *tl
     m->member_id = member_id;
     if ((rv = nng_rep0_open(&m->sock)) != 0)
         return rv;
+    /* The thread wakes every 50 ms to see whether mock_stop wants it gone: nng 1.5.2's
+     * nng_close can hang while another thread is blocked in nng_recvmsg on the socket. */
+    nng_socket_set_ms(m->sock, NNG_OPT_RECVTIMEO, 50);
+    nng_socket_set_ms(m->sock, NNG_OPT_SENDTIMEO, 1000);
     if ((rv = nng_listener_create(&m->listener, m->sock, url)) != 0)
         goto fail;
     if (tls && (rv = nng_listener_set_ptr(m->listener, NNG_OPT_TLS_CONFIG, tls)) != 0)
@@ -341,13 +346,14 @@ fail:
     return rv;
 }
 
-/* mock_stop: close the socket (the member "dies"), join the thread, free what it kept. */
+/* mock_stop: the member "dies": its thread stops answering, then the socket closes; free what it kept. */
 static inline void mock_stop(struct mock *m)
 {
     if (!m->started)
         return;
-    nng_close(m->sock);
+    __atomic_store_n(&m->stop, 1, __ATOMIC_RELAXED);
     pthread_join(m->thread, NULL);
+    nng_close(m->sock);
     if (m->last)
         cairn__request__free_unpacked(m->last, NULL);
     m->last = NULL;
