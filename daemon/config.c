@@ -94,6 +94,11 @@ static const struct opt opts[] = {
     {"auto-compaction-mode", T_COMPACTION, "periodic", F(auto_compaction_mode), "'periodic' or 'revision'"},
     {"auto-compaction-retention", T_STR, "0", F(auto_compaction_retention),
      "history to keep: hours or a duration (periodic), revisions (revision); 0 = off"},
+    {"corrupt-check-time", T_MS, "5m", F(corrupt_check_ms),
+     "how often the leader has every member hash its store at one revision and compare (0 = never); "
+     "a member whose hash differs gets a CORRUPT alarm"},
+    {"strict-reconfig-check", T_BOOL, "true", F(strict_reconfig_check),
+     "refuse membership changes that would leave the started members without quorum"},
     {"log-level", T_LEVEL, "info", F(log_level), "debug, info, notice, warning, err or crit"},
     {"log-target", T_TARGET, "auto", F(log_target), "auto (journal when run by systemd), journal or stderr"},
     {"cert-file", T_STR, "", F(cert_file), "client-facing TLS certificate (PEM, may hold the key too)"},

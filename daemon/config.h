@@ -68,6 +68,8 @@ struct config {
     uint32_t max_watchers_per_connection;
     enum auto_compaction_mode auto_compaction_mode;
     char *auto_compaction_retention; /* "0" = off; hours or a duration (periodic), revisions (revision) */
+    uint32_t corrupt_check_ms;       /* 0 = off */
+    bool strict_reconfig_check;
     int log_level;
     int log_target;
     char *cert_file, *key_file, *trusted_ca_file;

@@ -1073,8 +1073,17 @@ int kvconv_entry_req(const Cairnint__RaftRequest *rr, struct mvcc_request *out,
         out->lease_checkpoint = (struct mvcc_lease_checkpoint_req){cps, in->n_checkpoints};
         return 0;
     }
+    case CAIRNINT__RAFT_REQUEST__REQUEST_ALARM:
+    case CAIRNINT__RAFT_REQUEST__REQUEST_MEMBER_UPDATE:
+    case CAIRNINT__RAFT_REQUEST__REQUEST_MEMBER_ATTRIBUTES:
+    case CAIRNINT__RAFT_REQUEST__REQUEST_HASH_CHECK:
+    case CAIRNINT__RAFT_REQUEST__REQUEST_HASH_REPORT:
+        /* a no-op for the store unless a node observer's before_apply turns it into records */
+        memset(out, 0, sizeof(*out));
+        out->type = MVCC_REQ_NOOP;
+        return 0;
     default:
-        break; /* alarms, members, auth: not the store's */
+        break; /* auth: not yet */
     }
     memset(out, 0, sizeof(*out));
     out->type = MVCC_REQ_NOOP;

@@ -169,7 +169,7 @@ int main(int argc, char **argv)
         }
     }
     if (rc == 0) {
-        rc = rpc_start(&cfg, n, rs, waits, routes, n_routes, &rpc, err, sizeof err);
+        rc = rpc_start(&cfg, n, rs, waits, routes, n_routes, NULL, &rpc, err, sizeof err);
     }
     if (rc < 0) {
         log_err(NULL, "cannot serve clients: %s", rc == -CAIRN_E_CONFIG ? err : cairn_strerror(rc));

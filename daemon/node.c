@@ -41,7 +41,8 @@
 #define SLOW_APPLY_NS 100000000LL   /* an apply batch slower than this is logged */
 #define COMPACT_STEP_ROWS 1000      /* etcd's compaction batch */
 
-enum item_type { IT_PROPOSE, IT_READ_INDEX, IT_PEER, IT_SNAP_RECEIVED, IT_SNAP_DONE, IT_SNAP_READY };
+enum item_type { IT_PROPOSE, IT_READ_INDEX, IT_PEER, IT_SNAP_RECEIVED, IT_SNAP_DONE, IT_SNAP_READY, IT_CALL,
+                 IT_TRANSFER };
 
 struct item {
     struct item *next;
@@ -51,6 +52,7 @@ struct item {
     size_t len;
     int ok;        /* SNAP_DONE */
     char *path;    /* SNAP_RECEIVED: the file */
+    node_call_fn fn; /* CALL: run on the node thread with data as its argument */
 };
 
 /* A snapshot to stream to a follower: made by the sender thread. */
@@ -100,6 +102,7 @@ struct node {
     uint64_t unreachable[2 * RAFT_MAX_MEMBERS];
     size_t n_unreachable;
     int64_t watchdog_ns, watchdog_last; /* half of WATCHDOG_USEC; 0: off (atomic) */
+    struct node_stats stats; /* counters updated with relaxed atomics */
 
     /* snapshot sender */
     pthread_t snap_thread;
@@ -145,7 +148,7 @@ static void item_free(struct item *it)
         cairnpeer__message_batch__free_unpacked(it->data, NULL);
     else if (it->type == IT_SNAP_RECEIVED && it->data)
         cairnpeer__message__free_unpacked(it->data, NULL);
-    else
+    else if (it->type != IT_CALL)
         free(it->data);
     if (it->path) {
         unlink(it->path);
@@ -184,6 +187,58 @@ int node_read_index(struct node *n, uint64_t ctx)
     if (rc < 0)
         free(it);
     return rc;
+}
+
+int node_call(struct node *n, node_call_fn fn, void *arg)
+{
+    struct item *it = calloc(1, sizeof(*it));
+    if (!it)
+        return -ENOMEM;
+    it->type = IT_CALL;
+    it->fn = fn;
+    it->data = arg;
+    int rc = inbox_push(n, it, 0);
+    if (rc < 0)
+        free(it);
+    return rc;
+}
+
+struct mvcc_store *node_writer(struct node *n)
+{
+    return n->store;
+}
+
+int node_transfer_leader(struct node *n, uint64_t to)
+{
+    struct item *it = calloc(1, sizeof(*it));
+    if (!it)
+        return -ENOMEM;
+    it->type = IT_TRANSFER;
+    it->id = to;
+    int rc = inbox_push(n, it, 0);
+    if (rc < 0)
+        free(it);
+    return rc;
+}
+
+#define STAT_ADD(n, field, v) __atomic_add_fetch(&(n)->stats.field, (v), __ATOMIC_RELAXED)
+
+void node_get_stats(struct node *n, struct node_stats *st)
+{
+#define STAT_LOAD(field) st->field = __atomic_load_n(&n->stats.field, __ATOMIC_RELAXED)
+    STAT_LOAD(proposals_committed);
+    STAT_LOAD(proposals_applied);
+    STAT_LOAD(proposals_failed);
+    STAT_LOAD(leader_changes);
+    STAT_LOAD(snapshots_taken);
+    STAT_LOAD(snapshots_installed);
+    STAT_LOAD(snapshot_sends_ok);
+    STAT_LOAD(snapshot_sends_failed);
+    STAT_LOAD(slow_applies);
+    STAT_LOAD(slow_fsyncs);
+#undef STAT_LOAD
+    histogram_read(&n->stats.wal_fsync, &st->wal_fsync);
+    histogram_read(&n->stats.backend_commit, &st->backend_commit);
 }
 
 uint64_t node_next_request_id(struct node *n)
@@ -605,6 +660,7 @@ static int install_snapshot(struct node *n, const struct raft_snapshot_meta *sm)
     n->snap_index = sm->index;
     n->conf = sm->conf_state;
     n->store_changed = 1;
+    STAT_ADD(n, snapshots_installed, 1);
     log_event(LOG_LEVEL_NOTICE, MSGID_SNAPSHOT_INSTALLED, LOG_FIELDS(LOG_U64("CAIRN_INDEX", sm->index), LOG_U64("CAIRN_TERM", sm->term),
                           LOG_I64("CAIRN_REVISION", st.revision),
                           LOG_U64("CAIRN_DURATION_MS", (now_ns() - t0) / 1000000)),
@@ -636,10 +692,14 @@ static int persist(struct node *n, const struct raft_ready *rd)
         rc = wal_save(n->wal, rd->hard_state_changed ? &hs : NULL, ents, rd->n_entries, &sync_ns);
     if (ents != stack)
         free(ents);
-    if (rc == 0 && (int64_t)sync_ns > SLOW_SYNC_NS)
+    if (rc == 0 && sync_ns)
+        histogram_observe_ns(&n->stats.wal_fsync, sync_ns);
+    if (rc == 0 && (int64_t)sync_ns > SLOW_SYNC_NS) {
+        STAT_ADD(n, slow_fsyncs, 1);
         log_event(LOG_LEVEL_WARNING, MSGID_SLOW_FSYNC, LOG_FIELDS(LOG_U64("CAIRN_DURATION_MS", sync_ns / 1000000)),
                     "slow fdatasync of the WAL: %" PRIu64 " ms (expected under 10 ms; check the disk)",
                     sync_ns / 1000000);
+    }
     return rc;
 }
 
@@ -647,6 +707,7 @@ static int persist(struct node *n, const struct raft_ready *rd)
 struct apply_batch {
     struct mvcc_entry *ents;
     Cairnint__RaftRequest **rrs;   /* NULL for no-ops and conf changes */
+    int *refused;                  /* a before_apply hook's positive CAIRN_E_ code, or 0 */
     size_t n;
     struct kvconv_arena arena;
 };
@@ -677,7 +738,8 @@ static void reply_write(struct node *n, const Cairnint__RaftRequest *rr, const s
         wait_fire(n->waits, rr->id, NULL, 0, rc < 0 ? -rc : ENOMEM);
         return;
     }
-    if (!wait_fire(n->waits, rr->id, buf, len, 0))
+    /* the code travels beside the packed reply (which carries it too) for the request counters */
+    if (!wait_fire(n->waits, rr->id, buf, len, ap->resp.err < 0 ? -ap->resp.err : 0))
         free(buf);
 }
 
@@ -691,10 +753,14 @@ static int apply_committed(struct node *n, const struct raft_ready *rd)
     kvconv_arena_init(&b.arena);
     b.ents = calloc(rd->n_committed, sizeof(*b.ents));
     b.rrs = calloc(rd->n_committed, sizeof(*b.rrs));
-    if (!b.ents || !b.rrs) {
+    b.refused = calloc(rd->n_committed, sizeof(*b.refused));
+    if (!b.ents || !b.rrs || !b.refused) {
         rc = -ENOMEM;
         goto out;
     }
+    struct node_observer obs[NODE_MAX_OBSERVERS];
+    size_t nobs = observers(n, obs);
+    STAT_ADD(n, proposals_committed, rd->n_committed);
     for (size_t i = 0; i < rd->n_committed; i++) {
         const struct raft_entry *e = &rd->committed[i];
         struct mvcc_entry *me = &b.ents[b.n++];
@@ -735,6 +801,15 @@ static int apply_committed(struct node *n, const struct raft_ready *rd)
                             "committed entry %" PRIu64 " holds a request this version does not apply (%d)",
                             e->index, (int)rr->request_case);
         }
+        for (size_t k = 0; k < nobs && !b.refused[i]; k++) {
+            if (!obs[k].before_apply)
+                continue;
+            int code = obs[k].before_apply(obs[k].arg, e->index, rr, &me->req, &b.arena);
+            if (code > 0) {
+                b.refused[i] = code;
+                me->req.type = MVCC_REQ_NOOP;
+            }
+        }
     }
     int64_t t0 = now_ns();
     struct mvcc_result *res = NULL;
@@ -746,14 +821,17 @@ static int apply_committed(struct node *n, const struct raft_ready *rd)
                  b.ents[b.n - 1].index, cairn_strerror(rc));
         goto out;
     }
+    histogram_observe_ns(&n->stats.backend_commit, (uint64_t)took);
+    STAT_ADD(n, proposals_applied, b.n);
+    if (took > SLOW_APPLY_NS)
+        STAT_ADD(n, slow_applies, 1);
     if (took > SLOW_APPLY_NS)
         log_event(LOG_LEVEL_WARNING, MSGID_SLOW_APPLY, LOG_FIELDS(LOG_U64("CAIRN_DURATION_MS", took / 1000000), LOG_U64("CAIRN_ENTRIES", b.n)),
                     "slow apply: %zu entries took %" PRId64 " ms", b.n, took / 1000000);
     n->applied = rd->committed[rd->n_committed - 1].index;
     n->applied_term = rd->committed[rd->n_committed - 1].term;
     n->store_changed = 1;
-    struct node_observer obs[NODE_MAX_OBSERVERS];
-    for (size_t k = 0, nk = observers(n, obs); k < nk; k++)
+    for (size_t k = 0; k < nobs; k++)
         if (obs[k].applied)
             obs[k].applied(obs[k].arg, b.ents, b.n, res);
     /* published before any reply goes out: a client that saw its write acknowledged sees it counted */
@@ -767,7 +845,11 @@ static int apply_committed(struct node *n, const struct raft_ready *rd)
     uint64_t term = bs.term;
     for (size_t i = 0; i < res->n_entries; i++) {
         Cairnint__RaftRequest *rr = b.rrs[i];
-        if (rr && rr->proposer == n->self_id && !res->entries[i].skipped)
+        if (!rr || rr->proposer != n->self_id || res->entries[i].skipped)
+            continue;
+        if (b.refused[i])
+            wait_fire(n->waits, rr->id, NULL, 0, b.refused[i]);
+        else
             reply_write(n, rr, &res->entries[i], term);
     }
     mvcc_result_free(res);
@@ -776,6 +858,7 @@ out:
         if (b.rrs && b.rrs[i])
             cairnint__raft_request__free_unpacked(b.rrs[i], NULL);
     free(b.rrs);
+    free(b.refused);
     free(b.ents);
     kvconv_arena_free(&b.arena);
     return rc;
@@ -807,6 +890,7 @@ static int take_snapshot(struct node *n)
     if (r1 < 0 || r2 < 0)
         log_warning(NULL, "purging old WAL segments or snapshots failed: %s",
                     cairn_strerror(r1 < 0 ? r1 : r2));
+    STAT_ADD(n, snapshots_taken, 1);
     log_event(LOG_LEVEL_INFO, MSGID_SNAPSHOT_TAKEN, LOG_FIELDS(LOG_U64("CAIRN_INDEX", meta.index), LOG_U64("CAIRN_TERM", meta.term),
                         LOG_U64("CAIRN_DURATION_MS", (now_ns() - t0) / 1000000)),
              "snapshot taken at index %" PRIu64 " (term %" PRIu64 ")", meta.index, meta.term);
@@ -820,6 +904,8 @@ static void soft_state(struct node *n, const struct raft_ready *rd)
     struct raft_basic_status bs;
     raft_basic_status(n->raft, &bs);
     uint64_t term = bs.term;
+    if (rd->lead)
+        STAT_ADD(n, leader_changes, 1);
     if (rd->lead)
         log_event(LOG_LEVEL_NOTICE, MSGID_LEADER_ELECTED, LOG_FIELDS(LOG_HEX("CAIRN_LEADER", rd->lead), LOG_U64("CAIRN_TERM", term)),
                    "%s %016" PRIx64 " is the leader at term %" PRIu64,
@@ -877,6 +963,7 @@ static int handle_ready(struct node *n)
 
 static void fail_proposals(struct node *n, struct item **items, size_t k, int rc)
 {
+    STAT_ADD(n, proposals_failed, k);
     int code = rc < 0 ? -rc : rc;
     if (code == ENOMEM || code == EBUSY)
         code = CAIRN_E_PROPOSAL_DROPPED;
@@ -965,6 +1052,15 @@ static void process(struct node *n, struct item *list)
         case IT_PEER:
             step_peer(n, it);
             break;
+        case IT_CALL:
+            it->fn(n, it->data, 0);
+            break;
+        case IT_TRANSFER: {
+            int rc = raft_transfer_leader(n->raft, it->id);
+            log_notice(LOG_FIELDS(LOG_HEX("CAIRN_PEER", it->id)), "leadership transfer to %016" PRIx64 "%s%s",
+                       it->id, rc < 0 ? " refused: " : " started", rc < 0 ? cairn_strerror(rc) : "");
+            break;
+        }
         case IT_SNAP_RECEIVED:
             snapshot_received(n, it);
             break;
@@ -973,6 +1069,10 @@ static void process(struct node *n, struct item *list)
             if (slot >= 0)
                 n->snap_busy[slot] = 0;
             raft_report_snapshot(n->raft, it->id, it->ok);
+            if (it->ok)
+                STAT_ADD(n, snapshot_sends_ok, 1);
+            else
+                STAT_ADD(n, snapshot_sends_failed, 1);
             remove_sent_copies(n, it->id);
             log_info(LOG_FIELDS(LOG_HEX("CAIRN_PEER", it->id)), "snapshot stream to %016" PRIx64 " %s", it->id,
                      it->ok ? "completed" : "failed");
@@ -1206,6 +1306,8 @@ void node_stop(struct node *n)
         struct item *next = it->next;
         if (it->type == IT_PROPOSE)
             wait_fire(n->waits, it->id, NULL, 0, CAIRN_E_STOPPED);
+        else if (it->type == IT_CALL)
+            it->fn(n, it->data, 1);
         item_free(it);
         it = next;
     }

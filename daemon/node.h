@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/histogram.h"
 #include "daemon/boot.h"
 #include "daemon/config.h"
 #include "daemon/wait.h"
@@ -97,6 +98,9 @@ void node_read_end(struct node *n);
  */
 struct mvcc_entry;
 struct mvcc_result;
+struct mvcc_request;
+struct kvconv_arena;
+struct Cairnint__RaftRequest;
 struct node_observer {
     void *arg;
     /* After each apply batch: the entries given to the store and its result (events in revision order). */
@@ -105,6 +109,19 @@ struct node_observer {
     void (*leader_changed)(void *arg, uint64_t lead, uint64_t term, int is_self);
     /* The store was replaced by a snapshot (state derived from it must be reloaded). */
     void (*store_replaced)(void *arg);
+    /*
+     * Before the store applies a committed request (log order, entries above
+     * the store's consistent index only, so also during WAL replay after a
+     * restart): rr as proposed, req what the store will be given.  It may
+     * replace *req (with memory from arena, which lives until the batch's
+     * replies are sent), or refuse the request by returning a positive
+     * CAIRN_E_ code: the store applies a no-op in its place and the proposer
+     * gets that error.  Whatever it decides must depend only on the log and
+     * the store, never on the clock or this member's role, since every member
+     * must decide alike.  0: apply as is.
+     */
+    int (*before_apply)(void *arg, uint64_t index, const struct Cairnint__RaftRequest *rr,
+                        struct mvcc_request *req, struct kvconv_arena *arena);
 };
 #define NODE_MAX_OBSERVERS 4
 
@@ -118,6 +135,42 @@ int node_observe(struct node *n, const struct node_observer *o);
  */
 struct Cairnint__RaftRequest;
 int node_propose_internal(struct node *n, struct Cairnint__RaftRequest *rr);
+
+/*
+ * node_call: run fn(n, arg, 0) on the node thread between two Readies (after
+ * the apply in progress), for work that needs the store's writer.  If the
+ * node stops first, fn(n, arg, 1) runs on the stopping thread instead: it
+ * must only release arg and answer whoever waits.  Returns 0 once queued, or
+ * -CAIRN_E_STOPPED / -ENOMEM (fn is then not called).  A long job should do a
+ * bounded step and queue itself again, so applies go on in between.
+ */
+typedef void (*node_call_fn)(struct node *n, void *arg, int stopping);
+int node_call(struct node *n, node_call_fn fn, void *arg);
+
+/* node_writer: the store's writer; only inside a node_call function (stopping == 0). */
+struct mvcc_store;
+struct mvcc_store *node_writer(struct node *n);
+
+/*
+ * node_transfer_leader: ask the leader (this member) to hand leadership to
+ * member `to` (raft's leadership transfer).  Returns 0 once queued; whether it
+ * worked shows in node_get_info's lead.  -CAIRN_E_STOPPED.
+ */
+int node_transfer_leader(struct node *n, uint64_t to);
+
+/* Counters and latency histograms for metrics (monotonic since start). */
+struct node_stats {
+    uint64_t proposals_committed; /* entries this member saw committed */
+    uint64_t proposals_applied;   /* entries applied to the store */
+    uint64_t proposals_failed;    /* proposals refused or dropped before reaching the log */
+    uint64_t leader_changes;      /* times this member saw a new leader (not "no leader") */
+    uint64_t snapshots_taken, snapshots_installed;
+    uint64_t snapshot_sends_ok, snapshot_sends_failed;
+    uint64_t slow_applies, slow_fsyncs;
+    struct histogram wal_fsync;       /* one per WAL save that synced */
+    struct histogram backend_commit;  /* one per apply batch (one store transaction) */
+};
+void node_get_stats(struct node *n, struct node_stats *st);
 
 /* node_set_watchdog: ping systemd's watchdog (WATCHDOG=1) from the node loop every usec/2; 0 disables. */
 void node_set_watchdog(struct node *n, uint64_t usec);

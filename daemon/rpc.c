@@ -52,6 +52,7 @@ struct slot {
     enum slot_state state;
     Cairn__Request *req;
     int64_t start_ns;
+    int code;                      /* the error code replied, 0 for success */
     char remote[160];
     struct read_job job;
 };
@@ -75,6 +76,7 @@ struct rpc {
     uint64_t ranges_served, point_ranges_served; /* atomic */
     struct rpc_route routes[64];
     size_t n_routes;
+    struct rpc_hooks hooks;
     int64_t log_window_start;   /* atomic: rate limit of bad-input logs */
     int log_window_count;       /* atomic */
 };
@@ -123,7 +125,10 @@ static const ProtobufCBinaryData *request_key(const Cairn__Request *req)
 static void finish(struct slot *s)
 {
     struct rpc *r = s->r;
-    int64_t took_ms = (now_ns() - s->start_ns) / 1000000;
+    int64_t took_ns = now_ns() - s->start_ns;
+    int64_t took_ms = took_ns / 1000000;
+    if (r->hooks.request_done && s->req)
+        r->hooks.request_done(r->hooks.arg, (int)s->req->body_case, s->code, took_ns);
     /* a WatchNext waits on purpose (a long poll): never "slow" */
     if (took_ms >= (int64_t)r->cfg->slow_request_ms && s->req &&
         s->req->body_case != CAIRN__REQUEST__BODY_WATCH_NEXT) {
@@ -193,6 +198,7 @@ static void reply_error(struct slot *s, int code, const char *fmt, ...)
         vsnprintf(msg, sizeof msg, fmt, ap);
         va_end(ap);
     }
+    s->code = code;
     set_header(s, &resp, 0, &a);
     kvconv_error(&resp, code, fmt ? msg : NULL, &a);
     if (resp.error && code != ENOMEM)
@@ -229,6 +235,7 @@ static void write_done(void *arg, void *reply, size_t len, int err)
     struct slot *s = arg;
     struct rpc *r = s->r;
     if (reply) {
+        s->code = err; /* the error inside the packed reply, for request_done */
         send_bytes(s, reply, len);
         free(reply);
         return;
@@ -287,6 +294,17 @@ static void do_write(struct slot *s)
 static void propose(struct slot *s, Cairnint__RaftRequest *rr)
 {
     struct rpc *r = s->r;
+    if (r->hooks.admit) {
+        char msg[512] = "";
+        int code = r->hooks.admit(r->hooks.arg, s->req, rr, msg, sizeof msg);
+        if (code > 0) {
+            if (msg[0])
+                reply_error(s, code, "%s", msg);
+            else
+                reply_error(s, code, NULL);
+            return;
+        }
+    }
     rr->id = node_next_request_id(r->node);
     rr->proposer = r->member_id;
     size_t len = cairnint__raft_request__get_packed_size(rr);
@@ -669,6 +687,7 @@ static void slot_cb(void *arg)
         return;
     }
     s->start_ns = now_ns();
+    s->code = 0;
     handle(s, nng_aio_get_msg(s->aio));
 }
 
@@ -761,7 +780,8 @@ static int start_listener(struct rpc *r, const char *url, int tls, char *err, si
 }
 
 int rpc_start(const struct config *cfg, struct node *n, struct reads *rs, struct wait_table *w,
-              const struct rpc_route *routes, size_t n_routes, struct rpc **out, char *err, size_t errlen)
+              const struct rpc_route *routes, size_t n_routes, const struct rpc_hooks *hooks, struct rpc **out,
+              char *err, size_t errlen)
 {
     int rv, rc = 0;
     struct rpc *r = calloc(1, sizeof(*r));
@@ -773,6 +793,8 @@ int rpc_start(const struct config *cfg, struct node *n, struct reads *rs, struct
     }
     if (n_routes)
         memcpy(r->routes, routes, n_routes * sizeof(*routes));
+    if (hooks)
+        r->hooks = *hooks;
     r->n_routes = n_routes;
     r->cfg = cfg;
     r->node = n;

@@ -60,9 +60,29 @@ void rpc_call_propose(struct rpc_call *c, struct Cairnint__RaftRequest *rr);
 typedef void (*rpc_read_fn)(struct rpc_call *c, struct mvcc_reader *r, int err, void *arg);
 void rpc_call_read(struct rpc_call *c, int linearizable, rpc_read_fn fn, void *arg);
 
-/* rpc_start: listen and serve, with extra routes (copied).  0, or a negative error with a message in err. */
+/*
+ * Hooks other parts give the server (all optional, called on nng threads,
+ * must not block).
+ */
+struct rpc_hooks {
+    void *arg;
+    /*
+     * Before any request is proposed through Raft (Put, DeleteRange, Txn,
+     * Compact, and what routes send with rpc_call_propose): 0 to go on, or a
+     * positive CAIRN_E_ code, with a message for people in msg, to refuse it.
+     * The quota and the alarms (the capped applier's admission side) live here.
+     */
+    int (*admit)(void *arg, const struct Cairn__Request *req, const struct Cairnint__RaftRequest *rr,
+                 char *msg, size_t msglen);
+    /* Every request answered: its body case, the error code sent (0: success), how long it took. */
+    void (*request_done)(void *arg, int body_case, int code, int64_t took_ns);
+};
+
+/* rpc_start: listen and serve, with extra routes (copied) and hooks (copied; NULL for none).  0, or a
+ * negative error with a message in err. */
 int rpc_start(const struct config *cfg, struct node *n, struct reads *rs, struct wait_table *w,
-              const struct rpc_route *routes, size_t n_routes, struct rpc **out, char *err, size_t errlen);
+              const struct rpc_route *routes, size_t n_routes, const struct rpc_hooks *hooks, struct rpc **out,
+              char *err, size_t errlen);
 
 /* rpc_drain: answer new requests with STOPPED from now on (requests in progress finish). */
 void rpc_drain(struct rpc *r);

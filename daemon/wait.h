@@ -15,7 +15,8 @@
 /*
  * What a waiter is told.  reply is a packed cairn.Response the callback takes
  * ownership of (NULL when err is set instead: the caller builds the error
- * reply).  err is 0 or a positive CAIRN_E_ code.
+ * reply).  err is 0 or a positive CAIRN_E_ code; with a reply it is the
+ * error the reply itself carries (0: success), for counting.
  */
 typedef void (*wait_fn)(void *arg, void *reply, size_t reply_len, int err);
 
