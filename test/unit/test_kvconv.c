@@ -649,9 +649,17 @@ static void test_entry_req_refuses_what_the_store_does_not_apply(void **state)
     assert_int_equal(kvconv_entry_req(&rr, &m, &a), -CAIRN_E_MALFORMED);
     assert_int_equal(m.type, MVCC_REQ_NOOP);
     assert_int_equal(kvconv_entry_req(NULL, &m, &a), -CAIRN_E_MALFORMED);
+    /* alarms and membership are no-ops for the store (node observers turn them into records) */
     Cairn__AlarmRequest al = CAIRN__ALARM_REQUEST__INIT;
     rr.request_case = CAIRNINT__RAFT_REQUEST__REQUEST_ALARM;
     rr.alarm = &al;
+    m.type = MVCC_REQ_PUT;
+    assert_int_equal(kvconv_entry_req(&rr, &m, &a), 0);
+    assert_int_equal(m.type, MVCC_REQ_NOOP);
+    /* auth is not applied yet */
+    Cairn__AuthEnableRequest ae = CAIRN__AUTH_ENABLE_REQUEST__INIT;
+    rr.request_case = CAIRNINT__RAFT_REQUEST__REQUEST_AUTH_ENABLE;
+    rr.auth_enable = &ae;
     assert_int_equal(kvconv_entry_req(&rr, &m, &a), -CAIRN_E_MALFORMED);
     assert_int_equal(m.type, MVCC_REQ_NOOP);
     /* a txn kvconv_validate would have refused for its shape */
