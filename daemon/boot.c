@@ -175,6 +175,30 @@ static int pack_cluster(const struct boot_state *bs, const char *token, uint8_t 
     return 0;
 }
 
+int boot_pack_member_set(const struct boot_member *members, size_t n, uint8_t **out, size_t *out_len)
+{
+    Cairnint__MemberSet set = CAIRNINT__MEMBER_SET__INIT;
+    Cairn__Member ms[RAFT_MAX_MEMBERS], *mp[RAFT_MAX_MEMBERS];
+    if (n > RAFT_MAX_MEMBERS)
+        return -EINVAL;
+    set.n_members = n;
+    set.members = mp;
+    for (size_t i = 0; i < n; i++) {
+        cairn__member__init(&ms[i]);
+        ms[i].id = members[i].id;
+        ms[i].name = (char *)members[i].name;
+        ms[i].n_peer_urls = members[i].n_peer_urls;
+        ms[i].peer_urls = (char **)members[i].peer_urls;
+        mp[i] = &ms[i];
+    }
+    *out_len = cairnint__member_set__get_packed_size(&set);
+    *out = malloc(*out_len ? *out_len : 1);
+    if (!*out)
+        return -ENOMEM;
+    cairnint__member_set__pack(&set, *out);
+    return 0;
+}
+
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
     (void)st;
@@ -237,9 +261,20 @@ static int create_member_dir(const struct config *cfg, struct boot_state *bs, in
         goto out;
     }
     if (bootstrap) {
-        struct mvcc_entry e = {.index = 1, .term = 1, .req = {.type = MVCC_REQ_NOOP}};
+        /* entry 1 of a new cluster: the member set, in the store so snapshots carry it */
+        uint8_t *set = NULL;
+        size_t set_len = 0;
+        if ((rc = boot_pack_member_set(bs->members, bs->n_members, &set, &set_len)) < 0) {
+            mvcc_close(s);
+            goto out;
+        }
+        struct mvcc_entry e = {.index = 1, .term = 1, .req = {.type = MVCC_REQ_RECORD_PUT}};
+        e.req.record.ns = (struct mvcc_buf){(const uint8_t *)MEMBERS_RECORD_NS, strlen(MEMBERS_RECORD_NS)};
+        e.req.record.name = (struct mvcc_buf){(const uint8_t *)MEMBERS_RECORD_NAME, strlen(MEMBERS_RECORD_NAME)};
+        e.req.record.value = (struct mvcc_buf){set, set_len};
         struct mvcc_result *res = NULL;
         rc = mvcc_apply(s, &e, 1, &res);
+        free(set);
         mvcc_result_free(res);
         if (rc == 0)
             rc = mvcc_sync(s);

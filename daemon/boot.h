@@ -54,6 +54,16 @@ void boot_release_restore(struct boot_state *bs);
 /* boot_close: close whatever bs still owns (wal, store) and free its memory. */
 void boot_close(struct boot_state *bs);
 
+/*
+ * The member set lives in the store as one record (internal.proto MemberSet):
+ * written by a new cluster's first entry and by every membership change.
+ */
+#define MEMBERS_RECORD_NS "cluster"
+#define MEMBERS_RECORD_NAME "members"
+
+/* boot_pack_member_set: a packed MemberSet of these members (malloc'd into *out). */
+int boot_pack_member_set(const struct boot_member *members, size_t n, uint8_t **out, size_t *out_len);
+
 /* boot_member_id: the ID a member with these peer URLs gets in a cluster with token. */
 uint64_t boot_member_id(const char *token, const char *const *peer_urls, size_t n);
 

@@ -128,7 +128,7 @@ static void finish(struct slot *s)
     int64_t took_ns = now_ns() - s->start_ns;
     int64_t took_ms = took_ns / 1000000;
     if (r->hooks.request_done && s->req)
-        r->hooks.request_done(r->hooks.arg, (int)s->req->body_case, s->code, took_ns);
+        r->hooks.request_done(r->hooks.done_arg, (int)s->req->body_case, s->code, took_ns);
     /* a WatchNext waits on purpose (a long poll): never "slow" */
     if (took_ms >= (int64_t)r->cfg->slow_request_ms && s->req &&
         s->req->body_case != CAIRN__REQUEST__BODY_WATCH_NEXT) {
@@ -296,7 +296,7 @@ static void propose(struct slot *s, Cairnint__RaftRequest *rr)
     struct rpc *r = s->r;
     if (r->hooks.admit) {
         char msg[512] = "";
-        int code = r->hooks.admit(r->hooks.arg, s->req, rr, msg, sizeof msg);
+        int code = r->hooks.admit(r->hooks.admit_arg, s->req, rr, msg, sizeof msg);
         if (code > 0) {
             if (msg[0])
                 reply_error(s, code, "%s", msg);

@@ -65,7 +65,6 @@ void rpc_call_read(struct rpc_call *c, int linearizable, rpc_read_fn fn, void *a
  * must not block).
  */
 struct rpc_hooks {
-    void *arg;
     /*
      * Before any request is proposed through Raft (Put, DeleteRange, Txn,
      * Compact, and what routes send with rpc_call_propose): 0 to go on, or a
@@ -74,8 +73,10 @@ struct rpc_hooks {
      */
     int (*admit)(void *arg, const struct Cairn__Request *req, const struct Cairnint__RaftRequest *rr,
                  char *msg, size_t msglen);
+    void *admit_arg;
     /* Every request answered: its body case, the error code sent (0: success), how long it took. */
     void (*request_done)(void *arg, int body_case, int code, int64_t took_ns);
+    void *done_arg;
 };
 
 /* rpc_start: listen and serve, with extra routes (copied) and hooks (copied; NULL for none).  0, or a
