@@ -94,7 +94,7 @@ struct node {
     /* node-thread state */
     uint64_t applied, applied_term, snap_index, lead;
     int store_changed;       /* applied or replaced since publish() last read the store's status */
-    int64_t store_revision, store_compact_revision;
+    int64_t store_revision, store_compact_revision, store_db_size, store_db_in_use;
     struct raft_conf_state conf;
     char *pending_snap_path; /* a received snapshot waiting for raft to accept it */
     uint64_t pending_snap_index;
@@ -412,6 +412,8 @@ static void publish(struct node *n)
         mvcc_store_status(n->store, &ms);
         n->store_revision = ms.revision;
         n->store_compact_revision = ms.compact_revision;
+        n->store_db_size = ms.db_size;
+        n->store_db_in_use = ms.db_size_in_use;
         n->store_changed = 0;
     }
     pthread_mutex_lock(&n->info_mu);
@@ -424,6 +426,8 @@ static void publish(struct node *n)
     n->info.snapshot_index = n->snap_index;
     n->info.revision = n->store_revision;
     n->info.compact_revision = n->store_compact_revision;
+    n->info.db_size = n->store_db_size;
+    n->info.db_size_in_use = n->store_db_in_use;
     n->info.is_learner = 0;
     for (uint32_t i = 0; i < n->conf.n_learners; i++)
         if (n->conf.learners[i] == n->self_id)
@@ -1054,6 +1058,7 @@ static void process(struct node *n, struct item *list)
             break;
         case IT_CALL:
             it->fn(n, it->data, 0);
+            n->store_changed = 1; /* it may have changed the store's size (defragment) */
             break;
         case IT_TRANSFER: {
             int rc = raft_transfer_leader(n->raft, it->id);

@@ -39,6 +39,7 @@ struct node_info {
     int role;                    /* enum raft_role */
     int is_learner;
     int64_t revision, compact_revision;
+    int64_t db_size, db_size_in_use; /* the store's file and the part holding data (bytes) */
     uint64_t proposals_pending;  /* in the inbox, not yet given to raft */
 };
 
