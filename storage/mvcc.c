@@ -553,7 +553,10 @@ int status_read(struct conn *c, struct mvcc_status *st)
 
 int mvcc_store_status(struct mvcc_store *s, struct mvcc_status *st)
 {
-    return status_read(&s->c, st);
+    int rc = status_read(&s->c, st);
+    if (rc == 0)
+        st->keys = s->ix.keys; /* between applies the working count is the published one */
+    return rc;
 }
 
 int mvcc_defrag_step(struct mvcc_store *s, int64_t max_pages, int64_t *remaining)

@@ -337,6 +337,7 @@ struct mvcc_status {
     uint64_t consistent_index, consistent_term;
     int64_t db_size;             /* bytes in the database file */
     int64_t db_size_in_use;      /* bytes in pages holding data (db_size minus free pages) */
+    int64_t keys;                /* live keys: the newest revision is not a tombstone (from the key index) */
 };
 
 /* mvcc_store_status: the writer's view (between applies). */

@@ -718,6 +718,9 @@ int ix_add_rev(struct ix *ix, struct keyrec *kr, const void *key, size_t klen, c
 {
     if (ix->poisoned)
         return -EIO;
+    /* the live-key count moves when the newest revision turns live or dead */
+    uint32_t had = kr ? atomic_load_explicit(&kr->n, memory_order_relaxed) : 0;
+    ix->keys += (r->version != 0) - (had && kr_revs(kr)[had - 1].version != 0);
     if (!kr) {
         struct keyrec *nk = kr_alloc(walloc, ix, key, klen, 1, ix->seq);
         if (!nk)
@@ -755,6 +758,8 @@ int ix_drop_revs(struct ix *ix, struct keyrec *kr, uint32_t k)
     uint32_t n = atomic_load_explicit(&kr->n, memory_order_relaxed);
     int rc;
     if (k >= n) {
+        if (n && kr_revs(kr)[n - 1].version != 0)
+            ix->keys--;
         if ((rc = tree_remove(ix, &ix->root, kr->key, kr->klen)) < 0)
             return rc;
         return retire(ix, kr);
@@ -851,6 +856,7 @@ void ix_publish(struct ix *ix, const struct state *st)
     v->root = ix->root;
     v->lroot = ix->lroot;
     v->st = *st;
+    v->keys = ix->keys;
     atomic_store(&ix->cur, v);
     atomic_store(&ix->cur_seq, v->seq);
     ix->pub = v;
@@ -882,6 +888,7 @@ int ix_abort(struct ix *ix)
     ix->retired.n = 0;
     ix->root = ix->pub->root;
     ix->lroot = ix->pub->lroot;
+    ix->keys = ix->pub->keys;
     if (ix->nlog == 0)
         return 0;
     /* Published keyrecs got revisions of the dropped batch in place.  Readers
@@ -1116,6 +1123,8 @@ int ix_build_finish(struct ixbuild *b, struct ix *ix, const struct state *st)
             }
             all[m++] = kr;
             const struct krev *last = &kr_revs(kr)[n - 1];
+            if (last->version != 0)
+                ix->keys++;
             if (last->version != 0 && last->lease != 0)
                 nlk++;
         }
@@ -1146,6 +1155,7 @@ int ix_build_finish(struct ixbuild *b, struct ix *ix, const struct state *st)
     ix->pub->root = ix->root;
     ix->pub->lroot = ix->lroot;
     ix->pub->st = *st;
+    ix->pub->keys = ix->keys;
     atomic_init(&ix->cur, ix->pub);
     atomic_init(&ix->cur_seq, 1);
     ix->seq = 2;

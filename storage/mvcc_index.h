@@ -90,6 +90,7 @@ struct ixver {
     uint64_t seq;                /* version number, from 1 */
     struct ixnode *root, *lroot; /* key index, lease index */
     struct state st;
+    int64_t keys;                /* live keys (newest revision not a tombstone), for metrics */
 };
 
 /* A reader's pin (one per reader handle): the version it may be using. */
@@ -122,6 +123,7 @@ struct ix {
     struct ixver *next;           /* allocated before COMMIT, so publishing cannot fail */
     uint64_t seq;                 /* working version: pub->seq + 1 */
     struct ixnode *root, *lroot;  /* working roots */
+    int64_t keys;                 /* live keys in the working version */
     struct ptrvec created;        /* allocated for the working version */
     struct ptrvec retired;        /* unreachable from the working version */
     struct ixlog *log;            /* in-place appends to published keyrecs */

@@ -377,6 +377,11 @@ int mvcc_reader_status(struct mvcc_reader *r, struct mvcc_status *st)
         return rc;
     rc = status_read(&r->c, st);
     int rc2 = conn_exec(&r->c, ST_COMMIT);
+    if (rc == 0) {
+        /* the newest published version: it may be a batch ahead of the SQL snapshot, fine for a count */
+        st->keys = ix_pin(&r->s->ix, &r->pin)->keys;
+        ix_unpin(&r->pin);
+    }
     return rc < 0 ? rc : rc2;
 }
 
