@@ -65,12 +65,6 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 uint64_t boot_member_id(const char *token, const char *const *peer_urls, size_t n)
 {
     const char *sorted[BOOT_MAX_URLS + 1];
@@ -89,23 +83,17 @@ uint64_t boot_member_id(const char *token, const char *const *peer_urls, size_t 
     return hash64(parts, lens, n + 1);
 }
 
-static uint64_t cluster_id_of(const char *token, const struct boot_state *bs)
+/*
+ * The cluster ID comes from the token alone, not from the initial members:
+ * a member that joins later (--initial-cluster-state existing) lists the
+ * members of today, not those the cluster started with, and must still
+ * arrive at the same ID.  Give every cluster its own token (etcd's advice too).
+ */
+static uint64_t cluster_id_of(const char *token)
 {
-    uint64_t ids[RAFT_MAX_MEMBERS];
-    char hex[RAFT_MAX_MEMBERS][17];
-    const void *parts[RAFT_MAX_MEMBERS + 1];
-    size_t lens[RAFT_MAX_MEMBERS + 1];
-    for (size_t i = 0; i < bs->n_members; i++)
-        ids[i] = bs->members[i].id;
-    qsort(ids, bs->n_members, sizeof(ids[0]), cmp_u64);
-    parts[0] = token;
-    lens[0] = strlen(token);
-    for (size_t i = 0; i < bs->n_members; i++) {
-        snprintf(hex[i], sizeof hex[i], "%016" PRIx64, ids[i]);
-        parts[i + 1] = hex[i];
-        lens[i + 1] = 16;
-    }
-    return hash64(parts, lens, bs->n_members + 1);
+    const void *parts[2] = {"cluster", token};
+    size_t lens[2] = {7, strlen(token)};
+    return hash64(parts, lens, 2);
 }
 
 static void members_free(struct boot_state *bs)
@@ -145,7 +133,7 @@ static int members_from_config(const struct config *cfg, struct boot_state *bs, 
     if (!bs->self_id)
         return fail(err, len, -CAIRN_E_CONFIG, "option --initial-cluster: it has no member named '%s' (--name)",
                     cfg->name);
-    bs->cluster_id = cluster_id_of(cfg->initial_cluster_token, bs);
+    bs->cluster_id = cluster_id_of(cfg->initial_cluster_token);
     return 0;
 }
 
