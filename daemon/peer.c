@@ -89,6 +89,7 @@ struct sendq {
     bool busy;           /* aio in flight */
     bool closing;
     bool flush_on_stall; /* Raft queue: drop everything when the send times out */
+    size_t busy_bytes;   /* length of the message in the aio (gone from it once sent) */
     atomic_int pipes;    /* connections up (pipe callbacks) */
 };
 
@@ -99,6 +100,9 @@ struct peer {
     struct sendq q;      /* Raft messages and snapshot acks */
     struct sendq sq;     /* snapshot chunks */
     uint64_t sent, dropped, recv_errors;
+    uint64_t bytes_sent, bytes_recv;
+    uint64_t hb_sent_ns; /* a heartbeat is out since then, its response not seen; 0: none */
+    struct histogram rtt;
     uint64_t stream_seq; /* nonzero while a stream to this peer runs */
 };
 
@@ -188,6 +192,21 @@ static uint64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static bool batch_has(const Cairnpeer__MessageBatch *b, Cairnpeer__MessageType type)
+{
+    for (size_t i = 0; b && i < b->n_messages; i++)
+        if (b->messages[i] && b->messages[i]->type == type)
+            return true;
+    return false;
 }
 
 static int nng_to_errno(int rv)
@@ -515,6 +534,7 @@ static void sendq_kick(struct sendq *q)
     q->head = (q->head + 1) % q->cap;
     q->len--;
     q->busy = true;
+    q->busy_bytes = nng_msg_len(m);
     nng_aio_set_msg(q->aio, m);
     nng_send_aio(q->sock, q->aio);
 }
@@ -562,6 +582,7 @@ static void sendq_cb(void *arg)
         }
     } else {
         q->p->sent++;
+        q->p->bytes_sent += q->busy_bytes;
     }
     q->busy = false;
     if (!q->closing && q->len)
@@ -663,6 +684,16 @@ int peer_send(struct peer_transport *t, uint64_t to, const Cairnpeer__MessageBat
             p->dropped++;
         pthread_mutex_unlock(&t->mu);
         return p ? rc : -ENOENT;
+    }
+    /* Round trip: the first heartbeat out starts the clock, the next response from the peer stops it;
+     * one lost is forgotten after STALL_MS so a dead peer does not leave the clock running. */
+    if (batch_has(batch, CAIRNPEER__MESSAGE_TYPE__MSG_HEARTBEAT)) {
+        uint64_t now = now_ns();
+        pthread_mutex_lock(&t->mu);
+        struct peer *p = find_peer(t, to);
+        if (p && (!p->hb_sent_ns || now - p->hb_sent_ns > (uint64_t)STALL_MS * 1000000))
+            p->hb_sent_ns = now;
+        pthread_mutex_unlock(&t->mu);
     }
     return queue_to(t, to, m, false);
 }
@@ -772,8 +803,18 @@ static void handle_envelope(struct peer_transport *t, nng_msg *msg)
         count_recv_error(t, from);
         goto out;
     }
+    bool hb_resp = env->body_case == CAIRNPEER__PEER_ENVELOPE__BODY_MESSAGES &&
+                   batch_has(env->messages, CAIRNPEER__MESSAGE_TYPE__MSG_HEARTBEAT_RESP);
     pthread_mutex_lock(&t->mu);
-    bool known = from != t->self_id && find_peer(t, from) != NULL;
+    struct peer *sender = from != t->self_id ? find_peer(t, from) : NULL;
+    bool known = sender != NULL;
+    if (sender) {
+        sender->bytes_recv += len;
+        if (hb_resp && sender->hb_sent_ns) {
+            histogram_observe_ns(&sender->rtt, now_ns() - sender->hb_sent_ns);
+            sender->hb_sent_ns = 0;
+        }
+    }
     pthread_mutex_unlock(&t->mu);
     if (!known) {
         log_refused(t, msg, from, "unknown sender");
@@ -1750,7 +1791,10 @@ size_t peer_stats(struct peer_transport *t, struct peer_stats *out, size_t max)
                                      .stream_connected = atomic_load(&p->sq.pipes) > 0,
                                      .sent = p->sent,
                                      .dropped = p->dropped,
-                                     .recv_errors = p->recv_errors};
+                                     .recv_errors = p->recv_errors,
+                                     .bytes_sent = p->bytes_sent,
+                                     .bytes_received = p->bytes_recv};
+        histogram_read(&p->rtt, &out[i].rtt);
     }
     pthread_mutex_unlock(&t->mu);
     return n;

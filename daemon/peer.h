@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "base/errors.h"
+#include "base/histogram.h"
 #include "daemon/config.h"
 #include "proto/peer.pb-c.h"
 
@@ -143,6 +144,11 @@ struct peer_stats {
     uint64_t sent;          /* envelopes handed to the connection */
     uint64_t dropped;       /* envelopes dropped: queue full, stalled queue emptied, too big */
     uint64_t recv_errors;   /* envelopes from this member refused (wrong `to`, bad chunks, ...) */
+    uint64_t bytes_sent;    /* envelope bytes handed to either connection */
+    uint64_t bytes_received; /* envelope bytes accepted from this member */
+    /* Heartbeat to heartbeat response, queueing included (only a leader
+     * sends heartbeats, so only a leader's peers have samples). */
+    struct histogram rtt;
 };
 
 /* peer_stats: up to max peers into out; returns how many there are in all. */
