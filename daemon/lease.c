@@ -544,3 +544,13 @@ void lease_free(struct lessor *l)
     pthread_mutex_destroy(&l->mu);
     free(l);
 }
+
+size_t lease_count(struct lessor *l)
+{
+    if (!l)
+        return 0;
+    pthread_mutex_lock(&l->mu);
+    size_t n = l->count;
+    pthread_mutex_unlock(&l->mu);
+    return n;
+}

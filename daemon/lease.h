@@ -30,6 +30,9 @@ int lease_start(const struct config *cfg, struct node *n, struct lessor **out);
 /* lease_routes: the request types the lessor serves; returns how many were written (at most max). */
 size_t lease_routes(struct lessor *l, struct rpc_route *out, size_t max);
 
+/* lease_count: the leases this member holds now (for metrics).  NULL has none. */
+size_t lease_count(struct lessor *l);
+
 /* lease_stop: stop the expiry thread (before node_stop: it proposes through the node). */
 void lease_stop(struct lessor *l);
 
