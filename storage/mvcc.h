@@ -516,4 +516,25 @@ int mvcc_snapshot_write(struct mvcc_reader *r, const char *path, uint64_t *index
  */
 int mvcc_restore(const char *dir, const char *snapshot_path, char *err, size_t errlen);
 
+/*
+ * mvcc_snapshot_check: open the copy at path read-only (left as it is),
+ * check that it is a Cairn store of this schema and, with full, run SQLite's
+ * PRAGMA integrity_check over every page (slow on a big file: reads it all).
+ * *st (may be NULL) gets the copy's state (revision, compact revision,
+ * consistent index and term, sizes; keys is 0).  Returns 0, or
+ * -CAIRN_E_CORRUPT / -CAIRN_E_SCHEMA / -errno with a message naming the
+ * file and the fault in err.
+ */
+int mvcc_snapshot_check(const char *path, bool full, struct mvcc_status *st, char *err, size_t errlen);
+
+/*
+ * mvcc_set_consistent_index: overwrite the store's consistent index and term,
+ * keeping every key, revision and lease, in one transaction.  This is for
+ * `cairnd restore`, which makes a copy of another cluster's store the state
+ * of a new cluster whose log starts again at index 1: the applier skips
+ * entries at or below the stored index, so a copy left at its old index
+ * would skip the new log.  Only on a store with no reader open.
+ */
+int mvcc_set_consistent_index(struct mvcc_store *s, uint64_t index, uint64_t term);
+
 #endif

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/errors.h"
@@ -170,4 +171,80 @@ out:
     free(wal);
     free(shm);
     return rc;
+}
+
+int mvcc_snapshot_check(const char *path, bool full, struct mvcc_status *st, char *err, size_t errlen)
+{
+    struct conn c = {0};
+    int rc;
+    if (err && errlen)
+        err[0] = 0;
+    struct stat sb;
+    if (stat(path, &sb) < 0) {
+        rc = -errno;
+        if (err && errlen)
+            snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return rc;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        if (err && errlen)
+            snprintf(err, errlen, "%s: not a regular file", path);
+        return -EINVAL;
+    }
+    if ((rc = conn_open(&c, path, true, &(struct mvcc_options){.cache_mb = 4, .mmap_mb = -1}, err, errlen)) < 0)
+        goto out;
+    if ((rc = schema_init(&c, false, err, errlen)) < 0)
+        goto out;
+    if (full) {
+        /* integrity_check reports up to N problems as rows; "ok" alone means none */
+        sqlite3_stmt *q = NULL;
+        int src = sqlite3_prepare_v2(c.db, "PRAGMA integrity_check(5)", -1, &q, NULL);
+        char first[256] = "";
+        int bad = 0;
+        while (src == SQLITE_OK || src == SQLITE_ROW) {
+            if ((src = sqlite3_step(q)) != SQLITE_ROW)
+                break;
+            const char *row = (const char *)sqlite3_column_text(q, 0);
+            if (row && strcmp(row, "ok")) {
+                if (!bad++)
+                    snprintf(first, sizeof first, "%s", row);
+            }
+        }
+        sqlite3_finalize(q);
+        if (src != SQLITE_DONE || bad) {
+            if (err && errlen)
+                snprintf(err, errlen, "%s: damaged: SQLite's integrity check found %s%s", path,
+                         bad ? first : sqlite3_errmsg(c.db), bad > 1 ? " (and more)" : "");
+            rc = -CAIRN_E_CORRUPT;
+            goto out;
+        }
+    }
+    struct mvcc_status s;
+    if ((rc = status_read(&c, &s)) < 0) {
+        if (err && errlen)
+            snprintf(err, errlen, "%s: cannot read its state row: %s", path, cairn_strerror(rc));
+        goto out;
+    }
+    if (st)
+        *st = s;
+out:
+    conn_close(&c);
+    return rc;
+}
+
+int mvcc_set_consistent_index(struct mvcc_store *s, uint64_t index, uint64_t term)
+{
+    struct state st = s->st;
+    st.ci = index;
+    st.term = term;
+    int rc = conn_exec(&s->c, ST_BEGIN_IMMEDIATE);
+    if (rc < 0)
+        return rc;
+    if ((rc = state_put(&s->c, &st)) < 0 || (rc = conn_exec(&s->c, ST_COMMIT)) < 0) {
+        conn_exec(&s->c, ST_ROLLBACK);
+        return rc;
+    }
+    /* No reader is open (the caller's promise), so no published index version needs the new state. */
+    s->st = st;
+    return 0;
 }
