@@ -23,6 +23,7 @@
 #include "daemon/config.h"
 #include "daemon/lease.h"
 #include "daemon/maint.h"
+#include "daemon/metrics.h"
 #include "daemon/node.h"
 #include "daemon/peer.h"
 #include "daemon/reads.h"
@@ -34,6 +35,9 @@
 
 #define EXIT_CONFIG 78 /* sysexits' EX_CONFIG: systemd need not retry a bad configuration */
 #define READER_THREADS 2
+
+/* the metrics listener (--listen-metrics-urls), or NULL: stopped before everything it reads */
+static struct metrics *metrics;
 
 static int64_t now_ms(void)
 {
@@ -71,6 +75,7 @@ static void shut_down(const struct config *cfg, struct rpc *rpc, struct reads *r
     sd_notify(0, "STOPPING=1");
     log_notice(NULL, "stopping: finishing %zu request(s) in flight", rpc_busy(rpc));
     rpc_drain(rpc);
+    metrics_stop(metrics); /* /readyz and the rest stop answering before anything they read stops */
     watch_stop(watches); /* parked polls answer now instead of holding the drain up */
     int64_t deadline = now_ms() + cfg->request_timeout_ms;
     while (rpc_busy(rpc) && now_ms() < deadline)
@@ -81,6 +86,7 @@ static void shut_down(const struct config *cfg, struct rpc *rpc, struct reads *r
     lease_free(leases);
     wait_free(w, CAIRN_E_STOPPED);
     rpc_stop(rpc);
+    metrics_free(metrics);
     watch_free(watches);
 }
 
@@ -168,16 +174,26 @@ int main(int argc, char **argv)
                 routes[n_routes++] = wr[i];
         }
     }
+    struct rpc_hooks rpc_hooks = {0};
+    if (rc == 0 && cfg.listen_metrics_urls.n > 0) {
+        struct metrics_sources msrc = {.watches = watches, .leases = leases};
+        if ((rc = metrics_start(&cfg, n, &msrc, &metrics, err, sizeof err)) == 0)
+            metrics_hooks(metrics, &rpc_hooks);
+        else
+            log_err(NULL, "cannot serve metrics: %s", err);
+    }
     if (rc == 0) {
-        rc = rpc_start(&cfg, n, rs, waits, routes, n_routes, NULL, &rpc, err, sizeof err);
+        rc = rpc_start(&cfg, n, rs, waits, routes, n_routes, &rpc_hooks, &rpc, err, sizeof err);
     }
     if (rc < 0) {
         log_err(NULL, "cannot serve clients: %s", rc == -CAIRN_E_CONFIG ? err : cairn_strerror(rc));
+        metrics_stop(metrics);
         watch_stop(watches);
         lease_stop(leases);
         reads_stop(rs);
         node_stop(n);
         lease_free(leases);
+        metrics_free(metrics);
         watch_free(watches);
         wait_free(waits, CAIRN_E_STOPPED);
         return EXIT_CONFIG;
