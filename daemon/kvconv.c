@@ -1576,6 +1576,30 @@ static int not_applied_resp(const Cairnint__RaftRequest *rr, Cairn__Response *ou
     return out->error == &enomem_error ? -ENOMEM : 0;
 }
 
+/*
+ * An applied Alarm ACTIVATE or DEACTIVATE (daemon/alarm.c turned it into
+ * the alarm record's write, or found nothing to change): the reply names
+ * the alarm the request was about; member 0 and NONE stand for every
+ * member and every alarm, as in the request.
+ */
+static int alarm_resp(const Cairn__AlarmRequest *q, Cairn__AlarmResponse **out, struct kvconv_arena *a)
+{
+    Cairn__AlarmResponse *r = kvconv_arena_alloc(a, sizeof(*r));
+    Cairn__AlarmMember *m = kvconv_arena_alloc(a, sizeof(*m));
+    Cairn__AlarmMember **ptrs = kvconv_arena_alloc(a, sizeof(*ptrs));
+    if (!r || !m || !ptrs)
+        return -ENOMEM;
+    cairn__alarm_response__init(r);
+    cairn__alarm_member__init(m);
+    m->member_id = q->member_id;
+    m->alarm = q->alarm;
+    ptrs[0] = m;
+    r->alarms = ptrs;
+    r->n_alarms = 1;
+    *out = r;
+    return 0;
+}
+
 int kvconv_write_resp(const Cairnint__RaftRequest *rr, const struct mvcc_response *resp,
                       Cairn__Response *out, struct kvconv_arena *a)
 {
@@ -1584,6 +1608,10 @@ int kvconv_write_resp(const Cairnint__RaftRequest *rr, const struct mvcc_respons
         return not_applied_resp(rr, out, a);
     if (resp->err)
         return write_error_resp(rr, resp, out, a);
+    if (rr && rr->request_case == CAIRNINT__RAFT_REQUEST__REQUEST_ALARM && rr->alarm) {
+        out->body_case = CAIRN__RESPONSE__BODY_ALARM;
+        return alarm_resp(rr->alarm, &out->alarm, a);
+    }
     switch (resp->type) {
     case MVCC_REQ_RANGE:
         out->body_case = CAIRN__RESPONSE__BODY_RANGE;

@@ -19,6 +19,7 @@
 #include "base/log.h"
 #include "daemon/msgids.h"
 #include "daemon/activation.h"
+#include "daemon/alarm.h"
 #include "daemon/boot.h"
 #include "daemon/config.h"
 #include "daemon/lease.h"
@@ -35,6 +36,9 @@
 
 #define EXIT_CONFIG 78 /* sysexits' EX_CONFIG: systemd need not retry a bad configuration */
 #define READER_THREADS 2
+
+/* the alarms: started after the lessor, stopped before the node (its checker proposes) */
+static struct alarms *alarms;
 
 /* the metrics listener (--listen-metrics-urls), or NULL: stopped before everything it reads */
 static struct metrics *metrics;
@@ -81,9 +85,11 @@ static void shut_down(const struct config *cfg, struct rpc *rpc, struct reads *r
     while (rpc_busy(rpc) && now_ms() < deadline)
         usleep(10000);
     lease_stop(leases);
+    alarm_stop(alarms);
     reads_stop(rs);
     node_stop(n);
     lease_free(leases);
+    alarm_free(alarms);
     wait_free(w, CAIRN_E_STOPPED);
     rpc_stop(rpc);
     metrics_free(metrics);
@@ -175,6 +181,11 @@ int main(int argc, char **argv)
         }
     }
     struct rpc_hooks rpc_hooks = {0};
+    if (rc == 0 && (rc = alarm_start(&cfg, n, &alarms)) == 0) {
+        n_routes += alarm_routes(alarms, routes + n_routes, sizeof routes / sizeof routes[0] - n_routes);
+        n_routes += maint_defrag_routes(n, routes + n_routes, sizeof routes / sizeof routes[0] - n_routes);
+        alarm_hooks(alarms, &rpc_hooks);
+    }
     if (rc == 0 && cfg.listen_metrics_urls.n > 0) {
         struct metrics_sources msrc = {.watches = watches, .leases = leases};
         if ((rc = metrics_start(&cfg, n, &msrc, &metrics, err, sizeof err)) == 0)
@@ -190,9 +201,11 @@ int main(int argc, char **argv)
         metrics_stop(metrics);
         watch_stop(watches);
         lease_stop(leases);
+        alarm_stop(alarms);
         reads_stop(rs);
         node_stop(n);
         lease_free(leases);
+        alarm_free(alarms);
         metrics_free(metrics);
         watch_free(watches);
         wait_free(waits, CAIRN_E_STOPPED);

@@ -1,7 +1,8 @@
 /*
  * Maintenance calls served from a member's own store: HashKV (so operators
- * and the corruption check can compare members).  Alarms, defragment,
- * snapshot save and move-leader join it with the rest of issue 7.
+ * and the corruption check can compare members) and Defragment (this
+ * member's store gives its free pages back to the file system, in short
+ * steps between applies).  Alarms are daemon/alarm.c's.
  */
 #ifndef CAIRN_DAEMON_MAINT_H
 #define CAIRN_DAEMON_MAINT_H
@@ -12,5 +13,15 @@
 
 /* maint_routes: the request types served here; returns how many were written (at most max). */
 size_t maint_routes(struct rpc_route *out, size_t max);
+
+/*
+ * Pages one defragment step gives back (4 MiB of 4 KiB pages): one step holds
+ * the applier for tens of milliseconds at most (docs/performance.md,
+ * "Defragment"), far below the election timeout.
+ */
+#define MAINT_DEFRAG_STEP_PAGES 1024
+
+/* maint_defrag_routes: the Defragment route, run on n's node thread; returns how many were written. */
+size_t maint_defrag_routes(struct node *n, struct rpc_route *out, size_t max);
 
 #endif

@@ -27,6 +27,7 @@
 #include "base/errors.h"
 #include "base/log.h"
 #include "daemon/msgids.h"
+#include "daemon/alarm.h"
 #include "daemon/kvconv.h"
 #include "proto/cairn.pb-c.h"
 #include "proto/internal.pb-c.h"
@@ -429,6 +430,9 @@ static void run_history(struct read_job *j, struct mvcc_reader *rd, int err)
     mvcc_history_result_free(res);
 }
 
+/* Alarms Status lists, one line each (a cluster has at most two per member). */
+#define STATUS_MAX_ALARMS 32
+
 static void run_status(struct read_job *j, struct mvcc_reader *rd, int err)
 {
     struct slot *s = slot_of(j);
@@ -440,7 +444,9 @@ static void run_status(struct read_job *j, struct mvcc_reader *rd, int err)
     Cairn__StatusResponse body = CAIRN__STATUS_RESPONSE__INIT;
     struct kvconv_arena a;
     kvconv_arena_init(&a);
-    char *errors[2];
+    /* the store's state, no leader, and one line per active alarm (each malloc'd by alarm_describe) */
+    char *errors[2 + STATUS_MAX_ALARMS], *alarm_lines[STATUS_MAX_ALARMS];
+    int n_alarms = 0;
     if (!rd || mvcc_reader_status(rd, &ms) < 0) {
         errors[body.n_errors++] = kvconv_arena_strdup(&a, rd ? "the store's status cannot be read"
                                                              : cairn_strerror(err));
@@ -448,6 +454,15 @@ static void run_status(struct read_job *j, struct mvcc_reader *rd, int err)
     }
     if (!info.lead) {
         errors[body.n_errors++] = "no leader";
+        body.errors = errors;
+    }
+    if (rd && (n_alarms = alarm_describe(rd, alarm_lines, STATUS_MAX_ALARMS)) < 0) {
+        errors[body.n_errors++] = "the alarms in the store cannot be read";
+        body.errors = errors;
+        n_alarms = 0;
+    }
+    for (int i = 0; i < n_alarms; i++) {
+        errors[body.n_errors++] = alarm_lines[i];
         body.errors = errors;
     }
     set_header(s, &resp, ms.revision, &a);
@@ -468,6 +483,8 @@ static void run_status(struct read_job *j, struct mvcc_reader *rd, int err)
     resp.status = &body;
     send_response(s, &resp);
     kvconv_arena_free(&a);
+    for (int i = 0; i < n_alarms; i++)
+        free(alarm_lines[i]);
 }
 
 static void do_read(struct slot *s, void (*run)(struct read_job *, struct mvcc_reader *, int), int linearizable)
