@@ -478,6 +478,43 @@ int64_t cairn_watch_progress(const struct cairn_watch *w);
 /* cairn_watch_id: the member's ID of the watch now (it changes when the watch is resumed elsewhere; 0 if none). */
 int64_t cairn_watch_id(const struct cairn_watch *w);
 
+/* --- snapshot save, move leader --- */
+
+/* What cairn_snapshot_save saved. */
+struct cairn_snapshot_info {
+    uint64_t size;      /* bytes in the file */
+    int64_t revision;   /* the revision the copy holds */
+    uint8_t sha256[32]; /* the file's SHA-256, checked against the member's */
+    uint64_t member_id; /* the member the copy is of */
+};
+
+/*
+ * cairn_snapshot_save: save a consistent copy of one member's store (a SQLite
+ * database; `cairnd restore` makes a new cluster from it) to path.  It is
+ * written to path.part, checked chunk by chunk (offsets, sizes) and against
+ * the SHA-256 the member computed, synced, and renamed to path; then
+ * path.sha256 is written beside it in sha256sum's format.  The copy is made
+ * by whichever member answers the first request (pin one with opts->pinned
+ * and opts->endpoint), and every chunk comes from that member.
+ * opts->timeout_ms bounds each request, the first included (which waits for
+ * the copy to be made).  Returns 0 and fills *info (may be NULL), or a
+ * negative code with err saying what failed; path.part is removed then.
+ */
+int cairn_snapshot_save(struct cairn_client *c, const char *path, const struct cairn_call_opts *opts,
+                        struct cairn_snapshot_info *info, struct cairn_error_detail *err);
+
+/*
+ * cairn_move_leader: ask the leader to hand leadership to member target_id
+ * (a started voter) and wait until it leads.  Without opts->pinned every
+ * endpoint is tried in turn until the leader answers (the others refuse with
+ * NOT_LEADER and change nothing).  Returns 0, -CAIRN_E_NOT_LEADER (pinned to
+ * a follower: err names the leader), -CAIRN_E_MEMBER_NOT_FOUND,
+ * -CAIRN_E_INVALID_ARGUMENT (a learner, not started), -CAIRN_E_TIMEOUT
+ * (leadership did not move within about two election timeouts), ...
+ */
+int cairn_move_leader(struct cairn_client *c, uint64_t target_id, const struct cairn_call_opts *opts,
+                      struct cairn_error_detail *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -11,6 +11,7 @@
  */
 #include "daemon/boot.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -223,12 +224,36 @@ static int mkdir_p(const char *path, mode_t mode)
 }
 
 /*
+ * A copy of another cluster's store becomes the state of a new one (etcdutl
+ * snapshot restore): every key, revision and lease stays; the alarms go,
+ * since they belonged to the old members; the consistent index restarts at 0
+ * so that the bootstrap's entry 1 (the new member set, written next) and
+ * then the new cluster's log apply.
+ */
+static int restore_prepare(struct mvcc_store *s)
+{
+    int rc = mvcc_set_consistent_index(s, 0, 0);
+    if (rc < 0)
+        return rc;
+    /* the alarm record (daemon/alarm.c: ns "alarm", name "set"), as entry 1 of nothing */
+    struct mvcc_entry e = {.index = 1, .term = 1, .req = {.type = MVCC_REQ_RECORD_DELETE}};
+    e.req.record.ns = (struct mvcc_buf){(const uint8_t *)"alarm", 5};
+    e.req.record.name = (struct mvcc_buf){(const uint8_t *)"set", 3};
+    struct mvcc_result *res = NULL;
+    if ((rc = mvcc_apply(s, &e, 1, &res)) < 0)
+        return rc;
+    mvcc_result_free(res);
+    return mvcc_set_consistent_index(s, 0, 0);
+}
+
+/*
  * A fresh member directory, built under member.tmp and renamed into place so
  * a crash leaves either nothing or a whole directory.  A new cluster's member
  * starts from raft's bootstrap snapshot {index 1, term 1, the initial voters}
  * with a store whose consistent index is 1; a joining member from nothing.
  */
-static int create_member_dir(const struct config *cfg, struct boot_state *bs, int bootstrap, char *err, size_t len)
+static int create_member_dir(const struct config *cfg, struct boot_state *bs, int bootstrap, const char *restore_from,
+                             struct mvcc_status *restored, char *err, size_t len)
 {
     char tmp[4200], sub[4300];
     int rc;
@@ -244,8 +269,17 @@ static int create_member_dir(const struct config *cfg, struct boot_state *bs, in
     snprintf(sub, sizeof sub, "%s/db", tmp);
     struct mvcc_store *s = NULL;
     char why[512] = "";
+    if (restore_from && ((rc = mkdir_p(sub, 0700)) < 0 || (rc = mvcc_restore(sub, restore_from, why, sizeof why)) < 0)) {
+        fail(err, len, rc, "cannot copy %s into %s: %s", restore_from, sub, why[0] ? why : cairn_strerror(rc));
+        goto out;
+    }
     if ((rc = mvcc_open(sub, NULL, &s, why, sizeof why)) < 0) {
-        fail(err, len, rc, "cannot create the store: %s", why);
+        fail(err, len, rc, "cannot %s the store: %s", restore_from ? "open the restored" : "create", why);
+        goto out;
+    }
+    if (restore_from && (rc = restore_prepare(s)) < 0) {
+        mvcc_close(s);
+        fail(err, len, rc, "cannot prepare the restored store in %s: %s", sub, cairn_strerror(rc));
         goto out;
     }
     if (bootstrap) {
@@ -267,6 +301,8 @@ static int create_member_dir(const struct config *cfg, struct boot_state *bs, in
         if (rc == 0)
             rc = mvcc_sync(s);
     }
+    if (rc == 0 && restored)
+        rc = mvcc_store_status(s, restored);
     mvcc_close(s);
     if (rc < 0) {
         fail(err, len, rc, "cannot initialise the store in %s: %s", sub, cairn_strerror(rc));
@@ -474,7 +510,7 @@ int boot_open(const struct config *cfg, struct boot_state *bs, char *err, size_t
             goto fail;
         }
         int bootstrap = cfg->initial_cluster_state == CLUSTER_STATE_NEW;
-        if ((rc = create_member_dir(cfg, bs, bootstrap, err, len)) < 0)
+        if ((rc = create_member_dir(cfg, bs, bootstrap, NULL, NULL, err, len)) < 0)
             goto fail;
         bs->bootstrapped = bootstrap;
         log_notice(LOG_FIELDS(LOG_HEX("CAIRN_MEMBER", bs->self_id), LOG_HEX("CAIRN_CLUSTER", bs->cluster_id)),
@@ -513,4 +549,70 @@ void boot_close(struct boot_state *bs)
     wal_close(bs->wal);
     bs->wal = NULL;
     members_free(bs);
+}
+
+/* A data directory that does not exist or holds nothing. */
+static int dir_empty(const char *path, char *first, size_t len)
+{
+    DIR *d = opendir(path);
+    if (!d)
+        return errno == ENOENT ? 1 : -errno;
+    struct dirent *de;
+    int empty = 1;
+    while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+            snprintf(first, len, "%s", de->d_name);
+            empty = 0;
+            break;
+        }
+    closedir(d);
+    return empty;
+}
+
+int boot_restore(const struct config *cfg, const char *snapshot, struct boot_restore_info *info, char *err,
+                 size_t len)
+{
+    struct boot_state bs;
+    char first[256] = "";
+    struct mvcc_status st = {0};
+    int rc;
+    memset(&bs, 0, sizeof bs);
+    memset(info, 0, sizeof *info);
+    snprintf(bs.member_dir, sizeof bs.member_dir, "%s/member", cfg->data_dir);
+    if ((rc = members_from_config(cfg, &bs, err, len)) < 0)
+        goto out;
+    if ((rc = dir_empty(cfg->data_dir, first, sizeof first)) <= 0) {
+        if (rc == 0)
+            rc = fail(err, len, -CAIRN_E_CONFIG,
+                      "--data-dir %s is not empty (it holds '%s'): restore into a new, empty directory; "
+                      "a member's old data is never overwritten",
+                      cfg->data_dir, first);
+        else
+            fail(err, len, rc, "cannot read --data-dir %s: %s", cfg->data_dir, strerror(-rc));
+        goto out;
+    }
+    int made = rc == 1 && access(cfg->data_dir, F_OK) < 0;
+    if ((rc = mkdir_p(cfg->data_dir, 0700)) < 0) {
+        fail(err, len, rc, "cannot create --data-dir %s: %s", cfg->data_dir, strerror(-rc));
+        goto out;
+    }
+    if ((rc = create_member_dir(cfg, &bs, 1, snapshot, &st, err, len)) < 0) {
+        /* leave the directory as it was found, so the restore can simply be run again */
+        char tmp[4200];
+        snprintf(tmp, sizeof tmp, "%s.tmp", bs.member_dir);
+        nftw(tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        if (made)
+            rmdir(cfg->data_dir);
+        goto out;
+    }
+    info->cluster_id = bs.cluster_id;
+    info->self_id = bs.self_id;
+    info->n_members = bs.n_members;
+    info->revision = st.revision;
+    info->compact_revision = st.compact_revision;
+    info->db_size = st.db_size;
+    snprintf(info->member_dir, sizeof info->member_dir, "%s", bs.member_dir);
+out:
+    members_free(&bs);
+    return rc;
 }

@@ -48,6 +48,28 @@ struct boot_state {
  */
 int boot_open(const struct config *cfg, struct boot_state *bs, char *err, size_t errlen);
 
+/* What boot_restore made. */
+struct boot_restore_info {
+    uint64_t cluster_id, self_id;
+    size_t n_members;
+    int64_t revision, compact_revision; /* of the restored store (kept from the copy) */
+    int64_t db_size;
+    char member_dir[4096];
+};
+
+/*
+ * boot_restore: `cairnd restore`: make <data-dir>/member for cfg's --name
+ * from the store copy at snapshot (already checked by the caller), like a
+ * new cluster's bootstrap (IDs from --initial-cluster and its token, Raft's
+ * bootstrap snapshot, a WAL with the ClusterInit) except that the store is
+ * the copy, with the new member set, no alarms, and its consistent index at
+ * 1.  The data directory must be missing or empty.  Returns 0, or a
+ * negative error (-CAIRN_E_CONFIG for a bad configuration or a non-empty
+ * directory) with a message for people in err.
+ */
+int boot_restore(const struct config *cfg, const char *snapshot, struct boot_restore_info *info, char *err,
+                 size_t errlen);
+
 /* boot_release_restore: drop the WAL entries copy once raft_new has taken it. */
 void boot_release_restore(struct boot_state *bs);
 

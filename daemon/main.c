@@ -19,15 +19,19 @@
 #include "base/log.h"
 #include "daemon/msgids.h"
 #include "daemon/activation.h"
+#include "daemon/backup.h"
 #include "daemon/alarm.h"
 #include "daemon/boot.h"
+#include "daemon/compactor.h"
 #include "daemon/config.h"
+#include "daemon/leader.h"
 #include "daemon/lease.h"
 #include "daemon/maint.h"
 #include "daemon/metrics.h"
 #include "daemon/node.h"
 #include "daemon/peer.h"
 #include "daemon/reads.h"
+#include "daemon/restore.h"
 #include "daemon/rpc.h"
 #include "daemon/wait.h"
 #include "daemon/watch.h"
@@ -42,6 +46,12 @@ static struct alarms *alarms;
 
 /* the metrics listener (--listen-metrics-urls), or NULL: stopped before everything it reads */
 static struct metrics *metrics;
+
+/* snapshot saves, move-leader, auto-compaction: stopped before the node (they propose or read), the
+ * copies deleted once the client contexts are closed */
+static struct backups *backups;
+static struct leader_mover *mover;
+static struct compactor *compactor;
 
 static int64_t now_ms(void)
 {
@@ -84,6 +94,8 @@ static void shut_down(const struct config *cfg, struct rpc *rpc, struct reads *r
     int64_t deadline = now_ms() + cfg->request_timeout_ms;
     while (rpc_busy(rpc) && now_ms() < deadline)
         usleep(10000);
+    leader_stop(mover);
+    compactor_stop(compactor);
     lease_stop(leases);
     alarm_stop(alarms);
     reads_stop(rs);
@@ -92,6 +104,7 @@ static void shut_down(const struct config *cfg, struct rpc *rpc, struct reads *r
     alarm_free(alarms);
     wait_free(w, CAIRN_E_STOPPED);
     rpc_stop(rpc);
+    backup_stop(backups);
     metrics_free(metrics);
     watch_free(watches);
 }
@@ -109,6 +122,8 @@ int main(int argc, char **argv)
         }
         return wal_dump_cmd(argv[3]);
     }
+    if (argc >= 2 && !strcmp(argv[1], "restore"))
+        return restore_main(argc, argv);
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             config_print_help(stdout);
@@ -125,6 +140,13 @@ int main(int argc, char **argv)
         return EXIT_CONFIG;
     }
     log_setup("cairnd", cfg.log_target, cfg.log_level);
+    int64_t retention;
+    if (compactor_parse_retention(cfg.auto_compaction_mode, cfg.auto_compaction_retention, &retention, err,
+                                  sizeof err) < 0) {
+        fprintf(stderr, "cairnd: %s\n", err);
+        config_free(&cfg);
+        return EXIT_CONFIG;
+    }
 
     sigset_t sigs;
     sigemptyset(&sigs);
@@ -173,7 +195,11 @@ int main(int argc, char **argv)
     if ((rc = reads_start(rs, n)) == 0 && (rc = lease_start(&cfg, n, &leases)) == 0) {
         n_routes += lease_routes(leases, routes + n_routes, 32 - n_routes);
         n_routes += maint_routes(routes + n_routes, 32 - n_routes);
-        if ((rc = watch_start(&cfg, n, &watches, err, sizeof err)) == 0) {
+        if ((rc = backup_start(&cfg, n, &backups)) == 0 && (rc = leader_start(&cfg, n, &mover)) == 0) {
+            n_routes += backup_routes(backups, routes + n_routes, 32 - n_routes);
+            n_routes += leader_routes(mover, routes + n_routes, 32 - n_routes);
+        }
+        if (rc == 0 && (rc = watch_start(&cfg, n, &watches, err, sizeof err)) == 0) {
             size_t nw;
             const struct rpc_route *wr = watch_routes(watches, &nw);
             for (size_t i = 0; i < nw && n_routes < 32; i++)
@@ -198,6 +224,7 @@ int main(int argc, char **argv)
     }
     if (rc < 0) {
         log_err(NULL, "cannot serve clients: %s", rc == -CAIRN_E_CONFIG ? err : cairn_strerror(rc));
+        leader_stop(mover);
         metrics_stop(metrics);
         watch_stop(watches);
         lease_stop(leases);
@@ -209,8 +236,11 @@ int main(int argc, char **argv)
         metrics_free(metrics);
         watch_free(watches);
         wait_free(waits, CAIRN_E_STOPPED);
+        backup_stop(backups);
         return EXIT_CONFIG;
     }
+    if (compactor_start(&cfg, n, &compactor, err, sizeof err) < 0)
+        log_err(NULL, "auto-compaction is off: cannot start it: %s", err[0] ? err : "out of resources");
     char unadopted[1024];
     if (activation_describe_unadopted(unadopted, sizeof unadopted)) {
         log_err(NULL, "socket activation passed sockets no listener is configured for: %s; "
