@@ -1,0 +1,296 @@
+"""Health endpoints and Prometheus metrics on --listen-metrics-urls: /health,
+/livez and /readyz answer OK on a healthy three-member cluster; /readyz (and
+/health) turn 503 when a member loses its leader and OK again when it finds
+one; /metrics parses strictly as Prometheus text (format 0.0.4) and its
+counters move with a bounded load of puts; /readyz turns 503 under a
+NOSPACE alarm.  Everything is polled with a deadline, nothing timed."""
+import http.client
+import math
+import re
+
+import pytest
+
+import cluster
+
+PUTS = 200
+
+
+# ---------------------------------------------------------------- HTTP
+
+def start_with_metrics(env, n, extra=()):
+    """A cluster of n members, each serving metrics on a loopback port of its own (m.metrics_port)."""
+    c = env.cluster(n, start=False, extra=extra)
+    for m in c:
+        m.metrics_port = cluster.free_port()
+        m.extra.append("--listen-metrics-urls=tcp://127.0.0.1:%d" % m.metrics_port)
+    c.start()
+    return c
+
+
+def get(m, path, timeout=5.0):
+    """(status, body) of GET path on m's metrics listener."""
+    conn = http.client.HTTPConnection("127.0.0.1", m.metrics_port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, r.read().decode()
+    finally:
+        conn.close()
+
+
+def get_or_none(m, path):
+    try:
+        return get(m, path)
+    except OSError:
+        return None
+
+
+# ---------------------------------------------------------------- a strict Prometheus text parser
+
+NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+LABEL = r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"'
+VALUE = r"[-+]?(?:[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|Inf|NaN)"
+SAMPLE = re.compile(r"^(%s)(?:\{((?:%s)(?:,%s)*,?)?\})? (%s)(?: -?[0-9]+)?$" % (NAME, LABEL, LABEL, VALUE))
+HELP = re.compile(r"^# HELP (%s) (.*)$" % NAME)
+TYPE = re.compile(r"^# TYPE (%s) (counter|gauge|histogram|summary|untyped)$" % NAME)
+TYPES_SUFFIXES = {"counter": [""], "gauge": [""], "untyped": [""],
+                  "histogram": ["_bucket", "_sum", "_count"], "summary": ["", "_sum", "_count"]}
+
+
+class Scrape:
+    """A parsed exposition: types[family], samples[(name, labels)] = value, with
+    every rule of the text format checked (or AssertionError naming the line)."""
+
+    def __init__(self, text):
+        assert text.endswith("\n"), "the exposition ends with a newline"
+        self.types, self.samples = {}, {}
+        helps, done, fam = set(), set(), None
+        for ln, line in enumerate(text[:-1].split("\n"), 1):
+            where = "line %d: %r" % (ln, line)
+            assert line, "no empty lines (%s)" % where
+            m = HELP.match(line)
+            if m:
+                assert m.group(1) not in helps, "one HELP per family (%s)" % where
+                helps.add(m.group(1))
+                continue
+            m = TYPE.match(line)
+            if m:
+                name = m.group(1)
+                assert name not in self.types, "one TYPE per family (%s)" % where
+                assert name not in {s[0] for s in self.samples}, "TYPE before the family's samples (%s)" % where
+                if fam:
+                    done.add(fam)
+                fam = name
+                self.types[name] = m.group(2)
+                continue
+            assert not line.startswith("#"), "only HELP and TYPE comments here (%s)" % where
+            m = SAMPLE.match(line)
+            assert m, "sample grammar (%s)" % where
+            name = m.group(1)
+            assert fam and any(name == fam + suf for suf in TYPES_SUFFIXES[self.types[fam]]), \
+                "sample of the family its TYPE announced last (%s)" % where
+            labels = dict(re.findall(LABEL, m.group(2) or ""))
+            assert len(labels) == len(re.findall(LABEL, m.group(2) or "")), "no repeated label (%s)" % where
+            key = (name, frozenset(labels.items()))
+            assert key not in self.samples, "no duplicate series (%s)" % where
+            v = float(m.group(m.lastindex))
+            if self.types[fam] == "counter" or name.endswith(("_bucket", "_count")):
+                assert v >= 0 and not math.isnan(v), "counters are not negative (%s)" % where
+            self.samples[key] = v
+        for f, t in self.types.items():
+            if t == "histogram":
+                self._check_histogram(f)
+
+    def _check_histogram(self, f):
+        series = {}
+        for (name, labels), v in self.samples.items():
+            if name == f + "_bucket":
+                d = dict(labels)
+                le = d.pop("le")
+                series.setdefault(frozenset(d.items()), []).append((float(le), le, v))
+        for (name, labels) in self.samples:
+            if name in (f + "_sum", f + "_count"):
+                assert labels in series, "%s%s has buckets" % (name, dict(labels))
+        for labels, buckets in series.items():
+            buckets.sort()
+            assert buckets[-1][1] == "+Inf", "%s%s ends with le=\"+Inf\"" % (f, dict(labels))
+            counts = [b[2] for b in buckets]
+            assert counts == sorted(counts), "%s%s buckets are cumulative: %s" % (f, dict(labels), counts)
+            assert self.samples[(f + "_count", labels)] == counts[-1], "%s _count equals the +Inf bucket" % f
+            assert (f + "_sum", labels) in self.samples
+
+    def value(self, name, **labels):
+        """The sample's value, or None when the series is absent."""
+        return self.samples.get((name, frozenset(labels.items())))
+
+    def series(self, name):
+        """{labels dict as a sorted tuple: value} for every series of name."""
+        return {tuple(sorted(lab)): v for (n, lab), v in self.samples.items() if n == name}
+
+
+def scrape(m):
+    st, body = get(m, "/metrics")
+    assert st == 200, body
+    return Scrape(body)
+
+
+# ---------------------------------------------------------------- tests
+
+def test_health_livez_and_readyz_are_ok_on_a_healthy_cluster(env, wire):
+    c = start_with_metrics(env, 3)
+    c.wait_ready()
+    for m in c:
+        # /health is etcd 3.4's JSON; the other two are etcd 3.6's plain text
+        assert get(m, "/health") == (200, '{"health":"true"}'), m.name
+        assert get(m, "/livez") == (200, "ok\n"), m.name
+        assert get(m, "/readyz") == (200, "ok\n"), m.name
+        st, body = get(m, "/readyz?verbose")
+        assert st == 200 and body.splitlines() == [
+            "[+]leader ok", "[+]data_corruption ok", "[+]no_space ok", "[+]serializable_read ok",
+            "readyz check passed"], body
+        st, body = get(m, "/livez?verbose")
+        assert st == 200 and body.splitlines() == ["[+]node_loop ok", "[+]serializable_read ok",
+                                                   "livez check passed"], body
+        assert get(m, "/readyz/serializable_read") == (200, "ok\n")
+        assert get(m, "/readyz/no_such_check")[0] == 404
+        st, body = get(m, "/readyz?verbose&exclude=leader")
+        assert st == 200 and "leader" not in body, body
+        assert get(m, "/nowhere")[0] == 404
+    # Stopping with the listener up is clean, and takes the listener down.
+    m = c[0]
+    assert m.terminate() == 0, m.log_tail()
+    assert get_or_none(m, "/livez") is None
+
+
+def test_readyz_fails_while_the_member_has_no_leader_and_recovers(env, wire):
+    c = start_with_metrics(env, 3)
+    c.wait_ready()
+    m, others = c[0], list(c)[1:]
+    for o in others:
+        assert o.terminate() == 0, o.log_tail()
+
+    def not_ready():
+        r = get_or_none(m, "/readyz")
+        return r if r and r[0] == 503 else None
+
+    st, body = cluster.poll(not_ready, cluster.LEADER_TIMEOUT, "%s /readyz 503 without a quorum" % m.name)
+    assert "[-]leader failed: no leader known" in body and body.endswith("readyz check failed\n"), body
+    assert "[+]serializable_read ok" in body, "the other checks are listed too: " + body
+    st, body = get(m, "/health")
+    assert st == 503 and '"health":"false"' in body and "RAFT NO LEADER" in body, (st, body)
+    # the member itself is alive and can read locally
+    assert get(m, "/livez") == (200, "ok\n")
+    assert get(m, "/health?serializable=true") == (200, '{"health":"true"}')
+    sc = scrape(m)
+    assert sc.value("etcd_server_has_leader") == 0
+    assert sc.value("etcd_server_health_failures") >= 2
+
+    for o in others:
+        o.start()
+    cluster.poll(lambda: get_or_none(m, "/readyz") == (200, "ok\n"), cluster.LEADER_TIMEOUT,
+                 "%s /readyz OK once a leader is back" % m.name)
+    assert scrape(m).value("etcd_server_has_leader") == 1
+
+
+def test_metrics_parse_strictly_and_move_with_the_load(env, wire):
+    c = start_with_metrics(env, 3)
+    lead = c.wait_ready()
+    f = [m for m in c if m is not lead][0]
+    before = {m.name: scrape(m) for m in c}
+    b = before[lead.name]
+    for name in ("etcd_server_has_leader", "etcd_server_proposals_committed_total",
+                 "etcd_disk_wal_fsync_duration_seconds_count", "etcd_mvcc_db_total_size_in_bytes",
+                 "etcd_debugging_mvcc_keys_total", "etcd_debugging_mvcc_current_revision",
+                 "etcd_debugging_mvcc_watcher_total", "cairn_leases", "etcd_server_is_leader"):
+        assert b.value(name) is not None, name
+    assert b.value("etcd_server_is_leader") == 1 and before[f.name].value("etcd_server_is_leader") == 0
+    assert b.types["etcd_disk_wal_fsync_duration_seconds"] == "histogram"
+    assert b.types["etcd_disk_backend_commit_duration_seconds"] == "histogram"
+    assert b.types["cairn_requests_total"] == "counter"
+
+    with lead.client() as cl:
+        for i in range(PUTS):
+            wire.check(cl.put("metrics/%04d" % i, "v%d" % i), "put")
+        r = cl.put("", "no key")
+        assert wire.is_error(r), "an empty key is refused"
+        rev = wire.check(cl.delete("metrics/0010"), "delete_range")
+    with f.client() as cf:
+        for i in range(10):
+            wire.check(cf.get("metrics/%04d" % i, serializable=True), "range")
+    deleted = 1
+    keys = PUTS - deleted
+
+    a = scrape(lead)
+    assert a.value("cairn_requests_total", method="put", code="OK") - \
+        (b.value("cairn_requests_total", method="put", code="OK") or 0) >= PUTS
+    assert a.value("cairn_requests_total", method="put", code="KEY_EMPTY") >= 1
+    assert a.value("cairn_request_duration_seconds_count", method="put") >= PUTS
+    assert a.value("cairn_requests_total", method="delete_range", code="OK") >= 1
+    assert a.value("etcd_disk_wal_fsync_duration_seconds_count") > b.value("etcd_disk_wal_fsync_duration_seconds_count")
+    assert a.value("etcd_disk_backend_commit_duration_seconds_count") > \
+        b.value("etcd_disk_backend_commit_duration_seconds_count")
+    assert a.value("etcd_debugging_mvcc_current_revision") >= rev.header.revision
+    ids = {st.header.member_id for st in (m.wait_ready() for m in c)}
+    peers = {"%016x" % i for i in ids if i != lead.wait_ready().header.member_id}
+    sent = a.series("etcd_network_peer_sent_bytes_total")
+    assert {dict(k)["To"] for k in sent} == peers, sent
+
+    # A follower's connection to the leader may still be in its redial backoff
+    # right after the start: poll until traffic has flowed both ways, and the
+    # leader has timed heartbeat round trips (every 50 ms) to each follower.
+    def peer_traffic():
+        s = scrape(lead)
+        return all(s.value("etcd_network_peer_sent_bytes_total", To=p) >
+                   (b.value("etcd_network_peer_sent_bytes_total", To=p) or 0) and
+                   s.value("etcd_network_peer_received_bytes_total", From=p) > 0 and
+                   s.value("cairn_peer_connected", To=p) == 1 and
+                   s.value("etcd_network_peer_round_trip_time_seconds_count", To=p) > 0 for p in peers)
+    cluster.poll(peer_traffic, 10, "peer traffic and round trips seen by the leader")
+
+    # Every member commits and applies the load, and counts the live keys exactly.
+    for m in c:
+        def caught_up():
+            s = scrape(m)
+            return s if s.value("etcd_debugging_mvcc_current_revision") >= rev.header.revision else None
+        s = cluster.poll(caught_up, 30, "%s applying the load" % m.name)
+        old = before[m.name]
+        assert s.value("etcd_server_proposals_committed_total") - \
+            old.value("etcd_server_proposals_committed_total") >= PUTS + 1
+        assert s.value("etcd_server_proposals_applied_total") - \
+            old.value("etcd_server_proposals_applied_total") >= PUTS + 1
+        assert s.value("etcd_disk_wal_fsync_duration_seconds_count") > \
+            old.value("etcd_disk_wal_fsync_duration_seconds_count")
+        assert s.value("etcd_debugging_mvcc_keys_total") == old.value("etcd_debugging_mvcc_keys_total") + keys, m.name
+        assert s.value("etcd_mvcc_db_total_size_in_use_in_bytes") <= s.value("etcd_mvcc_db_total_size_in_bytes")
+    s = scrape(f)
+    assert s.value("cairn_requests_total", method="range", code="OK") >= 10
+
+
+def nospace_reached(wire, m, limit=400):
+    """Put 16 KiB values until the member answers NO_SPACE; True if it did within limit puts."""
+    with m.client() as cl:
+        for i in range(limit):
+            r = cl.put("fill/%04d" % i, "x" * 16384)
+            if wire.is_error(r):
+                return wire.error_name(r.error.code) in ("NO_SPACE", "ALARM_ACTIVE")
+    return False
+
+
+def test_readyz_fails_under_a_nospace_alarm(env, wire):
+    c = start_with_metrics(env, 1, extra=["--quota-backend-bytes=%d" % (1 << 20)])
+    m = c[0]
+    assert get(m, "/readyz") == (200, "ok\n")
+    if not nospace_reached(wire, m):
+        pytest.skip("no NOSPACE with a 1 MiB quota after 400 puts of 16 KiB: the alarms part "
+                    "(daemon/alarm.c) has not landed")
+
+    def not_ready():
+        r = get_or_none(m, "/readyz?verbose")
+        return r if r and r[0] == 503 else None
+
+    st, body = cluster.poll(not_ready, 10, "/readyz 503 under NOSPACE")
+    assert "[-]no_space failed: alarm activated: NOSPACE" in body and "[+]leader ok" in body, body
+    assert get(m, "/health") == (503, '{"health":"false","reason":"ALARM NOSPACE"}')
+    assert get(m, "/health?exclude=NOSPACE") == (200, '{"health":"true"}')
+    assert get(m, "/livez") == (200, "ok\n"), "a full member is still alive"
+    assert scrape(m).value("cairn_alarm_active", type="NOSPACE") == 1
