@@ -515,6 +515,52 @@ int cairn_snapshot_save(struct cairn_client *c, const char *path, const struct c
 int cairn_move_leader(struct cairn_client *c, uint64_t target_id, const struct cairn_call_opts *opts,
                       struct cairn_error_detail *err);
 
+/* --- maintenance: alarms, defragment --- */
+
+/* One raised alarm.  type is a cairn.AlarmType: CAIRN__ALARM_TYPE__NOSPACE or CAIRN__ALARM_TYPE__CORRUPT. */
+struct cairn_alarm {
+    uint64_t member_id;
+    int type;
+};
+
+/*
+ * cairn_alarm_list: the cluster's raised alarms (a linearizable read of the
+ * alarm set every member holds) into out, room for max; *n gets how many
+ * there are, which may be more than max.  Returns 0 or a negative code.
+ */
+int cairn_alarm_list(struct cairn_client *c, const struct cairn_call_opts *opts, struct cairn_alarm *out,
+                     size_t max, size_t *n, struct cairn_error_detail *err);
+
+/*
+ * cairn_alarm_disarm: disarm member_id's alarm of type (through Raft, so
+ * every member stops refusing writes for it); member_id 0 means every member
+ * and type 0 (NONE) every alarm.  Disarming what is not raised succeeds.  A
+ * NOSPACE alarm comes back at the next write if the store is still over its
+ * quota (compact, then cairn_defragment each member first); a CORRUPT one at
+ * the next check if the member was not replaced.  Returns 0 or a negative code.
+ */
+int cairn_alarm_disarm(struct cairn_client *c, uint64_t member_id, int type, const struct cairn_call_opts *opts,
+                       struct cairn_error_detail *err);
+
+/* What cairn_defragment did. */
+struct cairn_defrag_info {
+    int64_t db_size_before, db_size_after; /* bytes of the member's store */
+    uint32_t pause_ms;                     /* the longest time the member's applier was held */
+    uint64_t member_id;                    /* the member that answered */
+};
+
+/*
+ * cairn_defragment: give one member's free store pages back to the file
+ * system (pin the member with opts->pinned and opts->endpoint; without, any
+ * member answers).  The member works in short steps between applies, so it
+ * keeps serving; the call lasts about a second per GiB freed: give
+ * opts->timeout_ms room.  A second defragment on a member already doing one
+ * is refused with -CAIRN_E_TOO_MANY_REQUESTS.  Returns 0 and fills *info (may
+ * be NULL), or a negative code.
+ */
+int cairn_defragment(struct cairn_client *c, const struct cairn_call_opts *opts, struct cairn_defrag_info *info,
+                     struct cairn_error_detail *err);
+
 #ifdef __cplusplus
 }
 #endif
