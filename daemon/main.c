@@ -47,6 +47,12 @@ static struct alarms *alarms;
 /* the metrics listener (--listen-metrics-urls), or NULL: stopped before everything it reads */
 static struct metrics *metrics;
 
+/* The alarms as the metrics part sees them (its sources take a callback, not the alarms part). */
+static int metrics_alarm(void *arg, int type)
+{
+    return alarm_active(arg, type);
+}
+
 /* snapshot saves, move-leader, auto-compaction: stopped before the node (they propose or read), the
  * copies deleted once the client contexts are closed */
 static struct backups *backups;
@@ -213,7 +219,8 @@ int main(int argc, char **argv)
         alarm_hooks(alarms, &rpc_hooks);
     }
     if (rc == 0 && cfg.listen_metrics_urls.n > 0) {
-        struct metrics_sources msrc = {.watches = watches, .leases = leases};
+        struct metrics_sources msrc = {
+            .watches = watches, .leases = leases, .alarm_active = metrics_alarm, .alarm_arg = alarms};
         if ((rc = metrics_start(&cfg, n, &msrc, &metrics, err, sizeof err)) == 0)
             metrics_hooks(metrics, &rpc_hooks);
         else
