@@ -8,8 +8,6 @@ import http.client
 import math
 import re
 
-import pytest
-
 import cluster
 
 PUTS = 200
@@ -280,9 +278,7 @@ def test_readyz_fails_under_a_nospace_alarm(env, wire):
     c = start_with_metrics(env, 1, extra=["--quota-backend-bytes=%d" % (1 << 20)])
     m = c[0]
     assert get(m, "/readyz") == (200, "ok\n")
-    if not nospace_reached(wire, m):
-        pytest.skip("no NOSPACE with a 1 MiB quota after 400 puts of 16 KiB: the alarms part "
-                    "(daemon/alarm.c) has not landed")
+    assert nospace_reached(wire, m), "a 1 MiB quota is exceeded within 400 puts of 16 KiB"
 
     def not_ready():
         r = get_or_none(m, "/readyz?verbose")
