@@ -133,10 +133,19 @@ BINS += $(TOOL_BINS)
 $(TOOL_BINS): $(BUILD)/%: $(BUILD)/tools/%.o $(ALL_LIBS)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
 
-BENCH_SRC  := $(wildcard bench/*.c)
+# cairn-bench, the load generator (issue 10), is one program of several files,
+# bench/cairn_bench*.c -> $(BUILD)/cairn-bench, linked with libcairn alone and
+# installed with the tools; every other bench/NAME.c is a program of its own.
+CAIRN_BENCH_SRC := $(wildcard bench/cairn_bench*.c)
+BENCH_SRC  := $(filter-out $(CAIRN_BENCH_SRC),$(wildcard bench/*.c))
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(ALL_LIBS)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
+ifneq ($(CAIRN_BENCH_SRC),)
+BINS += $(BUILD)/cairn-bench
+$(BUILD)/cairn-bench: $(patsubst %.c,$(BUILD)/%.o,$(CAIRN_BENCH_SRC)) $(BUILD)/libcairn.a
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(NNG_LIBS) -lprotobuf-c -lpthread -lm
+endif
 
 # --- tests ------------------------------------------------------------------
 
@@ -217,7 +226,6 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/share/doc/cairn
 	install -m 0644 README.md $(wildcard docs/*.md) $(DESTDIR)$(PREFIX)/share/doc/cairn/
 	$(if $(BINS),install -d $(BINDIR) && install -m 0755 $(BINS) $(BINDIR)/)
-	$(if $(filter %/cairn-bench,$(BENCH_BINS)),install -d $(BINDIR) && install -m 0755 $(BUILD)/bench/cairn-bench $(BINDIR)/)
 	$(if $(LIBCAIRN),install -d $(LIBDIR)/pkgconfig $(INCDIR)/proto)
 	$(if $(LIBCAIRN),install -m 0644 $(BUILD)/libcairn.a $(LIBDIR)/libcairn.a)
 	$(if $(LIBCAIRN),install -m 0755 $(BUILD)/libcairn.so.0 $(LIBDIR)/libcairn.so.0 && ln -sf libcairn.so.0 $(LIBDIR)/libcairn.so)
