@@ -97,12 +97,13 @@ void compactor_periodic_sample(struct compactor_periodic *p, int64_t rev)
     p->revs[p->n++] = rev;
 }
 
-int64_t compactor_periodic_due(struct compactor_periodic *p, int64_t now_ms)
+int compactor_periodic_due(struct compactor_periodic *p, int64_t now_ms, int64_t *rev)
 {
     if (!p->n || now_ms - p->last_success_ms < p->base_ms)
         return 0;
     p->base_ms = p->compact_ms; /* after the first: every min(retention, 1 h) */
-    return p->revs[0];
+    *rev = p->revs[0];
+    return 1;
 }
 
 void compactor_periodic_done(struct compactor_periodic *p, int64_t now_ms)
@@ -172,8 +173,8 @@ static void tick(struct compactor *c)
     if (c->mode == AUTO_COMPACTION_PERIODIC) {
         if (!leader)
             return; /* paused: samples go on, no compaction */
-        int64_t rev = compactor_periodic_due(&c->periodic, now_ms());
-        if (rev <= 0)
+        int64_t rev = 0;
+        if (!compactor_periodic_due(&c->periodic, now_ms(), &rev))
             return;
         /* at or below the compact revision is etcd's ErrCompacted: done already, which counts as success */
         if (rev <= in.compact_revision || propose(c, rev) == 0)

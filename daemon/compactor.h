@@ -55,13 +55,13 @@ void compactor_periodic_free(struct compactor_periodic *p);
 void compactor_periodic_sample(struct compactor_periodic *p, int64_t rev);
 
 /*
- * compactor_periodic_due: after a retry interval, at now_ms: the revision to
- * compact to now (the oldest sample), or 0 when it is not time yet.  The
- * caller proposes it (if above the compact revision) and calls
+ * compactor_periodic_due: after a retry interval, at now_ms: 1 with *rev the
+ * revision to compact to now (the oldest sample), or 0 when it is not time
+ * yet.  The caller proposes it (if above the compact revision) and calls
  * compactor_periodic_done when that worked; if not, it is tried again at the
  * next interval.
  */
-int64_t compactor_periodic_due(struct compactor_periodic *p, int64_t now_ms);
+int compactor_periodic_due(struct compactor_periodic *p, int64_t now_ms, int64_t *rev);
 void compactor_periodic_done(struct compactor_periodic *p, int64_t now_ms);
 
 struct compactor;

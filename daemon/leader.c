@@ -4,6 +4,7 @@
  * that has started (has a name).  The wait polls node_get_info's leader
  * every tenth of an election timeout on an nng sleep aio; each waiting move
  * is on a list under one mutex so that a stop can wait for them to end.
+ * A transfer not done after an election timeout is asked for once more.
  */
 #include "daemon/leader.h"
 
@@ -28,7 +29,8 @@ struct move {
     struct rpc_call *call;
     nng_aio *aio;
     uint64_t target;
-    int64_t started_ms, deadline_ms;
+    int64_t started_ms, retry_ms, deadline_ms;
+    int retried;
     struct move *next, *prev;
 };
 
@@ -100,6 +102,14 @@ static void move_poll(void *arg)
                        " now); check that the member is up, reachable and caught up, then retry",
                        m->target, m->deadline_ms - m->started_ms, in.lead);
     } else {
+        if (!m->retried && now_ms() >= m->retry_ms) {
+            /* Raft drops a transfer that has not worked within an election timeout; its one MsgTimeoutNow
+             * can be lost (a peer connection still coming up), so ask once more before giving up */
+            m->retried = 1;
+            node_transfer_leader(lm->node, m->target);
+            log_info(LOG_FIELDS(LOG_HEX("CAIRN_PEER", m->target)),
+                     "move-leader: %016" PRIx64 " does not lead yet; asking Raft again", m->target);
+        }
         nng_sleep_aio((nng_duration)(lm->cfg->election_ms / 10 ? lm->cfg->election_ms / 10 : 1), m->aio);
         return;
     }
@@ -164,8 +174,10 @@ static void check_target(struct rpc_call *c, struct mvcc_reader *r, int err, voi
     m->call = c;
     m->target = target;
     m->started_ms = now_ms();
-    /* raft's transfer gives up after an election timeout; one more covers the new leader's first heartbeat */
-    m->deadline_ms = m->started_ms + 2 * (int64_t)lm->cfg->election_ms;
+    /* Raft's transfer gives up after an election timeout; a second attempt starts a little after that
+     * (once the first is surely dropped), and half an election timeout more lets the new leader be seen */
+    m->retry_ms = m->started_ms + (int64_t)lm->cfg->election_ms * 6 / 5;
+    m->deadline_ms = m->started_ms + (int64_t)lm->cfg->election_ms * 5 / 2;
     pthread_mutex_lock(&lm->mu);
     if (lm->stopping) {
         pthread_mutex_unlock(&lm->mu);

@@ -1,7 +1,8 @@
 /*
  * Move-leader (the MoveLeader call): the leader hands its leadership to a
  * started voting member through Raft's leadership transfer and answers once
- * the new leader is in place, or TIMEOUT after about two election timeouts.
+ * the new leader is in place, or TIMEOUT after two and a half election
+ * timeouts (Raft's attempt lasts one; a lost attempt is retried once).
  * Waiting is done with nng sleeps, so no thread is held while it goes on.
  */
 #ifndef CAIRN_DAEMON_LEADER_H
