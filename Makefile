@@ -6,6 +6,7 @@
 #   make run        build, start a member and open the shell
 #   make asan       everything under AddressSanitizer + UBSan, then the whole check
 #   make bench      the short benchmark suite  make deps    install missing Debian packages
+#   make bench-suite   only cairn-bench's cluster table (1 and 3 members)
 #   make install DESTDIR=... PREFIX=...        make clean
 #
 # Each part is a folder (DESIGN.md).  Its sources are found by wildcard, so a
@@ -167,7 +168,7 @@ TEST_BINS := $(UNIT_BINS) $(SIM_BIN)
 
 # --- top-level targets ------------------------------------------------------
 
-.PHONY: all tests check run asan bench deps clean install sim _check _bench
+.PHONY: all tests check run asan bench deps clean install sim _check _bench bench-suite _bench_suite
 .DEFAULT_GOAL := all
 .SECONDARY:
 
@@ -196,6 +197,14 @@ bench: deps
 
 _bench: all
 	@set -e; for b in $(BENCH_BINS); do echo "== $$b"; $$b; done
+	@$(MAKE) --no-print-directory _bench_suite
+
+# The cluster suite alone (cairn-bench against 1 and 3 members; bench/run-suite.py).
+bench-suite: deps
+	@$(MAKE) --no-print-directory _bench_suite
+
+_bench_suite: all
+	@echo "== bench/run-suite.py"; $(PYTHON) bench/run-suite.py --build $(BUILD)
 
 run: deps
 	@if [ ! -f daemon/main.c ]; then echo "make run: cairnd is not in this tree yet (issue 6 brings it)"; exit 1; fi

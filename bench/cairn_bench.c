@@ -37,8 +37,9 @@ static void usage(FILE *out)
         "  watch    --watchers W (default 100) watches on the key prefix, one writer putting\n"
         "           --total keys (at --rate, or --clients in flight): events/s and put->event delay\n"
         "  lease    grant --leases L (default: --clients) leases, then LeaseKeepAlive calls\n"
-        "  echo     put mode against an nng rep0 server in this process that answers every\n"
-        "           request with one fixed reply: the transport's ceiling (--endpoints ignored)\n\n"
+        "  echo     put mode against an nng rep0 server, this program in a child process, that\n"
+        "           answers every request with one fixed reply: the transport's ceiling\n"
+        "           (--endpoints ignored; --echo-inproc: the server in this process)\n\n"
         "Options:\n"
         "  --endpoints URL[,URL...]  members (default " DEFAULT_ENDPOINT ")\n"
         "  --cacert F --cert F --key F --server-name NAME   TLS for tls+tcp:// endpoints\n"
@@ -394,6 +395,10 @@ static int parse_args(int argc, char **argv, struct bench_opts *o, bool *prefix_
         }
         if (!strcmp(a, "--prefill")) {
             o->prefill = true;
+            continue;
+        }
+        if (!strcmp(a, "--echo-inproc")) {
+            o->echo_inproc = true;
             continue;
         }
         if (i + 1 >= argc) {

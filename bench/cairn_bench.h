@@ -51,6 +51,7 @@ struct bench_opts {
     unsigned watchers;    /* watch */
     unsigned leases;      /* lease */
     bool prefill;         /* put every key of the key space once before measuring */
+    bool echo_inproc;     /* echo: the server in this process, not a child */
     const char *key_prefix;
     unsigned key_digits;  /* digits after the prefix, from --key-size and the key space */
     int call_timeout_ms, dial_timeout_ms;
@@ -116,13 +117,15 @@ void close_clients(const struct bench_opts *o, struct cairn_client **cs);
 /* ------------------------------------------------------------ modes */
 
 /*
- * An echo server in this process: nng rep0 on a loopback port, answering
- * every request with the same pre-packed Response.  echo_start returns 0
- * and the URL to dial in url (at least 64 bytes), or -1 after saying why.
+ * An echo server: nng rep0 on a loopback port, answering every request with
+ * the same pre-packed Response, in a forked child (or, with inproc, in this
+ * process).  echo_start returns 0 and the URL to dial in url (at least 64
+ * bytes), or -1 after saying why.  echo_stop stops it and gives the child's
+ * CPU seconds in *child_cpu_s (optional; untouched when in this process).
  */
 struct echo_server;
-int echo_start(size_t contexts, struct echo_server **out, char *url, size_t url_len);
-void echo_stop(struct echo_server *e);
+int echo_start(size_t contexts, bool inproc, struct echo_server **out, char *url, size_t url_len);
+void echo_stop(struct echo_server *e, double *child_cpu_s);
 
 /*
  * The request loop (cairn_bench_load.c): --clients calls in flight, closed

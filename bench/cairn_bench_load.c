@@ -526,7 +526,7 @@ static void revoke_leases(struct load *l)
 /* ------------------------------------------------------------ report */
 
 static void print_report(const struct bench_opts *o, struct load *l, double secs,
-                         const struct cpu_mark *cpu0)
+                         const struct cpu_mark *cpu0, double server_cpu)
 {
     struct stats *a = &l->all;
     uint64_t ok = atomic_load(&a->ok), failed = atomic_load(&a->errs.total);
@@ -563,13 +563,17 @@ static void print_report(const struct bench_opts *o, struct load *l, double secs
                 printf("}");
             }
         }
+        if (server_cpu >= 0)
+            printf(", \"echo_server_cpu_s\": %.3f", server_cpu);
+        printf(", \"echo_inproc\": %s", o->mode == MODE_ECHO && o->echo_inproc ? "true" : "false");
         printf(", ");
         print_cpu_json(cpu0, secs);
         printf("}\n");
         return;
     }
     printf("%s: %zu endpoint(s), %u conn(s), %u in flight%s", o->mode_name, n_eps, o->conns, o->clients,
-           o->mode == MODE_ECHO ? " (in-process nng rep0 server)" : "");
+           o->mode != MODE_ECHO ? "" : o->echo_inproc ? " (nng rep0 server in this process)"
+                                                      : " (nng rep0 server in a child process)");
     if (o->rate > 0)
         printf(", open loop at %.0f/s", o->rate);
     printf("\n%" PRIu64 " ok, %" PRIu64 " failed in %.3f s: %.0f ops/s\n", ok, failed, secs, rate);
@@ -587,7 +591,9 @@ static void print_report(const struct bench_opts *o, struct load *l, double secs
     print_errs(&a->errs, false);
     printf("\n");
     print_cpu_text(cpu0, secs);
-    if (o->mode == MODE_ECHO)
+    if (server_cpu >= 0)
+        printf("echo server cpu: %.3f s: %.0f%% of one core\n", server_cpu, secs > 0 ? 100.0 * server_cpu / secs : 0.0);
+    else if (o->mode == MODE_ECHO)
         printf("(the echo server's CPU time is included: it runs in this process)\n");
 }
 
@@ -600,7 +606,7 @@ int run_load(const struct bench_opts *o)
     int rc = 1;
     bool opened = false;
 
-    if (o->mode == MODE_ECHO && echo_start(o->clients + 8, &echo, url, sizeof(url)) != 0)
+    if (o->mode == MODE_ECHO && echo_start(o->clients + 8, o->echo_inproc, &echo, url, sizeof(url)) != 0)
         return 1;
     if (open_clients(o, echo ? url : NULL, cs) != 0)
         goto out;
@@ -614,10 +620,15 @@ int run_load(const struct bench_opts *o)
     if (o->mode == MODE_LEASE && grant_leases(l) != 0)
         goto out;
     struct cpu_mark cpu0;
-    double secs = 0;
+    double secs = 0, server_cpu = -1;
     cpu_mark(&cpu0);
     load_run(l, &secs);
-    print_report(o, l, secs, &cpu0);
+    if (echo && !o->echo_inproc) {
+        /* Stopped before the report, for its CPU time; the clients' calls are all done. */
+        echo_stop(echo, &server_cpu);
+        echo = NULL;
+    }
+    print_report(o, l, secs, &cpu0, server_cpu);
     fflush(stdout);
     rc = atomic_load(&l->all.errs.total) == 0 && (!o->total || atomic_load(&l->all.ok) == o->total) ? 0 : 3;
     if (o->mode == MODE_LEASE)
@@ -626,6 +637,6 @@ out:
     if (opened)
         close_clients(o, cs); /* cancels any call still in flight */
     load_free(l);
-    echo_stop(echo);
+    echo_stop(echo, NULL);
     return rc;
 }

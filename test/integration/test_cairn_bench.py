@@ -1,0 +1,126 @@
+"""cairn-bench: every mode runs briefly against a real one-member cluster
+(the echo mode against its own server) and its --format json report parses
+with counts that add up and no errors.  Nothing here asserts a timing:
+performance is measured by bench/run-suite.py and written in docs/."""
+import json
+import subprocess
+
+import pytest
+
+TOTAL = 300
+
+
+@pytest.fixture(scope="session")
+def cairn_bench_path(build_dir):
+    p = build_dir / "cairn-bench"
+    if not p.exists():
+        pytest.fail("%s was not built (make builds bench/cairn_bench*.c)" % p)
+    return p
+
+
+def run(path, *args, timeout=120):
+    p = subprocess.run([str(path), *[str(a) for a in args]], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=timeout)
+    return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+
+
+def bench_json(path, *args):
+    rc, out, err = run(path, *args, "--format", "json")
+    assert rc == 0, "exit %d\nstdout: %s\nstderr: %s" % (rc, out, err)
+    lines = out.splitlines()
+    assert len(lines) == 1, "not a terminal: the report alone, one line: %r" % out
+    return json.loads(lines[0])
+
+
+def check_latency(lat):
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99_9"] <= lat["max"], lat
+    assert 0 < lat["mean"] <= lat["max"], lat
+
+
+def check_counts(r, total=TOTAL):
+    assert r["total"] == total and r["issued"] == total and r["done"] == total, r
+    assert r["ok"] == total and r["failed"] == 0 and r["errors"] == {}, r
+    assert r["ops_per_s"] > 0 and r["elapsed_s"] > 0, r
+    check_latency(r["latency_ms"])
+    assert r["cpu_user_s"] >= 0 and r["cpu_sys_s"] >= 0 and r["cpu_user_s"] + r["cpu_sys_s"] > 0, r
+    assert r["cpu_share"] >= 0, r
+
+
+MODES = {
+    "put": ["put", "--clients", 8],
+    "put-sequential-2-conns": ["put", "--clients", 8, "--conns", 2, "--sequential-keys", "--key-size", 16],
+    "put-open-loop": ["put", "--clients", 8, "--rate", 2000],
+    "get-serializable": ["range", "--consistency", "s", "--clients", 8, "--prefill", "--key-space", 50],
+    "get-linearizable": ["range", "--consistency", "l", "--clients", 8, "--prefill", "--key-space", 50],
+    "range-10-keys": ["range", "--range-keys", 10, "--clients", 4, "--prefill", "--key-space", 50],
+    "txn": ["txn", "--clients", 8, "--key-space", 1000],
+    "mixed": ["mixed", "--read-ratio", 0.7, "--clients", 8, "--prefill", "--key-space", 50],
+    "lease": ["lease", "--leases", 5, "--clients", 8],
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODES))
+def test_mode_reports_every_request(cairn_bench_path, member, name):
+    r = bench_json(cairn_bench_path, *MODES[name], "--total", TOTAL, "--val-size", 64,
+                   "--endpoints", member.client_url)
+    check_counts(r)
+    assert r["mode"] == MODES[name][0] and r["endpoints"] == 1
+    if name.startswith("get"):
+        assert r["keys_returned"] == TOTAL, "every key was put by --prefill"
+        assert r["consistency"] == ("s" if "serializable" in name else "l")
+    if name == "range-10-keys":
+        assert r["keys_returned"] > TOTAL, r  # most ranges start 10 keys before the end
+    if name == "txn":
+        assert 0 <= r["compare_failed"] < TOTAL, r
+    if name == "mixed":
+        assert r["reads"]["ok"] + r["writes"]["ok"] == TOTAL, r
+        assert r["reads"]["ok"] > 0 and r["writes"]["ok"] > 0, r
+    if name == "put-sequential-2-conns":
+        assert r["conns"] == 2 and r["key_size"] == 16, r
+
+
+def test_watch_delivers_every_put_to_every_watcher(cairn_bench_path, member):
+    r = bench_json(cairn_bench_path, "watch", "--watchers", 5, "--total", 200, "--clients", 4,
+                   "--endpoints", member.client_url)
+    assert r["ok"] == 200 and r["failed"] == 0 and r["errors"] == {} and r["watch_errors"] == {}, r
+    assert r["events"] == r["expected"] == 200 * 5 and r["problems"] == 0, r
+    assert r["events_per_s"] > 0 and r["polls"] > 0, r
+    check_latency(r["delay_ms"])
+    check_latency(r["put_latency_ms"])
+
+
+@pytest.mark.parametrize("inproc", [False, True])
+def test_echo_needs_no_member(cairn_bench_path, inproc):
+    r = bench_json(cairn_bench_path, "echo", "--clients", 16, "--total", 2000,
+                   *(["--echo-inproc"] if inproc else []))
+    check_counts(r, 2000)
+    assert r["mode"] == "echo" and r["echo_inproc"] == inproc
+    assert ("echo_server_cpu_s" in r) != inproc, r
+
+
+def test_duration_bounds_the_run(cairn_bench_path):
+    r = bench_json(cairn_bench_path, "echo", "--clients", 4, "--duration", 0.5)
+    assert r["total"] == 0 and r["done"] == r["ok"] > 0 and r["errors"] == {}, r
+    assert 0.4 < r["elapsed_s"] < 30, r
+
+
+def test_text_report(cairn_bench_path):
+    rc, out, err = run(cairn_bench_path, "echo", "--clients", 2, "--total", 100)
+    assert rc == 0, err
+    assert "\r" not in out, "no progress line when stdout is not a terminal"
+    assert "100 ok, 0 failed" in out and "p99.9" in out and "client cpu" in out, out
+
+
+def test_no_member_fails_every_request_as_unavailable(cairn_bench_path):
+    rc, out, err = run(cairn_bench_path, "put", "--endpoints", "tcp://127.0.0.1:1", "--total", 6,
+                       "--clients", 3, "--call-timeout", 200, "--dial-timeout", 50, "--format", "json")
+    assert rc == 3, out + err
+    r = json.loads(out)
+    assert r["ok"] == 0 and r["failed"] == 6 and r["errors"] == {"UNAVAILABLE": 6}, r
+
+
+def test_bad_usage_exits_2(cairn_bench_path):
+    for args in (["frob"], ["put", "--clients", "0"], ["range", "--consistency", "x"],
+                 ["put", "--format", "yaml"], ["put", "--total"], []):
+        rc, _, err = run(cairn_bench_path, *args)
+        assert rc == 2, (args, err)
