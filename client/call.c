@@ -364,7 +364,9 @@ static int on_received(struct op *op, int rv, Cairn__Response **resp)
     if (r->error->member_id)
         op->detail.member_id = r->error->member_id;
     cairn__response__free_unpacked(r, NULL);
-    if (op->is_read && read_retryable(code) && !c->closing) {
+    /* NOT_LEADER is a refusal before anything was proposed (MemberPromote, lease
+     * keep-alives, MoveLeader): safe to take to another member, write or not */
+    if (((op->is_read && read_retryable(code)) || code == -CAIRN_E_NOT_LEADER) && !c->closing) {
         op->last_rc = code;
         return attempt_next(op);
     }

@@ -28,6 +28,7 @@
 #include "daemon/lease.h"
 #include "daemon/maint.h"
 #include "daemon/metrics.h"
+#include "daemon/members.h"
 #include "daemon/node.h"
 #include "daemon/peer.h"
 #include "daemon/reads.h"
@@ -41,9 +42,6 @@
 #define EXIT_CONFIG 78 /* sysexits' EX_CONFIG: systemd need not retry a bad configuration */
 #define READER_THREADS 2
 
-/* the alarms: started after the lessor, stopped before the node (its checker proposes) */
-static struct alarms *alarms;
-
 /* the metrics listener (--listen-metrics-urls), or NULL: stopped before everything it reads */
 static struct metrics *metrics;
 
@@ -52,6 +50,9 @@ static int metrics_alarm(void *arg, int type)
 {
     return alarm_active(arg, type);
 }
+
+/* the alarms: started after the lessor, stopped before the node (its checker proposes) */
+static struct alarms *alarms;
 
 /* snapshot saves, move-leader, auto-compaction: stopped before the node (they propose or read), the
  * copies deleted once the client contexts are closed */
@@ -187,7 +188,7 @@ int main(int argc, char **argv)
     if ((rc = node_start(&cfg, &bs, waits, &hooks, &n, err, sizeof err)) < 0) {
         log_err(NULL, "cannot start the member: %s", err);
         boot_close(&bs);
-        return 1;
+        return rc == -CAIRN_E_CONFIG ? EXIT_CONFIG : 1;
     }
     uint64_t self = bs.self_id, cluster = bs.cluster_id;
     /* READY=1 once the recovered commit index is applied; a joining member once it caught up with a leader */
@@ -196,19 +197,22 @@ int main(int argc, char **argv)
     boot_close(&bs);
     struct lessor *leases = NULL;
     struct watch_hub *watches = NULL;
-    struct rpc_route routes[32];
+    struct members *members = NULL;
+    struct rpc_route routes[64];
     size_t n_routes = 0;
-    if ((rc = reads_start(rs, n)) == 0 && (rc = lease_start(&cfg, n, &leases)) == 0) {
-        n_routes += lease_routes(leases, routes + n_routes, 32 - n_routes);
-        n_routes += maint_routes(routes + n_routes, 32 - n_routes);
+    if ((rc = reads_start(rs, n)) == 0 && (rc = lease_start(&cfg, n, &leases)) == 0 &&
+        (rc = members_start(&cfg, n, &members)) == 0) {
+        n_routes += lease_routes(leases, routes + n_routes, 64 - n_routes);
+        n_routes += maint_routes(routes + n_routes, 64 - n_routes);
+        n_routes += members_routes(members, routes + n_routes, 64 - n_routes);
         if ((rc = backup_start(&cfg, n, &backups)) == 0 && (rc = leader_start(&cfg, n, &mover)) == 0) {
-            n_routes += backup_routes(backups, routes + n_routes, 32 - n_routes);
-            n_routes += leader_routes(mover, routes + n_routes, 32 - n_routes);
+            n_routes += backup_routes(backups, routes + n_routes, 64 - n_routes);
+            n_routes += leader_routes(mover, routes + n_routes, 64 - n_routes);
         }
         if (rc == 0 && (rc = watch_start(&cfg, n, &watches, err, sizeof err)) == 0) {
             size_t nw;
             const struct rpc_route *wr = watch_routes(watches, &nw);
-            for (size_t i = 0; i < nw && n_routes < 32; i++)
+            for (size_t i = 0; i < nw && n_routes < 64; i++)
                 routes[n_routes++] = wr[i];
         }
     }
@@ -239,8 +243,8 @@ int main(int argc, char **argv)
         reads_stop(rs);
         node_stop(n);
         lease_free(leases);
-        alarm_free(alarms);
         metrics_free(metrics);
+        alarm_free(alarms);
         watch_free(watches);
         wait_free(waits, CAIRN_E_STOPPED);
         backup_stop(backups);
@@ -312,8 +316,16 @@ int main(int argc, char **argv)
                 sd_notify(0, "READY=1");
         }
         notify_status(&cfg, n);
+        struct node_info now;
+        node_get_info(n, &now);
+        if (now.removed) {
+            /* etcd's behaviour: a removed member stops; exit 0 so systemd does not restart it */
+            log_notice(NULL, "this member was removed from the cluster: stopping");
+            break;
+        }
     }
     shut_down(&cfg, rpc, rs, n, waits, leases, watches);
+    members_free(members);
     log_event(LOG_LEVEL_NOTICE, MSGID_MEMBER_STOPPED, NULL, "stopped cleanly");
     config_free(&cfg);
     return 0;

@@ -10,6 +10,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -25,6 +26,7 @@
 #include "base/log.h"
 #include "daemon/msgids.h"
 #include "daemon/kvconv.h"
+#include "daemon/members.h"
 #include "daemon/peer.h"
 #include "daemon/raftmsg.h"
 #include "proto/cairn.pb-c.h"
@@ -42,7 +44,7 @@
 #define COMPACT_STEP_ROWS 1000      /* etcd's compaction batch */
 
 enum item_type { IT_PROPOSE, IT_READ_INDEX, IT_PEER, IT_SNAP_RECEIVED, IT_SNAP_DONE, IT_SNAP_READY, IT_CALL,
-                 IT_TRANSFER };
+                 IT_TRANSFER, IT_MEMBER };
 
 struct item {
     struct item *next;
@@ -53,6 +55,8 @@ struct item {
     int ok;        /* SNAP_DONE */
     char *path;    /* SNAP_RECEIVED: the file */
     node_call_fn fn; /* CALL: run on the node thread with data as its argument */
+    int kind;        /* MEMBER: RAFT_CC_ type; id is the waiter, data a packed MemberChange */
+    uint64_t member; /* MEMBER: the member changed */
 };
 
 /* A snapshot to stream to a follower: made by the sender thread. */
@@ -103,6 +107,9 @@ struct node {
     size_t n_unreachable;
     int64_t watchdog_ns, watchdog_last; /* half of WATCHDOG_USEC; 0: off (atomic) */
     struct node_stats stats; /* counters updated with relaxed atomics */
+    Cairnint__MemberSet *mset; /* the member set as of the last apply (node thread) */
+    int attrs_published;       /* this member's name and client URLs are in the set */
+    int64_t attrs_next_ns;     /* when to propose them (again) */
 
     /* snapshot sender */
     pthread_t snap_thread;
@@ -112,6 +119,10 @@ struct node {
     struct node_reader_slot snap_slot;
     int snap_thread_started;
 };
+
+static int load_members(struct node *n, const struct boot_state *bs);
+static void sync_peers(struct node *n, const Cairnint__MemberSet *old);
+static Cairnint__MemberSet *copy_set(const Cairnint__MemberSet *s);
 
 static int64_t now_ns(void)
 {
@@ -428,19 +439,20 @@ static void publish(struct node *n)
     n->info.compact_revision = n->store_compact_revision;
     n->info.db_size = n->store_db_size;
     n->info.db_size_in_use = n->store_db_in_use;
-    n->info.is_learner = 0;
-    for (uint32_t i = 0; i < n->conf.n_learners; i++)
-        if (n->conf.learners[i] == n->self_id)
-            n->info.is_learner = 1;
+    /* not a voter (yet): a learner, or a member that joined and has not caught up with its addition */
+    n->info.is_learner = 1;
+    for (uint32_t i = 0; i < n->conf.n_voters; i++)
+        if (n->conf.voters[i] == n->self_id)
+            n->info.is_learner = 0;
     pthread_mutex_unlock(&n->info_mu);
 }
 
 /* ---------------------------------------------------------------- peers */
 
-static int add_peers(struct node *n, const struct boot_state *bs)
+static int add_peers(struct node *n)
 {
-    for (size_t i = 0; i < bs->n_members; i++) {
-        const struct boot_member *m = &bs->members[i];
+    for (size_t i = 0; n->mset && i < n->mset->n_members; i++) {
+        const Cairn__Member *m = n->mset->members[i];
         if (m->id == n->self_id)
             continue;
         int rc = peer_add(n->peers, m->id, (const char *const *)m->peer_urls, m->n_peer_urls);
@@ -665,6 +677,13 @@ static int install_snapshot(struct node *n, const struct raft_snapshot_meta *sm)
     n->conf = sm->conf_state;
     n->store_changed = 1;
     STAT_ADD(n, snapshots_installed, 1);
+    /* the member set came with the snapshot: connect to whoever joined or changed URLs meanwhile */
+    Cairnint__MemberSet *old = copy_set(n->mset);
+    if (load_members(n, NULL) == 0)
+        sync_peers(n, old);
+    if (old)
+        cairnint__member_set__free_unpacked(old, NULL);
+    n->attrs_published = 0;
     log_event(LOG_LEVEL_NOTICE, MSGID_SNAPSHOT_INSTALLED, LOG_FIELDS(LOG_U64("CAIRN_INDEX", sm->index), LOG_U64("CAIRN_TERM", sm->term),
                           LOG_I64("CAIRN_REVISION", st.revision),
                           LOG_U64("CAIRN_DURATION_MS", (now_ns() - t0) / 1000000)),
@@ -707,11 +726,409 @@ static int persist(struct node *n, const struct raft_ready *rd)
     return rc;
 }
 
+/* ---------------------------------------------------------------- membership */
+
+/* Answer waiter id with a packed Response (the header is filled here). */
+static void reply_packed(struct node *n, uint64_t id, Cairn__Response *resp, int64_t revision, int code)
+{
+    Cairn__ResponseHeader hdr = CAIRN__RESPONSE_HEADER__INIT;
+    struct raft_basic_status bs;
+    raft_basic_status(n->raft, &bs);
+    hdr.cluster_id = n->cluster_id;
+    hdr.member_id = n->self_id;
+    hdr.revision = revision ? revision : n->store_revision;
+    hdr.raft_term = bs.term;
+    resp->header = &hdr;
+    size_t len = cairn__response__get_packed_size(resp);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf) {
+        wait_fire(n->waits, id, NULL, 0, ENOMEM);
+        return;
+    }
+    cairn__response__pack(resp, buf);
+    if (!wait_fire(n->waits, id, buf, len, code))
+        free(buf);
+}
+
+static void reply_error_msg(struct node *n, uint64_t id, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void reply_error_msg(struct node *n, uint64_t id, int code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    Cairn__Response resp = CAIRN__RESPONSE__INIT;
+    Cairn__Error e = CAIRN__ERROR__INIT;
+    e.code = (uint32_t)code;
+    e.message = msg;
+    e.member_id = n->self_id;
+    resp.error = &e;
+    reply_packed(n, id, &resp, 0, code);
+}
+
+void node_fail_waiter(struct node *n, uint64_t req_id, int code)
+{
+    wait_fire(n->waits, req_id, NULL, 0, code);
+}
+
+/* The answer to an applied membership change: the member list (and the member added). */
+static void reply_members(struct node *n, uint64_t id, int kind, uint64_t member, int64_t revision)
+{
+    Cairn__Response resp = CAIRN__RESPONSE__INIT;
+    Cairn__MemberAddResponse add = CAIRN__MEMBER_ADD_RESPONSE__INIT;
+    Cairn__MemberRemoveResponse rm = CAIRN__MEMBER_REMOVE_RESPONSE__INIT;
+    Cairn__MemberPromoteResponse pr = CAIRN__MEMBER_PROMOTE_RESPONSE__INIT;
+    Cairn__MemberUpdateResponse up = CAIRN__MEMBER_UPDATE_RESPONSE__INIT;
+    size_t nm = n->mset ? n->mset->n_members : 0;
+    Cairn__Member **ms = n->mset ? n->mset->members : NULL;
+    switch (kind) {
+    case RAFT_CC_ADD_VOTER:
+    case RAFT_CC_ADD_LEARNER:
+        add.member = (Cairn__Member *)members_find(n->mset, member);
+        add.n_members = nm;
+        add.members = ms;
+        resp.body_case = CAIRN__RESPONSE__BODY_MEMBER_ADD;
+        resp.member_add = &add;
+        break;
+    case RAFT_CC_REMOVE:
+        rm.n_members = nm;
+        rm.members = ms;
+        resp.body_case = CAIRN__RESPONSE__BODY_MEMBER_REMOVE;
+        resp.member_remove = &rm;
+        break;
+    case RAFT_CC_PROMOTE:
+        pr.n_members = nm;
+        pr.members = ms;
+        resp.body_case = CAIRN__RESPONSE__BODY_MEMBER_PROMOTE;
+        resp.member_promote = &pr;
+        break;
+    default:
+        up.n_members = nm;
+        up.members = ms;
+        resp.body_case = CAIRN__RESPONSE__BODY_MEMBER_UPDATE;
+        resp.member_update = &up;
+        break;
+    }
+    reply_packed(n, id, &resp, revision, 0);
+}
+
+int node_propose_member_change(struct node *n, uint64_t req_id, int kind, uint64_t id, const Cairn__Member *m)
+{
+    Cairnint__MemberChange mc = CAIRNINT__MEMBER_CHANGE__INIT;
+    mc.id = req_id;
+    mc.proposer = n->self_id;
+    mc.member = (Cairn__Member *)m;
+    struct item *it = calloc(1, sizeof(*it));
+    size_t len = cairnint__member_change__get_packed_size(&mc);
+    void *buf = malloc(len ? len : 1);
+    if (!it || !buf) {
+        free(it);
+        free(buf);
+        return -ENOMEM;
+    }
+    cairnint__member_change__pack(&mc, buf);
+    it->type = IT_MEMBER;
+    it->id = req_id;
+    it->data = buf;
+    it->len = len;
+    it->kind = kind;
+    it->member = id;
+    int rc = inbox_push(n, it, 1);
+    if (rc < 0)
+        item_free(it);
+    return rc;
+}
+
+/*
+ * The voters this member knows to be up: connected now (a dead member's
+ * connection drops at once) and, on the leader, heard from within the last
+ * election timeout too (Raft's recent activity alone lags a kill by up to an
+ * election timeout, long enough to let a quorum-losing change through).
+ */
+static size_t active_voters(struct node *n, const struct raft_status *st, uint64_t *out)
+{
+    size_t k = 0;
+    out[k++] = n->self_id;
+    struct peer_stats ps[2 * RAFT_MAX_MEMBERS];
+    size_t np = peer_stats(n->peers, ps, 2 * RAFT_MAX_MEMBERS);
+    for (size_t i = 0; i < np && k < 2 * RAFT_MAX_MEMBERS; i++) {
+        if (!ps[i].connected)
+            continue;
+        int recent = st->role != RAFT_LEADER;
+        for (uint32_t j = 0; j < st->n_progress; j++)
+            if (st->progress[j].id == ps[i].id)
+                recent = st->progress[j].recent_active;
+        if (recent)
+            out[k++] = ps[i].id;
+    }
+    return k;
+}
+
+/* A MemberAdd/Remove/Promote from a client of this member: check it, then propose it. */
+static void member_change_item(struct node *n, struct item *it)
+{
+    int kind = it->kind;
+    uint64_t id = it->member, req = it->id;
+    const Cairn__Member *old = members_find(n->mset, id);
+    struct raft_status *st = calloc(1, sizeof(*st));
+    Cairnint__MemberChange *mc = cairnint__member_change__unpack(NULL, it->len, it->data);
+    if (!st || !mc) {
+        wait_fire(n->waits, req, NULL, 0, ENOMEM);
+        goto out;
+    }
+    raft_status(n->raft, st);
+    if (kind == RAFT_CC_ADD_VOTER || kind == RAFT_CC_ADD_LEARNER) {
+        if (old) {
+            reply_error_msg(n, req, CAIRN_E_MEMBER_EXISTS, "member %016" PRIx64 " (%s) already has these peer URLs",
+                            id, old->name[0] ? old->name : "not started yet");
+            goto out;
+        }
+        if (members_is_removed(n->mset, id)) {
+            reply_error_msg(n, req, CAIRN_E_MEMBER_EXISTS,
+                            "member ID %016" PRIx64 " (from these peer URLs) was removed from the cluster and IDs "
+                            "are never reused: give the new member other peer URLs (another port)",
+                            id);
+            goto out;
+        }
+        for (size_t i = 0; mc->member && i < mc->member->n_peer_urls; i++) {
+            uint64_t owner = members_url_owner(n->mset, mc->member->peer_urls[i]);
+            if (owner) {
+                reply_error_msg(n, req, CAIRN_E_PEER_URL_EXISTS, "peer URL %s is already used by member %016" PRIx64,
+                                mc->member->peer_urls[i], owner);
+                goto out;
+            }
+        }
+        if (kind == RAFT_CC_ADD_LEARNER && n->conf.n_learners >= 1) {
+            reply_error_msg(n, req, CAIRN_E_TOO_MANY_LEARNERS,
+                            "the cluster already has a learner (etcd's limit is one): promote or remove it first");
+            goto out;
+        }
+    } else if (!old) {
+        reply_error_msg(n, req, CAIRN_E_MEMBER_NOT_FOUND, "no member %016" PRIx64 " in the cluster", id);
+        goto out;
+    }
+    if (kind == RAFT_CC_PROMOTE) {
+        if (!old->is_learner) {
+            reply_error_msg(n, req, CAIRN_E_INVALID_ARGUMENT, "member %016" PRIx64 " is a voter already", id);
+            goto out;
+        }
+        if (st->role != RAFT_LEADER) {
+            reply_error_msg(n, req, CAIRN_E_NOT_LEADER,
+                            "only the leader knows whether a learner has caught up: send MemberPromote to the "
+                            "leader, member %016" PRIx64,
+                            st->lead);
+            goto out;
+        }
+        uint64_t have = 0;
+        for (uint32_t i = 0; i < st->n_progress; i++)
+            if (st->progress[i].id == id)
+                have = st->progress[i].match;
+        /* etcd's rule: the learner holds at least 90% of the leader's log */
+        if (have * 10 < st->last_index * 9) {
+            reply_error_msg(n, req, CAIRN_E_LEARNER_NOT_READY,
+                            "learner %016" PRIx64 " has %" PRIu64 " of the leader's %" PRIu64
+                            " entries; promote it once it has caught up",
+                            id, have, st->last_index);
+            goto out;
+        }
+    }
+    if (n->cfg->strict_reconfig_check) {
+        uint64_t active[2 * RAFT_MAX_MEMBERS];
+        size_t na = active_voters(n, st, active);
+        if (members_check_quorum(n->conf.voters, n->conf.n_voters, active, na, kind, id)) {
+            reply_error_msg(n, req, CAIRN_E_UNHEALTHY,
+                            "unhealthy cluster: %zu of %u voters are reachable from this member; the change "
+                            "could leave the cluster without quorum (--strict-reconfig-check)",
+                            na, n->conf.n_voters);
+            goto out;
+        }
+    }
+    int rc = raft_propose_conf_change(n->raft, (uint32_t)kind, id, it->data, it->len);
+    if (rc == -CAIRN_E_PROPOSAL_DROPPED)
+        reply_error_msg(n, req, CAIRN_E_PROPOSAL_DROPPED,
+                        "another membership change is still being applied, or there is no leader; retry shortly");
+    else if (rc < 0)
+        wait_fire(n->waits, req, NULL, 0, -rc);
+    else
+        log_notice(LOG_FIELDS(LOG_HEX("CAIRN_PEER", id)), "proposed a membership change: %s %016" PRIx64,
+                   kind == RAFT_CC_REMOVE ? "remove" : kind == RAFT_CC_PROMOTE ? "promote" : "add", id);
+out:
+    if (mc)
+        cairnint__member_change__free_unpacked(mc, NULL);
+    free(st);
+}
+
+/* Make n->mset the set packed in buf (taken) and have the store write it with entry me. */
+static int set_members(struct node *n, uint8_t *buf, size_t len, struct mvcc_request *req, struct kvconv_arena *a)
+{
+    Cairnint__MemberSet *s = cairnint__member_set__unpack(NULL, len, buf);
+    uint8_t *copy = kvconv_arena_alloc(a, len ? len : 1);
+    if (!s || !copy) {
+        free(buf);
+        if (s)
+            cairnint__member_set__free_unpacked(s, NULL);
+        return -ENOMEM;
+    }
+    memcpy(copy, buf, len);
+    free(buf);
+    if (n->mset)
+        cairnint__member_set__free_unpacked(n->mset, NULL);
+    n->mset = s;
+    memset(req, 0, sizeof(*req));
+    req->type = MVCC_REQ_RECORD_PUT;
+    req->record.ns = (struct mvcc_buf){MEMBERS_RECORD_NS, strlen(MEMBERS_RECORD_NS)};
+    req->record.name = (struct mvcc_buf){MEMBERS_RECORD_NAME, strlen(MEMBERS_RECORD_NAME)};
+    req->record.value = (struct mvcc_buf){copy, len};
+    return 0;
+}
+
+/* A committed membership change (conf change or member_update/attributes): the new set, or a code refusing it. */
+static int apply_member_change(struct node *n, uint64_t index, int kind, uint64_t id, const Cairn__Member *m,
+                               struct mvcc_request *req, struct kvconv_arena *a)
+{
+    if (kind == MEMBERS_UPDATE_URLS)
+        for (size_t i = 0; m && i < m->n_peer_urls; i++) {
+            uint64_t owner = members_url_owner(n->mset, m->peer_urls[i]);
+            if (owner && owner != id)
+                return CAIRN_E_PEER_URL_EXISTS;
+        }
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int code = members_change(n->mset, kind, id, m, &buf, &len);
+    if (code) {
+        if (kind != MEMBERS_ATTRIBUTES)
+            log_warning(LOG_FIELDS(LOG_U64("CAIRN_INDEX", index), LOG_HEX("CAIRN_PEER", id)),
+                        "membership change at index %" PRIu64 " for %016" PRIx64 " leaves the member set as it "
+                        "was: %s",
+                        index, id, cairn_strerror(-code));
+        return code;
+    }
+    int rc = set_members(n, buf, len, req, a);
+    return rc < 0 ? -rc : 0;
+}
+
+/* Make the peer transport match the member set after a change (old: the set before). */
+static void sync_peers(struct node *n, const Cairnint__MemberSet *old)
+{
+    for (size_t i = 0; old && i < old->n_members; i++) {
+        const Cairn__Member *o = old->members[i];
+        const Cairn__Member *now = members_find(n->mset, o->id);
+        int same = now && now->n_peer_urls == o->n_peer_urls;
+        for (size_t k = 0; same && k < o->n_peer_urls; k++)
+            same = !strcmp(o->peer_urls[k], now->peer_urls[k]);
+        if (o->id != n->self_id && !same)
+            peer_remove(n->peers, o->id);
+    }
+    for (size_t i = 0; n->mset && i < n->mset->n_members; i++) {
+        const Cairn__Member *m = n->mset->members[i];
+        if (m->id == n->self_id)
+            continue;
+        const Cairn__Member *o = members_find(old, m->id);
+        int same = o && o->n_peer_urls == m->n_peer_urls;
+        for (size_t k = 0; same && k < m->n_peer_urls; k++)
+            same = !strcmp(o->peer_urls[k], m->peer_urls[k]);
+        if (same)
+            continue;
+        int rc = peer_add(n->peers, m->id, (const char *const *)m->peer_urls, m->n_peer_urls);
+        if (rc < 0)
+            log_err(LOG_FIELDS(LOG_HEX("CAIRN_PEER", m->id)), "cannot connect to new member %016" PRIx64 ": %s",
+                    m->id, cairn_strerror(rc));
+    }
+    if (members_is_removed(n->mset, n->self_id) && !n->info.removed) {
+        log_event(LOG_LEVEL_WARNING, MSGID_MEMBER_REMOVED, LOG_FIELDS(LOG_HEX("CAIRN_MEMBER", n->self_id)),
+                  "this member (%016" PRIx64 ") was removed from the cluster; it stops", n->self_id);
+        pthread_mutex_lock(&n->info_mu);
+        n->info.removed = 1;
+        pthread_mutex_unlock(&n->info_mu);
+    }
+}
+
+/* Copy of a set, so sync_peers can compare before and after a batch. */
+static Cairnint__MemberSet *copy_set(const Cairnint__MemberSet *s)
+{
+    if (!s)
+        return NULL;
+    size_t len = cairnint__member_set__get_packed_size(s);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf)
+        return NULL;
+    cairnint__member_set__pack(s, buf);
+    Cairnint__MemberSet *c = cairnint__member_set__unpack(NULL, len, buf);
+    free(buf);
+    return c;
+}
+
+/* The set in the store (at start and after a snapshot install); the boot members for a store without one. */
+static int load_members(struct node *n, const struct boot_state *bs)
+{
+    struct mvcc_reader *r = NULL;
+    Cairnint__MemberSet *s = NULL;
+    int rc = mvcc_reader_open(n->store, &r);
+    if (rc == 0) {
+        rc = members_read(r, &s);
+        mvcc_reader_close(r);
+    }
+    if (rc == -CAIRN_E_NOT_FOUND && bs) {
+        /* a member joining from nothing, or a store older than the record: --initial-cluster's view */
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        if ((rc = boot_pack_member_set(bs->members, bs->n_members, &buf, &len)) < 0)
+            return rc;
+        s = cairnint__member_set__unpack(NULL, len, buf);
+        free(buf);
+        rc = s ? 0 : -ENOMEM;
+    }
+    if (rc < 0)
+        return rc;
+    if (n->mset)
+        cairnint__member_set__free_unpacked(n->mset, NULL);
+    n->mset = s;
+    return 0;
+}
+
+/* A started member tells the cluster its name and client URLs (etcd's publish), until its record shows them. */
+static void publish_attributes(struct node *n)
+{
+    if (n->attrs_published || !n->lead || now_ns() < n->attrs_next_ns)
+        return;
+    const struct config *c = n->cfg;
+    const struct config_urls *cu = c->advertise_client_urls.n ? &c->advertise_client_urls : &c->listen_client_urls;
+    const Cairn__Member *me = members_find(n->mset, n->self_id);
+    if (!me)
+        return; /* not in the set (yet): a joining member before its snapshot */
+    int same = !strcmp(me->name, c->name) && me->n_client_urls == cu->n;
+    for (size_t i = 0; same && i < cu->n; i++)
+        same = !strcmp(me->client_urls[i], cu->v[i].url);
+    if (same) {
+        n->attrs_published = 1;
+        return;
+    }
+    char *urls[CONFIG_MAX_URLS];
+    for (size_t i = 0; i < cu->n; i++)
+        urls[i] = cu->v[i].url;
+    Cairn__Member m = CAIRN__MEMBER__INIT;
+    m.id = n->self_id;
+    m.name = c->name;
+    m.n_client_urls = cu->n;
+    m.client_urls = urls;
+    Cairnint__RaftRequest rr = CAIRNINT__RAFT_REQUEST__INIT;
+    rr.request_case = CAIRNINT__RAFT_REQUEST__REQUEST_MEMBER_ATTRIBUTES;
+    rr.member_attributes = &m;
+    node_propose_internal(n, &rr);
+    n->attrs_next_ns = now_ns() + 2000000000LL; /* until it shows in the set */
+}
+
 /* The committed entries of one Ready, decoded for the store and kept until the replies are built. */
 struct apply_batch {
     struct mvcc_entry *ents;
     Cairnint__RaftRequest **rrs;   /* NULL for no-ops and conf changes */
     int *refused;                  /* a before_apply hook's positive CAIRN_E_ code, or 0 */
+    Cairnint__MemberChange **mcs;  /* conf changes: their context (waiter, member) */
+    int *kinds;                    /* conf changes: RAFT_CC_ type; member_update: MEMBERS_UPDATE_URLS */
+    uint64_t *member_ids;          /* the member a membership change is about */
+    Cairnint__MemberSet *old_set;  /* the member set before the batch changed it (NULL: unchanged) */
     size_t n;
     struct kvconv_arena arena;
 };
@@ -758,7 +1175,10 @@ static int apply_committed(struct node *n, const struct raft_ready *rd)
     b.ents = calloc(rd->n_committed, sizeof(*b.ents));
     b.rrs = calloc(rd->n_committed, sizeof(*b.rrs));
     b.refused = calloc(rd->n_committed, sizeof(*b.refused));
-    if (!b.ents || !b.rrs || !b.refused) {
+    b.mcs = calloc(rd->n_committed, sizeof(*b.mcs));
+    b.kinds = calloc(rd->n_committed, sizeof(*b.kinds));
+    b.member_ids = calloc(rd->n_committed, sizeof(*b.member_ids));
+    if (!b.ents || !b.rrs || !b.refused || !b.mcs || !b.kinds || !b.member_ids) {
         rc = -ENOMEM;
         goto out;
     }
@@ -778,9 +1198,30 @@ static int apply_committed(struct node *n, const struct raft_ready *rd)
                 log_err(LOG_FIELDS(LOG_U64("CAIRN_INDEX", e->index)),
                         "conf change at index %" PRIu64 " not applied: %s", e->index, cairn_strerror(r));
             else
-                log_notice(LOG_FIELDS(LOG_U64("CAIRN_INDEX", e->index), LOG_HEX("CAIRN_PEER", cc.node_id)),
-                           "membership change at index %" PRIu64 ": type %u member %016" PRIx64, e->index,
-                           cc.type, cc.node_id);
+                log_event(LOG_LEVEL_NOTICE, cc.type == RAFT_CC_REMOVE ? MSGID_MEMBER_REMOVED : MSGID_MEMBER_ADDED,
+                          LOG_FIELDS(LOG_U64("CAIRN_INDEX", e->index), LOG_HEX("CAIRN_PEER", cc.node_id)),
+                          "membership change at index %" PRIu64 ": %s member %016" PRIx64, e->index,
+                          cc.type == RAFT_CC_REMOVE ? "removed" : cc.type == RAFT_CC_PROMOTE ? "promoted"
+                          : cc.type == RAFT_CC_ADD_LEARNER ? "added learner" : "added voter",
+                          cc.node_id);
+            if (e->index <= n->applied)
+                continue; /* the store's member set has it already */
+            if (r < 0 && raft_conf_change_decode(e->data, e->len, &cc) < 0)
+                continue;
+            b.mcs[i] = cc.context_len ? cairnint__member_change__unpack(NULL, cc.context_len, cc.context) : NULL;
+            b.kinds[i] = (int)cc.type;
+            b.member_ids[i] = cc.node_id;
+            if (!b.old_set && !(b.old_set = copy_set(n->mset))) {
+                rc = -ENOMEM;
+                goto out;
+            }
+            b.refused[i] = r < 0 ? CAIRN_E_INVALID_ARGUMENT
+                                 : apply_member_change(n, e->index, (int)cc.type, cc.node_id,
+                                                       b.mcs[i] ? b.mcs[i]->member : NULL, &me->req, &b.arena);
+            if (b.refused[i] == ENOMEM) {
+                rc = -ENOMEM;
+                goto out;
+            }
             continue;
         }
         if (e->index <= n->applied || e->len == 0)
@@ -804,6 +1245,30 @@ static int apply_committed(struct node *n, const struct raft_ready *rd)
                 log_warning(LOG_FIELDS(LOG_U64("CAIRN_INDEX", e->index)),
                             "committed entry %" PRIu64 " holds a request this version does not apply (%d)",
                             e->index, (int)rr->request_case);
+        }
+        if ((rr->request_case == CAIRNINT__RAFT_REQUEST__REQUEST_MEMBER_UPDATE && rr->member_update) ||
+            (rr->request_case == CAIRNINT__RAFT_REQUEST__REQUEST_MEMBER_ATTRIBUTES && rr->member_attributes)) {
+            Cairn__Member upd = CAIRN__MEMBER__INIT;
+            const Cairn__Member *m = rr->member_attributes;
+            int kind = MEMBERS_ATTRIBUTES;
+            if (rr->request_case == CAIRNINT__RAFT_REQUEST__REQUEST_MEMBER_UPDATE) {
+                upd.id = rr->member_update->id;
+                upd.n_peer_urls = rr->member_update->n_peer_urls;
+                upd.peer_urls = rr->member_update->peer_urls;
+                m = &upd;
+                kind = MEMBERS_UPDATE_URLS;
+            }
+            b.kinds[i] = kind;
+            b.member_ids[i] = m->id;
+            if (!b.old_set && !(b.old_set = copy_set(n->mset))) {
+                rc = -ENOMEM;
+                goto out;
+            }
+            b.refused[i] = apply_member_change(n, e->index, kind, m->id, m, &me->req, &b.arena);
+            if (b.refused[i] == ENOMEM) {
+                rc = -ENOMEM;
+                goto out;
+            }
         }
         for (size_t k = 0; k < nobs && !b.refused[i]; k++) {
             if (!obs[k].before_apply)
@@ -847,21 +1312,40 @@ static int apply_committed(struct node *n, const struct raft_ready *rd)
     struct raft_basic_status bs;
     raft_basic_status(n->raft, &bs);
     uint64_t term = bs.term;
+    if (b.old_set)
+        sync_peers(n, b.old_set);
     for (size_t i = 0; i < res->n_entries; i++) {
         Cairnint__RaftRequest *rr = b.rrs[i];
+        const Cairnint__MemberChange *mc = b.mcs[i];
+        if (mc && mc->proposer == n->self_id) {
+            if (b.refused[i])
+                wait_fire(n->waits, mc->id, NULL, 0, b.refused[i]);
+            else
+                reply_members(n, mc->id, b.kinds[i], b.member_ids[i], res->revision);
+        }
         if (!rr || rr->proposer != n->self_id || res->entries[i].skipped)
             continue;
         if (b.refused[i])
             wait_fire(n->waits, rr->id, NULL, 0, b.refused[i]);
+        else if (b.kinds[i] == MEMBERS_UPDATE_URLS)
+            reply_members(n, rr->id, b.kinds[i], b.member_ids[i], res->revision);
         else
             reply_write(n, rr, &res->entries[i], term);
     }
     mvcc_result_free(res);
 out:
-    for (size_t i = 0; i < b.n; i++)
+    for (size_t i = 0; i < b.n; i++) {
         if (b.rrs && b.rrs[i])
             cairnint__raft_request__free_unpacked(b.rrs[i], NULL);
+        if (b.mcs && b.mcs[i])
+            cairnint__member_change__free_unpacked(b.mcs[i], NULL);
+    }
+    if (b.old_set)
+        cairnint__member_set__free_unpacked(b.old_set, NULL);
     free(b.rrs);
+    free(b.mcs);
+    free(b.kinds);
+    free(b.member_ids);
     free(b.refused);
     free(b.ents);
     kvconv_arena_free(&b.arena);
@@ -1056,6 +1540,9 @@ static void process(struct node *n, struct item *list)
         case IT_PEER:
             step_peer(n, it);
             break;
+        case IT_MEMBER:
+            member_change_item(n, it);
+            break;
         case IT_CALL:
             it->fn(n, it->data, 0);
             n->store_changed = 1; /* it may have changed the store's size (defragment) */
@@ -1173,6 +1660,7 @@ static void *node_main(void *arg)
                 log_err(NULL, "compaction step failed: %s", cairn_strerror(rc));
         }
         publish(n);
+        publish_attributes(n);
         watchdog(n);
     }
     return NULL;
@@ -1242,6 +1730,19 @@ int node_start(const struct config *cfg, struct boot_state *bs, struct wait_tabl
     n->store_changed = 1;
     n->info.cluster_id = n->cluster_id;
     n->info.member_id = n->self_id;
+    if ((rc = load_members(n, bs)) < 0) {
+        snprintf(err, errlen, "cannot read the member list from the store: %s", cairn_strerror(rc));
+        goto fail;
+    }
+    if (members_is_removed(n->mset, n->self_id)) {
+        snprintf(err, errlen,
+                 "this member (%016" PRIx64 ") was removed from the cluster and cannot come back with this data "
+                 "directory; move %s away and add the member again (member add, then start it with "
+                 "--initial-cluster-state existing)",
+                 n->self_id, cfg->data_dir);
+        rc = -CAIRN_E_CONFIG;
+        goto fail;
+    }
 
     struct peer_options po = {
         .cluster_id = n->cluster_id,
@@ -1254,7 +1755,7 @@ int node_start(const struct config *cfg, struct boot_state *bs, struct wait_tabl
                                 .on_snapshot_done = on_snapshot_done};
     if ((rc = peer_start(&po, &cb, &n->peers, err, errlen)) < 0)
         goto fail;
-    if ((rc = add_peers(n, bs)) < 0) {
+    if ((rc = add_peers(n)) < 0) {
         snprintf(err, errlen, "cannot set up the peer connections: %s", cairn_strerror(rc));
         goto fail;
     }
@@ -1289,6 +1790,8 @@ fail:
         bs->store = n->store;
         bs->wal = n->wal;
     }
+    if (n->mset)
+        cairnint__member_set__free_unpacked(n->mset, NULL);
     free(n);
     return rc;
 }
@@ -1309,7 +1812,7 @@ void node_stop(struct node *n)
     struct item *it = n->head;
     while (it) {
         struct item *next = it->next;
-        if (it->type == IT_PROPOSE)
+        if (it->type == IT_PROPOSE || it->type == IT_MEMBER)
             wait_fire(n->waits, it->id, NULL, 0, CAIRN_E_STOPPED);
         else if (it->type == IT_CALL)
             it->fn(n, it->data, 1);
@@ -1339,6 +1842,8 @@ void node_stop(struct node *n)
     pthread_mutex_destroy(&n->slots_mu);
     pthread_mutex_destroy(&n->info_mu);
     pthread_mutex_destroy(&n->obs_mu);
+    if (n->mset)
+        cairnint__member_set__free_unpacked(n->mset, NULL);
     free(n);
 }
 

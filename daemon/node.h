@@ -41,6 +41,7 @@ struct node_info {
     int64_t revision, compact_revision;
     int64_t db_size, db_size_in_use; /* the store's file and the part holding data (bytes) */
     uint64_t proposals_pending;  /* in the inbox, not yet given to raft */
+    int removed;                 /* this member was removed from the cluster: it must stop */
 };
 
 /*
@@ -172,6 +173,21 @@ struct node_stats {
     struct histogram backend_commit;  /* one per apply batch (one store transaction) */
 };
 void node_get_stats(struct node *n, struct node_stats *st);
+
+/*
+ * node_propose_member_change: check a membership change on the node thread
+ * (the member set, strict quorum check with --strict-reconfig-check, a
+ * learner's progress for a promotion, which only the leader knows) and
+ * propose it.  kind: RAFT_CC_ADD_VOTER, _ADD_LEARNER, _PROMOTE or _REMOVE;
+ * m (copied; NULL but for adds) the member's peer URLs.  The waiter req_id,
+ * registered by the caller, gets the packed reply once the change is
+ * applied (the new member list), or an error.  0 once queued.
+ */
+struct Cairn__Member;
+int node_propose_member_change(struct node *n, uint64_t req_id, int kind, uint64_t id, const struct Cairn__Member *m);
+
+/* node_fail_waiter: answer the waiter req_id with the error code (positive CAIRN_E_ or errno). */
+void node_fail_waiter(struct node *n, uint64_t req_id, int code);
 
 /* node_set_watchdog: ping systemd's watchdog (WATCHDOG=1) from the node loop every usec/2; 0 disables. */
 void node_set_watchdog(struct node *n, uint64_t usec);

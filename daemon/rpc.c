@@ -306,21 +306,16 @@ static void propose(struct slot *s, Cairnint__RaftRequest *rr)
             return;
         }
     }
-    rr->id = node_next_request_id(r->node);
     rr->proposer = r->member_id;
-    size_t len = cairnint__raft_request__get_packed_size(rr);
+    if (rpc_call_wait((struct rpc_call *)s, &rr->id) < 0)
+        return;
+    size_t len = cairnint__raft_request__get_packed_size(rr); /* after the ID: its size counts */
     void *buf = malloc(len ? len : 1);
     if (!buf) {
-        reply_error(s, ENOMEM, NULL);
+        wait_fire(r->waits, rr->id, NULL, 0, ENOMEM);
         return;
     }
     cairnint__raft_request__pack(rr, buf);
-    int64_t deadline = now_ns() + (int64_t)r->cfg->request_timeout_ms * 1000000LL;
-    if (wait_add(r->waits, rr->id, deadline, write_done, s) < 0) {
-        free(buf);
-        reply_error(s, ENOMEM, NULL);
-        return;
-    }
     int rc = node_propose(r->node, rr->id, buf, len);
     if (rc < 0)
         wait_fire(r->waits, rr->id, NULL, 0, -rc);
@@ -555,6 +550,19 @@ void rpc_call_error(struct rpc_call *c, int code, const char *fmt, ...)
 void rpc_call_unreadable(struct rpc_call *c, int err)
 {
     reply_unreadable(call_slot(c), err);
+}
+
+int rpc_call_wait(struct rpc_call *c, uint64_t *id)
+{
+    struct slot *s = call_slot(c);
+    struct rpc *r = s->r;
+    *id = node_next_request_id(r->node);
+    int64_t deadline = now_ns() + (int64_t)r->cfg->request_timeout_ms * 1000000LL;
+    if (wait_add(r->waits, *id, deadline, write_done, s) < 0) {
+        reply_error(s, ENOMEM, NULL);
+        return -ENOMEM;
+    }
+    return 0;
 }
 
 void rpc_call_propose(struct rpc_call *c, Cairnint__RaftRequest *rr)

@@ -55,6 +55,14 @@ void rpc_call_error(struct rpc_call *c, int code, const char *fmt, ...) __attrib
 void rpc_call_unreadable(struct rpc_call *c, int err);
 /* Send rr through Raft (id and proposer set here, its oneof borrowed); the reply is the applied result. */
 void rpc_call_propose(struct rpc_call *c, struct Cairnint__RaftRequest *rr);
+/*
+ * For requests that reach Raft by another way than a RaftRequest (membership
+ * changes): register a waiter with the request timeout and return its ID in
+ * *id; whoever fires it (wait_fire with a packed Response, or an error code)
+ * ends the call.  0, or a negative error after which the call is already
+ * answered.
+ */
+int rpc_call_wait(struct rpc_call *c, uint64_t *id);
 /* Run fn on a reader thread (after a ReadIndex round when linearizable); fn must reply.  r is NULL
  * when the store cannot be read (err says why). */
 typedef void (*rpc_read_fn)(struct rpc_call *c, struct mvcc_reader *r, int err, void *arg);

@@ -181,6 +181,7 @@ class Member:
         self.proc = None
         self.peer_cert = None  # (crt, key) to use instead of the CA-made one naming the member
         self.token = None      # --initial-cluster-token for this member alone
+        self.state = "new"     # --initial-cluster-state: "existing" for a member added to a running cluster
         self.extra = []
         self.pick_ports()
 
@@ -214,7 +215,7 @@ class Member:
              "--initial-advertise-peer-urls=" + self.peer_url,
              "--listen-admin-url=ipc://" + self.admin_sock,
              "--initial-cluster=" + c.initial_cluster(),
-             "--initial-cluster-state=new",
+             "--initial-cluster-state=" + self.state,
              "--initial-cluster-token=" + (self.token or c.token),
              "--heartbeat-interval=%d" % c.heartbeat_ms,
              "--election-timeout=%d" % c.election_ms,
