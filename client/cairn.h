@@ -174,9 +174,12 @@ int cairn_set_auth_token(struct cairn_client *c, const char *token);
  * and auth queries, HashKV) is retried on another endpoint, within the
  * deadline, when the connection fails or the member answers NO_LEADER,
  * UNAVAILABLE, STOPPED, LEARNER_NOT_SERVING, LEADER_TRANSFER,
- * TOO_MANY_REQUESTS or TIMEOUT.  Any other request is retried only while it
- * was never handed to a connection; once sent, a lost connection or the
- * deadline gives -CAIRN_E_TIMEOUT (outcome unknown) and it is never resent.
+ * TOO_MANY_REQUESTS or TIMEOUT.  Any request answered NOT_LEADER (a member
+ * refusing what only the leader does, having done nothing: keep-alives,
+ * MemberPromote, MoveLeader) is taken to the next endpoint too.  Any other
+ * request is retried only while it was never handed to a connection; once
+ * sent, a lost connection or the deadline gives -CAIRN_E_TIMEOUT (outcome
+ * unknown) and it is never resent.
  *
  * Returns 0 with *resp (owned by the caller, freed with cairn_response_free)
  * or a negative code with *resp = NULL; a member's error reply becomes the
@@ -560,6 +563,42 @@ struct cairn_defrag_info {
  */
 int cairn_defragment(struct cairn_client *c, const struct cairn_call_opts *opts, struct cairn_defrag_info *info,
                      struct cairn_error_detail *err);
+
+/* --- leases and membership --- */
+
+/* cairn_lease_grant: a lease of ttl seconds (id 0: the member picks one); the ID and TTL granted (may be NULL). */
+int cairn_lease_grant(struct cairn_client *c, int64_t ttl, int64_t id, const struct cairn_call_opts *opts,
+                      int64_t *granted_id, int64_t *granted_ttl, struct cairn_error_detail *err);
+/* cairn_lease_revoke: revoke lease id, deleting its keys in one revision. */
+int cairn_lease_revoke(struct cairn_client *c, int64_t id, const struct cairn_call_opts *opts,
+                       struct cairn_error_detail *err);
+/* cairn_lease_keepalive: renew lease id (the leader serves it); *ttl (may be NULL) the TTL it runs for again. */
+int cairn_lease_keepalive(struct cairn_client *c, int64_t id, const struct cairn_call_opts *opts, int64_t *ttl,
+                          struct cairn_error_detail *err);
+/* cairn_lease_time_to_live: (*resp)->lease_time_to_live: remaining and granted TTL, with keys the attached keys. */
+int cairn_lease_time_to_live(struct cairn_client *c, int64_t id, bool keys, const struct cairn_call_opts *opts,
+                             Cairn__Response **resp, struct cairn_error_detail *err);
+
+/* cairn_member_list: (*resp)->member_list: every member and the leader's ID. */
+int cairn_member_list(struct cairn_client *c, bool linearizable, const struct cairn_call_opts *opts,
+                      Cairn__Response **resp, struct cairn_error_detail *err);
+/*
+ * cairn_member_add: add a member (a learner, preferably: it counts toward the
+ * quorum only once promoted) with these peer URLs; *id (may be NULL) is its ID.
+ * Start it with --initial-cluster-state existing and an --initial-cluster
+ * listing today's members and itself.
+ */
+int cairn_member_add(struct cairn_client *c, const char *const *peer_urls, size_t n, bool learner,
+                     const struct cairn_call_opts *opts, uint64_t *id, struct cairn_error_detail *err);
+/* cairn_member_remove: remove member id (the member stops). */
+int cairn_member_remove(struct cairn_client *c, uint64_t id, const struct cairn_call_opts *opts,
+                        struct cairn_error_detail *err);
+/* cairn_member_promote: make learner id a voter; -CAIRN_E_LEARNER_NOT_READY until it has caught up. */
+int cairn_member_promote(struct cairn_client *c, uint64_t id, const struct cairn_call_opts *opts,
+                         struct cairn_error_detail *err);
+/* cairn_member_update: replace member id's peer URLs. */
+int cairn_member_update(struct cairn_client *c, uint64_t id, const char *const *peer_urls, size_t n,
+                        const struct cairn_call_opts *opts, struct cairn_error_detail *err);
 
 #ifdef __cplusplus
 }

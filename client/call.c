@@ -553,3 +553,32 @@ void cairn_response_free(Cairn__Response *resp)
     if (resp)
         cairn__response__free_unpacked(resp, NULL);
 }
+
+/*
+ * Make the call and insist on the reply body `want`.  On success *resp is
+ * the caller's if resp is given, else freed here.
+ */
+int client_call_expect(struct cairn_client *c, const Cairn__Request *req,
+                       Cairn__Response__BodyCase want, const struct cairn_call_opts *opts,
+                       Cairn__Response **resp, struct cairn_error_detail *err)
+{
+    Cairn__Response *r = NULL;
+    int rv;
+
+    if (resp)
+        *resp = NULL;
+    if ((rv = cairn_call(c, req, opts, &r, err)) != 0)
+        return rv;
+    if (r->body_case != want) {
+        detail_set(err, -CAIRN_E_MALFORMED,
+                   "reply carries body %d where %d was expected; the outcome is unknown",
+                   (int)r->body_case, (int)want);
+        cairn_response_free(r);
+        return -CAIRN_E_MALFORMED;
+    }
+    if (resp)
+        *resp = r;
+    else
+        cairn_response_free(r);
+    return 0;
+}

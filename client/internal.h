@@ -100,6 +100,10 @@ int tls_client_config(const struct cairn_tls *tls, const char *url_host,
 bool request_is_read(const Cairn__Request *req);
 
 /* client.c */
+/* client_call_expect: cairn_call, then check the reply carries body want (else -CAIRN_E_MALFORMED); resp may be NULL. */
+int client_call_expect(struct cairn_client *c, const Cairn__Request *req, Cairn__Response__BodyCase want,
+                       const struct cairn_call_opts *opts, Cairn__Response **resp, struct cairn_error_detail *err);
+
 void detail_set(struct cairn_error_detail *d, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

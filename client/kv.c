@@ -50,35 +50,6 @@ static void fill_delete(Cairn__DeleteRangeRequest *q, const struct cairn_delete 
     q->prev_kv = d->prev_kv;
 }
 
-/*
- * Make the call and insist on the reply body `want`.  On success *resp is
- * the caller's if resp is given, else freed here.
- */
-static int call_expect(struct cairn_client *c, const Cairn__Request *req,
-                       Cairn__Response__BodyCase want, const struct cairn_call_opts *opts,
-                       Cairn__Response **resp, struct cairn_error_detail *err)
-{
-    Cairn__Response *r = NULL;
-    int rv;
-
-    if (resp)
-        *resp = NULL;
-    if ((rv = cairn_call(c, req, opts, &r, err)) != 0)
-        return rv;
-    if (r->body_case != want) {
-        detail_set(err, -CAIRN_E_MALFORMED,
-                   "reply carries body %d where %d was expected; the outcome is unknown",
-                   (int)r->body_case, (int)want);
-        cairn_response_free(r);
-        return -CAIRN_E_MALFORMED;
-    }
-    if (resp)
-        *resp = r;
-    else
-        cairn_response_free(r);
-    return 0;
-}
-
 int cairn_put(struct cairn_client *c, const struct cairn_put *put,
               const struct cairn_call_opts *opts, Cairn__Response **resp,
               struct cairn_error_detail *err)
@@ -91,7 +62,7 @@ int cairn_put(struct cairn_client *c, const struct cairn_put *put,
     fill_put(&p, put);
     req.body_case = CAIRN__REQUEST__BODY_PUT;
     req.put = &p;
-    return call_expect(c, &req, CAIRN__RESPONSE__BODY_PUT, opts, resp, err);
+    return client_call_expect(c, &req, CAIRN__RESPONSE__BODY_PUT, opts, resp, err);
 }
 
 int cairn_get(struct cairn_client *c, struct cairn_bytes key,
@@ -123,7 +94,7 @@ int cairn_range_call(struct cairn_client *c, const struct cairn_range *r,
     fill_range(&q, r);
     req.body_case = CAIRN__REQUEST__BODY_RANGE;
     req.range = &q;
-    return call_expect(c, &req, CAIRN__RESPONSE__BODY_RANGE, opts, resp, err);
+    return client_call_expect(c, &req, CAIRN__RESPONSE__BODY_RANGE, opts, resp, err);
 }
 
 int cairn_delete_range(struct cairn_client *c, const struct cairn_delete *d,
@@ -140,7 +111,7 @@ int cairn_delete_range(struct cairn_client *c, const struct cairn_delete *d,
     fill_delete(&q, d);
     req.body_case = CAIRN__REQUEST__BODY_DELETE_RANGE;
     req.delete_range = &q;
-    if ((rv = call_expect(c, &req, CAIRN__RESPONSE__BODY_DELETE_RANGE, opts, &r, err)) != 0) {
+    if ((rv = client_call_expect(c, &req, CAIRN__RESPONSE__BODY_DELETE_RANGE, opts, &r, err)) != 0) {
         if (resp)
             *resp = NULL;
         return rv;
@@ -164,7 +135,7 @@ int cairn_compact(struct cairn_client *c, int64_t revision, bool physical,
     q.physical = physical;
     req.body_case = CAIRN__REQUEST__BODY_COMPACT;
     req.compact = &q;
-    return call_expect(c, &req, CAIRN__RESPONSE__BODY_COMPACT, opts, NULL, err);
+    return client_call_expect(c, &req, CAIRN__RESPONSE__BODY_COMPACT, opts, NULL, err);
 }
 
 int cairn_history_page(struct cairn_client *c, const struct cairn_history *h,
@@ -187,7 +158,7 @@ int cairn_history_page(struct cairn_client *c, const struct cairn_history *h,
     q.serializable = h->serializable;
     req.body_case = CAIRN__REQUEST__BODY_HISTORY;
     req.history = &q;
-    return call_expect(c, &req, CAIRN__RESPONSE__BODY_HISTORY, opts, resp, err);
+    return client_call_expect(c, &req, CAIRN__RESPONSE__BODY_HISTORY, opts, resp, err);
 }
 
 int cairn_history_each(struct cairn_client *c, const struct cairn_history *h,
@@ -239,7 +210,7 @@ int cairn_status(struct cairn_client *c, const struct cairn_call_opts *opts,
         return -EINVAL;
     req.body_case = CAIRN__REQUEST__BODY_STATUS;
     req.status = &q;
-    return call_expect(c, &req, CAIRN__RESPONSE__BODY_STATUS, opts, resp, err);
+    return client_call_expect(c, &req, CAIRN__RESPONSE__BODY_STATUS, opts, resp, err);
 }
 
 /* ----------------------------------------------------------------------- Txn */
@@ -511,7 +482,7 @@ int cairn_txn_commit(struct cairn_client *c, const struct cairn_txn *t,
         return -EINVAL;
     req.body_case = CAIRN__REQUEST__BODY_TXN;
     req.txn = (Cairn__TxnRequest *)&t->req; /* packed, never written */
-    if ((rv = call_expect(c, &req, CAIRN__RESPONSE__BODY_TXN, opts, &r, err)) != 0)
+    if ((rv = client_call_expect(c, &req, CAIRN__RESPONSE__BODY_TXN, opts, &r, err)) != 0)
         return rv;
     if (succeeded)
         *succeeded = r->txn->succeeded;

@@ -571,6 +571,32 @@ static void test_read_retries_elsewhere_after_no_leader(void **state)
     mock_stop(&b);
 }
 
+/* A member that refuses what only the leader does (NOT_LEADER) has done nothing: any call moves on. */
+static void test_not_leader_refusal_moves_to_the_next_member(void **state)
+{
+    (void)state;
+    struct mock a, b;
+    assert_int_equal(mock_start(&a, "tcp://127.0.0.1:0", NULL, 1), 0);
+    assert_int_equal(mock_start(&b, "tcp://127.0.0.1:0", NULL, 2), 0);
+    a.error_code = CAIRN_E_NOT_LEADER;
+    const char *urls[] = {a.url, b.url};
+    struct cairn_client *c = open_client(urls, 2, 0, LONG_MS);
+    wait_connected(c, 0);
+    wait_connected(c, 1);
+
+    int64_t ttl = 0;
+    struct cairn_error_detail err;
+    assert_int_equal(cairn_lease_keepalive(c, 7, NULL, &ttl, &err), 0);
+    assert_int_equal(ttl, 42);
+    assert_int_equal(err.endpoint, 1);
+    assert_int_equal(mock_count(&a, CAIRN__REQUEST__BODY_LEASE_KEEP_ALIVE), 1);
+    assert_int_equal(mock_count(&b, CAIRN__REQUEST__BODY_LEASE_KEEP_ALIVE), 1);
+
+    cairn_close(c);
+    mock_stop(&a);
+    mock_stop(&b);
+}
+
 static void test_write_is_not_retried_after_a_member_answered(void **state)
 {
     (void)state;
@@ -1035,6 +1061,7 @@ int main(void)
         cmocka_unit_test(test_read_fails_over_from_a_refused_member),
         cmocka_unit_test(test_read_retries_elsewhere_after_no_leader),
         cmocka_unit_test(test_write_is_not_retried_after_a_member_answered),
+        cmocka_unit_test(test_not_leader_refusal_moves_to_the_next_member),
         cmocka_unit_test(test_write_to_a_refused_member_moves_on),
         cmocka_unit_test(test_write_whose_member_dies_after_receiving_it_is_unknown_and_sent_once),
         cmocka_unit_test(test_write_to_a_killed_and_restarted_member_is_never_resent),

@@ -104,6 +104,7 @@ static inline nng_msg *mock_answer(struct mock *m, const Cairn__Request *req)
     Cairn__CompactionResponse compact = CAIRN__COMPACTION_RESPONSE__INIT;
     Cairn__HistoryResponse hist = CAIRN__HISTORY_RESPONSE__INIT;
     Cairn__StatusResponse status = CAIRN__STATUS_RESPONSE__INIT;
+    Cairn__LeaseKeepAliveResponse keepalive = CAIRN__LEASE_KEEP_ALIVE_RESPONSE__INIT;
     Cairn__KeyValue kv = CAIRN__KEY_VALUE__INIT, prev = CAIRN__KEY_VALUE__INIT;
     Cairn__KeyValue *kvs[1] = {&kv}, *prevs[1] = {&prev};
     Cairn__HistoryRecord recs[5], *rec_ptrs[5];
@@ -238,6 +239,12 @@ static inline nng_msg *mock_answer(struct mock *m, const Cairn__Request *req)
         status.raft_term = 3;
         resp.body_case = CAIRN__RESPONSE__BODY_STATUS;
         resp.status = &status;
+        break;
+    case CAIRN__REQUEST__BODY_LEASE_KEEP_ALIVE:
+        keepalive.id = req->lease_keep_alive->id;
+        keepalive.ttl = 42;
+        resp.body_case = CAIRN__RESPONSE__BODY_LEASE_KEEP_ALIVE;
+        resp.lease_keep_alive = &keepalive;
         break;
     default:
         error.code = 1000 + 107; /* UNSUPPORTED */
