@@ -90,7 +90,9 @@ def test_a_lease_keeps_its_keys_across_a_leader_change(env, wire):
     assert wire.is_error(r) and r.error.code == wire.ERRORS["NOT_LEADER"], r
 
 
-def test_ten_thousand_leases_expiring_together_are_all_revoked_while_writes_go_on(member, wire):
+def test_ten_thousand_leases_expiring_together_are_all_revoked_while_writes_go_on(env, wire):
+    # three members: the revokes go through Raft like every write (issue 7's test)
+    member = env.cluster(3).leader()
     n = 10000
     with member.client() as c:
         reqs = [wire.pb.Request(lease_grant=wire.pb.LeaseGrantRequest(ttl=1)) for _ in range(n)]
