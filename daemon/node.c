@@ -187,31 +187,30 @@ int node_propose(struct node *n, uint64_t id, void *data, size_t len)
     return rc;
 }
 
-int node_read_index(struct node *n, uint64_t ctx)
+/* Queue a small item that owns no memory (unbounded: the caller is not a client). */
+static int push_small(struct node *n, enum item_type type, uint64_t id, node_call_fn fn, void *arg)
 {
     struct item *it = calloc(1, sizeof(*it));
     if (!it)
         return -ENOMEM;
-    it->type = IT_READ_INDEX;
-    it->id = ctx;
-    int rc = inbox_push(n, it, 0);
-    if (rc < 0)
-        free(it);
-    return rc;
-}
-
-int node_call(struct node *n, node_call_fn fn, void *arg)
-{
-    struct item *it = calloc(1, sizeof(*it));
-    if (!it)
-        return -ENOMEM;
-    it->type = IT_CALL;
+    it->type = type;
+    it->id = id;
     it->fn = fn;
     it->data = arg;
     int rc = inbox_push(n, it, 0);
     if (rc < 0)
         free(it);
     return rc;
+}
+
+int node_read_index(struct node *n, uint64_t ctx)
+{
+    return push_small(n, IT_READ_INDEX, ctx, NULL, NULL);
+}
+
+int node_call(struct node *n, node_call_fn fn, void *arg)
+{
+    return push_small(n, IT_CALL, 0, fn, arg);
 }
 
 struct mvcc_store *node_writer(struct node *n)
@@ -221,15 +220,7 @@ struct mvcc_store *node_writer(struct node *n)
 
 int node_transfer_leader(struct node *n, uint64_t to)
 {
-    struct item *it = calloc(1, sizeof(*it));
-    if (!it)
-        return -ENOMEM;
-    it->type = IT_TRANSFER;
-    it->id = to;
-    int rc = inbox_push(n, it, 0);
-    if (rc < 0)
-        free(it);
-    return rc;
+    return push_small(n, IT_TRANSFER, to, NULL, NULL);
 }
 
 #define STAT_ADD(n, field, v) __atomic_add_fetch(&(n)->stats.field, (v), __ATOMIC_RELAXED)
