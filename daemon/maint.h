@@ -15,11 +15,11 @@
 size_t maint_routes(struct rpc_route *out, size_t max);
 
 /*
- * Pages one defragment step gives back (4 MiB of 4 KiB pages): one step holds
- * the applier for tens of milliseconds at most (docs/performance.md,
- * "Defragment"), far below the election timeout.
+ * Pages one defragment step gives back (1 MiB of 4 KiB pages): a step holds
+ * the applier about 10 ms, 60 at worst on a loaded host (docs/performance.md,
+ * "Defragment"); 4 MiB steps measured 35 to 250 ms for no gain in total time.
  */
-#define MAINT_DEFRAG_STEP_PAGES 1024
+#define MAINT_DEFRAG_STEP_PAGES 256
 
 /* maint_defrag_routes: the Defragment route, run on n's node thread; returns how many were written. */
 size_t maint_defrag_routes(struct node *n, struct rpc_route *out, size_t max);
