@@ -307,24 +307,13 @@ int cairn_move_leader(struct cairn_client *c, uint64_t target_id, const struct c
     req.move_leader = &q;
     if (!c)
         return -EINVAL;
-    if (opts && opts->pinned) {
-        int rc = cairn_call(c, &req, opts, &resp, err);
-        cairn_response_free(resp);
-        return rc;
+    /* Only the leader serves it; cairn_call takes a follower's NOT_LEADER refusal (which changed
+     * nothing) on to the next member until the leader answers. */
+    int rc = cairn_call(c, &req, opts, &resp, err);
+    if (rc == 0 && resp->body_case != CAIRN__RESPONSE__BODY_MOVE_LEADER) {
+        detail_set(err, -CAIRN_E_MALFORMED, "the member answered MoveLeader with body %d", (int)resp->body_case);
+        rc = -CAIRN_E_MALFORMED;
     }
-    /* Only the leader serves it and a refusal changes nothing, so ask each member in turn. */
-    struct cairn_call_opts o = opts ? *opts : (struct cairn_call_opts){0};
-    int rc = -CAIRN_E_UNAVAILABLE;
-    size_t n = cairn_endpoint_count(c);
-    for (size_t i = 0; i < n; i++) {
-        o.pinned = true;
-        o.endpoint = (unsigned)i;
-        rc = cairn_call(c, &req, &o, &resp, err);
-        cairn_response_free(resp);
-        resp = NULL;
-        if (rc != -CAIRN_E_NOT_LEADER && rc != -CAIRN_E_UNAVAILABLE && rc != -CAIRN_E_STOPPED &&
-            rc != -CAIRN_E_LEARNER_NOT_SERVING)
-            break;
-    }
+    cairn_response_free(resp);
     return rc;
 }

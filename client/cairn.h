@@ -508,12 +508,13 @@ int cairn_snapshot_save(struct cairn_client *c, const char *path, const struct c
 
 /*
  * cairn_move_leader: ask the leader to hand leadership to member target_id
- * (a started voter) and wait until it leads.  Without opts->pinned every
- * endpoint is tried in turn until the leader answers (the others refuse with
- * NOT_LEADER and change nothing).  Returns 0, -CAIRN_E_NOT_LEADER (pinned to
- * a follower: err names the leader), -CAIRN_E_MEMBER_NOT_FOUND,
+ * (a started voter) and wait until it leads.  Without opts->pinned the
+ * call moves from member to member until the leader answers (the others
+ * refuse with NOT_LEADER and change nothing).  Returns 0,
+ * -CAIRN_E_NOT_LEADER (pinned to a follower: err names the leader),
+ * -CAIRN_E_MEMBER_NOT_FOUND,
  * -CAIRN_E_INVALID_ARGUMENT (a learner, not started), -CAIRN_E_TIMEOUT
- * (leadership did not move within about two election timeouts), ...
+ * (leadership did not move within two and a half election timeouts), ...
  */
 int cairn_move_leader(struct cairn_client *c, uint64_t target_id, const struct cairn_call_opts *opts,
                       struct cairn_error_detail *err);
