@@ -365,8 +365,10 @@ static int on_received(struct op *op, int rv, Cairn__Response **resp)
         op->detail.member_id = r->error->member_id;
     cairn__response__free_unpacked(r, NULL);
     /* NOT_LEADER is a refusal before anything was proposed (MemberPromote, lease
-     * keep-alives, MoveLeader): safe to take to another member, write or not */
-    if (((op->is_read && read_retryable(code)) || code == -CAIRN_E_NOT_LEADER) && !c->closing) {
+     * keep-alives, MoveLeader): safe to take to another member, write or not;
+     * but a call pinned to that member gets the answer (asking again cannot help) */
+    if (((op->is_read && read_retryable(code)) || (code == -CAIRN_E_NOT_LEADER && op->pinned < 0)) &&
+        !c->closing) {
         op->last_rc = code;
         return attempt_next(op);
     }

@@ -231,6 +231,7 @@ int main(int argc, char **argv)
             log_err(NULL, "cannot serve metrics: %s", err);
     }
     if (rc == 0) {
+        node_release(n); /* every part that observes applies is registered: replay and apply from here */
         rc = rpc_start(&cfg, n, rs, waits, routes, n_routes, &rpc_hooks, &rpc, err, sizeof err);
     }
     if (rc < 0) {

@@ -86,6 +86,7 @@ struct node {
     struct item *head, *tail;
     size_t inbox_len;
     int stopping;
+    int held;                /* Readies wait for node_release (atomic) */
 
     pthread_rwlock_t gate;   /* readers hold it shared; the node exclusive to replace the store */
     pthread_mutex_t slots_mu;
@@ -1607,7 +1608,7 @@ static void *node_main(void *arg)
         pthread_mutex_lock(&n->mu);
         while (!n->head && !n->stopping) {
             int64_t now = now_ns();
-            if (now >= n->next_tick_ns || raft_has_ready(n->raft))
+            if (now >= n->next_tick_ns || (!__atomic_load_n(&n->held, __ATOMIC_ACQUIRE) && raft_has_ready(n->raft)))
                 break;
             struct timespec ts;
             clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -1637,7 +1638,7 @@ static void *node_main(void *arg)
             n->next_tick_ns = now - n->next_tick_ns > 10 * tick_ns ? now + tick_ns : n->next_tick_ns + tick_ns;
             wait_expire(n->waits, now, CAIRN_E_TIMEOUT);
         }
-        while (raft_has_ready(n->raft)) {
+        while (!__atomic_load_n(&n->held, __ATOMIC_ACQUIRE) && raft_has_ready(n->raft)) {
             if (handle_ready(n) < 0) {
                 /* the WAL or the store failed: the member cannot go on safely */
                 log_crit(NULL, "the node loop stopped on a storage failure; the member must be restarted");
@@ -1668,6 +1669,7 @@ int node_start(const struct config *cfg, struct boot_state *bs, struct wait_tabl
         return -ENOMEM;
     n->cfg = cfg;
     n->waits = waits;
+    n->held = 1; /* until node_release: the parts register their observers first */
     n->hooks = *hooks;
     n->cluster_id = bs->cluster_id;
     n->self_id = bs->self_id;
@@ -1785,6 +1787,14 @@ fail:
         cairnint__member_set__free_unpacked(n->mset, NULL);
     free(n);
     return rc;
+}
+
+void node_release(struct node *n)
+{
+    pthread_mutex_lock(&n->mu);
+    __atomic_store_n(&n->held, 0, __ATOMIC_RELEASE);
+    pthread_cond_signal(&n->cond);
+    pthread_mutex_unlock(&n->mu);
 }
 
 void node_stop(struct node *n)

@@ -54,6 +54,14 @@ int node_start(const struct config *cfg, struct boot_state *bs, struct wait_tabl
                const struct node_hooks *hooks, struct node **out, char *err, size_t errlen);
 
 /*
+ * node_release: let the node thread apply (and persist, send) from now on.
+ * node_start leaves it holding its Readies (it still ticks and runs
+ * node_call work) so the daemon's parts can register their observers and
+ * load their state first.  Call it once every part has started.
+ */
+void node_release(struct node *n);
+
+/*
  * node_stop: stop the thread after the Ready in progress, stop the peer
  * transport, fail what waits, and close the WAL and the store.  Every reader
  * slot must have been unregistered.  NULL is fine.
@@ -125,9 +133,13 @@ struct node_observer {
     int (*before_apply)(void *arg, uint64_t index, const struct Cairnint__RaftRequest *rr,
                         struct mvcc_request *req, struct kvconv_arena *arena);
 };
-#define NODE_MAX_OBSERVERS 4
+#define NODE_MAX_OBSERVERS 8
 
-/* node_observe: add an observer (any time); 0 or -ENOSPC. */
+/*
+ * node_observe: add an observer; 0 or -ENOSPC.  The node applies nothing
+ * (not even its WAL replay) until node_release, so observers added before it
+ * see every entry; one added later misses what was applied before.
+ */
 int node_observe(struct node *n, const struct node_observer *o);
 
 /*

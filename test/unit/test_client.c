@@ -591,6 +591,11 @@ static void test_not_leader_refusal_moves_to_the_next_member(void **state)
     assert_int_equal(err.endpoint, 1);
     assert_int_equal(mock_count(&a, CAIRN__REQUEST__BODY_LEASE_KEEP_ALIVE), 1);
     assert_int_equal(mock_count(&b, CAIRN__REQUEST__BODY_LEASE_KEEP_ALIVE), 1);
+    /* pinned to the refusing member: its answer, at once (asking it again cannot help) */
+    struct cairn_call_opts pin = {.pinned = true, .endpoint = 0};
+    assert_int_equal(cairn_lease_keepalive(c, 7, &pin, &ttl, &err), -CAIRN_E_NOT_LEADER);
+    assert_int_equal(err.attempts, 1);
+    assert_int_equal(mock_count(&a, CAIRN__REQUEST__BODY_LEASE_KEEP_ALIVE), 2);
 
     cairn_close(c);
     mock_stop(&a);
