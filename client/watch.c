@@ -342,6 +342,8 @@ static void drop_repeated(struct cairn_watch *w, Cairn__WatchNextResponse *b)
         w->skip = 0; /* the revision is over */
     for (size_t i = 0; i < drop; i++)
         protobuf_c_message_free_unpacked(&b->events[i]->base, NULL);
+    if (!drop)
+        return; /* also keeps memmove away from an empty reply's NULL array (undefined behaviour) */
     memmove(b->events, b->events + drop, (b->n_events - drop) * sizeof(*b->events));
     b->n_events -= drop;
 }

@@ -3,7 +3,6 @@
 with counts that add up and no errors.  Nothing here asserts a timing:
 performance is measured by bench/run-suite.py and written in docs/."""
 import json
-import os
 import subprocess
 
 import pytest
@@ -80,9 +79,6 @@ def test_mode_reports_every_request(cairn_bench_path, member, name):
         assert r["conns"] == 2 and r["key_size"] == 16, r
 
 
-@pytest.mark.xfail(os.environ.get("CAIRN_SANITIZE") == "1", strict=False,
-                   reason="libcairn bug: client/watch.c drop_repeated() calls memmove(NULL, ...) on a reply "
-                          "without events, which UBSan aborts on (a watch poll that times out empty)")
 def test_watch_delivers_every_put_to_every_watcher(cairn_bench_path, member):
     r = bench_json(cairn_bench_path, "watch", "--watchers", 5, "--total", 200, "--clients", 4,
                    "--endpoints", member.client_url)
