@@ -1156,10 +1156,10 @@ static void test_refused_entry_is_answered_malformed_not_success(void **state)
     reply_error(&out, CAIRN_E_MALFORMED);
     assert_non_null(strstr(out.error->message, "the committed txn was not applied"));
     assert_non_null(strstr(out.error->message, "compare at compare[0] (key \"a\") has target MOD but no value"));
-    /* a request for another module (an alarm) leaves the reply to that module */
-    Cairn__AlarmRequest al = CAIRN__ALARM_REQUEST__INIT;
+    /* a request for another module (a hash report) leaves the reply to that module */
+    Cairnint__HashReport hr = CAIRNINT__HASH_REPORT__INIT;
     Cairn__Response out2 = CAIRN__RESPONSE__INIT;
-    assert_int_equal(kvconv_write_resp(rr_new(CAIRNINT__RAFT_REQUEST__REQUEST_ALARM, &al),
+    assert_int_equal(kvconv_write_resp(rr_new(CAIRNINT__RAFT_REQUEST__REQUEST_HASH_REPORT, &hr),
                                        &res->entries[0].resp, &out2, &a), 0);
     assert_null(out2.error);
     assert_int_equal(out2.body_case, CAIRN__RESPONSE__BODY__NOT_SET);
