@@ -174,14 +174,9 @@ static int snapshot_call(struct cairn_client *c, uint64_t id, uint64_t offset, c
     int rc = 0;
     /* the first request is not retried: each starts another copy on the member */
     for (int attempt = 0; attempt < (id ? CHUNK_ATTEMPTS : 1); attempt++) {
-        rc = cairn_call(c, &req, opts, resp, err);
-        if (rc == 0 && (*resp)->body_case != CAIRN__RESPONSE__BODY_SNAPSHOT) {
-            detail_set(err, -CAIRN_E_MALFORMED, "the member answered a Snapshot request with body %d",
-                       (int)(*resp)->body_case);
-            cairn_response_free(*resp);
-            *resp = NULL;
-            return -CAIRN_E_MALFORMED;
-        }
+        rc = client_call_expect(c, &req, CAIRN__RESPONSE__BODY_SNAPSHOT, opts, resp, err);
+        if (rc == -CAIRN_E_MALFORMED)
+            return rc;
         if (rc != -CAIRN_E_TIMEOUT && rc != -CAIRN_E_UNAVAILABLE && rc != -CAIRN_E_TOO_MANY_REQUESTS)
             break;
     }
@@ -301,7 +296,6 @@ int cairn_move_leader(struct cairn_client *c, uint64_t target_id, const struct c
 {
     Cairn__MoveLeaderRequest q = CAIRN__MOVE_LEADER_REQUEST__INIT;
     Cairn__Request req = CAIRN__REQUEST__INIT;
-    Cairn__Response *resp = NULL;
     q.target_id = target_id;
     req.body_case = CAIRN__REQUEST__BODY_MOVE_LEADER;
     req.move_leader = &q;
@@ -309,11 +303,5 @@ int cairn_move_leader(struct cairn_client *c, uint64_t target_id, const struct c
         return -EINVAL;
     /* Only the leader serves it; cairn_call takes a follower's NOT_LEADER refusal (which changed
      * nothing) on to the next member until the leader answers. */
-    int rc = cairn_call(c, &req, opts, &resp, err);
-    if (rc == 0 && resp->body_case != CAIRN__RESPONSE__BODY_MOVE_LEADER) {
-        detail_set(err, -CAIRN_E_MALFORMED, "the member answered MoveLeader with body %d", (int)resp->body_case);
-        rc = -CAIRN_E_MALFORMED;
-    }
-    cairn_response_free(resp);
-    return rc;
+    return client_call_expect(c, &req, CAIRN__RESPONSE__BODY_MOVE_LEADER, opts, NULL, err);
 }

@@ -11,23 +11,6 @@
 #include "client/cairn.h"
 #include "client/internal.h"
 
-/* Call and insist on body want; *resp is the caller's on success. */
-static int call_body(struct cairn_client *c, const Cairn__Request *req, Cairn__Response__BodyCase want,
-                     const char *what, const struct cairn_call_opts *opts, Cairn__Response **resp,
-                     struct cairn_error_detail *err)
-{
-    int rc = cairn_call(c, req, opts, resp, err);
-    if (rc != 0)
-        return rc;
-    if ((*resp)->body_case != want) {
-        detail_set(err, -CAIRN_E_MALFORMED, "the member answered %s with body %d", what, (int)(*resp)->body_case);
-        cairn_response_free(*resp);
-        *resp = NULL;
-        return -CAIRN_E_MALFORMED;
-    }
-    return 0;
-}
-
 static int alarm_call(struct cairn_client *c, int action, uint64_t member_id, int type,
                       const struct cairn_call_opts *opts, Cairn__Response **resp, struct cairn_error_detail *err)
 {
@@ -38,7 +21,7 @@ static int alarm_call(struct cairn_client *c, int action, uint64_t member_id, in
     q.alarm = (Cairn__AlarmType)type;
     req.body_case = CAIRN__REQUEST__BODY_ALARM;
     req.alarm = &q;
-    return call_body(c, &req, CAIRN__RESPONSE__BODY_ALARM, "an Alarm request", opts, resp, err);
+    return client_call_expect(c, &req, CAIRN__RESPONSE__BODY_ALARM, opts, resp, err);
 }
 
 int cairn_alarm_list(struct cairn_client *c, const struct cairn_call_opts *opts, struct cairn_alarm *out,
@@ -84,7 +67,7 @@ int cairn_defragment(struct cairn_client *c, const struct cairn_call_opts *opts,
         return -EINVAL;
     req.body_case = CAIRN__REQUEST__BODY_DEFRAGMENT;
     req.defragment = &q;
-    int rc = call_body(c, &req, CAIRN__RESPONSE__BODY_DEFRAGMENT, "a Defragment request", opts, &resp, err);
+    int rc = client_call_expect(c, &req, CAIRN__RESPONSE__BODY_DEFRAGMENT, opts, &resp, err);
     if (rc != 0)
         return rc;
     if (info)

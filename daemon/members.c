@@ -276,24 +276,24 @@ static void member_add(void *arg, struct rpc_call *c)
     propose_change(ms, c, req->is_learner ? RAFT_CC_ADD_LEARNER : RAFT_CC_ADD_VOTER, m.id, &m);
 }
 
-static void member_remove(void *arg, struct rpc_call *c)
+/* Remove and promote: a change to an existing member named by ID. */
+static void change_by_id(struct members *ms, struct rpc_call *c, int kind, uint64_t id, const char *whose)
 {
-    uint64_t id = rpc_call_request(c)->member_remove->id;
     if (!id) {
-        rpc_call_error(c, CAIRN_E_INVALID_ARGUMENT, "give the ID of the member to remove");
+        rpc_call_error(c, CAIRN_E_INVALID_ARGUMENT, "give the ID of the %s", whose);
         return;
     }
-    propose_change(arg, c, RAFT_CC_REMOVE, id, NULL);
+    propose_change(ms, c, kind, id, NULL);
+}
+
+static void member_remove(void *arg, struct rpc_call *c)
+{
+    change_by_id(arg, c, RAFT_CC_REMOVE, rpc_call_request(c)->member_remove->id, "member to remove");
 }
 
 static void member_promote(void *arg, struct rpc_call *c)
 {
-    uint64_t id = rpc_call_request(c)->member_promote->id;
-    if (!id) {
-        rpc_call_error(c, CAIRN_E_INVALID_ARGUMENT, "give the ID of the learner to promote");
-        return;
-    }
-    propose_change(arg, c, RAFT_CC_PROMOTE, id, NULL);
+    change_by_id(arg, c, RAFT_CC_PROMOTE, rpc_call_request(c)->member_promote->id, "learner to promote");
 }
 
 static void member_update(void *arg, struct rpc_call *c)

@@ -1001,27 +1001,28 @@ static int apply_member_change(struct node *n, uint64_t index, int kind, uint64_
     return rc < 0 ? -rc : 0;
 }
 
+/* Both members exist and have the same peer URLs, in the same order. */
+static int same_peer_urls(const Cairn__Member *a, const Cairn__Member *b)
+{
+    if (!a || !b || a->n_peer_urls != b->n_peer_urls)
+        return 0;
+    for (size_t k = 0; k < a->n_peer_urls; k++)
+        if (strcmp(a->peer_urls[k], b->peer_urls[k]))
+            return 0;
+    return 1;
+}
+
 /* Make the peer transport match the member set after a change (old: the set before). */
 static void sync_peers(struct node *n, const Cairnint__MemberSet *old)
 {
     for (size_t i = 0; old && i < old->n_members; i++) {
         const Cairn__Member *o = old->members[i];
-        const Cairn__Member *now = members_find(n->mset, o->id);
-        int same = now && now->n_peer_urls == o->n_peer_urls;
-        for (size_t k = 0; same && k < o->n_peer_urls; k++)
-            same = !strcmp(o->peer_urls[k], now->peer_urls[k]);
-        if (o->id != n->self_id && !same)
+        if (o->id != n->self_id && !same_peer_urls(o, members_find(n->mset, o->id)))
             peer_remove(n->peers, o->id);
     }
     for (size_t i = 0; n->mset && i < n->mset->n_members; i++) {
         const Cairn__Member *m = n->mset->members[i];
-        if (m->id == n->self_id)
-            continue;
-        const Cairn__Member *o = members_find(old, m->id);
-        int same = o && o->n_peer_urls == m->n_peer_urls;
-        for (size_t k = 0; same && k < m->n_peer_urls; k++)
-            same = !strcmp(o->peer_urls[k], m->peer_urls[k]);
-        if (same)
+        if (m->id == n->self_id || same_peer_urls(m, members_find(old, m->id)))
             continue;
         int rc = peer_add(n->peers, m->id, (const char *const *)m->peer_urls, m->n_peer_urls);
         if (rc < 0)
