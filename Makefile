@@ -17,6 +17,7 @@
 #   test/sim/*.c                          -> $(BUILD)/test/sim/raft-sim (one program)
 #   bench/*.c                             -> $(BUILD)/bench/<name> (one program per file)
 #   tools/*.c                             -> $(BUILD)/<name> (offline operator tools)
+#   mk/*.mk                               -> rules of their own (see 'fragments' below)
 
 BUILD    ?= build
 PREFIX   ?= /usr/local
@@ -165,6 +166,14 @@ $(BUILD)/test/sim/raft-sim: $(patsubst %.c,$(BUILD)/%.o,$(SIM_SRC)) $(ALL_LIBS)
 endif
 
 TEST_BINS := $(UNIT_BINS) $(SIM_BIN)
+
+# --- fragments ----------------------------------------------------------------
+
+# mk/NAME.mk holds the rules of one area that is not a part (fuzzing, the fault
+# harness).  They are read here, after every variable above and before the
+# top-level targets below, so a fragment can add to BINS and TEST_BINS and
+# define targets of its own (make fuzz, make torture).
+include $(sort $(wildcard mk/*.mk))
 
 # --- top-level targets ------------------------------------------------------
 
