@@ -11,6 +11,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -29,6 +30,7 @@
 #include "daemon/msgids.h"
 #include "daemon/alarm.h"
 #include "daemon/kvconv.h"
+#include "daemon/lguard.h"
 #include "proto/cairn.pb-c.h"
 #include "proto/internal.pb-c.h"
 #include "storage/mvcc.h"
@@ -65,10 +67,14 @@ struct rpc {
     struct wait_table *waits;
     nng_socket sock;
     int sock_open;
+    pthread_mutex_t lis_mu;     /* listeners[] and tls, changed by reloads and by the guard */
     nng_listener listeners[MAX_LISTENERS];
     char *listener_urls[MAX_LISTENERS];
     size_t n_listeners;
     nng_tls_config *tls;
+    char *tls_files;            /* the TLS files' contents when tls was made, to see whether a reload changes them */
+    size_t tls_files_len;
+    struct lguard *guard;       /* restarts ipc listeners nng wedged (lguard.h) */
     struct slot *slots;
     size_t n_slots;
     int draining;               /* atomic */
@@ -784,11 +790,12 @@ out:
     return rc;
 }
 
-static int start_listener(struct rpc *r, const char *url, int tls, char *err, size_t errlen)
+/* Listen on url into slot i (a TLS URL with r->tls).  Called with lis_mu held, or before any other thread runs. */
+static int open_listener(struct rpc *r, size_t i, const char *url, char *err, size_t errlen)
 {
     nng_listener l;
     int rv = nng_listener_create(&l, r->sock, url);
-    if (rv == 0 && tls)
+    if (rv == 0 && !strncmp(url, "tls+tcp://", 10))
         rv = nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, r->tls);
     if (rv == 0 && !strncmp(url, "ipc://", 6))
         nng_listener_set_int(l, NNG_OPT_IPC_PERMISSIONS, 0600);
@@ -798,10 +805,59 @@ static int start_listener(struct rpc *r, const char *url, int tls, char *err, si
         snprintf(err, errlen, "cannot listen on %s: %s", url, nng_strerror(rv));
         return -CAIRN_E_CONFIG;
     }
-    r->listeners[r->n_listeners] = l;
-    r->listener_urls[r->n_listeners] = strdup(url);
-    r->n_listeners++;
+    r->listeners[i] = l;
+    lguard_set(r->guard, i, url, l);
     return 0;
+}
+
+static int start_listener(struct rpc *r, const char *url, char *err, size_t errlen)
+{
+    char *copy = strdup(url);
+    if (!copy)
+        return -ENOMEM;
+    int rc = open_listener(r, r->n_listeners, url, err, errlen);
+    if (rc < 0) {
+        free(copy);
+        return rc;
+    }
+    r->listener_urls[r->n_listeners++] = copy;
+    return 0;
+}
+
+/* Close listener i and listen again on its URL (a reload's new TLS files, or a wedged ipc listener). */
+static int restart_listener(void *arg, size_t i, char *err, size_t errlen)
+{
+    struct rpc *r = arg;
+    pthread_mutex_lock(&r->lis_mu);
+    nng_listener_close(r->listeners[i]);
+    int rc = open_listener(r, i, r->listener_urls[i], err, errlen);
+    pthread_mutex_unlock(&r->lis_mu);
+    return rc;
+}
+
+/* The client TLS files' contents, concatenated, so a reload can tell whether they changed. */
+static char *tls_files_read(const struct config *cfg, size_t *len)
+{
+    const char *paths[3] = {cfg->cert_file, cfg->key_file, cfg->client_cert_auth ? cfg->trusted_ca_file : NULL};
+    char *all = NULL, err[256];
+    size_t n = 0;
+    for (size_t i = 0; i < 3; i++) {
+        char *one = paths[i] && paths[i][0] ? read_file(paths[i], err, sizeof err) : NULL;
+        size_t k = one ? strlen(one) : 0;
+        char *grown = realloc(all, n + k + 1);
+        if (!grown) {
+            free(one);
+            free(all);
+            return NULL;
+        }
+        all = grown;
+        memcpy(all + n, one ? one : "", k);
+        all[n + k] = '\0'; /* a separator, so moving bytes between files counts as a change */
+        n += k + 1;
+        free(one);
+    }
+    *len = n;
+    return all;
 }
 
 int rpc_start(const struct config *cfg, struct node *n, struct reads *rs, struct wait_table *w,
@@ -831,6 +887,12 @@ int rpc_start(const struct config *cfg, struct node *n, struct reads *rs, struct
         return -CAIRN_E_CONFIG;
     }
     r->sock_open = 1;
+    pthread_mutex_init(&r->lis_mu, NULL);
+    /* every 2 s; a pipe that takes 5 s to reach the socket means the listener is wedged */
+    if ((rc = lguard_start(r->sock, 2000, 5000, restart_listener, r, &r->guard)) < 0) {
+        snprintf(err, errlen, "cannot start the listener guard: %s", strerror(-rc));
+        goto fail;
+    }
     struct node_info info;
     node_get_info(n, &info);
     r->member_id = info.member_id;
@@ -840,6 +902,8 @@ int rpc_start(const struct config *cfg, struct node *n, struct reads *rs, struct
         if (!strcmp(cfg->listen_client_urls.v[i].scheme, "tls+tcp") && !r->tls &&
             (rc = make_tls(cfg, &r->tls, err, errlen)) < 0)
             goto fail;
+    if (r->tls)
+        r->tls_files = tls_files_read(cfg, &r->tls_files_len);
     r->n_slots = RPC_CONTEXTS;
     r->slots = calloc(r->n_slots, sizeof(*r->slots));
     if (!r->slots) {
@@ -857,10 +921,10 @@ int rpc_start(const struct config *cfg, struct node *n, struct reads *rs, struct
     }
     for (size_t i = 0; i < cfg->listen_client_urls.n; i++) {
         const struct config_url *u = &cfg->listen_client_urls.v[i];
-        if ((rc = start_listener(r, u->url, !strcmp(u->scheme, "tls+tcp"), err, errlen)) < 0)
+        if ((rc = start_listener(r, u->url, err, errlen)) < 0)
             goto fail;
     }
-    if (cfg->listen_admin_url.url && (rc = start_listener(r, cfg->listen_admin_url.url, 0, err, errlen)) < 0)
+    if (cfg->listen_admin_url.url && (rc = start_listener(r, cfg->listen_admin_url.url, err, errlen)) < 0)
         goto fail;
     for (size_t i = 0; i < r->n_slots; i++)
         recv_next(&r->slots[i]);
@@ -886,29 +950,34 @@ int rpc_reload_tls(struct rpc *r, char *err, size_t errlen)
 {
     if (!r->tls)
         return 0;
+    /* Most SIGHUPs change only the log level: restart nothing unless the files changed,
+     * since a restart drops the connections in progress on that listener. */
+    size_t len = 0;
+    char *files = tls_files_read(r->cfg, &len);
+    if (files && r->tls_files && len == r->tls_files_len && !memcmp(files, r->tls_files, len)) {
+        free(files);
+        return 0;
+    }
     nng_tls_config *t = NULL;
     int rc = make_tls(r->cfg, &t, err, errlen);
-    if (rc < 0)
+    if (rc < 0) {
+        free(files);
         return rc;
+    }
     /* a TLS configuration cannot change once used: restart the TLS listeners with the new one */
+    pthread_mutex_lock(&r->lis_mu);
     nng_tls_config *old = r->tls;
     r->tls = t;
+    free(r->tls_files);
+    r->tls_files = files;
+    r->tls_files_len = len;
+    pthread_mutex_unlock(&r->lis_mu);
     for (size_t i = 0; i < r->n_listeners; i++) {
-        if (strncmp(r->listener_urls[i], "tls+tcp://", 10))
+        char lerr[256];
+        if (strncmp(r->listener_urls[i], "tls+tcp://", 10) || restart_listener(r, i, lerr, sizeof lerr) == 0)
             continue;
-        nng_listener_close(r->listeners[i]);
-        nng_listener l;
-        int rv = nng_listener_create(&l, r->sock, r->listener_urls[i]);
-        if (rv == 0)
-            rv = nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, t);
-        if (rv == 0)
-            rv = nng_listener_start(l, 0);
-        if (rv != 0) {
-            snprintf(err, errlen, "cannot listen again on %s: %s", r->listener_urls[i], nng_strerror(rv));
-            rc = -CAIRN_E_CONFIG;
-            continue;
-        }
-        r->listeners[i] = l;
+        snprintf(err, errlen, "%s", lerr);
+        rc = -CAIRN_E_CONFIG;
     }
     nng_tls_config_free(old);
     return rc;
@@ -918,6 +987,7 @@ void rpc_stop(struct rpc *r)
 {
     if (!r)
         return;
+    lguard_stop(r->guard); /* no restart from here on */
     for (size_t i = 0; i < r->n_listeners; i++) {
         nng_listener_close(r->listeners[i]);
         free(r->listener_urls[i]);
@@ -937,8 +1007,12 @@ void rpc_stop(struct rpc *r)
     }
     if (r->sock_open)
         nng_close(r->sock);
+    lguard_free(r->guard);
+    if (r->sock_open)
+        pthread_mutex_destroy(&r->lis_mu);
     if (r->tls)
         nng_tls_config_free(r->tls);
+    free(r->tls_files);
     free(r->slots);
     free(r);
 }

@@ -7,10 +7,13 @@ the same transport abuse, plus well-formed envelopes from another cluster
 or an unknown member, which must be dropped without moving the term.  After
 each, the member still serves."""
 import random
+import socket
 import struct
 import warnings
 
 import pytest
+
+from cluster import poll
 
 
 def assert_serving(wire, m, key="alive"):
@@ -84,6 +87,28 @@ def test_a_connection_closed_mid_frame(member, wire):
     assert_serving(wire, member)
     with member.client() as c:
         assert wire.check(c.get("half"), "range").range.count == 0, "a half-sent put was applied"
+
+
+def test_a_client_closing_mid_handshake_on_the_admin_socket(member, wire):
+    """nng 1.5.2 (nanomsg/nng#1518) stops handing an ipc listener's connections to
+    the server once a client closes before the SP handshake: every later ipc
+    request timed out.  cairnd's listener guard (daemon/lguard.c) notices within
+    its round (2 s) and its wait (5 s) and restarts the listener."""
+    url = "ipc://" + member.admin_sock
+    for _ in range(3):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(member.admin_sock)
+        s.close()
+
+    def served():
+        try:
+            with wire.Client(url, timeout=1.0) as c:
+                return not wire.is_error(c.status())
+        except (OSError, wire.WireError):
+            return False
+    poll(served, 30, "the admin socket serving again")
+    assert "restarting it" in member.log_text(), member.log_tail()
+    assert_serving(wire, member)
 
 
 # ---------------------------------------------------------------- client port: messages

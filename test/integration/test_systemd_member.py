@@ -105,8 +105,6 @@ def test_a_client_activates_the_socket_and_status_shows_in_systemctl(host, wire)
     assert "%016x" % st.header.member_id in line
 
 
-@pytest.mark.xfail(reason="cairnd: after a client connects to an inherited ipc socket and closes before the SP "
-                          "handshake (cairn probes the path so), every later ipc request times out", strict=False)
 def test_the_shell_finds_the_member_through_the_admin_socket(host, wire):
     if not os.path.exists(host.path("/usr/bin/cairn")):
         pytest.skip("the cairn shell is not built")

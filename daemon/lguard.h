@@ -1,0 +1,58 @@
+/*
+ * lguard: keeps the client server's ipc listeners accepting.
+ *
+ * nng 1.5.2 has a bug (nanomsg/nng#1518, fixed in 1.5.3): when a client
+ * connects to an ipc listener and closes before the SP handshake finishes,
+ * the transport reports "closed" to the socket's accept loop, which then
+ * stops asking for connections.  The listener still completes handshakes
+ * (so a dialer believes it is connected) but its pipes never reach the
+ * socket, and every later request over ipc times out.  TCP and TLS
+ * listeners are not affected (checked against the real library).
+ *
+ * The guard cannot see inside nng, so it tests the path a client takes:
+ * every few seconds it dials each watched listener with a req socket and
+ * waits for the server socket to report the new pipe (NNG_PIPE_EV_ADD_POST
+ * from that listener).  When no pipe arrives, the listener is wedged: the
+ * guard logs it and asks its owner to restart that listener.  A restart
+ * drops the ipc connections that listener held; their clients reconnect.
+ */
+#ifndef CAIRN_DAEMON_LGUARD_H
+#define CAIRN_DAEMON_LGUARD_H
+
+#include <stddef.h>
+
+#include <nng/nng.h>
+
+#define LGUARD_MAX 32
+
+struct lguard;
+
+/* Restart listener i of the owner (close it, listen again on the same URL,
+ * then call lguard_set with the new listener).  0 or a negative errno with
+ * a message in err. */
+typedef int (*lguard_restart_fn)(void *arg, size_t i, char *err, size_t errlen);
+
+/*
+ * lguard_start: watch the listeners of sock (a rep0 socket) that are later
+ * given to lguard_set.  interval_ms between rounds; wait_ms is how long a
+ * probe's pipe may take to reach the socket before the listener counts as
+ * wedged.  Installs sock's NNG_PIPE_EV_ADD_POST callback.  Returns 0 or a
+ * negative errno.
+ */
+int lguard_start(nng_socket sock, int interval_ms, int wait_ms, lguard_restart_fn restart, void *arg,
+                 struct lguard **out);
+
+/* lguard_set: slot i (below LGUARD_MAX) is listener l on url; only ipc://
+ * URLs are probed.  Call again after a restart. */
+void lguard_set(struct lguard *g, size_t i, const char *url, nng_listener l);
+
+/* lguard_restarts: how many wedged listeners were restarted (for tests and metrics). */
+unsigned lguard_restarts(const struct lguard *g);
+
+/* lguard_stop: stop the thread (before the owner closes its listeners; no
+ * restart runs after it returns).  lguard_free: free g, once the socket is
+ * closed (nng may still be running the pipe callback until then).  NULL is fine. */
+void lguard_stop(struct lguard *g);
+void lguard_free(struct lguard *g);
+
+#endif
