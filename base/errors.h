@@ -78,7 +78,11 @@
     X(TOO_MANY_LEASES, 106, "too many leases")                                 \
     X(UNSUPPORTED, 107, "operation not supported")                             \
     X(ALARM_ACTIVE, 108, "an alarm is active on the cluster; see the alarms table") \
-    X(IO, 109, "I/O error")
+    X(IO, 109, "I/O error")                                                    \
+    X(AUTH_RATE_LIMITED, 110, "authentication failed: too many failed attempts from this client; wait and retry") \
+    X(ROLE_NOT_GRANTED, 111, "role is not granted to the user")                \
+    X(PERMISSION_NOT_GRANTED, 112, "permission is not granted to the role")    \
+    X(INVALID_AUTH_MGMT, 113, "invalid auth management: the root user and the root role cannot be removed while auth is enabled")
 
 enum cairn_error {
 #define CAIRN_ERRENUM_(name, off, msg) CAIRN_E_##name = CAIRN_ERR_BASE + (off),

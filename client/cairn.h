@@ -601,6 +601,84 @@ int cairn_member_promote(struct cairn_client *c, uint64_t id, const struct cairn
 int cairn_member_update(struct cairn_client *c, uint64_t id, const char *const *peer_urls, size_t n,
                         const struct cairn_call_opts *opts, struct cairn_error_detail *err);
 
+/* --- auth: users, roles, permissions (docs/auth.md) --- */
+
+/* Permission types, as cairn.Permission.Type. */
+#define CAIRN_PERM_READ 0
+#define CAIRN_PERM_WRITE 1
+#define CAIRN_PERM_READWRITE 2
+
+/* A permission of a role on a key (range_end empty), a prefix or a range [key, range_end), as etcd encodes them. */
+struct cairn_permission {
+    int type;                     /* CAIRN_PERM_* */
+    struct cairn_bytes key;
+    struct cairn_bytes range_end; /* empty: the key alone; "\0": every key from key on */
+};
+
+struct cairn_auth_status {
+    bool enabled;
+    uint64_t revision; /* grows with every change to users, roles or permissions */
+};
+
+/* cairn_auth_enable: turn auth on (the user "root" must exist and have the role "root"). */
+int cairn_auth_enable(struct cairn_client *c, const struct cairn_call_opts *opts, struct cairn_error_detail *err);
+/* cairn_auth_disable: turn auth off (root only); every token is void. */
+int cairn_auth_disable(struct cairn_client *c, const struct cairn_call_opts *opts, struct cairn_error_detail *err);
+int cairn_auth_status(struct cairn_client *c, const struct cairn_call_opts *opts, struct cairn_auth_status *out,
+                      struct cairn_error_detail *err);
+
+/*
+ * cairn_authenticate: trade name and password for a token, which the client
+ * then puts in every request (as cairn_set_auth_token).  The client keeps
+ * name and password too: a synchronous call (cairn_call and every helper
+ * built on it) answered "authentication failed: token expired/invalid" is
+ * authenticated again and retried once; asynchronous calls are not.
+ * token (may be NULL) gets a copy of the token (tokenlen bytes, 65 suffice),
+ * ttl (may be NULL) its TTL in seconds.  cairn_set_auth_token(c, NULL) or
+ * cairn_forget_credentials forgets them.
+ */
+int cairn_authenticate(struct cairn_client *c, const char *name, const char *password,
+                       const struct cairn_call_opts *opts, char *token, size_t tokenlen, uint32_t *ttl,
+                       struct cairn_error_detail *err);
+/* cairn_forget_credentials: drop the token, name and password cairn_authenticate kept. */
+void cairn_forget_credentials(struct cairn_client *c);
+
+/* cairn_user_add: password NULL adds a user without one (reached only through the ipc socket's uid rule). */
+int cairn_user_add(struct cairn_client *c, const char *name, const char *password, const struct cairn_call_opts *opts,
+                   struct cairn_error_detail *err);
+int cairn_user_delete(struct cairn_client *c, const char *name, const struct cairn_call_opts *opts,
+                      struct cairn_error_detail *err);
+int cairn_user_change_password(struct cairn_client *c, const char *name, const char *password,
+                               const struct cairn_call_opts *opts, struct cairn_error_detail *err);
+int cairn_user_grant_role(struct cairn_client *c, const char *user, const char *role,
+                          const struct cairn_call_opts *opts, struct cairn_error_detail *err);
+int cairn_user_revoke_role(struct cairn_client *c, const char *user, const char *role,
+                           const struct cairn_call_opts *opts, struct cairn_error_detail *err);
+/* cairn_user_get: the user's roles, sorted: *roles is malloc'd (free with cairn_strv_free). */
+int cairn_user_get(struct cairn_client *c, const char *name, const struct cairn_call_opts *opts, char ***roles,
+                   size_t *n, struct cairn_error_detail *err);
+/* cairn_user_list, cairn_role_list: every name, sorted (free with cairn_strv_free). */
+int cairn_user_list(struct cairn_client *c, const struct cairn_call_opts *opts, char ***names, size_t *n,
+                    struct cairn_error_detail *err);
+int cairn_role_list(struct cairn_client *c, const struct cairn_call_opts *opts, char ***names, size_t *n,
+                    struct cairn_error_detail *err);
+int cairn_role_add(struct cairn_client *c, const char *name, const struct cairn_call_opts *opts,
+                   struct cairn_error_detail *err);
+/* cairn_role_delete: also takes the role from every user that has it. */
+int cairn_role_delete(struct cairn_client *c, const char *name, const struct cairn_call_opts *opts,
+                      struct cairn_error_detail *err);
+/* cairn_role_get: the role's permissions in grant order; *perms is one allocation (keys inside it): free(*perms). */
+int cairn_role_get(struct cairn_client *c, const char *name, const struct cairn_call_opts *opts,
+                   struct cairn_permission **perms, size_t *n, struct cairn_error_detail *err);
+/* cairn_role_grant_permission: granting the same key and range_end again replaces its type. */
+int cairn_role_grant_permission(struct cairn_client *c, const char *role, const struct cairn_permission *p,
+                                const struct cairn_call_opts *opts, struct cairn_error_detail *err);
+int cairn_role_revoke_permission(struct cairn_client *c, const char *role, struct cairn_bytes key,
+                                 struct cairn_bytes range_end, const struct cairn_call_opts *opts,
+                                 struct cairn_error_detail *err);
+/* cairn_strv_free: free n strings and the array.  NULL is fine. */
+void cairn_strv_free(char **v, size_t n);
+
 #ifdef __cplusplus
 }
 #endif

@@ -538,6 +538,20 @@ int cairn_call(struct cairn_client *c, const Cairn__Request *req,
         pthread_cond_wait(&w.cv, &w.mu);
     pthread_mutex_unlock(&w.mu);
     rv = w.rc;
+    if (rv == -CAIRN_E_INVALID_TOKEN && (!req->auth_token || !req->auth_token[0]) &&
+        req->body_case != CAIRN__REQUEST__BODY_AUTHENTICATE && client_reauth(c, opts) == 0) {
+        /* the token expired or was voided: refused before anything was proposed, so one retry is safe */
+        w.done = false;
+        if ((rv = cairn_call_async(c, req, opts, waiter_cb, &w)) != 0) {
+            detail_set(err, rv, "%s", cairn_strerror(rv));
+            goto out;
+        }
+        pthread_mutex_lock(&w.mu);
+        while (!w.done)
+            pthread_cond_wait(&w.cv, &w.mu);
+        pthread_mutex_unlock(&w.mu);
+        rv = w.rc;
+    }
     if (err)
         *err = w.d;
     if (resp)

@@ -32,6 +32,7 @@ static void client_free(struct cairn_client *c)
     endpoints_close(c);
     free(c->all_ops);
     free(c->auth_token);
+    client_forget_credentials_locked(c);
     pthread_cond_destroy(&c->idle_cv);
     pthread_mutex_destroy(&c->mu);
     free(c);
@@ -138,6 +139,8 @@ int cairn_set_auth_token(struct cairn_client *c, const char *token)
     pthread_mutex_lock(&c->mu);
     free(c->auth_token);
     c->auth_token = copy;
+    if (!copy)
+        client_forget_credentials_locked(c); /* no token: no re-authentication either */
     pthread_mutex_unlock(&c->mu);
     return 0;
 }

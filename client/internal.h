@@ -75,6 +75,7 @@ struct cairn_client {
     pthread_mutex_t mu;
     pthread_cond_t idle_cv; /* signalled when in_flight drops to 0 while closing */
     char *auth_token;       /* under mu */
+    char *auth_user, *auth_password; /* cairn_authenticate's credentials, for one re-authentication; under mu */
     unsigned rr;            /* next round-robin start, under mu */
     bool closing;
     unsigned in_flight;
@@ -98,6 +99,12 @@ int tls_client_config(const struct cairn_tls *tls, const char *url_host,
 
 /* call.c */
 bool request_is_read(const Cairn__Request *req);
+
+/* auth.c */
+/* client_reauth: authenticate again with the kept credentials; 0 if a new token is in place, else negative. */
+int client_reauth(struct cairn_client *c, const struct cairn_call_opts *opts);
+/* client_forget_credentials_locked: free the kept credentials (under mu). */
+void client_forget_credentials_locked(struct cairn_client *c);
 
 /* client.c */
 /* client_call_expect: cairn_call, then check the reply carries body want (else -CAIRN_E_MALFORMED); resp may be NULL. */

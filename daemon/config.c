@@ -105,6 +105,8 @@ static const struct opt opts[] = {
     {"key-file", T_STR, "", F(key_file), "client-facing TLS key (PEM)"},
     {"trusted-ca-file", T_STR, "", F(trusted_ca_file), "CA that signs client certificates"},
     {"client-cert-auth", T_BOOL, "false", F(client_cert_auth), "require client certificates signed by --trusted-ca-file"},
+    {"auth-token-ttl", T_U32, "300", F(auth_token_ttl),
+     "seconds an auth token stays valid without use; each use starts it again (etcd's --auth-token-ttl)"},
     {"peer-cert-file", T_STR, "", F(peer_cert_file), "peer TLS certificate (PEM); peer TLS is always mutual"},
     {"peer-key-file", T_STR, "", F(peer_key_file), "peer TLS key (PEM)"},
     {"peer-trusted-ca-file", T_STR, "", F(peer_trusted_ca_file), "CA that signs every member's peer certificate"},
@@ -680,6 +682,9 @@ static int check_whole(const struct config *c, char *err, size_t len)
                         c->listen_metrics_urls.v[i].url);
     if (has_tls(&c->listen_client_urls) && (!c->cert_file[0] || !c->key_file[0]))
         return fail(err, len, "options --cert-file and --key-file are needed for tls+tcp:// client listeners");
+    if (c->auth_token_ttl == 0 || c->auth_token_ttl > 86400 * 366)
+        return fail(err, len, "option --auth-token-ttl: %" PRIu32 " s is outside 1 .. 31622400 (a year)",
+                    c->auth_token_ttl);
     if (c->client_cert_auth && !c->trusted_ca_file[0])
         return fail(err, len, "option --client-cert-auth needs --trusted-ca-file");
     if ((has_tls(&c->listen_peer_urls) || has_tls(&c->initial_advertise_peer_urls)) &&

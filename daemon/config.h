@@ -74,6 +74,7 @@ struct config {
     int log_target;
     char *cert_file, *key_file, *trusted_ca_file;
     bool client_cert_auth;
+    uint32_t auth_token_ttl;       /* seconds an auth token lives unused (docs/auth.md) */
     char *peer_cert_file, *peer_key_file, *peer_trusted_ca_file;
     bool insecure_listen;
 };

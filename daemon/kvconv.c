@@ -1078,12 +1078,24 @@ int kvconv_entry_req(const Cairnint__RaftRequest *rr, struct mvcc_request *out,
     case CAIRNINT__RAFT_REQUEST__REQUEST_MEMBER_ATTRIBUTES:
     case CAIRNINT__RAFT_REQUEST__REQUEST_HASH_CHECK:
     case CAIRNINT__RAFT_REQUEST__REQUEST_HASH_REPORT:
-        /* a no-op for the store unless a node observer's before_apply turns it into records */
+    case CAIRNINT__RAFT_REQUEST__REQUEST_AUTH_ENABLE:
+    case CAIRNINT__RAFT_REQUEST__REQUEST_AUTH_DISABLE:
+    case CAIRNINT__RAFT_REQUEST__REQUEST_USER_ADD:
+    case CAIRNINT__RAFT_REQUEST__REQUEST_USER_DELETE:
+    case CAIRNINT__RAFT_REQUEST__REQUEST_USER_CHANGE_PASSWORD:
+    case CAIRNINT__RAFT_REQUEST__REQUEST_USER_GRANT_ROLE:
+    case CAIRNINT__RAFT_REQUEST__REQUEST_USER_REVOKE_ROLE:
+    case CAIRNINT__RAFT_REQUEST__REQUEST_ROLE_ADD:
+    case CAIRNINT__RAFT_REQUEST__REQUEST_ROLE_DELETE:
+    case CAIRNINT__RAFT_REQUEST__REQUEST_ROLE_GRANT_PERMISSION:
+    case CAIRNINT__RAFT_REQUEST__REQUEST_ROLE_REVOKE_PERMISSION:
+    case CAIRNINT__RAFT_REQUEST__REQUEST_AUTH_TOKEN_GRANT:
+        /* a no-op for the store unless a node observer's before_apply turns it into records (auth: daemon/auth.c) */
         memset(out, 0, sizeof(*out));
         out->type = MVCC_REQ_NOOP;
         return 0;
     default:
-        break; /* auth: not yet */
+        break;
     }
     memset(out, 0, sizeof(*out));
     out->type = MVCC_REQ_NOOP;

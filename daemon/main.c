@@ -21,6 +21,7 @@
 #include "daemon/activation.h"
 #include "daemon/backup.h"
 #include "daemon/alarm.h"
+#include "daemon/auth.h"
 #include "daemon/boot.h"
 #include "daemon/compactor.h"
 #include "daemon/config.h"
@@ -53,6 +54,8 @@ static int metrics_alarm(void *arg, int type)
 
 /* the alarms: started after the lessor, stopped before the node (its checker proposes) */
 static struct alarms *alarms;
+/* users, roles and tokens: started with the alarms, stopped before the node (its worker proposes) */
+static struct auth *auth;
 
 /* snapshot saves, move-leader, auto-compaction: stopped before the node (they propose or read), the
  * copies deleted once the client contexts are closed */
@@ -105,10 +108,12 @@ static void shut_down(const struct config *cfg, struct rpc *rpc, struct reads *r
     compactor_stop(compactor);
     lease_stop(leases);
     alarm_stop(alarms);
+    auth_stop(auth);
     reads_stop(rs);
     node_stop(n);
     lease_free(leases);
     alarm_free(alarms);
+    auth_free(auth);
     wait_free(w, CAIRN_E_STOPPED);
     rpc_stop(rpc);
     backup_stop(backups);
@@ -222,6 +227,10 @@ int main(int argc, char **argv)
         n_routes += maint_defrag_routes(n, routes + n_routes, sizeof routes / sizeof routes[0] - n_routes);
         alarm_hooks(alarms, &rpc_hooks);
     }
+    if (rc == 0 && (rc = auth_start(&cfg, n, waits, &auth)) == 0) {
+        n_routes += auth_routes(auth, routes + n_routes, sizeof routes / sizeof routes[0] - n_routes);
+        auth_hooks(auth, &rpc_hooks);
+    }
     if (rc == 0 && cfg.listen_metrics_urls.n > 0) {
         struct metrics_sources msrc = {
             .watches = watches, .leases = leases, .alarm_active = metrics_alarm, .alarm_arg = alarms};
@@ -241,11 +250,13 @@ int main(int argc, char **argv)
         watch_stop(watches);
         lease_stop(leases);
         alarm_stop(alarms);
+        auth_stop(auth);
         reads_stop(rs);
         node_stop(n);
         lease_free(leases);
         metrics_free(metrics);
         alarm_free(alarms);
+        auth_free(auth);
         watch_free(watches);
         wait_free(waits, CAIRN_E_STOPPED);
         backup_stop(backups);

@@ -74,6 +74,17 @@
 /* An alarm was disarmed. Fields: CAIRN_ALARM, CAIRN_MEMBER. */
 #define MSGID_ALARM_CLEARED "36012b71406a46ae95e253ac003ee4e0"
 
+/* ---- auth */
+
+/* An authentication failed (wrong user or password), or a client was refused
+ * because it failed too often (rate limit). Fields: CAIRN_USER, CAIRN_REMOTE,
+ * CAIRN_CLIENT (the address the limit counts by), CAIRN_FAILURES. */
+#define MSGID_AUTH_FAILED "65e14cae160b42b484c9bae7025372d9"
+
+/* Auth was enabled or disabled (applied on every member).
+ * Fields: CAIRN_AUTH_REVISION, CAIRN_INDEX. */
+#define MSGID_AUTH_CHANGED "5e859ce9080b42b997d9f5af84e2753f"
+
 /* ---- slowness */
 
 /* An fdatasync of the WAL took longer than 1 s. Fields: CAIRN_DURATION_MS. */

@@ -57,6 +57,8 @@ struct slot {
     int64_t start_ns;
     int code;                      /* the error code replied, 0 for success */
     char remote[160];
+    char auth_user[256];           /* the authorize hook's stamp for proposals (rpc_call_set_auth) */
+    uint64_t auth_revision;        /* 0: none */
     struct read_job job;
 };
 
@@ -97,6 +99,7 @@ static int64_t now_ns(void)
 
 static void recv_next(struct slot *s);
 static void propose(struct slot *s, Cairnint__RaftRequest *rr);
+static void dispatch(struct slot *s);
 
 /* ---------------------------------------------------------------- replies */
 
@@ -313,6 +316,10 @@ static void propose(struct slot *s, Cairnint__RaftRequest *rr)
         }
     }
     rr->proposer = r->member_id;
+    if (s->auth_revision) {
+        rr->auth_user = s->auth_user;
+        rr->auth_revision = s->auth_revision;
+    }
     if (rpc_call_wait((struct rpc_call *)s, &rr->id) < 0)
         return;
     size_t len = cairnint__raft_request__get_packed_size(rr); /* after the ID: its size counts */
@@ -571,6 +578,20 @@ int rpc_call_wait(struct rpc_call *c, uint64_t *id)
     return 0;
 }
 
+void rpc_call_set_auth(struct rpc_call *c, const char *user, uint64_t revision)
+{
+    struct slot *s = call_slot(c);
+    snprintf(s->auth_user, sizeof s->auth_user, "%s", user ? user : "");
+    s->auth_revision = revision;
+}
+
+const char *rpc_call_auth(const struct rpc_call *c, uint64_t *revision)
+{
+    const struct slot *s = call_slot(c);
+    *revision = s->auth_revision;
+    return s->auth_revision ? s->auth_user : "";
+}
+
 void rpc_call_propose(struct rpc_call *c, Cairnint__RaftRequest *rr)
 {
     propose(call_slot(c), rr);
@@ -663,6 +684,28 @@ static void handle(struct slot *s, nng_msg *m)
             return;
         }
     }
+    s->auth_revision = 0;
+    if (r->hooks.authorize) {
+        int code = r->hooks.authorize(r->hooks.authorize_arg, (struct rpc_call *)s, msg, sizeof msg);
+        if (code == RPC_TAKEN)
+            return;
+        if (code > 0) {
+            reply_error(s, code, "%s", msg[0] ? msg : cairn_strerror(code));
+            return;
+        }
+    }
+    dispatch(s);
+}
+
+void rpc_call_continue(struct rpc_call *c)
+{
+    dispatch(call_slot(c));
+}
+
+/* Serve a checked request: its route, or the KV requests served here. */
+static void dispatch(struct slot *s)
+{
+    Cairn__Request *req = s->req;
     if (s->route) {
         s->route->fn(s->route->arg, (struct rpc_call *)s);
         return;

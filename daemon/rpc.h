@@ -63,6 +63,15 @@ void rpc_call_propose(struct rpc_call *c, struct Cairnint__RaftRequest *rr);
  * answered.
  */
 int rpc_call_wait(struct rpc_call *c, uint64_t *id);
+/* The authorize hook keeps the call (see struct rpc_hooks). */
+#define RPC_TAKEN (-1)
+/* Serve a call the authorize hook kept, as if the hook had returned 0. */
+void rpc_call_continue(struct rpc_call *c);
+/* Stamp every RaftRequest this call proposes with the user it runs as and the auth revision it was checked at
+ * (user copied; at most 255 bytes). */
+void rpc_call_set_auth(struct rpc_call *c, const char *user, uint64_t revision);
+/* The stamp set by rpc_call_set_auth (user "" and revision 0 when none). */
+const char *rpc_call_auth(const struct rpc_call *c, uint64_t *revision);
 /* Run fn on a reader thread (after a ReadIndex round when linearizable); fn must reply.  r is NULL
  * when the store cannot be read (err says why). */
 typedef void (*rpc_read_fn)(struct rpc_call *c, struct mvcc_reader *r, int err, void *arg);
@@ -82,6 +91,15 @@ struct rpc_hooks {
     int (*admit)(void *arg, const struct Cairn__Request *req, const struct Cairnint__RaftRequest *rr,
                  char *msg, size_t msglen);
     void *admit_arg;
+    /*
+     * After a request passed the decode and API checks, before it is served
+     * (routes included): 0 to go on, a positive CAIRN_E_ code (message in
+     * msg) to refuse it, or RPC_TAKEN: the hook keeps the call and later,
+     * from any thread, continues it with rpc_call_continue or ends it with
+     * rpc_call_error.  Auth checks tokens and permissions here (daemon/auth.c).
+     */
+    int (*authorize)(void *arg, struct rpc_call *c, char *msg, size_t msglen);
+    void *authorize_arg;
     /* Every request answered: its body case, the error code sent (0: success), how long it took. */
     void (*request_done)(void *arg, int body_case, int code, int64_t took_ns);
     void *done_arg;

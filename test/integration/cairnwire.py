@@ -278,6 +278,7 @@ class Client(SPConnection):
         super().__init__(url, PROTO_REQ0, timeout, tls)
         self._next = random.randrange(1, 1 << 31)
         self._replies = {}  # id -> raw reply body received early
+        self.token = ""     # put in every cairn.Request sent without one (authenticate() sets it)
 
     # ---- raw requests
     def send_raw(self, body):
@@ -312,7 +313,12 @@ class Client(SPConnection):
 
     # ---- protobuf requests
     def send(self, req):
-        """Send a cairn.Request (or bytes); returns its ID."""
+        """Send a cairn.Request (or bytes); returns its ID.  A Request without a token gets self.token."""
+        if not isinstance(req, (bytes, bytearray)) and self.token and not req.auth_token:
+            copy = pb.Request()
+            copy.CopyFrom(req)
+            copy.auth_token = self.token
+            req = copy
         return self.send_raw(req if isinstance(req, (bytes, bytearray)) else req.SerializeToString())
 
     def recv(self, rid=None, timeout=None):
@@ -352,6 +358,18 @@ class Client(SPConnection):
 
     def status(self, timeout=None):
         return self.call(pb.Request(status=pb.StatusRequest()), timeout)
+
+    # ---- auth: each returns the decoded Response
+    def authenticate(self, name, password, timeout=None):
+        """Authenticate; on success the token is kept in self.token for the requests that follow."""
+        r = self.call(request("authenticate", name=name, password=password), timeout)
+        if not is_error(r):
+            self.token = r.authenticate.token
+        return r
+
+    def auth(self, body, **fields):
+        """call(request(body, **fields)): e.g. auth("user_add", name="alice", password="pw")."""
+        return self.call(request(body, **fields))
 
 
 # ------------------------------------------------------------------ message builders
@@ -410,6 +428,27 @@ def op_range(key, range_end=b"", **kw):
 
 def op_delete(key, range_end=b"", **kw):
     return pb.RequestOp(request_delete_range=pb.DeleteRangeRequest(key=_b(key), range_end=_b(range_end), **kw))
+
+
+def request(body, token="", **fields):
+    """A cairn.Request whose body is the field `body` ("user_add", "role_grant_permission", ...) set from
+    fields (messages are copied in); token is its auth_token."""
+    r = pb.Request(auth_token=token)
+    sub = getattr(r, body)
+    sub.SetInParent()
+    for k, v in fields.items():
+        if hasattr(v, "DESCRIPTOR"):
+            getattr(sub, k).CopyFrom(v)
+        elif isinstance(v, (list, tuple)):
+            getattr(sub, k).extend(v)
+        else:
+            setattr(sub, k, v)
+    return r
+
+
+def permission(ptype, key, range_end=b""):
+    """A cairn.Permission: ptype "READ", "WRITE" or "READWRITE"."""
+    return pb.Permission(perm_type=getattr(pb.Permission, ptype), key=_b(key), range_end=_b(range_end))
 
 
 def is_error(resp):
