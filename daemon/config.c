@@ -159,7 +159,7 @@ int64_t config_parse_duration_ms(const char *s)
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (end == s || errno || v < 0)
+    if (end == s || errno || !(v >= 0)) /* !(v >= 0) also refuses "nan" */
         return -1;
     double mult;
     if (*end == '\0' || strcmp(end, "ms") == 0)
@@ -182,7 +182,7 @@ int64_t config_parse_size(const char *s)
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (end == s || errno || v < 0)
+    if (end == s || errno || !(v >= 0)) /* !(v >= 0) also refuses "nan" */
         return -1;
     double mult = 1;
     switch (toupper((unsigned char)*end)) {
