@@ -713,6 +713,80 @@ static int dup_check(const Cairn__TxnRequest *t, struct sbuf *sb, ProtobufCBinar
     return rc;
 }
 
+/* --- decoding ------------------------------------------------------------------------ */
+
+/* One varint at *pos; 0 if cut short or longer than 10 bytes. */
+static int wire_varint(const uint8_t *p, size_t len, size_t *pos, uint64_t *out)
+{
+    uint64_t v = 0;
+    for (unsigned i = 0; i < 10 && *pos < len; i++) {
+        uint8_t b = p[(*pos)++];
+        v |= (uint64_t)(b & 0x7f) << (7 * i);
+        if (!(b & 0x80)) {
+            *out = v;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Walk the wire format of a message of type d (NULL: unknown, not descended
+ * into) the way protobuf-c will, but without recursing past the limit.
+ * Returns NULL if well formed, else what is wrong. */
+static const char *wire_check(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t len,
+                              unsigned depth)
+{
+    if (depth > KVCONV_MAX_DEPTH)
+        return "messages nested too deep";
+    for (size_t pos = 0; pos < len;) {
+        uint64_t key, v;
+        if (!wire_varint(p, len, &pos, &key))
+            return "a field key is cut short or over 10 bytes";
+        if (key >> 3 == 0 || key >> 3 > 536870911u)
+            return "a field number is 0 or over 2^29-1";
+        switch (key & 7) {
+        case 0:
+            if (!wire_varint(p, len, &pos, &v))
+                return "a varint is cut short or over 10 bytes";
+            break;
+        case 1:
+        case 5: {
+            size_t n = (key & 7) == 1 ? 8 : 4;
+            if (len - pos < n)
+                return "a fixed-size field is cut short";
+            pos += n;
+            break;
+        }
+        case 2: {
+            if (!wire_varint(p, len, &pos, &v) || v > len - pos)
+                return "a length-delimited field is cut short";
+            const ProtobufCFieldDescriptor *f =
+                d ? protobuf_c_message_descriptor_get_field(d, (unsigned)(key >> 3)) : NULL;
+            if (f && f->type == PROTOBUF_C_TYPE_MESSAGE) {
+                const char *why = wire_check(f->descriptor, p + pos, (size_t)v, depth + 1);
+                if (why)
+                    return why;
+            }
+            pos += (size_t)v;
+            break;
+        }
+        default:
+            return "a field has a wire type proto3 does not use";
+        }
+    }
+    return NULL;
+}
+
+Cairn__Request *kvconv_request_unpack(const void *data, size_t len, char *why, size_t whylen)
+{
+    const char *bad = wire_check(&cairn__request__descriptor, data, len, 1);
+    Cairn__Request *req = bad ? NULL : cairn__request__unpack(NULL, len, data);
+    if (!req && why && whylen)
+        snprintf(why, whylen, "the request does not decode as a cairn.Request protobuf (%zu bytes)%s%s", len,
+                 bad ? ": " : "", bad ? bad : "");
+    return req;
+}
+
 /* --- kvconv_validate ---------------------------------------------------------------- */
 
 static int empty_body(struct vctx *v, const char *name)

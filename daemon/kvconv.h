@@ -60,6 +60,25 @@ void *kvconv_arena_alloc(struct kvconv_arena *a, size_t size);
 /* kvconv_arena_strdup: a NUL-terminated copy of s (NULL: ""), in the arena; NULL if out of memory. */
 char *kvconv_arena_strdup(struct kvconv_arena *a, const char *s);
 
+/* --- decoding client requests ------------------------------------------------ */
+
+/* Deepest nesting of messages a client request may have: protobuf-c recurses
+ * once per level with ~1.6 KiB of stack, so a 35 KB request of nested txns
+ * would overflow a thread's 8 MiB.  256 levels are 127 nested txns, more than
+ * the default --max-txn-ops lets through anyway. */
+#define KVCONV_MAX_DEPTH 256
+
+/*
+ * kvconv_request_unpack: decode a client's cairn.Request (free it with
+ * cairn__request__free_unpacked), after checking the wire format strictly:
+ * no message nested deeper than KVCONV_MAX_DEPTH, no field number 0 and no
+ * varint over 10 bytes (protobuf-c accepts both in unknown fields, keeps
+ * them, and then refuses its own repacking: a write carrying one would become
+ * a Raft entry no member can decode).  NULL if the bytes are not such a
+ * request, with the reason in why (whylen bytes, may be NULL/0).
+ */
+Cairn__Request *kvconv_request_unpack(const void *data, size_t len, char *why, size_t whylen);
+
 /* --- checks on client requests -------------------------------------------- */
 
 struct kvconv_limits {

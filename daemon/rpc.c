@@ -653,11 +653,12 @@ static void handle(struct slot *s, nng_msg *m)
                     len, r->cfg->max_request_bytes);
         return;
     }
-    s->req = cairn__request__unpack(NULL, len, nng_msg_body(m));
+    char why[160];
+    s->req = kvconv_request_unpack(nng_msg_body(m), len, why, sizeof why);
     nng_msg_free(m);
     if (!s->req) {
         log_bad_input(s, "not a cairn.Request", len);
-        reply_error(s, CAIRN_E_MALFORMED, "the request does not decode as a cairn.Request protobuf (%zu bytes)", len);
+        reply_error(s, CAIRN_E_MALFORMED, "%s", why);
         return;
     }
     if (__atomic_load_n(&r->draining, __ATOMIC_RELAXED)) {
