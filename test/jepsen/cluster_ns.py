@@ -43,14 +43,22 @@ def child_env():
     return {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_") and k not in drop}
 
 
+def port_of(gen):
+    """The client port of a slot's member of generation gen (its peer port is the next).
+    The first member's port is never used again, so sget processes pinned to it
+    only ever meet that member; replacements alternate between two others, so
+    the recorder (which knows all three per slot) reaches every slot all along."""
+    return 2379 if gen == 0 else (2389 if gen % 2 else 2399)
+
+
 class Member:
     def __init__(self, cluster, slot, gen=0):
         self.cluster = cluster
         self.slot = slot
         self.gen = gen
         self.name = "m%d" % slot if gen == 0 else "m%d.%d" % (slot, gen)
-        self.client_port = 2379 + 10 * gen
-        self.peer_port = 2380 + 10 * gen
+        self.client_port = port_of(gen)
+        self.peer_port = self.client_port + 1
         self.data_dir = os.path.join(cluster.slot_dir(slot), self.name)
         self.log_path = os.path.join(cluster.dir, self.name + ".log")
         self.state = "new"
@@ -204,6 +212,15 @@ class Cluster:
 
     def endpoints(self):
         return [m.client_url for m in self]
+
+    def recorder_endpoints(self):
+        """(url, name) of every endpoint a slot will ever have: the first members'
+        (sget processes pin to these) then the two replacement ports of each slot."""
+        out = []
+        for gen, tag in ((0, ""), (1, "b"), (2, "c")):
+            for slot in sorted(self.members):
+                out.append(("tcp://%s:%d" % (self.net.addr(slot), port_of(gen)), "m%d%s" % (slot, tag)))
+        return out
 
     def start(self, timeout=30):
         for m in self:

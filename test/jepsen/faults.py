@@ -385,12 +385,16 @@ def schedule_kinds(faults_arg):
 
 def run_schedule(h, kinds, seed, end):
     """Inject faults from kinds, one after another with quiet gaps, until end (monotonic s)."""
-    f = Faults(h, random.Random(seed))
+    sched = random.Random(seed)
+    f = Faults(h, sched)
     while time.monotonic() < end - 1.0 and kinds:
-        sleep_until(min(end, time.monotonic() + f.rng.uniform(0.5, 2.0)))
+        sleep_until(min(end, time.monotonic() + sched.uniform(0.5, 2.0)))
         if time.monotonic() >= end - 1.0:
             break
-        kind = f.rng.choice(kinds)
+        kind = sched.choice(kinds)
+        # Each fault draws its targets and times from its own generator, so the
+        # sequence of kinds and gaps depends on the seed alone, whatever the cluster did.
+        f.rng = random.Random(sched.getrandbits(64))
         f.run(kind)
         h.recover(bounded=20)
     return f

@@ -128,9 +128,10 @@ class Harness:
     def start_recorder(self):
         a = self.args
         c = self.cluster
-        argv = [self.record, "--endpoints", ",".join(c.endpoints()),
-                "--names", ",".join(m.name for m in c), "--processes", str(a.processes),
-                "--duration", str(a.duration), "--keys", str(a.keys), "--watchers", str(a.watchers),
+        eps = c.recorder_endpoints()
+        argv = [self.record, "--endpoints", ",".join(u for u, _ in eps), "--names", ",".join(n for _, n in eps),
+                "--pin-count", str(len(c.members)), "--processes", str(a.processes),
+                "--duration", str(a.duration), "--keys", str(a.keys), "--group", str(a.group), "--watchers", str(a.watchers),
                 "--timeout-ms", str(a.timeout_ms), "--seed", str(a.seed), "--out", self.history,
                 "--meta", "harness_faults=%s" % a.faults, "--meta", "harness_members=%d" % a.members]
         if a.mix:
@@ -204,7 +205,9 @@ class Harness:
         out = p.stdout.decode(errors="replace")
         with open(os.path.join(self.dir, "check.out"), "w") as f:
             f.write(out)
-        verdict = {0: "valid", 1: "invalid"}.get(p.returncode, "unknown(exit %d)" % p.returncode)
+        # cairn-check's exit: 0 valid, 1 violation, 2 malformed history, 3 inconclusive, 4 usage/I/O
+        verdict = {0: "valid", 1: "invalid", 2: "malformed-history", 3: "inconclusive"}.get(
+            p.returncode, "error(exit %d)" % p.returncode)
         return verdict, out
 
     # ---------------------------------------------------------------- report
@@ -306,6 +309,7 @@ def parse(argv):
     ap.add_argument("--duration", type=float, default=60, help="seconds of load and faults (default 60)")
     ap.add_argument("--processes", type=int, default=6)
     ap.add_argument("--keys", type=int, default=12)
+    ap.add_argument("--group", type=int, default=3, help="cairn-record's --group (keys a multi-key txn ties)")
     ap.add_argument("--watchers", type=int, default=2)
     ap.add_argument("--mix", help="cairn-record's --mix")
     ap.add_argument("--timeout-ms", type=int, default=3000, help="per call (past it: outcome unknown)")

@@ -28,11 +28,13 @@ static void usage(FILE *f)
             "\n"
             "  --endpoints LIST      comma-separated member client URLs\n"
             "  --names LIST          the members' names, in the order of --endpoints (for `meta pin`)\n"
+            "  --pin-count N         sget processes pin to one of the first N endpoints (default: all)\n"
             "  --cacert F --cert F --key F --server-name NAME   TLS for tls+tcp:// endpoints\n"
             "  --processes N         load processes, one operation at a time each (default 5)\n"
             "  --duration S          stop starting operations after S seconds\n"
             "  --ops N               stop after N operations in all (default: 1000 if no --duration)\n"
             "  --keys K              size of the key space (default 16, at most %d)\n"
+            "  --group G             mput/mget take 2-3 keys of one group of G consecutive keys (default 4)\n"
             "  --mix W,W,...         weights of put,get,sget,del,cas,mput,mget,range,lease,\n"
             "                        or name=W,... (default put=4,get=4,sget=2,del=1,cas=3,mput=1,mget=1,range=1,lease=1)\n"
             "  --watchers W          watchers on the key prefix (default 2, at most %d)\n"
@@ -308,7 +310,7 @@ static int parse_args(int argc, char **argv, struct rec_opts *o)
     char *endpoints = NULL, *names = NULL, *mix = NULL;
     double d;
 
-    *o = (struct rec_opts){.processes = 5, .watchers = 2, .keys = 16, .timeout_ms = 2000,
+    *o = (struct rec_opts){.processes = 5, .watchers = 2, .keys = 16, .group = 4, .timeout_ms = 2000,
                            .dial_timeout_ms = 500, .seed = (uint64_t)time(NULL), .prefix = "jp/",
                            .log_timeout_s = 60, .watch_drain_s = 5};
     memcpy(o->weights, default_mix, sizeof(default_mix));
@@ -364,6 +366,14 @@ static int parse_args(int argc, char **argv, struct rec_opts *o)
                 if (parse_num(a, v, 1, REC_MAX_PROCS, &d))
                     return -1;
                 o->processes = (int)d;
+            } else if (!strcmp(a, "--pin-count")) {
+                if (parse_num(a, v, 1, CAIRN_MAX_ENDPOINTS, &d))
+                    return -1;
+                o->pin_count = (size_t)d;
+            } else if (!strcmp(a, "--group")) {
+                if (parse_num(a, v, 2, REC_MAX_KEYS, &d))
+                    return -1;
+                o->group = (int)d;
             } else if (!strcmp(a, "--watchers")) {
                 if (parse_num(a, v, 0, REC_MAX_WATCHERS, &d))
                     return -1;
@@ -413,6 +423,8 @@ static int parse_args(int argc, char **argv, struct rec_opts *o)
         fprintf(stderr, "cairn-record: --endpoints is empty\n");
         return -1;
     }
+    if (!o->pin_count || o->pin_count > o->n_endpoints)
+        o->pin_count = o->n_endpoints;
     if (names) {
         if (split_list(names, o->names, CAIRN_MAX_ENDPOINTS, &o->n_names, "names"))
             return -1;
@@ -464,6 +476,7 @@ static void write_metas(struct rec_run *run)
     }
     rec_writef(run, "meta processes %d", o->processes);
     rec_writef(run, "meta keys %d", o->keys);
+    rec_writef(run, "meta group %d", o->group);
     rec_writef(run, "meta prefix %s", o->prefix);
     rec_writef(run, "meta mix %s", o->mix);
     rec_writef(run, "meta watchers %d", o->watchers);
@@ -544,7 +557,7 @@ int main(int argc, char **argv)
         struct rec_proc *pr = &procs[p];
         *pr = (struct rec_proc){.run = &run, .p = p, .pin = -1, .rng = o->seed * 1000003u + (uint64_t)p * 7919u + 1};
         if (o->weights[OP_SGET]) {
-            pr->pin = (int)((size_t)p % o->n_endpoints);
+            pr->pin = (int)((size_t)p % o->pin_count);
             rec_writef(&run, "meta pin %d %s", p,
                        o->n_names ? o->names[pr->pin] : o->endpoints[pr->pin]);
         }

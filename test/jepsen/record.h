@@ -34,8 +34,10 @@ struct rec_opts {
     const char *endpoints[CAIRN_MAX_ENDPOINTS];
     const char *names[CAIRN_MAX_ENDPOINTS]; /* member names for `meta pin` (default: the URL) */
     size_t n_endpoints, n_names;
+    size_t pin_count;        /* sget processes pin to one of the first pin_count endpoints */
     const char *cacert, *cert, *key, *server_name;
     int processes, watchers, keys;
+    int group;               /* mput/mget keys come from one group of this many consecutive keys */
     double duration_s;       /* 0 = no time bound */
     uint64_t ops;            /* 0 = no count bound */
     int timeout_ms;          /* per call */

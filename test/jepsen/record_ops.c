@@ -265,16 +265,25 @@ static void do_cas(struct rec_proc *pr)
     cairn_response_free(resp);
 }
 
-/* 2 or 3 distinct keys, in increasing order. */
+/*
+ * 2 or 3 distinct keys of one group of --group consecutive keys, in
+ * increasing order.  Multi-key transactions tie their keys together for the
+ * checker (one model search per set of tied keys): groups keep those sets
+ * small enough to search.
+ */
 static int pick_keys(struct rec_proc *pr, int *ks)
 {
+    const struct rec_opts *o = &pr->run->o;
+    int groups = (o->keys + o->group - 1) / o->group;
+    int g = (int)(rec_rand(&pr->rng) % (uint64_t)groups);
+    int lo = g * o->group, size = o->keys - lo < o->group ? o->keys - lo : o->group;
     int n = 2 + (int)(rec_rand(&pr->rng) % 2);
-    if (n > pr->run->o.keys)
-        n = pr->run->o.keys;
+    if (n > size)
+        n = size;
     for (int i = 0; i < n; i++) {
         int k, dup;
         do {
-            k = pick_key(pr);
+            k = lo + (int)(rec_rand(&pr->rng) % (uint64_t)size);
             dup = 0;
             for (int j = 0; j < i; j++)
                 dup |= ks[j] == k;
