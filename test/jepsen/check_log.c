@@ -655,7 +655,7 @@ int check_leases(const struct history *h, const struct check_opts *o, struct che
         if (op->status == HS_FAIL)
             continue;
         int64_t r = op->status == HS_OK ? op->rev : -1;
-        if (op->kind == HK_DEL)
+        if (op->kind == HK_DEL && (op->status != HS_OK || op->n == 1))
             okdel[nokdel++] = (struct lease_life){op->keys[0], r, 0};
         else if (op->kind == HK_REVOKE)
             okrev[nokrev++] = (struct lease_life){op->lease, r, 0};

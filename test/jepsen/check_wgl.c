@@ -771,7 +771,7 @@ static int patch_build(const struct history *h, struct patch *pt)
         for (size_t k = 0; k < h->nops && !by_client; k++) {
             const struct hist_op *op = &h->ops[k];
             if (op->kind == HK_DEL && op->keys[0] == e->key) {
-                by_client |= op->status == HS_OK && op->rev == e->rev;
+                by_client |= op->status == HS_OK && op->n == 1 && op->rev == e->rev;
                 maybe_del |= op->status == HS_INFO;
             } else if (op->kind == HK_REVOKE && op->lease == prev->lease)
                 by_client |= op->status == HS_OK && op->rev == e->rev;

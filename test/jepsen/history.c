@@ -445,8 +445,6 @@ static int parse_ok_result(struct parser *p, struct hist_op *op, char **a, int n
             return rc;
         if ((op->rvals[0] == HIST_ABSENT) != (op->modrev == 0))
             return perr(p, "%s result: MODREV must be 0 exactly when the value is '~'", kn);
-        if (op->modrev > op->rev)
-            return perr(p, "%s result: MODREV %" PRId64 " above REV %" PRId64, kn, op->modrev, op->rev);
         return 0;
     case HK_DEL:
         if ((rc = parse_num(p, a[1], "N", &op->n)) < 0)
