@@ -1,7 +1,8 @@
 /*
- * lguard: restart client ipc listeners that nng 1.5.2 has wedged.  Why and
- * how: lguard.h.  One thread; a probe is one local ipc connection, so a
- * round over healthy listeners costs well under a millisecond.
+ * lguard: restart listeners that stopped handing connections to their
+ * socket.  Why and how: lguard.h.  One thread; a probe is one local
+ * connection (plus a TLS handshake for TLS listeners), so a round over
+ * healthy listeners costs about a millisecond.
  */
 #include "daemon/lguard.h"
 
@@ -14,15 +15,13 @@
 #include <string.h>
 #include <time.h>
 
-#include <nng/protocol/reqrep0/req.h>
-
 #include "base/log.h"
 
 struct lguard_slot {
     _Atomic uint32_t listener_id; /* 0: unused */
     _Atomic uint64_t pipes;       /* pipes this listener has handed to the socket */
     char url[512];                /* under mu */
-    bool ipc;                     /* under mu */
+    nng_tls_config *tls;          /* under mu: the probe's, for tls+tcp:// */
 };
 
 struct lguard {
@@ -31,6 +30,8 @@ struct lguard {
     pthread_t thread;
     bool stopping;
     int interval_ms, wait_ms;
+    int (*open_probe)(nng_socket *);
+    char what[16];
     lguard_restart_fn restart;
     void *arg;
     _Atomic unsigned restarts;
@@ -77,22 +78,28 @@ static bool nap(struct lguard *g, int ms)
  * made but no pipe reached the socket within wait_ms), or when nothing
  * listens on the path any more.  Called with mu held; drops it while dialing.
  */
-static bool wedged(struct lguard *g, size_t i, const char *url)
+static bool wedged(struct lguard *g, size_t i, const char *url, nng_tls_config *tls)
 {
     struct lguard_slot *s = &g->slots[i];
     uint64_t before = atomic_load(&s->pipes);
     nng_socket probe = NNG_SOCKET_INITIALIZER;
+    nng_dialer d;
     bool stuck = false;
     pthread_mutex_unlock(&g->mu);
-    int rv = nng_req0_open(&probe);
+    int rv = g->open_probe(&probe);
+    if (rv == 0)
+        rv = nng_dialer_create(&d, probe, url);
+    if (rv == 0 && tls)
+        rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, tls);
     if (rv == 0) {
-        rv = nng_dial(probe, url, NULL, 0);
+        rv = nng_dialer_start(d, 0);
         if (rv == NNG_ECONNREFUSED || rv == NNG_ENOENT) {
-            log_warning(LOG_FIELDS(LOG_STR("CAIRN_URL", url)), "client listener %s: nothing accepts connections there (%s)",
-                        url, nng_strerror(rv));
+            log_warning(LOG_FIELDS(LOG_STR("CAIRN_URL", url)), "%s listener %s: nothing accepts connections there (%s)",
+                        g->what, url, nng_strerror(rv));
             stuck = true;
         } else if (rv != 0) {
-            log_debug(LOG_FIELDS(LOG_STR("CAIRN_URL", url)), "client listener %s: probe: %s", url, nng_strerror(rv));
+            log_debug(LOG_FIELDS(LOG_STR("CAIRN_URL", url)), "%s listener %s: probe: %s", g->what, url,
+                      nng_strerror(rv));
         }
     }
     pthread_mutex_lock(&g->mu);
@@ -117,21 +124,27 @@ static void *guard_main(void *arg)
     pthread_mutex_lock(&g->mu);
     while (!nap(g, g->interval_ms)) {
         for (size_t i = 0; i < LGUARD_MAX && !g->stopping; i++) {
-            if (!g->slots[i].ipc || !atomic_load(&g->slots[i].listener_id))
+            if (!atomic_load(&g->slots[i].listener_id))
                 continue;
             char url[sizeof g->slots[i].url];
             memcpy(url, g->slots[i].url, sizeof url);
-            if (!wedged(g, i, url) || g->stopping)
+            nng_tls_config *tls = g->slots[i].tls;
+            if (tls)
+                nng_tls_config_hold(tls);
+            bool stuck = wedged(g, i, url, tls);
+            if (tls)
+                nng_tls_config_free(tls);
+            if (!stuck || g->stopping)
                 continue;
             pthread_mutex_unlock(&g->mu);
             log_warning(LOG_FIELDS(LOG_STR("CAIRN_URL", url)),
-                        "client listener %s stopped handing connections to the server (nng 1.5.2, "
-                        "nanomsg/nng#1518: a client closed during the handshake); restarting it",
-                        url);
+                        "%s listener %s stopped handing connections to the server (with ipc: nng 1.5.2's "
+                        "nanomsg/nng#1518, a client closed during the handshake); restarting it",
+                        g->what, url);
             char err[256] = "";
             int rc = g->restart(g->arg, i, err, sizeof err);
             if (rc < 0)
-                log_err(LOG_FIELDS(LOG_STR("CAIRN_URL", url)), "client listener %s: cannot restart it: %s", url,
+                log_err(LOG_FIELDS(LOG_STR("CAIRN_URL", url)), "%s listener %s: cannot restart it: %s", g->what, url,
                         err[0] ? err : strerror(-rc));
             else
                 atomic_fetch_add(&g->restarts, 1);
@@ -142,12 +155,14 @@ static void *guard_main(void *arg)
     return NULL;
 }
 
-int lguard_start(nng_socket sock, int interval_ms, int wait_ms, lguard_restart_fn restart, void *arg,
-                 struct lguard **out)
+int lguard_start(nng_socket sock, int (*open_probe)(nng_socket *), const char *what, int interval_ms, int wait_ms,
+                 lguard_restart_fn restart, void *arg, struct lguard **out)
 {
     struct lguard *g = calloc(1, sizeof(*g));
     if (!g)
         return -ENOMEM;
+    g->open_probe = open_probe;
+    snprintf(g->what, sizeof g->what, "%s", what);
     g->interval_ms = interval_ms;
     g->wait_ms = wait_ms;
     g->restart = restart;
@@ -172,13 +187,17 @@ int lguard_start(nng_socket sock, int interval_ms, int wait_ms, lguard_restart_f
     return 0;
 }
 
-void lguard_set(struct lguard *g, size_t i, const char *url, nng_listener l)
+void lguard_set(struct lguard *g, size_t i, const char *url, nng_listener l, nng_tls_config *probe_tls)
 {
     if (!g || i >= LGUARD_MAX)
         return;
     pthread_mutex_lock(&g->mu);
     snprintf(g->slots[i].url, sizeof g->slots[i].url, "%s", url);
-    g->slots[i].ipc = strncmp(url, "ipc://", 6) == 0;
+    if (g->slots[i].tls)
+        nng_tls_config_free(g->slots[i].tls);
+    g->slots[i].tls = strncmp(url, "tls+tcp://", 10) == 0 ? probe_tls : NULL;
+    if (g->slots[i].tls)
+        nng_tls_config_hold(g->slots[i].tls);
     atomic_store(&g->slots[i].listener_id, (uint32_t)nng_listener_id(l));
     pthread_mutex_unlock(&g->mu);
 }
@@ -206,6 +225,9 @@ void lguard_free(struct lguard *g)
     if (!g)
         return;
     lguard_stop(g);
+    for (size_t i = 0; i < LGUARD_MAX; i++)
+        if (g->slots[i].tls)
+            nng_tls_config_free(g->slots[i].tls);
     pthread_cond_destroy(&g->cv);
     pthread_mutex_destroy(&g->mu);
     free(g);

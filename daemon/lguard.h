@@ -1,5 +1,6 @@
 /*
- * lguard: keeps the client server's ipc listeners accepting.
+ * lguard: keeps listeners accepting: the client server's ipc listeners, and
+ * the peer listeners.
  *
  * nng 1.5.2 has a bug (nanomsg/nng#1518, fixed in 1.5.3): when a client
  * connects to an ipc listener and closes before the SP handshake finishes,
@@ -7,14 +8,19 @@
  * stops asking for connections.  The listener still completes handshakes
  * (so a dialer believes it is connected) but its pipes never reach the
  * socket, and every later request over ipc times out.  TCP and TLS
- * listeners are not affected (checked against the real library).
+ * listeners are not affected by that bug (checked against the real
+ * library), but a peer TLS listener restarted for renewed certificates has
+ * been seen to stop taking connections under load (test_systemd_cluster's
+ * reload test, about one run in five with the CPUs busy), so the peer
+ * listeners are watched too.
  *
  * The guard cannot see inside nng, so it tests the path a client takes:
- * every few seconds it dials each watched listener with a req socket and
+ * every few seconds it dials each watched listener (with the owner's
+ * protocol's peer, and a TLS client configuration for TLS listeners) and
  * waits for the server socket to report the new pipe (NNG_PIPE_EV_ADD_POST
  * from that listener).  When no pipe arrives, the listener is wedged: the
  * guard logs it and asks its owner to restart that listener.  A restart
- * drops the ipc connections that listener held; their clients reconnect.
+ * drops the connections that listener held; their dialers reconnect.
  */
 #ifndef CAIRN_DAEMON_LGUARD_H
 #define CAIRN_DAEMON_LGUARD_H
@@ -22,6 +28,7 @@
 #include <stddef.h>
 
 #include <nng/nng.h>
+#include <nng/supplemental/tls/tls.h>
 
 #define LGUARD_MAX 32
 
@@ -33,18 +40,21 @@ struct lguard;
 typedef int (*lguard_restart_fn)(void *arg, size_t i, char *err, size_t errlen);
 
 /*
- * lguard_start: watch the listeners of sock (a rep0 socket) that are later
- * given to lguard_set.  interval_ms between rounds; wait_ms is how long a
- * probe's pipe may take to reach the socket before the listener counts as
- * wedged.  Installs sock's NNG_PIPE_EV_ADD_POST callback.  Returns 0 or a
- * negative errno.
+ * lguard_start: watch the listeners of sock that are later given to
+ * lguard_set.  open_probe opens a socket of the protocol sock talks to
+ * (nng_req0_open for a rep0 server, nng_push0_open for pull0).  what names
+ * the listeners in messages ("client", "peer").  interval_ms between rounds;
+ * wait_ms is how long a probe's pipe may take to reach the socket before the
+ * listener counts as wedged.  Installs sock's NNG_PIPE_EV_ADD_POST callback.
+ * Returns 0 or a negative errno.
  */
-int lguard_start(nng_socket sock, int interval_ms, int wait_ms, lguard_restart_fn restart, void *arg,
-                 struct lguard **out);
+int lguard_start(nng_socket sock, int (*open_probe)(nng_socket *), const char *what, int interval_ms, int wait_ms,
+                 lguard_restart_fn restart, void *arg, struct lguard **out);
 
-/* lguard_set: slot i (below LGUARD_MAX) is listener l on url; only ipc://
- * URLs are probed.  Call again after a restart. */
-void lguard_set(struct lguard *g, size_t i, const char *url, nng_listener l);
+/* lguard_set: slot i (below LGUARD_MAX) is listener l on url, probed with
+ * probe_tls (a client configuration the listener accepts; the guard takes
+ * its own hold) when url is tls+tcp://.  Call again after a restart. */
+void lguard_set(struct lguard *g, size_t i, const char *url, nng_listener l, nng_tls_config *probe_tls);
 
 /* lguard_restarts: how many wedged listeners were restarted (for tests and metrics). */
 unsigned lguard_restarts(const struct lguard *g);

@@ -26,6 +26,7 @@
  * connection to the sender.
  */
 #include "daemon/peer.h"
+#include "daemon/lguard.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -161,6 +162,7 @@ struct peer_transport {
     struct tls_material tls;
     struct listener lis[CONFIG_MAX_URLS];
     size_t n_lis;
+    struct lguard *guard; /* restarts a listener that stops taking connections (lguard.h) */
     nng_socket rx;
     nng_aio *rx_aio;
 
@@ -1418,7 +1420,30 @@ static int listener_start(struct peer_transport *t, struct listener *li, const c
     li->url = copy;
     li->l = l;
     li->tls = tls;
+    /* The guard's probe presents our own certificate and, as it only tests that
+     * connections get through, does not check the listener's. */
+    nng_tls_config *probe = NULL;
+    char perr[256];
+    if (tls && tls_config_make(&t->tls, NNG_TLS_MODE_CLIENT, NULL, &probe, perr, sizeof perr) == 0)
+        nng_tls_config_auth_mode(probe, NNG_TLS_AUTH_MODE_NONE);
+    if (!tls || probe)
+        lguard_set(t->guard, (size_t)(li - t->lis), copy, l, probe);
+    if (probe)
+        nng_tls_config_free(probe); /* the guard holds its own reference */
     return 0;
+}
+
+/* The guard's restart of listener i. */
+static int listener_restart(void *arg, size_t i, char *err, size_t errlen)
+{
+    struct peer_transport *t = arg;
+    pthread_mutex_lock(&t->cfg_mu);
+    nng_listener_close(t->lis[i].l);
+    char url[512];
+    snprintf(url, sizeof url, "%s", t->lis[i].url);
+    int rc = listener_start(t, &t->lis[i], url, err, errlen);
+    pthread_mutex_unlock(&t->cfg_mu);
+    return rc;
 }
 
 static void transport_free(struct peer_transport *t)
@@ -1426,10 +1451,12 @@ static void transport_free(struct peer_transport *t)
     pthread_mutex_lock(&t->mu);
     t->stopping = true;
     pthread_mutex_unlock(&t->mu);
+    lguard_stop(t->guard); /* no listener restarts from here on */
     if (t->rx_aio)
         nng_aio_stop(t->rx_aio); /* after this, on_messages is never called again */
     if (nng_socket_id(t->rx) > 0)
         nng_close(t->rx);
+    lguard_free(t->guard);
     if (t->rx_aio)
         nng_aio_free(t->rx_aio);
     if (t->thread_started) {
@@ -1518,6 +1545,10 @@ int peer_start(const struct peer_options *o, const struct peer_callbacks *cb, st
         goto fail;
     }
     nng_socket_set_bool(t->rx, NNG_OPT_TCP_KEEPALIVE, true);
+    if ((rc = lguard_start(t->rx, nng_push0_open, "peer", 5000, 5000, listener_restart, t, &t->guard)) < 0) {
+        snprintf(err, errlen, "peer transport: cannot start the listener guard: %s", strerror(-rc));
+        goto fail;
+    }
     pthread_mutex_lock(&t->cfg_mu);
     for (size_t i = 0; i < o->listen->n && rc == 0; i++)
         if ((rc = listener_start(t, &t->lis[i], o->listen->v[i].url, err, errlen)) == 0)

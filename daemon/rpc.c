@@ -22,6 +22,7 @@
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
+#include <nng/protocol/reqrep0/req.h>
 #include <nng/supplemental/tls/tls.h>
 #include <nng/transport/ipc/ipc.h>
 
@@ -850,7 +851,8 @@ static int open_listener(struct rpc *r, size_t i, const char *url, char *err, si
         return -CAIRN_E_CONFIG;
     }
     r->listeners[i] = l;
-    lguard_set(r->guard, i, url, l);
+    if (!strncmp(url, "ipc://", 6)) /* only ipc listeners wedge (lguard.h) */
+        lguard_set(r->guard, i, url, l, NULL);
     return 0;
 }
 
@@ -933,7 +935,7 @@ int rpc_start(const struct config *cfg, struct node *n, struct reads *rs, struct
     r->sock_open = 1;
     pthread_mutex_init(&r->lis_mu, NULL);
     /* every 2 s; a pipe that takes 5 s to reach the socket means the listener is wedged */
-    if ((rc = lguard_start(r->sock, 2000, 5000, restart_listener, r, &r->guard)) < 0) {
+    if ((rc = lguard_start(r->sock, nng_req0_open, "client", 2000, 5000, restart_listener, r, &r->guard)) < 0) {
         snprintf(err, errlen, "cannot start the listener guard: %s", strerror(-rc));
         goto fail;
     }
