@@ -359,13 +359,6 @@ def test_a_partitioned_member_rejoins_and_catches_up(cluster, tmp_path):
     assert r["keys"] >= 500
 
 
-# A renewed certificate makes cairnd restart its peer listeners, and nng 1.5.2 can leave a
-# listener dead when a peer is mid-handshake at that moment (nanomsg/nng#1518, the same
-# negotiation bug that breaks ipc listeners).  Failed once in a fresh-clone CI run; not strict so the
-# passing runs still check everything else.  To be fixed in cairnd (restart a listener that
-# stops answering) - see the session-2 closing note.
-@pytest.mark.xfail(reason="nng 1.5.2: a listener restarted while peers reconnect can stop accepting "
-                          "(nanomsg/nng#1518)", strict=False)
 def test_reload_of_a_renewed_certificate_keeps_the_member_in_the_cluster(cluster, wire):
     n = [m for m in NAMES if m != cluster.leader()][0]
     h = cluster.hosts[n]
