@@ -98,6 +98,7 @@ struct node {
 
     /* node-thread state */
     uint64_t applied, applied_term, snap_index, lead;
+    uint64_t durable_term, durable_vote; /* the hard state's term and vote as last made durable */
     int store_changed;       /* applied or replaced since publish() last read the store's status */
     int64_t store_revision, store_compact_revision, store_db_size, store_db_in_use;
     struct raft_conf_state conf;
@@ -1410,11 +1411,26 @@ static int handle_ready(struct node *n)
     if (rc < 0)
         return rc;
     soft_state(n, &rd);
+    /* A leader whose term and vote this Ready leaves alone sends first and
+     * writes its own entries while the followers write theirs (the Raft
+     * thesis, 10.2.1; raft.h's contract says why that is safe).  The leader's
+     * fdatasync leaves the critical path of a write: one fewer disk sync
+     * between a client's put and its reply. */
+    bool early = rd.role == RAFT_LEADER && !rd.snapshot &&
+                 (!rd.hard_state_changed ||
+                  (rd.hard_state.term == n->durable_term && rd.hard_state.vote == n->durable_vote));
+    if (early)
+        send_messages(n, &rd);
     if ((rc = persist(n, &rd)) < 0) {
         log_event(LOG_LEVEL_CRIT, MSGID_STORAGE_FAILURE, NULL, "cannot persist to the WAL: %s; stopping", cairn_strerror(rc));
         return rc;
     }
-    send_messages(n, &rd);
+    if (rd.hard_state_changed && rd.must_sync) {
+        n->durable_term = rd.hard_state.term;
+        n->durable_vote = rd.hard_state.vote;
+    }
+    if (!early)
+        send_messages(n, &rd);
     if ((rc = apply_committed(n, &rd)) < 0)
         return rc;
     for (size_t i = 0; i < rd.n_reads; i++) {
@@ -1711,6 +1727,8 @@ int node_start(const struct config *cfg, struct boot_state *bs, struct wait_tabl
         goto fail;
     }
     n->snap_index = bs->restore.snapshot.index;
+    n->durable_term = bs->restore.hard_state.term;
+    n->durable_vote = bs->restore.hard_state.vote;
     n->conf = bs->restore.snapshot.conf_state;
     boot_release_restore(bs);
     n->wal = bs->wal;

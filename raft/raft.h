@@ -34,12 +34,19 @@
  *       8. raft_advance(r, &rd).
  *   }
  *
- * Durability rule: NOTHING in rd.msgs may leave the member before the
- * snapshot, entries and hard state of the same Ready are durable.  This is
- * stricter than etcd (which lets a leader send MsgApp before its own fsync):
- * Cairn's leader counts its own log towards commit as soon as it appends,
- * which is only safe because no message - vote grant, append ack, commit
- * index - can reach a peer before the data it vouches for is on disk.
+ * Durability rule: nothing in rd.msgs may leave the member before the
+ * snapshot, entries and hard state of the same Ready are durable, with one
+ * exception: a LEADER (rd.role) whose Ready carries no snapshot and changes
+ * neither term nor vote (hard state unchanged, or only its commit index
+ * moved) may send rd.msgs first and persist while they travel (the Raft
+ * thesis, 10.2.1; etcd does the same).  That is safe because a leader's
+ * messages vouch for nothing of its own disk: MsgApp carries entries and a
+ * commit index, and the commit index only counts this leader's log once the
+ * acks of a quorum came back, which the one raft thread steps after this
+ * Ready's fsync has finished.  A crash between sending and syncing loses
+ * uncommitted entries only; raft-sim crashes leaders exactly there.  Every
+ * other message - vote grant, append ack, anything from a follower or a
+ * candidate - must wait: those do vouch for this member's disk.
  * When must_sync is 0 but hard_state_changed is 1, only the commit index
  * moved; it may be written without fsync, but it must become durable no
  * later than the next fsync (a WAL appending in order gives this for free):

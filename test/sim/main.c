@@ -54,7 +54,8 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    uint64_t passed = 0, failed = 0, events = 0;
+    uint64_t passed = 0, failed = 0;
+    struct sim_totals tot = {0};
     char why[512];
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -62,8 +63,7 @@ int main(int argc, char **argv)
     uint64_t total = one ? 1 : count + nreg;
     for (uint64_t k = 0; k < total; k++) {
         uint64_t seed = one ? one : k < nreg ? regression_seeds[k] : start + (k - nreg);
-        uint64_t ev = 0;
-        if (sim_run(seed, verbose, why, sizeof(why), &ev) == 0) {
+        if (sim_run(seed, verbose, why, sizeof(why), &tot) == 0) {
             passed++;
         } else {
             failed++;
@@ -71,12 +71,13 @@ int main(int argc, char **argv)
                    argv[0], (unsigned long long)seed);
             fflush(stdout);
         }
-        events += ev;
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     printf("raft-sim: %llu seeds in %.1fs (%.0f seeds/s, %.0f events/s)\n", (unsigned long long)(passed + failed),
-           secs, (double)(passed + failed) / (secs > 0 ? secs : 1), (double)events / (secs > 0 ? secs : 1));
+           secs, (double)(passed + failed) / (secs > 0 ? secs : 1), (double)tot.events / (secs > 0 ? secs : 1));
+    printf("raft-sim: leaders sent %llu Readies before persisting them and crashed %llu times in between\n",
+           (unsigned long long)tot.early_sends, (unsigned long long)tot.early_crashes);
     printf("%llu passed, %llu failed\n", (unsigned long long)passed, (unsigned long long)failed);
     return failed ? 1 : 0;
 }

@@ -420,6 +420,24 @@ static void process_ready(struct sim *s, struct simnode *n)
             sim_fail(s, "member %llu: raft_ready failed", (unsigned long long)n->id);
             return;
         }
+        /* The leader's exception to the durability rule (raft.h): it may send
+         * before persisting when this Ready keeps its term and vote.  A crash
+         * now - the messages gone, this Ready's entries not yet durable - is
+         * exactly what that exception must survive, so the chaos phase
+         * sometimes crashes the leader here. */
+        bool early = rd.role == RAFT_LEADER && !rd.snapshot &&
+                     (!rd.hard_state_changed ||
+                      (rd.hard_state.term == n->hs.term && rd.hard_state.vote == n->hs.vote));
+        if (early) {
+            s->early_sends++;
+            for (size_t i = 0; i < rd.n_msgs && !s->failed; i++)
+                net_send(s, n, &rd.msgs[i], &unreach, &snap_fail);
+            if (!s->healed && rd.n_entries && chance(s, 2)) {
+                s->early_crashes++;
+                node_crash(s, n);
+                return;
+            }
+        }
         /* 1. install and persist a received snapshot */
         if (rd.snapshot) {
             struct pend_snap *ps = NULL;
@@ -484,8 +502,8 @@ static void process_ready(struct sim *s, struct simnode *n)
             n->leader_checked_term = rd.hard_state.term;
             check_new_leader(s, n, rd.hard_state.term);
         }
-        /* 4. durable now; 5. send */
-        for (size_t i = 0; i < rd.n_msgs && !s->failed; i++)
+        /* 4. durable now; 5. send (unless sent early) */
+        for (size_t i = 0; i < rd.n_msgs && !s->failed && !early; i++)
             net_send(s, n, &rd.msgs[i], &unreach, &snap_fail);
         /* 6. apply */
         for (size_t i = 0; i < rd.n_committed && !s->failed; i++)
@@ -866,7 +884,7 @@ static void teardown(struct sim *s)
     check_free(s);
 }
 
-int sim_run(uint64_t seed, int verbose, char *why, size_t why_len, uint64_t *stats_events)
+int sim_run(uint64_t seed, int verbose, char *why, size_t why_len, struct sim_totals *totals)
 {
     struct sim *s = xcalloc(1, sizeof(*s));
     s->seed = seed;
@@ -920,8 +938,11 @@ int sim_run(uint64_t seed, int verbose, char *why, size_t why_len, uint64_t *sta
     int rc = s->failed ? -1 : 0;
     if (s->failed)
         snprintf(why, why_len, "%s", s->why);
-    if (stats_events)
-        *stats_events = s->events;
+    if (totals) {
+        totals->events += s->events;
+        totals->early_sends += s->early_sends;
+        totals->early_crashes += s->early_crashes;
+    }
     teardown(s);
     free(s);
     return rc;

@@ -101,12 +101,21 @@ struct sim {
     int n_removed;
     /* stats */
     uint64_t events, commits_seen, reads_done, snaps_installed, elections, crashes, ccs_applied;
+    uint64_t early_crashes; /* leaders crashed after sending, before their Ready was durable */
+    uint64_t early_sends;   /* Readies a leader sent before persisting */
 };
 
 struct lm_slot { uint64_t index, term, fp, prev_term; bool used; };
 
 /* sim.c */
-int sim_run(uint64_t seed, int verbose, char *why, size_t why_len, uint64_t *stats_events);
+/* Totals a run adds to (every field is a count). */
+struct sim_totals {
+    uint64_t events;
+    uint64_t early_sends;   /* Readies a leader sent before persisting (raft.h's exception) */
+    uint64_t early_crashes; /* leaders crashed between those sends and the fsync */
+};
+
+int sim_run(uint64_t seed, int verbose, char *why, size_t why_len, struct sim_totals *totals);
 uint64_t sim_rand(struct sim *s);
 void sim_fail(struct sim *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void sim_log(struct sim *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
