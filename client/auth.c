@@ -357,3 +357,8 @@ int cairn_role_revoke_permission(struct cairn_client *c, const char *role, struc
     q.range_end = (ProtobufCBinaryData){range_end.len, (uint8_t *)range_end.data};
     return call_simple(c, CAIRN__REQUEST__BODY_ROLE_REVOKE_PERMISSION, &q, opts, err);
 }
+
+int cairn_reauthenticate(struct cairn_client *c, const struct cairn_call_opts *opts)
+{
+    return c ? client_reauth(c, opts) : -EINVAL;
+}

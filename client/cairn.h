@@ -640,6 +640,14 @@ int cairn_auth_status(struct cairn_client *c, const struct cairn_call_opts *opts
 int cairn_authenticate(struct cairn_client *c, const char *name, const char *password,
                        const struct cairn_call_opts *opts, char *token, size_t tokenlen, uint32_t *ttl,
                        struct cairn_error_detail *err);
+/*
+ * cairn_reauthenticate: authenticate again with the name and password
+ * cairn_authenticate kept (for callers of cairn_call_async, whose calls are
+ * not retried: after -CAIRN_E_INVALID_TOKEN, call this and send again).
+ * 0 once a new token is in place; -CAIRN_E_INVALID_TOKEN when no credentials
+ * are kept; else the Authenticate call's error.
+ */
+int cairn_reauthenticate(struct cairn_client *c, const struct cairn_call_opts *opts);
 /* cairn_forget_credentials: drop the token, name and password cairn_authenticate kept. */
 void cairn_forget_credentials(struct cairn_client *c);
 

@@ -268,8 +268,8 @@ static void trace_response(int rc, const Cairn__Response *r, const struct cairn_
         fprintf(stderr, "<- ok revision=%lld\n", rev);
 }
 
-int shell_call(struct shell *sh, const Cairn__Request *req, const struct cairn_call_opts *opts,
-               bool uninterruptible, Cairn__Response **resp, struct cairn_error_detail *err)
+static int call_once(struct shell *sh, const Cairn__Request *req, const struct cairn_call_opts *opts,
+                     bool uninterruptible, Cairn__Response **resp, struct cairn_error_detail *err)
 {
     struct cairn_error_detail dummy;
     if (!err)
@@ -333,6 +333,17 @@ int shell_call(struct shell *sh, const Cairn__Request *req, const struct cairn_c
     pending_free(p);
     if (sh->trace)
         trace_response(rc, *resp, err);
+    return rc;
+}
+
+int shell_call(struct shell *sh, const Cairn__Request *req, const struct cairn_call_opts *opts,
+               bool uninterruptible, Cairn__Response **resp, struct cairn_error_detail *err)
+{
+    int rc = call_once(sh, req, opts, uninterruptible, resp, err);
+    /* the token expired or was voided (refused before anything was done): \login's credentials renew it once */
+    if (rc == -CAIRN_E_INVALID_TOKEN && req->body_case != CAIRN__REQUEST__BODY_AUTHENTICATE &&
+        (!req->auth_token || !req->auth_token[0]) && cairn_reauthenticate(sh->client, NULL) == 0)
+        rc = call_once(sh, req, opts, uninterruptible, resp, err);
     return rc;
 }
 

@@ -14,10 +14,12 @@
 
 #include "shell/shell.h"
 
-const char *const engine_tables[] = {"keys", "revisions", "leases", "members", "alarms", "status", NULL};
+const char *const engine_tables[] = {"keys",  "revisions", "leases", "members",     "alarms",
+                                     "status", "users",     "roles",  "permissions", NULL};
 
-static const char *const modules[] = {"cairn_keys", "cairn_revisions", "cairn_leases",
-                                      "cairn_members", "cairn_alarms", "cairn_status"};
+static const char *const modules[] = {"cairn_keys",   "cairn_revisions", "cairn_leases",
+                                      "cairn_members", "cairn_alarms",   "cairn_status",
+                                      "cairn_users",   "cairn_roles",    "cairn_permissions"};
 
 void shell_notice(struct shell *sh, const char *fmt, ...)
 {
@@ -61,7 +63,8 @@ int engine_open(struct shell *sh)
     }
     if ((rc = vt_keys_register(sh)) == SQLITE_OK && (rc = vt_revisions_register(sh)) == SQLITE_OK &&
         (rc = vt_leases_register(sh)) == SQLITE_OK && (rc = vt_members_register(sh)) == SQLITE_OK &&
-        (rc = vt_alarms_register(sh)) == SQLITE_OK && (rc = vt_status_register(sh)) == SQLITE_OK)
+        (rc = vt_alarms_register(sh)) == SQLITE_OK && (rc = vt_status_register(sh)) == SQLITE_OK &&
+        (rc = vt_users_register(sh)) == SQLITE_OK)
         rc = functions_register(sh);
     if (rc != SQLITE_OK) {
         fprintf(stderr, "error: registering the tables: %s\n", sqlite3_errmsg(sh->db));

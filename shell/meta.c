@@ -7,12 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <termios.h>
+#include <unistd.h>
 
 #include "shell/shell.h"
 
 const char *const meta_commands[] = {"\\help", "\\?", "\\d", "\\x", "\\format", "\\timing", "\\o",
                                      "\\connect", "\\serializable", "\\watch", "\\lease",
-                                     "\\status", "\\trace", "\\q", NULL};
+                                     "\\status", "\\trace", "\\login", "\\logout", "\\auth", "\\q", NULL};
 
 static const struct {
     const char *table, *what;
@@ -23,6 +25,9 @@ static const struct {
     {"members", "the cluster's members and which one leads"},
     {"alarms", "raised alarms (NOSPACE, CORRUPT); DELETE disarms"},
     {"status", "one row per endpoint: Raft state, store size, revisions, counters"},
+    {"users", "users and their roles; INSERT adds (with password), UPDATE changes password or roles"},
+    {"roles", "roles; INSERT adds, DELETE deletes (and takes them from their users)"},
+    {"permissions", "each role's READ/WRITE/READWRITE permissions on a key or [key, range_end)"},
 };
 
 /* What each column of the cluster tables takes: the cluster filters on these, and which are written. */
@@ -44,6 +49,12 @@ static const struct {
     {"members", "is_learner", "", "INSERT, UPDATE to 0 promotes"},
     {"alarms", "member_id", "", "INSERT raises, DELETE disarms"},
     {"alarms", "alarm", "", "INSERT raises, DELETE disarms"},
+    {"users", "name", "", "INSERT adds, DELETE deletes"},
+    {"users", "roles", "", "INSERT, UPDATE grants and revokes ('a,b')"},
+    {"users", "password", "", "INSERT, UPDATE (never read back)"},
+    {"roles", "name", "", "INSERT adds, DELETE deletes"},
+    {"permissions", "type", "", "INSERT grants, UPDATE, DELETE revokes"},
+    {"permissions", "range_end", "", "INSERT (empty: the key alone; prefix_end(key): a prefix)"},
 };
 
 static void help(struct shell *sh)
@@ -68,6 +79,9 @@ static void help(struct shell *sh)
         "  \\lease keepalive ID    keep lease ID alive until Ctrl-C",
         "  \\status                the status table",
         "  \\trace on|off          print each cluster request on stderr",
+        "  \\login USER            authenticate (the password is read without echo)",
+        "  \\logout                forget the token and the password",
+        "  \\auth [on|off]         turn auth on or off for the cluster, or show whether it is on",
         "  \\q                     quit",
         "docs/sql.md and cairn(1) say more.",
         NULL,
@@ -208,6 +222,102 @@ static int reconnect(struct shell *sh, const char *eps)
     return 0;
 }
 
+/*
+ * The password for \login: from the terminal without echo when interactive,
+ * else the next line of stdin (a script gives it on the line after \login).
+ * Returns a malloc'd string or NULL.
+ */
+static char *read_password(struct shell *sh, const char *user)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    if (sh->interactive && isatty(STDIN_FILENO)) {
+        struct termios old, quiet;
+        fprintf(stderr, "password for %s: ", user);
+        fflush(stderr);
+        int echo_off = tcgetattr(STDIN_FILENO, &old) == 0;
+        if (echo_off) {
+            quiet = old;
+            quiet.c_lflag &= ~(tcflag_t)ECHO;
+            quiet.c_lflag |= ECHONL;
+            tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+        }
+        n = getline(&line, &cap, stdin);
+        if (echo_off)
+            tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+    } else {
+        n = getline(&line, &cap, stdin);
+    }
+    if (n < 0) {
+        free(line);
+        return NULL;
+    }
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        line[--n] = '\0';
+    return line;
+}
+
+static int login(struct shell *sh, const char *user)
+{
+    if (!user || !*user) {
+        out_error(sh, "usage: \\login USER (the password follows, without echo)");
+        return -1;
+    }
+    if (!sh->client) {
+        out_error(sh, "\\login: not connected (use \\connect)");
+        return -1;
+    }
+    char *pw = read_password(sh, user);
+    if (!pw) {
+        out_error(sh, "\\login: no password given for %s (end of input)", user);
+        return -1;
+    }
+    struct cairn_error_detail err;
+    uint32_t ttl = 0;
+    int rc = cairn_authenticate(sh->client, user, pw, NULL, NULL, 0, &ttl, &err);
+    explicit_bzero(pw, strlen(pw));
+    free(pw);
+    if (rc != 0) {
+        out_error(sh, "\\login %s: %s", user, err.message[0] ? err.message : cairn_strerror(rc));
+        return -1;
+    }
+    if (sh->format != FMT_JSON)
+        out_text(sh, "logged in as %s (the token lives %u s unused; the shell logs in again when it expires)", user,
+                 ttl);
+    return 0;
+}
+
+static int auth_cmd(struct shell *sh, const char *arg)
+{
+    struct cairn_error_detail err;
+    int rc;
+    if (!sh->client) {
+        out_error(sh, "\\auth: not connected (use \\connect)");
+        return -1;
+    }
+    if (!arg || !*arg || !strcasecmp(arg, "status")) {
+        struct cairn_auth_status st;
+        if ((rc = cairn_auth_status(sh->client, NULL, &st, &err)) == 0)
+            out_text(sh, "auth is %s (auth revision %llu)", st.enabled ? "on" : "off",
+                     (unsigned long long)st.revision);
+    } else if (!strcasecmp(arg, "on")) {
+        if ((rc = cairn_auth_enable(sh->client, NULL, &err)) == 0)
+            out_text(sh, "auth is on: every request needs a token (\\login) except on the ipc socket as root");
+    } else if (!strcasecmp(arg, "off")) {
+        if ((rc = cairn_auth_disable(sh->client, NULL, &err)) == 0)
+            out_text(sh, "auth is off");
+    } else {
+        out_error(sh, "\\auth takes on, off or nothing, not '%s'", arg);
+        return -1;
+    }
+    if (rc != 0) {
+        out_error(sh, "\\auth: %s", err.message[0] ? err.message : cairn_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
 int meta_run(struct shell *sh, const char *line)
 {
     char *copy = strdup(line), *save = NULL;
@@ -257,6 +367,14 @@ int meta_run(struct shell *sh, const char *line)
         rc = set_output(sh, arg);
     } else if (!strcmp(cmd, "\\connect") || !strcmp(cmd, "\\c")) {
         rc = reconnect(sh, arg);
+    } else if (!strcmp(cmd, "\\login")) {
+        rc = login(sh, arg);
+    } else if (!strcmp(cmd, "\\logout")) {
+        if (sh->client)
+            cairn_forget_credentials(sh->client);
+        out_text(sh, "logged out");
+    } else if (!strcmp(cmd, "\\auth")) {
+        rc = auth_cmd(sh, arg);
     } else if (!strcmp(cmd, "\\status")) {
         rc = engine_run(sh, "SELECT * FROM status");
     } else if (!strcmp(cmd, "\\watch")) {

@@ -233,6 +233,8 @@ int vt_leases_register(struct shell *sh);
 int vt_members_register(struct shell *sh);
 int vt_alarms_register(struct shell *sh);
 int vt_status_register(struct shell *sh);
+/* users, roles, permissions (vt_users.c) */
+int vt_users_register(struct shell *sh);
 int functions_register(struct shell *sh);
 
 /*

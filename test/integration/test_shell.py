@@ -419,7 +419,8 @@ def test_files_stdin_formats_and_meta_commands(sh, tmp_path):
     r = sh.run(fmt="json", stdin="SELECT 1 AS a;\nSELEC 2;\nSELECT 3 AS c;\n")
     assert r.rc == 1 and r.json == [[{"a": 1}]] and "line 1, column 1" in r.err, r
     d = sh.rows("\\d")
-    assert [x["table"] for x in d] == ["keys", "revisions", "leases", "members", "alarms", "status"]
+    assert [x["table"] for x in d] == ["keys", "revisions", "leases", "members", "alarms", "status", "users",
+                                       "roles", "permissions"]
     cols = {x["column"]: x for x in sh.rows("\\d keys")}
     assert list(cols) == ["key", "value", "create_revision", "mod_revision", "version", "lease", "as_of"]
     assert cols["as_of"]["hidden"] == 1 and "LIKE" in cols["key"]["filtered by the cluster"]
