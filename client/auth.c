@@ -316,10 +316,12 @@ int cairn_role_get(struct cairn_client *c, const char *name, const struct cairn_
         if (!p)
             continue;
         out[k].type = (int)p->perm_type;
-        memcpy(heap, p->key.data, p->key.len);
+        if (p->key.len)
+            memcpy(heap, p->key.data, p->key.len);
         out[k].key = (struct cairn_bytes){heap, p->key.len};
         heap += p->key.len + 1;
-        memcpy(heap, p->range_end.data, p->range_end.len);
+        if (p->range_end.len)
+            memcpy(heap, p->range_end.data, p->range_end.len);
         out[k].range_end = (struct cairn_bytes){heap, p->range_end.len};
         heap += p->range_end.len + 1;
         k++;

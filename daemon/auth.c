@@ -775,13 +775,53 @@ static int name_checked(struct rpc_call *c, const char *what, const char *name)
     return 0;
 }
 
+/* Authenticate, once this member has applied everything committed before it arrived. */
+static void authenticate_read(struct rpc_call *c, struct mvcc_reader *r, int err, void *arg)
+{
+    struct auth *a = arg;
+    const Cairn__Request *req = rpc_call_request(c);
+    char client[80];
+    uint64_t uid = 0;
+    if (!r) {
+        rpc_call_unreadable(c, err);
+        return;
+    }
+    struct snap *s = snap_get(a);
+    int enabled = s->st->enabled;
+    snap_put(a, s);
+    if (!enabled) {
+        rpc_call_error(c, CAIRN_E_AUTH_NOT_ENABLED, "authentication is not enabled: every request is served "
+                                                    "without a token (enable it with AuthEnable)");
+        return;
+    }
+    client_of(c, client, sizeof client, &uid);
+    int wait_s = 0, log = 0;
+    if (!limit_allows(a, client, &wait_s, &log)) {
+        if (log)
+            log_event(LOG_LEVEL_WARNING, MSGID_AUTH_FAILED,
+                      LOG_FIELDS(LOG_STR("CAIRN_USER", auth_name_ok(req->authenticate->name)
+                                                           ? req->authenticate->name : "?"),
+                                 LOG_STR("CAIRN_REMOTE", rpc_call_remote(c)), LOG_STR("CAIRN_CLIENT", client)),
+                      "authentication refused without a password check: too many failed authentications from %s "
+                      "(%d allowed, then one per %d s)",
+                      client, LIMIT_BURST, LIMIT_REFILL_MS / 1000);
+        rpc_call_error(c, CAIRN_E_AUTH_RATE_LIMITED,
+                       "authentication failed: too many failed attempts from %s; retry in %d s", client, wait_s);
+        return;
+    }
+    if (!auth_name_ok(req->authenticate->name) || strlen(req->authenticate->password) > AUTH_MAX_PASSWORD) {
+        limit_failed(a, client);
+        rpc_call_error(c, CAIRN_E_AUTH_FAILED, NULL);
+        return;
+    }
+    enqueue(a, c, JOB_AUTHENTICATE, client);
+}
+
 static void auth_route(void *arg, struct rpc_call *c)
 {
     struct auth *a = arg;
     const Cairn__Request *req = rpc_call_request(c);
     Cairnint__RaftRequest rr = CAIRNINT__RAFT_REQUEST__INIT;
-    char client[80];
-    uint64_t uid = 0;
     switch (req->body_case) {
     case CAIRN__REQUEST__BODY_AUTH_STATUS:
     case CAIRN__REQUEST__BODY_USER_GET:
@@ -790,38 +830,10 @@ static void auth_route(void *arg, struct rpc_call *c)
     case CAIRN__REQUEST__BODY_ROLE_LIST:
         rpc_call_read(c, 1, reply_read, a);
         return;
-    case CAIRN__REQUEST__BODY_AUTHENTICATE: {
-        struct snap *s = snap_get(a);
-        int enabled = s->st->enabled;
-        snap_put(a, s);
-        if (!enabled) {
-            rpc_call_error(c, CAIRN_E_AUTH_NOT_ENABLED, "authentication is not enabled: every request is served "
-                                                        "without a token (enable it with AuthEnable)");
-            return;
-        }
-        client_of(c, client, sizeof client, &uid);
-        int wait_s = 0, log = 0;
-        if (!limit_allows(a, client, &wait_s, &log)) {
-            if (log)
-                log_event(LOG_LEVEL_WARNING, MSGID_AUTH_FAILED,
-                          LOG_FIELDS(LOG_STR("CAIRN_USER", auth_name_ok(req->authenticate->name)
-                                                               ? req->authenticate->name : "?"),
-                                     LOG_STR("CAIRN_REMOTE", rpc_call_remote(c)), LOG_STR("CAIRN_CLIENT", client)),
-                          "authentication refused without a password check: too many failed authentications from %s "
-                          "(%d allowed, then one per %d s)",
-                          client, LIMIT_BURST, LIMIT_REFILL_MS / 1000);
-            rpc_call_error(c, CAIRN_E_AUTH_RATE_LIMITED,
-                           "authentication failed: too many failed attempts from %s; retry in %d s", client, wait_s);
-            return;
-        }
-        if (!auth_name_ok(req->authenticate->name) || strlen(req->authenticate->password) > AUTH_MAX_PASSWORD) {
-            limit_failed(a, client);
-            rpc_call_error(c, CAIRN_E_AUTH_FAILED, NULL);
-            return;
-        }
-        enqueue(a, c, JOB_AUTHENTICATE, client);
+    case CAIRN__REQUEST__BODY_AUTHENTICATE:
+        /* after a ReadIndex round: a user added or a password changed on another member just before counts */
+        rpc_call_read(c, 1, authenticate_read, a);
         return;
-    }
     case CAIRN__REQUEST__BODY_USER_ADD:
         if (!name_checked(c, "user", req->user_add->name))
             return;
