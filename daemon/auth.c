@@ -1064,6 +1064,8 @@ static int apply_change(struct auth *a, uint64_t index, const Cairnint__RaftRequ
     req->record.ns = (struct mvcc_buf){AUTH_RECORD_NS, strlen(AUTH_RECORD_NS)};
     req->record.name = (struct mvcc_buf){AUTH_RECORD_NAME, strlen(AUTH_RECORD_NAME)};
     req->record.value = (struct mvcc_buf){copy, len};
+    /* published before the batch commits, as the alarms do: the observers registered before this one (the
+     * alarms) have passed the entry and none after refuses it, so the store will hold exactly this record */
     int was = st->enabled, now = next->enabled;
     uint64_t rev = next->revision;
     if (publish(a, next) < 0)

@@ -133,6 +133,21 @@ def test_maintenance_and_membership_need_root(env, wire):
     ok(wire, m.client().put("free", "again"), "put")
 
 
+def test_client_certificate_is_required_and_a_token_as_well(env, wire, certs):
+    # --client-cert-auth (the TLS cluster's members run with it): the certificate proves only "signed by our CA"
+    m = env.cluster(1, certs=certs)[0]
+    enable_auth(wire, m, users=[("c", "pw", ["all"])], roles={"all": [wire.permission("READWRITE", "\0", "\0")]})
+    with wire.Client(m.client_url, tls=certs.client_tls(m.name)) as c:
+        name, msg = err(wire, c.put("k", "v"))
+        assert name == "PERMISSION_DENIED" and "unauthenticated" in msg, msg
+        ok(wire, c.authenticate("c", "pw"))
+        ok(wire, c.put("k", "v"), "put")
+    # without a client certificate the TLS handshake fails, token or not
+    with pytest.raises((OSError, wire.WireError)):
+        with wire.Client(m.client_url, tls=wire.TLS(certs.ca, None, None, m.name), timeout=3) as bare:
+            bare.authenticate("c", "pw")  # the member closes the connection before answering
+
+
 # ---------------------------------------------------------------- the permission matrix
 
 SCOPES = {
