@@ -44,7 +44,7 @@ def child_env():
 
 
 def port_of(gen):
-    """The client port of a slot's member of generation gen (its peer port is the next).
+    """The client port of a slot's member of generation gen.
     The first member's port is never used again, so sget processes pinned to it
     only ever meet that member; replacements alternate between two others, so
     the recorder (which knows all three per slot) reaches every slot all along."""
@@ -58,7 +58,9 @@ class Member:
         self.gen = gen
         self.name = "m%d" % slot if gen == 0 else "m%d.%d" % (slot, gen)
         self.client_port = port_of(gen)
-        self.peer_port = self.client_port + 1
+        # A fresh peer URL per generation: cairnd derives a member's ID from its
+        # peer URLs alone, and refuses to add back the ID of a removed member.
+        self.peer_port = 3000 + gen
         self.data_dir = os.path.join(cluster.slot_dir(slot), self.name)
         self.log_path = os.path.join(cluster.dir, self.name + ".log")
         self.state = "new"

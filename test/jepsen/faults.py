@@ -199,19 +199,18 @@ class Faults:
         del self.c.members[old.slot]
         add = wire.pb.Request(member_add=wire.pb.MemberAddRequest(peer_urls=[new.peer_url], is_learner=True))
         deadline = time.monotonic() + 30
-        added = None
+        added, why = None, "no attempt"
         while time.monotonic() < deadline:
             r = self.c.call_any(add, timeout=5.0)
             if hasattr(r, "header") and not wire.is_error(r):
                 added = r.member_add.member.id
                 break
+            why = describe(r)
             time.sleep(0.3)
         if added is None:
             # Leave the slot empty rather than guess: the run goes on with n-1 members.
-            self.c.members[old.slot] = new
-            new.expect_exit = True
             self.stop("membership", args + " add=failed")
-            raise Skip("MemberAdd for %s kept failing" % new.name)
+            raise Skip("MemberAdd for %s (%s) kept failing: %s" % (new.name, new.peer_url, why))
         new.state = "existing"
         self.c.members[old.slot] = new
         new.initial_cluster = self.c.initial_cluster()

@@ -279,8 +279,7 @@ class Harness:
             print(check_out[-6000:])
         if not ok:
             print("history: %s" % self.history)
-            print("reproduce: %s --seed %d --faults %s --members %d --duration %g" % (
-                os.path.relpath(__file__, ROOT), a.seed, a.faults, a.members, a.duration))
+            print("reproduce: %s" % repro(a))
 
     # ---------------------------------------------------------------- cleanup
     def cleanup(self, failed):
@@ -297,6 +296,18 @@ class Harness:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def repro(a):
+    """The command line that runs the same schedule again."""
+    cmd = "%s --seed %d --faults %s --members %d --duration %g" % (
+        os.path.relpath(__file__, ROOT), a.seed, a.faults, a.members, a.duration)
+    if os.path.abspath(a.build) != os.path.join(ROOT, "build"):
+        cmd += " --build %s" % a.build
+    for opt in ("cairnd", "record", "check"):
+        if getattr(a, opt):
+            cmd += " --%s %s" % (opt, getattr(a, opt))
+    return cmd
+
+
 def parse(argv):
     ap = argparse.ArgumentParser(description="Cairn's fault harness (docs/reliability.md)")
     ap.add_argument("--build", default=os.path.join(ROOT, "build"), help="build directory (cairnd, cairn-record, cairn-check)")
@@ -309,7 +320,7 @@ def parse(argv):
     ap.add_argument("--duration", type=float, default=60, help="seconds of load and faults (default 60)")
     ap.add_argument("--processes", type=int, default=6)
     ap.add_argument("--keys", type=int, default=12)
-    ap.add_argument("--group", type=int, default=3, help="cairn-record's --group (keys a multi-key txn ties)")
+    ap.add_argument("--group", type=int, default=2, help="cairn-record's --group (keys a multi-key txn ties)")
     ap.add_argument("--watchers", type=int, default=2)
     ap.add_argument("--mix", help="cairn-record's --mix")
     ap.add_argument("--timeout-ms", type=int, default=3000, help="per call (past it: outcome unknown)")
@@ -345,8 +356,7 @@ def one_run(args):
     except RunFailed as e:
         print("harness: the run failed: %s" % e, flush=True)
         if h.dir:
-            print("harness: files kept in %s; reproduce: %s --seed %d --faults %s --members %d --duration %g" % (
-                h.dir, os.path.relpath(__file__, ROOT), args.seed, args.faults, args.members, args.duration))
+            print("harness: files kept in %s; reproduce: %s" % (h.dir, repro(args)))
         print(json.dumps({"error": str(e)[:2000], "dir": h.dir}), flush=True)
         return 2
     except KeyboardInterrupt:
