@@ -9,6 +9,7 @@ each, the member still serves."""
 import random
 import socket
 import struct
+import time
 import warnings
 
 import pytest
@@ -95,10 +96,6 @@ def test_a_client_closing_mid_handshake_on_the_admin_socket(member, wire):
     request timed out.  cairnd's listener guard (daemon/lguard.c) notices within
     its round (2 s) and its wait (5 s) and restarts the listener."""
     url = "ipc://" + member.admin_sock
-    for _ in range(3):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.connect(member.admin_sock)
-        s.close()
 
     def served():
         try:
@@ -106,6 +103,23 @@ def test_a_client_closing_mid_handshake_on_the_admin_socket(member, wire):
                 return not wire.is_error(c.status())
         except (OSError, wire.WireError):
             return False
+
+    # Hang up at once, before the member's half of the handshake goes out
+    # (nng accepts later, on its own thread): its send then fails, the path
+    # that wedges.  A few rounds, as the race is nng's; the guard needs at
+    # least 5 s to act, so a refusal within a second is the wedge itself.
+    wedged = False
+    for _ in range(5):
+        for _ in range(3):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(member.admin_sock)
+            s.close()
+        time.sleep(0.3)
+        if not served():
+            wedged = True
+            break
+    if not wedged:
+        pytest.skip("this nng did not wedge the ipc listener (nanomsg/nng#1518 fixed?)")
     poll(served, 30, "the admin socket serving again")
     assert "restarting it" in member.log_text(), member.log_tail()
     assert_serving(wire, member)
