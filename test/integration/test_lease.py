@@ -95,16 +95,20 @@ def test_ten_thousand_leases_expiring_together_are_all_revoked_while_writes_go_o
     member = env.cluster(3).leader()
     n = 10000
     with member.client() as c:
-        reqs = [wire.pb.Request(lease_grant=wire.pb.LeaseGrantRequest(ttl=1)) for _ in range(n)]
+        # Each batch's keys are put right after its leases are granted, and the
+        # TTL leaves room for a loaded machine: with a TTL of 1 s and all grants
+        # first, a lease could expire before its put (seen under load ~9).
         ids = []
         for i in range(0, n, 500):
-            for r in c.call_many(reqs[i:i + 500], timeout=30):
+            grants = [wire.pb.Request(lease_grant=wire.pb.LeaseGrantRequest(ttl=5)) for _ in range(500)]
+            batch = []
+            for r in c.call_many(grants, timeout=30):
                 assert not wire.is_error(r), r
-                ids.append(r.lease_grant.id)
-        puts = [wire.put_request(b"mass/%05d" % i, b"v", lease=ids[i]) for i in range(n)]
-        for i in range(0, n, 500):
-            for r in c.call_many(puts[i:i + 500], timeout=30):
+                batch.append(r.lease_grant.id)
+            puts = [wire.put_request(b"mass/%05d" % (i + k), b"v", lease=lid) for k, lid in enumerate(batch)]
+            for r in c.call_many(puts, timeout=30):
                 assert not wire.is_error(r), r
+            ids += batch
         # writes keep being served while the lessor revokes
         deadline = time.monotonic() + 120
         writes = 0
