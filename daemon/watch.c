@@ -393,6 +393,8 @@ static struct watcher *watcher_new(struct watch_hub *h, struct rpc_call *call, c
     w->fragment = q->fragment;
     w->pipe = rpc_call_pipe(call);
     snprintf(w->remote, sizeof w->remote, "%s", rpc_call_remote(call));
+    uint64_t auth_rev;
+    snprintf(w->user, sizeof w->user, "%s", rpc_call_auth(call, &auth_rev));
     w->cursor_sub = -1;
     /* the node's request IDs start at the wall clock: a restarted member never hands out an old watch's ID */
     w->id = (int64_t)(node_next_request_id(h->node) & INT64_MAX);
@@ -516,6 +518,15 @@ static void on_create(void *arg, struct rpc_call *call)
     rpc_call_read(call, 0, create_read, w);
 }
 
+/* With auth on, a watch answers only the user who made it: its ID would
+ * otherwise let anyone with a token read events of keys they may not read.
+ * (With auth off every caller is "".) */
+static bool owner(const struct watcher *w, struct rpc_call *call)
+{
+    uint64_t rev;
+    return strcmp(w->user, rpc_call_auth(call, &rev)) == 0;
+}
+
 static void on_next(void *arg, struct rpc_call *call)
 {
     struct watch_hub *h = arg;
@@ -541,6 +552,9 @@ static void on_next(void *arg, struct rpc_call *call)
         snprintf(msg, sizeof msg, "watch %" PRId64 " not found on member %s: it was canceled, or dropped after "
                  "%u ms without a poll (--watch-idle-timeout); create it again from your last "
                  "progress_revision + 1", q->watch_id, h->cfg->name, h->idle_ms);
+    } else if (!owner(w, call)) {
+        code = CAIRN_E_PERMISSION_DENIED;
+        snprintf(msg, sizeof msg, "permission denied: watch %" PRId64 " was created by another user", q->watch_id);
     } else {
         if (w->call)
             detach_empty(h, w, 0, &replies); /* the client gave up on it: it must not carry events */
@@ -581,6 +595,12 @@ static void on_cancel(void *arg, struct rpc_call *call)
     struct wreply *replies = NULL;
     pthread_mutex_lock(&h->mu);
     struct watcher *w = h->stopping ? NULL : table_get(h, id);
+    if (w && !owner(w, call)) {
+        pthread_mutex_unlock(&h->mu);
+        rpc_call_error(call, CAIRN_E_PERMISSION_DENIED, "permission denied: watch %" PRId64 " was created by another user",
+                       id);
+        return;
+    }
     if (w) {
         if (w->call) {
             h->total_bytes -= w->q.bytes < h->total_bytes ? w->q.bytes : h->total_bytes;

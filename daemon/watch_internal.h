@@ -165,6 +165,7 @@ struct watcher {
     int64_t id;
     uint32_t pipe;                /* the connection that created it (per-connection limit) */
     char remote[64];              /* its address, for logs */
+    char user[256];               /* who created it (auth); only that user may poll or cancel it */
     struct wfilter f;
     bool prev_kv, progress_notify, fragment;
     enum wstate state;

@@ -262,6 +262,28 @@ def test_lease_revoke_needs_write_on_every_attached_key(env, wire):
     assert err(wire, c.call(pb.Request(lease_revoke=pb.LeaseRevokeRequest(id=lease))))[0] == "LEASE_NOT_FOUND"
 
 
+def test_a_watch_answers_only_the_user_who_created_it(env, wire):
+    """A watch ID is no capability: with auth on, only its creator may poll or
+    cancel it (before, any token could read another user's watch)."""
+    m = env.cluster(1)[0]
+    enable_auth(wire, m, users=[("a", "pw", ["ra"]), ("b", "pw", ["rb"])],
+                roles={"ra": [wire.permission("READWRITE", "a/", "a0")],
+                       "rb": [wire.permission("READWRITE", "b/", "b0")]})
+    pb = wire.pb
+    ca, cb = login(wire, m, "a", "pw"), login(wire, m, "b", "pw")
+    wid = ok(wire, ca.call(pb.Request(watch_create=pb.WatchCreateRequest(key=b"a/", range_end=b"a0"))),
+             "watch_create").watch_create.watch_id
+    ok(wire, ca.put("a/secret", "v"), "put")
+    name, msg = err(wire, cb.call(pb.Request(watch_next=pb.WatchNextRequest(watch_id=wid, timeout_ms=500))))
+    assert name == "PERMISSION_DENIED" and str(wid) in msg, msg
+    name, msg = err(wire, cb.call(pb.Request(watch_cancel=pb.WatchCancelRequest(watch_id=wid))))
+    assert name == "PERMISSION_DENIED", msg
+    # its creator still gets the event, and may cancel it
+    r = ok(wire, ca.call(pb.Request(watch_next=pb.WatchNextRequest(watch_id=wid, timeout_ms=2000))), "watch_next")
+    assert [e.kv.key for e in r.watch_next.events] == [b"a/secret"], r
+    ok(wire, ca.call(pb.Request(watch_cancel=pb.WatchCancelRequest(watch_id=wid))), "watch_cancel")
+
+
 # ---------------------------------------------------------------- tokens
 
 def test_tokens_expire_and_unknown_tokens_are_invalid(env, wire):
