@@ -13,6 +13,9 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <sched.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -23,6 +26,9 @@
 #define REISSUE_NS 500000000LL   /* a ReadIndex unanswered this long is sent again */
 #define TIMER_NS 50000000LL      /* deadline and re-issue checks */
 #define MAX_THREADS 16
+/* Store handles for cheap reads run by the submitting thread (one of nng's
+ * few worker threads): enough for each of them to have one. */
+#define INLINE_SLOTS 4
 
 struct list {
     struct read_job *head, *tail;
@@ -46,6 +52,9 @@ struct reads {
     uint64_t applied;
     uint64_t lead;
     int running;
+    struct node_reader_slot islots[INLINE_SLOTS];
+    atomic_int ibusy[INLINE_SLOTS]; /* 1 while a submitting thread uses that handle */
+    atomic_int istopping;           /* set under mu with stopping: no inline run starts after it */
 };
 
 static int64_t now_ns(void)
@@ -281,6 +290,8 @@ static void *timer_main(void *arg)
 int reads_start(struct reads *rs, struct node *n)
 {
     rs->node = n;
+    for (int i = 0; i < INLINE_SLOTS; i++)
+        node_reader_register(n, &rs->islots[i]);
     struct node_info info;
     node_get_info(n, &info);
     pthread_mutex_lock(&rs->mu);
@@ -302,8 +313,32 @@ int reads_start(struct reads *rs, struct node *n)
     return 0;
 }
 
+/* Run j here if an inline handle is free; false if none is (or stopping). */
+static bool run_inline(struct reads *rs, struct read_job *j)
+{
+    for (int i = 0; i < INLINE_SLOTS; i++) {
+        int expect = 0;
+        if (!atomic_compare_exchange_strong(&rs->ibusy[i], &expect, 1))
+            continue;
+        if (atomic_load(&rs->istopping)) {
+            atomic_store(&rs->ibusy[i], 0);
+            return false;
+        }
+        int err = 0;
+        struct mvcc_reader *r = node_read_begin(rs->node, &rs->islots[i], &err);
+        j->run(j, r, err);
+        if (r)
+            node_read_end(rs->node);
+        atomic_store(&rs->ibusy[i], 0);
+        return true;
+    }
+    return false;
+}
+
 void reads_submit(struct reads *rs, struct read_job *j)
 {
+    if (j->cheap && !j->linearizable && rs->node && run_inline(rs, j))
+        return;
     pthread_mutex_lock(&rs->mu);
     if (rs->stopping) {
         pthread_mutex_unlock(&rs->mu);
@@ -324,6 +359,8 @@ int reads_idle(struct reads *rs)
 {
     pthread_mutex_lock(&rs->mu);
     int idle = !rs->pending.head && !rs->inflight.head && !rs->waiting.head && !rs->ready.head && !rs->running;
+    for (int i = 0; i < INLINE_SLOTS; i++)
+        idle &= !atomic_load(&rs->ibusy[i]);
     pthread_mutex_unlock(&rs->mu);
     return idle;
 }
@@ -335,6 +372,7 @@ void reads_stop(struct reads *rs)
     struct list failed = {0};
     pthread_mutex_lock(&rs->mu);
     rs->stopping = 1;
+    atomic_store(&rs->istopping, 1);
     expire(&rs->pending, 0, &failed);
     expire(&rs->inflight, 0, &failed);
     expire(&rs->waiting, 0, &failed);
@@ -345,6 +383,15 @@ void reads_stop(struct reads *rs)
     fail_all(&failed, CAIRN_E_STOPPED);
     for (int i = 0; i < rs->nthreads && rs->node; i++)
         pthread_join(rs->threads[i], NULL);
+    /* an inline run that began before istopping finishes on its own thread */
+    for (int i = 0; i < INLINE_SLOTS && rs->node; i++) {
+        int expect = 0;
+        while (!atomic_compare_exchange_weak(&rs->ibusy[i], &expect, 1)) {
+            expect = 0;
+            sched_yield();
+        }
+        node_reader_unregister(rs->node, &rs->islots[i]);
+    }
     if (rs->started)
         pthread_join(rs->timer, NULL);
     pthread_cond_destroy(&rs->work);

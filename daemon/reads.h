@@ -4,8 +4,10 @@
  * reads wait for one ReadIndex round that covers every read that arrived
  * before it was issued (batching), then for the store to apply that index;
  * serializable reads go straight to the pool.  No read runs on the node
- * thread.  The caller owns each struct read_job; it gets exactly one of
- * run() or fail().
+ * thread.  A serializable read the caller marks cheap (a point get) runs on
+ * the submitting thread itself when one of a few inline store handles is
+ * free: no hand-off to a reader thread and back.  The caller owns each
+ * struct read_job; it gets exactly one of run() or fail().
  */
 #ifndef CAIRN_DAEMON_READS_H
 #define CAIRN_DAEMON_READS_H
@@ -24,6 +26,7 @@ struct read_job {
     /* Instead of run: the read could not be served (positive CAIRN_E_ code). */
     void (*fail)(struct read_job *j, int code);
     int linearizable;
+    int cheap;                 /* serializable and quick (a point get): may run inside reads_submit */
     int64_t deadline_ns;       /* CLOCK_MONOTONIC */
     /* private */
     struct read_job *next;
@@ -39,7 +42,8 @@ void reads_hooks(struct reads *rs, struct node_hooks *hooks);
 /* reads_start: attach the node and start the threads.  0 or a negative error. */
 int reads_start(struct reads *rs, struct node *n);
 
-/* reads_submit: queue j.  If the read path is stopping, j->fail(STOPPED) is called at once. */
+/* reads_submit: queue j, or run a cheap one at once on this thread.  If the
+ * read path is stopping, j->fail(STOPPED) is called at once. */
 void reads_submit(struct reads *rs, struct read_job *j);
 
 /* reads_idle: nonzero when no read is queued or running. */

@@ -496,10 +496,11 @@ static void run_status(struct read_job *j, struct mvcc_reader *rd, int err)
         free(alarm_lines[i]);
 }
 
-static void do_read(struct slot *s, void (*run)(struct read_job *, struct mvcc_reader *, int), int linearizable)
+static void do_read(struct slot *s, void (*run)(struct read_job *, struct mvcc_reader *, int), int linearizable,
+                    int cheap)
 {
     struct rpc *r = s->r;
-    s->job = (struct read_job){.run = run, .fail = read_failed, .linearizable = linearizable,
+    s->job = (struct read_job){.run = run, .fail = read_failed, .linearizable = linearizable, .cheap = cheap,
                                .deadline_ns = now_ns() + (int64_t)r->cfg->request_timeout_ms * 1000000LL};
     reads_submit(r->reads, &s->job);
 }
@@ -609,7 +610,7 @@ void rpc_call_read(struct rpc_call *c, int linearizable, rpc_read_fn fn, void *a
     struct slot *s = call_slot(c);
     s->read_fn = fn;
     s->read_arg = arg;
-    do_read(s, run_route_read, linearizable);
+    do_read(s, run_route_read, linearizable, 0);
 }
 
 /* ---------------------------------------------------------------- dispatch */
@@ -714,13 +715,14 @@ static void dispatch(struct slot *s)
     }
     switch (req->body_case) {
     case CAIRN__REQUEST__BODY_RANGE:
-        do_read(s, run_range, !req->range->serializable);
+        /* a serializable point get runs on this thread when it can (reads.h) */
+        do_read(s, run_range, !req->range->serializable, req->range->serializable && !req->range->range_end.len);
         break;
     case CAIRN__REQUEST__BODY_HISTORY:
-        do_read(s, run_history, !req->history->serializable);
+        do_read(s, run_history, !req->history->serializable, 0);
         break;
     case CAIRN__REQUEST__BODY_STATUS:
-        do_read(s, run_status, 0);
+        do_read(s, run_status, 0, 0);
         break;
     case CAIRN__REQUEST__BODY_PUT:
     case CAIRN__REQUEST__BODY_DELETE_RANGE:
