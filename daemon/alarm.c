@@ -635,6 +635,7 @@ static void hash_and_report(struct alarms *a, int64_t rev)
 
 static void *checker_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "cairn-alarm"); /* top -H, perf and gdb show it */
     struct alarms *a = arg;
     pthread_mutex_lock(&a->mu);
     while (!a->stopping) {

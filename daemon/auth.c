@@ -629,6 +629,7 @@ static void run_hash(struct auth *a, struct job *j)
 
 static void *worker_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "cairn-auth"); /* top -H, perf and gdb show it */
     struct auth *a = arg;
     pthread_mutex_lock(&a->work_mu);
     for (;;) {

@@ -101,6 +101,7 @@ static void expire(struct backups *b, int64_t now)
 
 static void *expiry_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "cairn-backup"); /* top -H, perf and gdb show it */
     struct backups *b = arg;
     pthread_mutex_lock(&b->mu);
     while (!b->stopping) {

@@ -192,6 +192,7 @@ static void tick(struct compactor *c)
 
 static void *compactor_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "cairn-compact"); /* top -H, perf and gdb show it */
     struct compactor *c = arg;
     pthread_mutex_lock(&c->mu);
     while (!c->stopping) {

@@ -276,6 +276,7 @@ static void scan(struct lessor *l)
 
 static void *lessor_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "cairn-lessor"); /* top -H, perf and gdb show it */
     struct lessor *l = arg;
     pthread_mutex_lock(&l->mu);
     while (!l->stopping) {

@@ -120,6 +120,7 @@ static bool wedged(struct lguard *g, size_t i, const char *url, nng_tls_config *
 
 static void *guard_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "cairn-lguard"); /* top -H, perf and gdb show it */
     struct lguard *g = arg;
     pthread_mutex_lock(&g->mu);
     while (!nap(g, g->interval_ms)) {

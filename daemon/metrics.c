@@ -671,6 +671,7 @@ static void serve(struct metrics *m, struct job *j)
 
 static void *metrics_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "cairn-metrics"); /* top -H, perf and gdb show it */
     struct metrics *m = arg;
     pthread_mutex_lock(&m->mu);
     for (;;) {

@@ -471,6 +471,7 @@ static int peer_slot(struct node *n, uint64_t id)
 /* The sender thread: copy the store (online backup) and hand the file to the transport. */
 static void *snap_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "cairn-snapsend"); /* top -H, perf and gdb show it */
     struct node *n = arg;
     for (;;) {
         pthread_mutex_lock(&n->mu);
@@ -1618,6 +1619,7 @@ void node_set_watchdog(struct node *n, uint64_t usec)
 
 static void *node_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "cairn-node"); /* top -H, perf and gdb show it */
     struct node *n = arg;
     int64_t tick_ns = (int64_t)n->cfg->heartbeat_ms * 1000000LL;
     n->next_tick_ns = now_ns() + tick_ns;

@@ -1311,6 +1311,7 @@ static void check_timeouts(struct peer_transport *t)
 
 static void *stream_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "cairn-pstream"); /* top -H, perf and gdb show it */
     struct peer_transport *t = arg;
     uint64_t last_tick = now_ms();
     for (;;) {

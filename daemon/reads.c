@@ -193,6 +193,7 @@ void reads_hooks(struct reads *rs, struct node_hooks *hooks)
 
 static void *worker(void *arg)
 {
+    pthread_setname_np(pthread_self(), "cairn-reader"); /* top -H, perf and gdb show it */
     struct reads *rs = arg;
     struct node_reader_slot slot;
     node_reader_register(rs->node, &slot);
@@ -249,6 +250,7 @@ static void fail_all(struct list *failed, int code)
 
 static void *timer_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "cairn-readidx"); /* top -H, perf and gdb show it */
     struct reads *rs = arg;
     pthread_mutex_lock(&rs->mu);
     while (!rs->stopping) {
