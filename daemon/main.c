@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -90,6 +91,38 @@ static void notify_status(const struct config *cfg, struct node *n)
                   ", %s",
                cfg->name, raft_role_name(in.role), in.term, in.lead, in.revision, in.applied,
                in.lead ? "healthy" : "no leader");
+}
+
+/*
+ * The member's directories as opened.  A WAL whose directory was removed
+ * or replaced keeps appending to files nobody will read again: every write
+ * acknowledged from then on would be lost at the next start, and the
+ * member's vote with it.  The main loop compares them every second.
+ */
+struct dir_id {
+    const char *path;
+    dev_t dev;
+    ino_t ino;
+};
+
+static int dir_remember(struct dir_id *d, const char *path)
+{
+    struct stat st;
+    d->path = path;
+    if (stat(path, &st) < 0)
+        return -errno;
+    d->dev = st.st_dev;
+    d->ino = st.st_ino;
+    return 0;
+}
+
+/* NULL while d is the directory it was, else why not. */
+static const char *dir_changed(const struct dir_id *d)
+{
+    struct stat st;
+    if (stat(d->path, &st) < 0)
+        return errno == ENOENT ? "was removed" : strerror(errno);
+    return st.st_dev == d->dev && st.st_ino == d->ino ? NULL : "was replaced by another directory";
 }
 
 /* Stop taking requests, give those in flight up to the request timeout, then stop everything. */
@@ -196,6 +229,11 @@ int main(int argc, char **argv)
         return rc == -CAIRN_E_CONFIG ? EXIT_CONFIG : 1;
     }
     uint64_t self = bs.self_id, cluster = bs.cluster_id;
+    struct dir_id dirs[2];
+    if ((rc = dir_remember(&dirs[0], bs.member_dir)) < 0 || (rc = dir_remember(&dirs[1], bs.wal_dir)) < 0) {
+        log_err(NULL, "cannot start: %s: %s", dirs[0].path, strerror(-rc));
+        return 1;
+    }
     /* READY=1 once the recovered commit index is applied; a joining member once it caught up with a leader */
     uint64_t ready_at = bs.restore.hard_state.commit;
     int joining = bs.joining;
@@ -334,6 +372,21 @@ int main(int argc, char **argv)
             /* etcd's behaviour: a removed member stops; exit 0 so systemd does not restart it */
             log_notice(NULL, "this member was removed from the cluster: stopping");
             break;
+        }
+        const char *why = NULL;
+        size_t gone = 0;
+        for (; gone < 2 && !(why = dir_changed(&dirs[gone])); gone++)
+            ;
+        if (why) {
+            /* Exit 78 so systemd does not start it again on its own: a member started
+             * afresh in place of one that lost its state could vote twice in a term. */
+            log_event(LOG_LEVEL_CRIT, MSGID_STORAGE_FAILURE, LOG_FIELDS(LOG_STR("CAIRN_PATH", dirs[gone].path)),
+                      "%s %s while the member ran: stopping, as writes acknowledged from now on would not be "
+                      "stored; restore the data directory (or remove this member and add it again) before "
+                      "starting it",
+                      dirs[gone].path, why);
+            shut_down(&cfg, rpc, rs, n, waits, leases, watches);
+            return EXIT_CONFIG;
         }
     }
     shut_down(&cfg, rpc, rs, n, waits, leases, watches);

@@ -1,7 +1,10 @@
 """One cairnd member end to end through cairnwire: KV operations with their
 revisions and response headers, transactions, history and compaction; then
 crashes: kill -9 in the middle of a cairn-load run loses no acknowledged
-write, the revision keeps growing across restarts, SIGTERM exits 0."""
+write, the revision keeps growing across restarts, SIGTERM exits 0; a removed data
+directory stops the member with 78."""
+import shutil
+
 import cluster
 
 
@@ -201,3 +204,15 @@ def test_sigterm_exits_0_and_a_restart_serves_the_data(member, wire):
     with member.client() as c:
         kv = only_kv(wire, c.get("kept"))
         assert (kv.value, kv.mod_revision) == (b"yes", r)
+
+
+def test_a_member_whose_data_directory_is_removed_stops_with_78(member, wire):
+    """Its WAL would go on appending to unlinked files: every write acknowledged
+    afterwards, and its vote, would be gone at the next start.  It stops with
+    EX_CONFIG (the unit does not restart on 78) and says why."""
+    with member.client() as c:
+        wire.check(c.put("before", "1"), "put")
+    shutil.rmtree(member.data_dir)
+    rc = member.proc.wait(timeout=30)
+    assert rc == 78, member.log_tail()
+    assert "was removed while the member ran" in member.log_text(), member.log_tail()
