@@ -938,7 +938,9 @@ size_t auth_routes(struct auth *a, struct rpc_route *out, size_t max)
 
 /* ---------------------------------------------------------------- the authorize hook (nng threads) */
 
-/* LeaseRevoke by a user that is not root: every key attached must be writable. */
+/* LeaseRevoke, or LeaseTimeToLive listing the keys, by a user that is not
+ * root: every key attached must be writable (the revoke deletes them) or
+ * readable (the reply names them), as etcd checks. */
 static void lease_keys_read(struct rpc_call *c, struct mvcc_reader *r, int err, void *arg)
 {
     struct auth *a = arg;
@@ -946,7 +948,9 @@ static void lease_keys_read(struct rpc_call *c, struct mvcc_reader *r, int err, 
         rpc_call_unreadable(c, err);
         return;
     }
-    int64_t id = rpc_call_request(c)->lease_revoke->id;
+    const Cairn__Request *req = rpc_call_request(c);
+    bool revoke = req->body_case == CAIRN__REQUEST__BODY_LEASE_REVOKE;
+    int64_t id = revoke ? req->lease_revoke->id : req->lease_time_to_live->id;
     struct mvcc_lease_list *l = NULL;
     int rc = mvcc_lease_get(r, id, &l);
     if (rc == -CAIRN_E_LEASE_NOT_FOUND) {
@@ -963,15 +967,23 @@ static void lease_keys_read(struct rpc_call *c, struct mvcc_reader *r, int err, 
     const struct mvcc_lease *ls = &l->leases[0];
     size_t bad = ls->n_keys;
     for (size_t i = 0; i < ls->n_keys && bad == ls->n_keys; i++)
-        if (!auth_range_allowed(s->st, user, AUTH_NEED_WRITE, ls->keys[i].data, ls->keys[i].len, NULL, 0))
+        if (!auth_range_allowed(s->st, user, revoke ? AUTH_NEED_WRITE : AUTH_NEED_READ, ls->keys[i].data,
+                                ls->keys[i].len, NULL, 0))
             bad = i;
     snap_put(a, s);
     if (bad < ls->n_keys) {
         char k[160];
-        rpc_call_error(c, CAIRN_E_PERMISSION_DENIED,
-                       "permission denied: user '%s' may not revoke lease %" PRId64
-                       " (it would delete keys it may not write) key %s",
-                       user, id, kvconv_escape(ls->keys[bad].data, ls->keys[bad].len, k, sizeof k));
+        kvconv_escape(ls->keys[bad].data, ls->keys[bad].len, k, sizeof k);
+        if (revoke)
+            rpc_call_error(c, CAIRN_E_PERMISSION_DENIED,
+                           "permission denied: user '%s' may not revoke lease %" PRId64
+                           " (it would delete keys it may not write) key %s",
+                           user, id, k);
+        else
+            rpc_call_error(c, CAIRN_E_PERMISSION_DENIED,
+                           "permission denied: user '%s' may not list the keys of lease %" PRId64
+                           " (ask without keys, or for read permission) key %s",
+                           user, id, k);
     } else {
         rpc_call_continue(c);
     }
@@ -1008,7 +1020,10 @@ static int authorize(void *arg, struct rpc_call *c, char *msg, size_t msglen)
     if ((code = auth_check_request(st, user, req, msg, msglen)) != 0)
         goto out;
     rpc_call_set_auth(c, user, st->revision);
-    if (req->body_case == CAIRN__REQUEST__BODY_LEASE_REVOKE && req->lease_revoke && !auth_is_admin(st, user)) {
+    bool lease_keys = (req->body_case == CAIRN__REQUEST__BODY_LEASE_REVOKE && req->lease_revoke) ||
+                      (req->body_case == CAIRN__REQUEST__BODY_LEASE_TIME_TO_LIVE && req->lease_time_to_live &&
+                       req->lease_time_to_live->keys);
+    if (lease_keys && !auth_is_admin(st, user)) {
         snap_put(a, s);
         rpc_call_read(c, 1, lease_keys_read, a);
         return RPC_TAKEN;

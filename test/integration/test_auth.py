@@ -262,6 +262,28 @@ def test_lease_revoke_needs_write_on_every_attached_key(env, wire):
     assert err(wire, c.call(pb.Request(lease_revoke=pb.LeaseRevokeRequest(id=lease))))[0] == "LEASE_NOT_FOUND"
 
 
+def test_lease_time_to_live_lists_keys_only_to_a_user_who_may_read_them(env, wire):
+    m = env.cluster(1)[0]
+    enable_auth(wire, m, users=[("l", "pw", ["mine"])],
+                roles={"mine": [wire.permission("READWRITE", "mine/", "mine0")]})
+    pb = wire.pb
+    c = login(wire, m, "l", "pw")
+    root = login(wire, m, "root", ROOT_PW)
+    lease = ok(wire, c.call(pb.Request(lease_grant=pb.LeaseGrantRequest(ttl=600))), "lease_grant").lease_grant.id
+    ok(wire, c.put("mine/k", "v", lease=lease), "put")
+    r = ok(wire, c.call(pb.Request(lease_time_to_live=pb.LeaseTimeToLiveRequest(id=lease, keys=True))),
+           "lease_time_to_live")
+    assert list(r.lease_time_to_live.keys) == [b"mine/k"], r
+    ok(wire, root.put("theirs/k", "v", lease=lease), "put")
+    name, msg = err(wire, c.call(pb.Request(lease_time_to_live=pb.LeaseTimeToLiveRequest(id=lease, keys=True))))
+    assert name == "PERMISSION_DENIED" and '"theirs/k"' in msg and str(lease) in msg, msg
+    # without the keys the TTL is anyone's; root sees the keys
+    ok(wire, c.call(pb.Request(lease_time_to_live=pb.LeaseTimeToLiveRequest(id=lease))), "lease_time_to_live")
+    r = ok(wire, root.call(pb.Request(lease_time_to_live=pb.LeaseTimeToLiveRequest(id=lease, keys=True))),
+           "lease_time_to_live")
+    assert sorted(r.lease_time_to_live.keys) == [b"mine/k", b"theirs/k"], r
+
+
 def test_a_watch_answers_only_the_user_who_created_it(env, wire):
     """A watch ID is no capability: with auth on, only its creator may poll or
     cancel it (before, any token could read another user's watch)."""
