@@ -873,6 +873,16 @@ static void member_change_item(struct node *n, struct item *it)
         goto out;
     }
     raft_status(n->raft, st);
+    /* Only the leader can judge a promotion, and a follower may not yet have
+     * applied the learner's addition: NOT_LEADER first, which the client
+     * takes to its next endpoint, rather than "no such member". */
+    if (kind == RAFT_CC_PROMOTE && st->role != RAFT_LEADER) {
+        reply_error_msg(n, req, CAIRN_E_NOT_LEADER,
+                        "only the leader knows whether a learner has caught up: send MemberPromote to the "
+                        "leader, member %016" PRIx64,
+                        st->lead);
+        goto out;
+    }
     if (kind == RAFT_CC_ADD_VOTER || kind == RAFT_CC_ADD_LEARNER) {
         if (old) {
             reply_error_msg(n, req, CAIRN_E_MEMBER_EXISTS, "member %016" PRIx64 " (%s) already has these peer URLs",
@@ -906,13 +916,6 @@ static void member_change_item(struct node *n, struct item *it)
     if (kind == RAFT_CC_PROMOTE) {
         if (!old->is_learner) {
             reply_error_msg(n, req, CAIRN_E_INVALID_ARGUMENT, "member %016" PRIx64 " is a voter already", id);
-            goto out;
-        }
-        if (st->role != RAFT_LEADER) {
-            reply_error_msg(n, req, CAIRN_E_NOT_LEADER,
-                            "only the leader knows whether a learner has caught up: send MemberPromote to the "
-                            "leader, member %016" PRIx64,
-                            st->lead);
             goto out;
         }
         uint64_t have = 0;
