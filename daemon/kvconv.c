@@ -1086,6 +1086,30 @@ static int txn_req(const Cairn__TxnRequest *in, struct mvcc_txn_req *out, struct
     return 0;
 }
 
+bool kvconv_write_entry(const Cairn__Request *req, Cairnint__RaftRequest *rr)
+{
+    switch (req->body_case) {
+    case CAIRN__REQUEST__BODY_PUT:
+        rr->request_case = CAIRNINT__RAFT_REQUEST__REQUEST_PUT;
+        rr->put = req->put;
+        return true;
+    case CAIRN__REQUEST__BODY_DELETE_RANGE:
+        rr->request_case = CAIRNINT__RAFT_REQUEST__REQUEST_DELETE_RANGE;
+        rr->delete_range = req->delete_range;
+        return true;
+    case CAIRN__REQUEST__BODY_TXN:
+        rr->request_case = CAIRNINT__RAFT_REQUEST__REQUEST_TXN;
+        rr->txn = req->txn;
+        return true;
+    case CAIRN__REQUEST__BODY_COMPACT:
+        rr->request_case = CAIRNINT__RAFT_REQUEST__REQUEST_COMPACTION;
+        rr->compaction = req->compact;
+        return true;
+    default:
+        return false;
+    }
+}
+
 int kvconv_entry_req(const Cairnint__RaftRequest *rr, struct mvcc_request *out,
                      struct kvconv_arena *a)
 {

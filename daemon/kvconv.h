@@ -124,6 +124,10 @@ int kvconv_validate(const Cairn__Request *req, const struct kvconv_limits *lim, 
 void kvconv_range_req(const Cairn__RangeRequest *in, struct mvcc_range_req *out);
 void kvconv_history_req(const Cairn__HistoryRequest *in, struct mvcc_history_req *out);
 
+/* kvconv_write_entry: the RaftRequest body of a client's Put, DeleteRange,
+ * Txn or Compaction (borrowing from req); false for any other request. */
+bool kvconv_write_entry(const Cairn__Request *req, Cairnint__RaftRequest *rr);
+
 /*
  * kvconv_entry_req: a Raft log entry's request -> mvcc_request: put,
  * delete_range, txn (nested txns and ranges included), compaction,

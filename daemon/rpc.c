@@ -277,24 +277,7 @@ static void do_write(struct slot *s)
         return;
     }
     Cairnint__RaftRequest rr = CAIRNINT__RAFT_REQUEST__INIT;
-    switch (req->body_case) {
-    case CAIRN__REQUEST__BODY_PUT:
-        rr.request_case = CAIRNINT__RAFT_REQUEST__REQUEST_PUT;
-        rr.put = req->put;
-        break;
-    case CAIRN__REQUEST__BODY_DELETE_RANGE:
-        rr.request_case = CAIRNINT__RAFT_REQUEST__REQUEST_DELETE_RANGE;
-        rr.delete_range = req->delete_range;
-        break;
-    case CAIRN__REQUEST__BODY_TXN:
-        rr.request_case = CAIRNINT__RAFT_REQUEST__REQUEST_TXN;
-        rr.txn = req->txn;
-        break;
-    case CAIRN__REQUEST__BODY_COMPACT:
-        rr.request_case = CAIRNINT__RAFT_REQUEST__REQUEST_COMPACTION;
-        rr.compaction = req->compact;
-        break;
-    default:
+    if (!kvconv_write_entry(req, &rr)) {
         reply_error(s, CAIRN_E_UNSUPPORTED, "%s is not a write", method_name(req));
         return;
     }

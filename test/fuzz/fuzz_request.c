@@ -24,26 +24,8 @@ static void convert_write(const Cairn__Request *req)
     Cairnint__RaftRequest rr = CAIRNINT__RAFT_REQUEST__INIT;
     rr.id = 1;
     rr.proposer = 2;
-    switch (req->body_case) {
-    case CAIRN__REQUEST__BODY_PUT:
-        rr.request_case = CAIRNINT__RAFT_REQUEST__REQUEST_PUT;
-        rr.put = req->put;
-        break;
-    case CAIRN__REQUEST__BODY_DELETE_RANGE:
-        rr.request_case = CAIRNINT__RAFT_REQUEST__REQUEST_DELETE_RANGE;
-        rr.delete_range = req->delete_range;
-        break;
-    case CAIRN__REQUEST__BODY_TXN:
-        rr.request_case = CAIRNINT__RAFT_REQUEST__REQUEST_TXN;
-        rr.txn = req->txn;
-        break;
-    case CAIRN__REQUEST__BODY_COMPACT:
-        rr.request_case = CAIRNINT__RAFT_REQUEST__REQUEST_COMPACTION;
-        rr.compaction = req->compact;
-        break;
-    default:
+    if (!kvconv_write_entry(req, &rr)) /* what rpc.c proposes for it */
         return;
-    }
     size_t n = cairnint__raft_request__get_packed_size(&rr);
     uint8_t *buf = malloc(n ? n : 1);
     FUZZ_CHECK(buf != NULL);
