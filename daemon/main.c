@@ -5,7 +5,9 @@
  * files, SIGTERM/SIGINT drain and stop cleanly.
  */
 #include <errno.h>
+#include <execinfo.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,6 +93,54 @@ static void notify_status(const struct config *cfg, struct node *n)
                   ", %s",
                cfg->name, raft_role_name(in.role), in.term, in.lead, in.revision, in.applied,
                in.lead ? "healthy" : "no leader");
+}
+
+/*
+ * A crash leaves its stack in the log (stderr, which the journal takes under
+ * systemd): the thread's name and the frames, symbolised as cairnd is linked
+ * with -rdynamic.  Only async-signal-safe calls (backtrace() is loaded
+ * before, by a first call at start), then the signal is raised again with
+ * its default action, so the exit status and any core dump stay as they were.
+ * Not under the sanitizers, which report crashes themselves.
+ */
+static void on_fatal_signal(int sig)
+{
+    char head[96] = "cairnd: fatal signal ";
+    size_t n = strlen(head);
+    char num[12];
+    int k = 0;
+    for (int v = sig; v > 0 && k < 11; v /= 10)
+        num[k++] = (char)('0' + v % 10);
+    while (k > 0 && n < sizeof head - 1)
+        head[n++] = num[--k];
+    const char *in = " in thread ";
+    for (size_t i = 0; in[i] && n < sizeof head - 1; i++)
+        head[n++] = in[i];
+    char name[16] = "";
+    pthread_getname_np(pthread_self(), name, sizeof name);
+    for (size_t i = 0; name[i] && n < sizeof head - 2; i++)
+        head[n++] = name[i];
+    head[n++] = '\n';
+    if (write(STDERR_FILENO, head, n) < 0)
+        _exit(128 + sig);
+    void *frames[64];
+    int depth = backtrace(frames, 64);
+    backtrace_symbols_fd(frames, depth, STDERR_FILENO);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void catch_fatal_signals(void)
+{
+#ifndef CAIRN_SANITIZE
+    void *warm[1];
+    backtrace(warm, 1); /* loads libgcc's unwinder now, not inside the handler */
+    const int sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        struct sigaction sa = {.sa_handler = on_fatal_signal, .sa_flags = SA_RESETHAND | SA_NODEFER};
+        sigaction(sigs[i], &sa, NULL);
+    }
+#endif
 }
 
 /*
@@ -200,6 +250,7 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL); /* before any thread starts: they all inherit it */
     signal(SIGPIPE, SIG_IGN);
+    catch_fatal_signals();
 
     if ((rc = activation_init(err, sizeof err)) < 0) {
         log_err(NULL, "socket activation: %s", err);
