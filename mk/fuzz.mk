@@ -6,8 +6,8 @@
 #   make fuzz      with clang and libFuzzer + ASan + UBSan into $(BUILD)/fuzz/fuzz_NAME
 #                  (the project's sources built again under $(BUILD)/fuzz by a
 #                  sub-make), then each run for FUZZ_SECONDS against its corpus
-#   make fuzz-seeds  regenerate the seed corpora (test/fuzz/gen_corpus.c),
-#                  minimized with -merge=1 into test/fuzz/corpus/NAME
+#   make fuzz-seeds  write seeds with test/fuzz/gen_corpus.c and merge (-merge=1)
+#                  those that add coverage into test/fuzz/corpus/NAME
 # One target alone: make fuzz FUZZ_TARGETS=wal FUZZ_SECONDS=600
 
 FUZZ_ALL     := $(patsubst test/fuzz/fuzz_%.c,%,$(wildcard test/fuzz/fuzz_*.c))
@@ -65,11 +65,12 @@ fuzz: fuzz-build
 		$(FUZZ_FLAGS) -print_final_stats=1 $(if $(wildcard test/fuzz/$(t).dict),-dict=test/fuzz/$(t).dict) \
 		-artifact_prefix=$(FUZZ_OUT)/crashes/$(t)- $(FUZZ_OUT)/corpus/$(t) $(call fuzz_dirs,$(t)) && ) true
 
-# The generator writes raw seeds; each fuzzer keeps the ones that add coverage.
+# The generator writes raw seeds; each fuzzer adds the ones that add coverage
+# to the committed corpus (empty a folder first to start it again).
 fuzz-seeds: fuzz-build $(BUILD)/test/fuzz/gen_corpus
 	rm -rf $(FUZZ_OUT)/seeds
 	$(BUILD)/test/fuzz/gen_corpus $(FUZZ_OUT)/seeds
-	@$(foreach t,$(FUZZ_TARGETS),rm -rf test/fuzz/corpus/$(t) && mkdir -p test/fuzz/corpus/$(t) && \
+	@$(foreach t,$(FUZZ_TARGETS),mkdir -p test/fuzz/corpus/$(t) && \
 		$(FUZZ_OUT)/fuzz_$(t) -merge=1 -max_len=$(call fuzz_max_len,$(t)) \
 		test/fuzz/corpus/$(t) $(FUZZ_OUT)/seeds/$(t) && ) true
 
