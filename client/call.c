@@ -513,6 +513,23 @@ static void waiter_cb(void *arg, int rc, Cairn__Response *resp,
     pthread_mutex_unlock(&w->mu);
 }
 
+/* One asynchronous call, waited for: its outcome in w.  0, or the error
+ * cairn_call_async gave (then w holds nothing). */
+static int call_and_wait(struct cairn_client *c, const Cairn__Request *req, const struct cairn_call_opts *opts,
+                         struct waiter *w)
+{
+    w->done = false;
+    int rv = cairn_call_async(c, req, opts, waiter_cb, w);
+    if (rv != 0)
+        return rv;
+    /* No timeout here: the call's own deadline always completes it. */
+    pthread_mutex_lock(&w->mu);
+    while (!w->done)
+        pthread_cond_wait(&w->cv, &w->mu);
+    pthread_mutex_unlock(&w->mu);
+    return 0;
+}
+
 int cairn_call(struct cairn_client *c, const Cairn__Request *req,
                const struct cairn_call_opts *opts, Cairn__Response **resp,
                struct cairn_error_detail *err)
@@ -528,28 +545,20 @@ int cairn_call(struct cairn_client *c, const Cairn__Request *req,
     }
     pthread_mutex_init(&w.mu, NULL);
     pthread_cond_init(&w.cv, NULL);
-    if ((rv = cairn_call_async(c, req, opts, waiter_cb, &w)) != 0) {
+    if ((rv = call_and_wait(c, req, opts, &w)) != 0) {
         detail_set(err, rv, "%s", cairn_strerror(rv));
         goto out;
     }
-    /* No timeout here: the call's own deadline always completes it. */
-    pthread_mutex_lock(&w.mu);
-    while (!w.done)
-        pthread_cond_wait(&w.cv, &w.mu);
-    pthread_mutex_unlock(&w.mu);
     rv = w.rc;
     if (rv == -CAIRN_E_INVALID_TOKEN && (!req->auth_token || !req->auth_token[0]) &&
         req->body_case != CAIRN__REQUEST__BODY_AUTHENTICATE && client_reauth(c, opts) == 0) {
         /* the token expired or was voided: refused before anything was proposed, so one retry is safe */
-        w.done = false;
-        if ((rv = cairn_call_async(c, req, opts, waiter_cb, &w)) != 0) {
+        cairn_response_free(w.resp);
+        w.resp = NULL;
+        if ((rv = call_and_wait(c, req, opts, &w)) != 0) {
             detail_set(err, rv, "%s", cairn_strerror(rv));
             goto out;
         }
-        pthread_mutex_lock(&w.mu);
-        while (!w.done)
-            pthread_cond_wait(&w.cv, &w.mu);
-        pthread_mutex_unlock(&w.mu);
         rv = w.rc;
     }
     if (err)
