@@ -103,6 +103,7 @@ static void notify_status(const struct config *cfg, struct node *n)
  * its default action, so the exit status and any core dump stay as they were.
  * Not under the sanitizers, which report crashes themselves.
  */
+#ifndef CAIRN_SANITIZE
 static void on_fatal_signal(int sig)
 {
     char head[96] = "cairnd: fatal signal ";
@@ -129,6 +130,7 @@ static void on_fatal_signal(int sig)
     signal(sig, SIG_DFL);
     raise(sig);
 }
+#endif
 
 static void catch_fatal_signals(void)
 {
