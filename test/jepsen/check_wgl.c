@@ -681,6 +681,64 @@ static void patch_free(struct patch *pt)
     free(pt->exp);
 }
 
+struct keyrev {
+    uint32_t key;
+    int64_t rev;
+};
+
+static int cmp_keyrev(const void *a, const void *b)
+{
+    const struct keyrev *x = a, *y = b;
+    if (x->key != y->key)
+        return x->key < y->key ? -1 : 1;
+    return x->rev < y->rev ? -1 : x->rev > y->rev;
+}
+
+/*
+ * An info del of a key none of whose deletions in the log is unexplained
+ * (each one has an acknowledged del that answered N=1 at that revision)
+ * deleted nothing or never ran: either way it changed nothing, and is left
+ * out.  A del that removes a value makes a revision of its own, so it could
+ * not hide behind an acknowledged one.  Deletions of leased keys by expiry
+ * count as unexplained here, which keeps every info del of those keys.
+ * Without this, each info del stays open to the end of the history, and a
+ * run with thousands of them (membership changes) outgrows the search.
+ */
+static int skip_info_dels(const struct history *h, struct patch *pt)
+{
+    uint32_t ns = hist_nstr(h);
+    struct keyrev *kr = malloc((h->nops + 1) * sizeof(*kr));
+    uint8_t *open_del = calloc(ns + 1, 1); /* per key: the log has a deletion no ok del made */
+    if (!kr || !open_del) {
+        free(kr);
+        free(open_del);
+        return -ENOMEM;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < h->nops; i++) {
+        const struct hist_op *op = &h->ops[i];
+        if (op->kind == HK_DEL && op->status == HS_OK && op->n == 1)
+            kr[n++] = (struct keyrev){op->keys[0], op->rev};
+    }
+    qsort(kr, n, sizeof(*kr), cmp_keyrev);
+    for (size_t i = 0; i < h->nlog; i++) {
+        const struct hist_event *e = &h->log[i];
+        struct keyrev want = {e->key, e->rev};
+        if (!e->put && !bsearch(&want, kr, n, sizeof(*kr), cmp_keyrev))
+            open_del[e->key] = 1;
+    }
+    for (size_t i = 0; i < h->nops; i++) {
+        const struct hist_op *op = &h->ops[i];
+        if (op->kind == HK_DEL && op->status == HS_INFO && !open_del[op->keys[0]] && !pt->skip[i]) {
+            pt->skip[i] = 1;
+            pt->skipped++;
+        }
+    }
+    free(kr);
+    free(open_del);
+    return 0;
+}
+
 static int patch_build(const struct history *h, struct patch *pt)
 {
     memset(pt, 0, sizeof(*pt));
@@ -741,6 +799,8 @@ static int patch_build(const struct history *h, struct patch *pt)
         if (r >= op->inv)
             pt->ret[i] = r;
     }
+    if ((rc = skip_info_dels(h, pt)) < 0)
+        goto out;
     /* Lease drops in the log not made by an acknowledged delete or revoke. */
     for (size_t i = 0; i < h->nops; i++) {
         const struct hist_op *op = &h->ops[i];
