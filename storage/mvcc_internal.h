@@ -48,7 +48,9 @@ enum stmt_id {
     ST_COMPACT_DELETE,
     ST_HIST_RANGE, ST_HIST_FROM,
     ST_HASH,
-    ST_PAGES,
+    ST_PAGE_COUNT,
+    ST_FREELIST_COUNT,
+    ST_PAGE_SIZE,
     ST_COUNT_
 };
 
@@ -110,6 +112,10 @@ struct mvcc_reader {
     struct conn c;
     struct mvcc_store *s;
     struct ixpin pin;         /* the index version a call in progress reads */
+    bool keep;                /* mvcc_reader_keep: hold the read between calls */
+    bool held;                /* a read transaction and pin are open from an earlier call */
+    const struct ixver *held_ver; /* ... on this version, whose state is held_st */
+    struct state held_st;
     void (*hook)(void *arg);  /* tests: see mvcc_reader_test_hook */
     void *hook_arg;
 };

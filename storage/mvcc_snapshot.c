@@ -43,6 +43,7 @@ int mvcc_snapshot_write(struct mvcc_reader *r, const char *path, uint64_t *index
     char *tmp = NULL;
     struct conn dst = {0};
     int rc;
+    mvcc_reader_idle(r); /* the backup takes its own read of the newest state */
     if (asprintf(&tmp, "%s.tmp", path) < 0)
         return -ENOMEM;
     unlink(tmp);

@@ -1006,6 +1006,43 @@ static void *pair_reader_thread(void *p)
     return NULL;
 }
 
+/*
+ * A kept handle (mvcc_reader_keep) holds its read between calls and reuses it
+ * only while nothing is written: every call still sees the newest batch, and
+ * status, a snapshot copy and closing work on a handle that holds a read.
+ */
+static void test_kept_reader_sees_every_write_and_lets_go(void **state)
+{
+    struct fx *f = *state;
+    mvcc_reader_keep(f->r, true);
+    struct mvcc_kv kv;
+    char v[32];
+    for (int i = 0; i < 50; i++) {
+        char want[32];
+        snprintf(want, sizeof want, "v%d", i);
+        int64_t rev = put(f, "k", want);
+        for (int rep = 0; rep < 3; rep++) { /* the second and third reuse the held read */
+            assert_true(get(f, "k", 0, &kv, v, sizeof v));
+            assert_string_equal(v, want);
+            assert_int_equal(kv.mod_revision, rev);
+        }
+        if (i % 10 == 0)
+            assert_int_equal(rev_now(f), rev); /* status begins its own transaction */
+    }
+    char snap[128];
+    snprintf(snap, sizeof snap, "%s/kept.snap", f->dir);
+    assert_true(get(f, "k", 0, &kv, v, sizeof v));
+    assert_int_equal(mvcc_snapshot_write(f->r, snap, NULL), 0);
+    assert_true(get(f, "k", 0, &kv, v, sizeof v));
+    assert_int_equal(mvcc_reader_idle(f->r), 0);
+    assert_int_equal(mvcc_reader_idle(f->r), 0); /* nothing held: nothing to do */
+    put(f, "k", "after");
+    assert_true(get(f, "k", 0, &kv, v, sizeof v));
+    assert_string_equal(v, "after");
+    mvcc_reader_keep(f->r, false);
+    unlink(snap);
+}
+
 static void test_readers_on_other_threads_see_whole_batches_only(void **state)
 {
     struct fx *f = *state;
@@ -1013,6 +1050,7 @@ static void test_readers_on_other_threads_see_whole_batches_only(void **state)
     pthread_t t[2];
     for (int i = 0; i < 2; i++) {
         assert_int_equal(mvcc_reader_open(f->s, &pr[i].r), 0);
+        mvcc_reader_keep(pr[i].r, i == 1); /* one holds its read between calls */
         assert_int_equal(pthread_create(&t[i], NULL, pair_reader_thread, &pr[i]), 0);
     }
     /* at least 400 batches, and on until both readers have read a while
@@ -1240,6 +1278,7 @@ static void test_readers_see_whole_batches_while_the_writer_applies_and_compacts
     pthread_t tw[2], tg;
     for (int i = 0; i < 2; i++) {
         assert_int_equal(mvcc_reader_open(f->s, &w[i].r), 0);
+        mvcc_reader_keep(w[i].r, i == 1); /* one holds its read between calls */
         assert_int_equal(pthread_create(&tw[i], NULL, watcher_thread, &w[i]), 0);
     }
     assert_int_equal(pthread_create(&tg, NULL, group_writer_thread, &g), 0);
@@ -1494,6 +1533,7 @@ int main(void)
         T(test_history_pages_through_every_revision_with_tombstones),
         T(test_hash_kv_ignores_physical_compaction_progress),
         T(test_snapshot_while_writing_then_restore),
+        T(test_kept_reader_sees_every_write_and_lets_go),
         T(test_readers_on_other_threads_see_whole_batches_only),
         T(test_readers_see_whole_batches_while_the_writer_applies_and_compacts),
         T(test_writer_is_not_held_up_by_a_reader_parked_mid_range),
