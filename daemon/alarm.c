@@ -734,7 +734,8 @@ static void propose_nospace(struct alarms *a)
     node_propose_internal(a->node, &rr);
 }
 
-static int admit(void *arg, const Cairn__Request *req, const Cairnint__RaftRequest *rr, char *msg, size_t msglen)
+static int admit(void *arg, const Cairn__Request *req, const Cairnint__RaftRequest *rr, size_t packed_bytes,
+                 char *msg, size_t msglen)
 {
     struct alarms *a = arg;
     (void)req;
@@ -777,7 +778,7 @@ static int admit(void *arg, const Cairn__Request *req, const Cairnint__RaftReque
         return 0;
     struct node_info in;
     node_get_info(a->node, &in);
-    uint64_t cost = cairnint__raft_request__get_packed_size(rr) + QUOTA_OVERHEAD;
+    uint64_t cost = packed_bytes + QUOTA_OVERHEAD;
     if ((uint64_t)in.db_size + cost <= quota)
         return 0;
     propose_nospace(a);

@@ -917,7 +917,7 @@ int kvconv_validate(const Cairn__Request *req, const struct kvconv_limits *lim, 
     if ((rc = check_body(&v, req)) < 0)
         return rc;
     /* after the shape checks: they refuse the NULLs packing would trip on */
-    size_t size = protobuf_c_message_get_packed_size(&req->base);
+    size_t size = lim && lim->wire_bytes ? lim->wire_bytes : protobuf_c_message_get_packed_size(&req->base);
     if (size > max_bytes) {
         rc = sb_fail(&v.sb, CAIRN_E_REQUEST_TOO_LARGE);
         sb_printf(&v.sb, "the request is %zu bytes, over the limit of %llu (--max-request-bytes)",

@@ -84,6 +84,7 @@ Cairn__Request *kvconv_request_unpack(const void *data, size_t len, char *why, s
 struct kvconv_limits {
     uint32_t max_txn_ops;       /* 0: etcd's default, 128 */
     uint64_t max_request_bytes; /* packed Request; 0: etcd's default, 1.5 MiB */
+    uint64_t wire_bytes;        /* the request's size as received, if known: then not packed again to size it */
 };
 
 /*
@@ -94,7 +95,7 @@ struct kvconv_limits {
  * a txn ("success[1].failure[0]"), the key (printable-escaped, truncated), the
  * value and the limit.  lim may be NULL (etcd's defaults).
  *
- *   -CAIRN_E_REQUEST_TOO_LARGE  the packed request is over max_request_bytes
+ *   -CAIRN_E_REQUEST_TOO_LARGE  the packed request (or wire_bytes) is over max_request_bytes
  *   -CAIRN_E_KEY_EMPTY          range, put, delete-range, compare, history or watch without key
  *   -CAIRN_E_VALUE_PROVIDED     put with a value and ignore_value
  *   -CAIRN_E_LEASE_PROVIDED     put with a lease and ignore_lease

@@ -149,7 +149,7 @@ static int inbox_push(struct node *n, struct item *it, int bounded)
     else
         n->head = it;
     n->tail = it;
-    n->inbox_len++;
+    __atomic_store_n(&n->inbox_len, n->inbox_len + 1, __ATOMIC_RELAXED); /* node_get_info reads it unlocked */
     pthread_cond_signal(&n->cond);
     pthread_mutex_unlock(&n->mu);
     return 0;
@@ -255,9 +255,8 @@ void node_get_info(struct node *n, struct node_info *info)
     pthread_mutex_lock(&n->info_mu);
     *info = n->info;
     pthread_mutex_unlock(&n->info_mu);
-    pthread_mutex_lock(&n->mu);
-    info->proposals_pending = n->inbox_len;
-    pthread_mutex_unlock(&n->mu);
+    /* a gauge: not worth the inbox's lock, which every request would take */
+    info->proposals_pending = __atomic_load_n(&n->inbox_len, __ATOMIC_RELAXED);
 }
 
 /* ---------------------------------------------------------------- peer callbacks (nng threads) */
@@ -315,6 +314,7 @@ static void on_snapshot_done(void *arg, uint64_t to, int ok)
 void node_reader_register(struct node *n, struct node_reader_slot *slot)
 {
     slot->r = NULL;
+    slot->keep = false;
     pthread_mutex_lock(&n->slots_mu);
     slot->next = n->slots;
     n->slots = slot;
@@ -348,12 +348,23 @@ struct mvcc_reader *node_read_begin(struct node *n, struct node_reader_slot *slo
             *err = rc;
             return NULL;
         }
+        mvcc_reader_keep(slot->r, slot->keep);
     }
     return slot->r;
 }
 
 void node_read_end(struct node *n)
 {
+    pthread_rwlock_unlock(&n->gate);
+}
+
+void node_reader_idle(struct node *n, struct node_reader_slot *slot)
+{
+    /* never waits: while the store is being replaced, its readers are closed anyway */
+    if (pthread_rwlock_tryrdlock(&n->gate) != 0)
+        return;
+    if (slot->r)
+        mvcc_reader_idle(slot->r);
     pthread_rwlock_unlock(&n->gate);
 }
 
@@ -1649,7 +1660,7 @@ static void *node_main(void *arg)
         }
         struct item *list = n->head;
         n->head = n->tail = NULL;
-        n->inbox_len = 0;
+        __atomic_store_n(&n->inbox_len, 0, __ATOMIC_RELAXED);
         pthread_mutex_unlock(&n->mu);
 
         process(n, list);

@@ -284,13 +284,27 @@ static void do_write(struct slot *s)
     propose(s, &rr);
 }
 
-/* The write path's second half: wait-table registration and the proposal. */
+/*
+ * The write path's second half: admission, wait-table registration and the
+ * proposal.  The request is sized once, before it has its ID: the ID adds at
+ * most RR_ID_BYTES, so that bound serves both the quota check and the buffer,
+ * and pack() says the exact length (protobuf-c sizes every nested message
+ * again on each call: a put's value twice more otherwise).
+ */
+#define RR_ID_BYTES 11 /* field 1's tag and a 64-bit varint */
 static void propose(struct slot *s, Cairnint__RaftRequest *rr)
 {
     struct rpc *r = s->r;
+    rr->proposer = r->member_id;
+    if (s->auth_revision) {
+        rr->auth_user = s->auth_user;
+        rr->auth_revision = s->auth_revision;
+    }
+    rr->id = 0;
+    size_t bound = cairnint__raft_request__get_packed_size(rr) + RR_ID_BYTES;
     if (r->hooks.admit) {
         char msg[512] = "";
-        int code = r->hooks.admit(r->hooks.admit_arg, s->req, rr, msg, sizeof msg);
+        int code = r->hooks.admit(r->hooks.admit_arg, s->req, rr, bound, msg, sizeof msg);
         if (code > 0) {
             if (msg[0])
                 reply_error(s, code, "%s", msg);
@@ -299,20 +313,14 @@ static void propose(struct slot *s, Cairnint__RaftRequest *rr)
             return;
         }
     }
-    rr->proposer = r->member_id;
-    if (s->auth_revision) {
-        rr->auth_user = s->auth_user;
-        rr->auth_revision = s->auth_revision;
-    }
     if (rpc_call_wait((struct rpc_call *)s, &rr->id) < 0)
         return;
-    size_t len = cairnint__raft_request__get_packed_size(rr); /* after the ID: its size counts */
-    void *buf = malloc(len ? len : 1);
+    void *buf = malloc(bound);
     if (!buf) {
         wait_fire(r->waits, rr->id, NULL, 0, ENOMEM);
         return;
     }
-    cairnint__raft_request__pack(rr, buf);
+    size_t len = cairnint__raft_request__pack(rr, buf);
     int rc = node_propose(r->node, rr->id, buf, len);
     if (rc < 0)
         wait_fire(r->waits, rr->id, NULL, 0, -rc);
@@ -566,7 +574,10 @@ int rpc_call_wait(struct rpc_call *c, uint64_t *id)
 void rpc_call_set_auth(struct rpc_call *c, const char *user, uint64_t revision)
 {
     struct slot *s = call_slot(c);
-    snprintf(s->auth_user, sizeof s->auth_user, "%s", user ? user : "");
+    if (user && user[0])
+        snprintf(s->auth_user, sizeof s->auth_user, "%s", user);
+    else
+        s->auth_user[0] = '\0'; /* every request when auth is off: no formatting */
     s->auth_revision = revision;
 }
 
@@ -627,8 +638,12 @@ static void handle(struct slot *s, nng_msg *m)
 {
     struct rpc *r = s->r;
     size_t len = nng_msg_len(m);
-    remote_of(m, s->remote, sizeof s->remote);
-    s->pipe = (uint32_t)nng_pipe_id(nng_msg_get_pipe(m));
+    /* The address is looked up (a getpeername() and nng's pipe lookup) only
+     * when this slot's request comes over another connection than its last. */
+    uint32_t pipe = (uint32_t)nng_pipe_id(nng_msg_get_pipe(m));
+    if (pipe != s->pipe || !s->remote[0])
+        remote_of(m, s->remote, sizeof s->remote);
+    s->pipe = pipe;
     __atomic_add_fetch(&r->busy, 1, __ATOMIC_RELAXED);
     s->state = S_WORK;
     if (len > r->cfg->max_request_bytes) {
@@ -651,7 +666,8 @@ static void handle(struct slot *s, nng_msg *m)
         return;
     }
     char msg[512] = "";
-    struct kvconv_limits lim = {.max_txn_ops = r->cfg->max_txn_ops, .max_request_bytes = r->cfg->max_request_bytes};
+    struct kvconv_limits lim = {.max_txn_ops = r->cfg->max_txn_ops, .max_request_bytes = r->cfg->max_request_bytes,
+                                .wire_bytes = len};
     int rc = kvconv_validate(s->req, &lim, msg, sizeof msg);
     if (rc < 0) {
         reply_error(s, -rc, "%s", msg[0] ? msg : cairn_strerror(rc));

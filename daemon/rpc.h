@@ -89,7 +89,7 @@ struct rpc_hooks {
      * The quota and the alarms (the capped applier's admission side) live here.
      */
     int (*admit)(void *arg, const struct Cairn__Request *req, const struct Cairnint__RaftRequest *rr,
-                 char *msg, size_t msglen);
+                 size_t packed_bytes, char *msg, size_t msglen); /* packed_bytes: rr's size, an upper bound */
     void *admit_arg;
     /*
      * After a request passed the decode and API checks, before it is served

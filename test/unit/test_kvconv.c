@@ -550,6 +550,11 @@ static void test_request_over_max_request_bytes_is_too_large(void **state)
     expect_ok(REQ_PUT(mk_put("a", big)), &lim);
     lim.max_request_bytes = 10;
     expect_fail(REQ_PUT(mk_put("a", "0123456789")), &lim, CAIRN_E_REQUEST_TOO_LARGE, "the request is 17 bytes");
+    /* the size as received, when given, is the one judged (the daemon's: no second packing) */
+    lim = (struct kvconv_limits){.max_request_bytes = 100, .wire_bytes = 101};
+    expect_fail(REQ_PUT(mk_put("a", "v")), &lim, CAIRN_E_REQUEST_TOO_LARGE, "the request is 101 bytes");
+    lim.wire_bytes = 100;
+    expect_ok(REQ_PUT(mk_put("a", "v")), &lim);
 }
 
 static void test_messages_escape_and_truncate_keys(void **state)
