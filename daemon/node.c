@@ -42,6 +42,7 @@
 #define SLOW_SYNC_NS 1000000000LL   /* fdatasync slower than this is logged (issue 6: > 1 s) */
 #define SLOW_APPLY_NS 100000000LL   /* an apply batch slower than this is logged */
 #define COMPACT_STEP_ROWS 1000      /* etcd's compaction batch */
+#define STORE_SIZE_NS 100000000LL   /* the store's size is read again at most this often after applies */
 
 enum item_type { IT_PROPOSE, IT_READ_INDEX, IT_PEER, IT_SNAP_RECEIVED, IT_SNAP_DONE, IT_SNAP_READY, IT_CALL,
                  IT_TRANSFER, IT_MEMBER };
@@ -99,7 +100,9 @@ struct node {
     /* node-thread state */
     uint64_t applied, applied_term, snap_index, lead;
     uint64_t durable_term, durable_vote; /* the hard state's term and vote as last made durable */
-    int store_changed;       /* applied or replaced since publish() last read the store's status */
+    int store_changed;       /* compacted or replaced since publish() last read the store's status */
+    int store_grew;          /* applied since: its size is read again within STORE_SIZE_NS */
+    int64_t store_sized_ns;  /* when publish() last read it */
     int64_t store_revision, store_compact_revision, store_db_size, store_db_in_use;
     struct raft_conf_state conf;
     char *pending_snap_path; /* a received snapshot waiting for raft to accept it */
@@ -421,8 +424,11 @@ static void publish(struct node *n)
 {
     struct raft_basic_status bs;
     raft_basic_status(n->raft, &bs);
-    if (n->store_changed) {
-        /* a query on the store: only after it applied something or was replaced, not every turn of the loop */
+    int64_t now = now_ns();
+    if (n->store_changed || (n->store_grew && now - n->store_sized_ns >= STORE_SIZE_NS)) {
+        /* a query on the store: only after it changed, not every turn of the loop */
+        n->store_grew = 0;
+        n->store_sized_ns = now;
         struct mvcc_status ms = {0};
         mvcc_store_status(n->store, &ms);
         n->store_revision = ms.revision;
@@ -1308,7 +1314,15 @@ static int apply_committed(struct node *n, const struct raft_ready *rd)
                     "slow apply: %zu entries took %" PRId64 " ms", b.n, took / 1000000);
     n->applied = rd->committed[rd->n_committed - 1].index;
     n->applied_term = rd->committed[rd->n_committed - 1].term;
-    n->store_changed = 1;
+    /* The batch's result says the revision; the size (quota, metrics) is read
+     * at most every STORE_SIZE_NS, not after every batch (two statements and
+     * a tenth of a small batch's instructions).  Compaction changes what
+     * readers may ask for: read at once. */
+    n->store_revision = res->revision;
+    n->store_grew = 1;
+    for (size_t k = 0; k < b.n; k++)
+        if (b.ents[k].req.type == MVCC_REQ_COMPACT)
+            n->store_changed = 1;
     for (size_t k = 0; k < nobs; k++)
         if (obs[k].applied)
             obs[k].applied(obs[k].arg, b.ents, b.n, res);
