@@ -52,6 +52,9 @@ struct check_stats {
     uint64_t states;        /* states the search visited, all partitions */
     double seconds;         /* wall time of the whole check */
     double lin_seconds;     /* of which the model search and shrinking */
+    int64_t log_rebuilt_below; /* > 0: the log's front below this revision was rebuilt from the watchers */
+    size_t log_rebuilt_events;
+    char log_rebuild_why[200]; /* when a compacted log could not be rebuilt: why */
 };
 
 struct check_opts {

@@ -50,6 +50,17 @@ uint32_t log_key_upper(const struct log_index *li, uint32_t key, int64_t rev);
 /* The log event of key at revision rev, or NULL. */
 const struct hist_event *log_event_at(const struct log_index *li, uint32_t key, int64_t rev);
 
+/*
+ * log_rebuild (check_rebuild.c): when h's log is compacted (logstart > 1)
+ * and its prefix watchers together delivered every revision from the first
+ * write up to logstart, make *out a shallow copy of h whose log starts at 1:
+ * those revisions' events (the first watcher's that delivered each), then
+ * h's log.  Returns 1 (free *ev_out once done with *out); 0 when it does not
+ * apply or cannot (why then says why, "" if the log was not compacted);
+ * -ENOMEM.
+ */
+int log_rebuild(const struct history *h, struct history *out, struct hist_event **ev_out, char *why, size_t whylen);
+
 /* Does the op write (create a revision) when ok? */
 bool op_is_write(const struct hist_op *op);
 

@@ -146,11 +146,22 @@ static double now_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-int check_history(const struct history *h, const struct check_opts *o, struct check_report *rep)
+int check_history(const struct history *given, const struct check_opts *o, struct check_report *rep)
 {
     memset(rep, 0, sizeof(*rep));
     double t0 = now_seconds();
-    int rc = check_linearizable(h, o, &rep->r[CHK_LIN], &rep->st);
+    /* a compacted log gets its front back from the watchers (check_rebuild.c) */
+    struct history rebuilt;
+    struct hist_event *ev = NULL;
+    int rc = log_rebuild(given, &rebuilt, &ev, rep->st.log_rebuild_why, sizeof rep->st.log_rebuild_why);
+    if (rc < 0)
+        return rc;
+    const struct history *h = rc ? &rebuilt : given;
+    if (rc) {
+        rep->st.log_rebuilt_below = given->logstart;
+        rep->st.log_rebuilt_events = rebuilt.nlog - given->nlog;
+    }
+    rc = check_linearizable(h, o, &rep->r[CHK_LIN], &rep->st);
     rep->st.lin_seconds = now_seconds() - t0;
     if (rc == 0)
         rc = check_log_writes(h, o, &rep->r[CHK_WRITES]);
@@ -163,6 +174,7 @@ int check_history(const struct history *h, const struct check_opts *o, struct ch
     if (rc == 0)
         rc = check_leases(h, o, &rep->r[CHK_LEASE]);
     rep->st.seconds = now_seconds() - t0;
+    free(ev);
     return rc;
 }
 
@@ -261,6 +273,11 @@ void check_print_text(FILE *f, const struct history *h, const struct check_repor
     else
         fprintf(f, "revision log: none in the file\n");
     const struct check_stats *st = &rep->st;
+    if (st->log_rebuilt_below)
+        fprintf(f, "revision log below %" PRId64 " (compacted): rebuilt from the watchers' events, %zu events\n",
+                st->log_rebuilt_below, st->log_rebuilt_events);
+    else if (st->log_rebuild_why[0])
+        fprintf(f, "revision log below %" PRId64 " (compacted): not rebuilt: %s\n", h->logstart, st->log_rebuild_why);
     fprintf(f, "model search: %zu partitions (%zu inconclusive, %zu not linearizable), %zu operations, "
                "%" PRIu64 " states, %zu unobserved info writes left out\n",
             st->partitions, st->partitions_unknown, st->partitions_bad, st->lin_ops, st->states, st->dropped_info);
@@ -329,10 +346,11 @@ void check_print_json(FILE *f, const struct history *h, const struct check_repor
     fprintf(f, "}},\"watches\":%zu,\"watch_events\":%zu,\"faults\":{\"started\":%zu,\"stopped\":%zu},"
                "\"log\":{\"present\":%s,\"events\":%zu,\"start\":%" PRId64 ",\"end\":%" PRId64 "},"
                "\"search\":{\"partitions\":%zu,\"inconclusive\":%zu,\"not_linearizable\":%zu,\"operations\":%zu,"
-               "\"states\":%" PRIu64 ",\"dropped_info\":%zu},\"seconds\":%.6f,\"checks\":{",
+               "\"states\":%" PRIu64 ",\"dropped_info\":%zu},\"log_rebuilt_below\":%" PRId64
+               ",\"seconds\":%.6f,\"checks\":{",
             c.watches, c.events, c.faults_start, c.faults_stop, h->has_log ? "true" : "false", h->nlog,
             h->has_log ? h->logstart : 0, h->logend, st->partitions, st->partitions_unknown, st->partitions_bad,
-            st->lin_ops, st->states, st->dropped_info, st->seconds);
+            st->lin_ops, st->states, st->dropped_info, st->log_rebuilt_below, st->seconds);
     for (int i = 0; i < CHK_N; i++) {
         const struct check_result *r = &rep->r[i];
         fprintf(f, "%s\"%s\":{\"verdict\":\"%s\",\"violations\":%zu,\"checked\":%zu,\"unchecked\":%zu,\"note\":",

@@ -261,6 +261,72 @@ static void test_generated_histories_valid_and_planted_stale_read_found(void **s
     }
 }
 
+/* Drop the log's events below rev and start it there, as a compaction to rev - 1 would. */
+static size_t compact_log(struct history *h, int64_t rev)
+{
+    size_t k = 0;
+    while (k < h->nlog && h->log[k].rev < rev)
+        k++;
+    memmove(h->log, h->log + k, (h->nlog - k) * sizeof(*h->log));
+    h->nlog -= k;
+    h->logstart = rev;
+    return k;
+}
+
+/*
+ * A compacted log gets its front back from the watchers (check_rebuild.c):
+ * generated histories with their logs cut at the middle are judged as
+ * before, a stale read is still found, and a revision no watcher delivered
+ * stops the rebuild and says which.
+ */
+static void test_compacted_log_rebuilt_from_watches(void **state)
+{
+    (void)state;
+    for (int s = 1; s <= 12; s++) {
+        struct check_gen g;
+        check_gen_default(&g);
+        g.seed = (uint64_t)s;
+        g.nops = 800;
+        g.nkeys = 3 + (size_t)(s % 4);
+        g.info_pct = 6;
+        g.group = 3;
+        struct history *h = generate(&g);
+        assert_true(h->nlog > 20 && h->nwatches > 0);
+        int64_t cut = h->log[h->nlog / 2].rev;
+        size_t dropped = compact_log(h, cut);
+        struct check_opts o;
+        check_opts_default(&o);
+        struct check_report rep;
+        assert_int_equal(check_history(h, &o, &rep), 0);
+        if (check_exit_code(&rep) != 0 || rep.st.log_rebuilt_below != cut || rep.st.log_rebuilt_events != dropped) {
+            check_print_text(stderr, h, &rep);
+            fail_msg("seed %d: compacted at %lld: exit %d, rebuilt below %lld (%zu of %zu events)", s, (long long)cut,
+                     check_exit_code(&rep), (long long)rep.st.log_rebuilt_below, rep.st.log_rebuilt_events, dropped);
+        }
+        check_report_free(&rep);
+
+        assert_true(plant_stale_read(h));
+        assert_int_equal(check_history(h, &o, &rep), 0);
+        assert_int_equal(rep.r[CHK_LIN].verdict, CV_VIOLATION);
+        check_report_free(&rep);
+
+        /* no watcher delivered revision 2: no rebuild, and the report says why */
+        for (size_t w = 0; w < h->nwatches; w++) {
+            struct hist_watch *hw = &h->watches[w];
+            size_t k = 0;
+            for (size_t e = 0; e < hw->nev; e++)
+                if (hw->ev[e].rev != 2)
+                    hw->ev[k++] = hw->ev[e];
+            hw->nev = k;
+        }
+        assert_int_equal(check_history(h, &o, &rep), 0);
+        assert_int_equal(rep.st.log_rebuilt_below, 0);
+        assert_non_null(strstr(rep.st.log_rebuild_why, "revision 2"));
+        check_report_free(&rep);
+        hist_free(h);
+    }
+}
+
 /* A search with a tiny budget ends "unknown", exit 3, and says so. */
 static void test_budget_exhausted_is_unknown(void **state)
 {
@@ -291,6 +357,7 @@ int main(void)
         cmocka_unit_test(test_example_histories),
         cmocka_unit_test(test_generated_histories_valid_and_planted_stale_read_found),
         cmocka_unit_test(test_budget_exhausted_is_unknown),
+        cmocka_unit_test(test_compacted_log_rebuilt_from_watches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
