@@ -283,10 +283,12 @@ int main(int argc, char **argv)
     }
     uint64_t self = bs.self_id, cluster = bs.cluster_id;
     struct dir_id dirs[2];
-    if ((rc = dir_remember(&dirs[0], bs.member_dir)) < 0 || (rc = dir_remember(&dirs[1], bs.wal_dir)) < 0) {
-        log_err(NULL, "cannot start: %s: %s", dirs[0].path, strerror(-rc));
-        return 1;
-    }
+    for (int i = 0; i < 2; i++)
+        if ((rc = dir_remember(&dirs[i], i ? bs.wal_dir : bs.member_dir)) < 0) {
+            log_err(NULL, "cannot start: %s: %s", dirs[i].path, strerror(-rc));
+            boot_close(&bs);
+            return 1;
+        }
     /* READY=1 once the recovered commit index is applied; a joining member once it caught up with a leader */
     uint64_t ready_at = bs.restore.hard_state.commit;
     int joining = bs.joining;
