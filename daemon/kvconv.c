@@ -787,6 +787,16 @@ Cairn__Request *kvconv_request_unpack(const void *data, size_t len, char *why, s
     return req;
 }
 
+Cairnint__RaftRequest *kvconv_entry_unpack(const void *data, size_t len, char *why, size_t whylen)
+{
+    const char *bad = wire_check(&cairnint__raft_request__descriptor, data, len, 1);
+    Cairnint__RaftRequest *rr = bad ? NULL : cairnint__raft_request__unpack(NULL, len, data);
+    if (!rr && why && whylen)
+        snprintf(why, whylen, "it does not decode as a cairnint.RaftRequest protobuf (%zu bytes)%s%s", len,
+                 bad ? ": " : "", bad ? bad : "");
+    return rr;
+}
+
 /* --- kvconv_validate ---------------------------------------------------------------- */
 
 static int empty_body(struct vctx *v, const char *name)

@@ -79,6 +79,15 @@ char *kvconv_arena_strdup(struct kvconv_arena *a, const char *s);
  */
 Cairn__Request *kvconv_request_unpack(const void *data, size_t len, char *why, size_t whylen);
 
+/*
+ * kvconv_entry_unpack: the same strict decoding for a committed Raft entry's
+ * cairnint.RaftRequest (free with cairnint__raft_request__free_unpacked).
+ * Entries come from other members and from the WAL, not only from this
+ * member's checked clients: a deeply nested one must not overflow the
+ * applier's stack.  NULL if the bytes are not such a request (why as above).
+ */
+Cairnint__RaftRequest *kvconv_entry_unpack(const void *data, size_t len, char *why, size_t whylen);
+
 /* --- checks on client requests -------------------------------------------- */
 
 struct kvconv_limits {

@@ -1241,10 +1241,11 @@ static int apply_committed(struct node *n, const struct raft_ready *rd)
         }
         if (e->index <= n->applied || e->len == 0)
             continue; /* replayed below the store's consistent index, or the leader's empty entry */
-        Cairnint__RaftRequest *rr = cairnint__raft_request__unpack(NULL, e->len, e->data);
+        char why[200];
+        Cairnint__RaftRequest *rr = kvconv_entry_unpack(e->data, e->len, why, sizeof why);
         if (!rr) {
             log_event(LOG_LEVEL_ERR, MSGID_CORRUPTION, LOG_FIELDS(LOG_U64("CAIRN_INDEX", e->index)),
-                    "committed entry %" PRIu64 " does not decode; applied as a no-op", e->index);
+                    "committed entry %" PRIu64 ": %s; applied as a no-op", e->index, why);
             continue;
         }
         b.rrs[i] = rr;

@@ -557,6 +557,58 @@ static void test_request_over_max_request_bytes_is_too_large(void **state)
     expect_ok(REQ_PUT(mk_put("a", "v")), &lim);
 }
 
+/* Prepend a length-delimited field (tag, length) before the len bytes at *p. */
+static size_t wrap_field(uint8_t **p, size_t len, unsigned field)
+{
+    uint8_t head[16];
+    size_t n = 0;
+    head[n++] = (uint8_t)(field << 3 | 2);
+    for (size_t v = len;; v >>= 7) {
+        head[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        if (v <= 0x7f)
+            break;
+    }
+    *p -= n;
+    memcpy(*p, head, n);
+    return len + n;
+}
+
+/*
+ * A committed entry is decoded as strictly as a client's request: one whose
+ * txns nest 20,000 deep (protobuf-c would recurse through ~32 MiB of stack
+ * and crash the applier) is refused with the reason, not decoded.
+ */
+static void test_entry_nested_too_deep_is_refused(void **state)
+{
+    (void)state;
+    enum { LEVELS = 20000 };
+    size_t cap = (size_t)LEVELS * 12 + 64;
+    uint8_t *buf = malloc(cap), *p = buf + cap;
+    size_t len = 0; /* the innermost TxnRequest is empty */
+    for (int i = 0; i < LEVELS; i++) {
+        len = wrap_field(&p, len, 4); /* RequestOp.request_txn */
+        len = wrap_field(&p, len, 2); /* TxnRequest.success */
+    }
+    len = wrap_field(&p, len, 12); /* RaftRequest.txn */
+    char why[200] = "";
+    assert_null(kvconv_entry_unpack(p, len, why, sizeof why));
+    assert_non_null(strstr(why, "nested too deep"));
+    free(buf);
+    /* and a well-formed entry decodes */
+    Cairnint__RaftRequest rr = CAIRNINT__RAFT_REQUEST__INIT;
+    Cairn__PutRequest put = CAIRN__PUT_REQUEST__INIT;
+    put.key = binn("k", 1);
+    rr.request_case = CAIRNINT__RAFT_REQUEST__REQUEST_PUT;
+    rr.put = &put;
+    rr.id = 7;
+    uint8_t out[64];
+    size_t n = cairnint__raft_request__pack(&rr, out);
+    Cairnint__RaftRequest *back = kvconv_entry_unpack(out, n, why, sizeof why);
+    assert_non_null(back);
+    assert_int_equal(back->id, 7);
+    cairnint__raft_request__free_unpacked(back, NULL);
+}
+
 static void test_messages_escape_and_truncate_keys(void **state)
 {
     (void)state;
@@ -1496,6 +1548,7 @@ int main(void)
         A(test_duplicate_keys_as_etcd_check_intervals),
         A(test_duplicate_key_check_handles_big_txns),
         A(test_request_over_max_request_bytes_is_too_large),
+        A(test_entry_nested_too_deep_is_refused),
         A(test_messages_escape_and_truncate_keys),
         A(test_request_without_body_is_invalid_or_unsupported),
         A(test_range_and_history_requests_convert_field_by_field),
