@@ -64,7 +64,7 @@ static void apply_entry(const struct raft_entry *e)
     }
     if (e->len == 0)
         return;
-    Cairnint__RaftRequest *rr = cairnint__raft_request__unpack(NULL, e->len, e->data);
+    Cairnint__RaftRequest *rr = kvconv_entry_unpack(e->data, e->len, NULL, 0); /* as node.c applies */
     if (!rr)
         return;
     struct kvconv_arena a;
