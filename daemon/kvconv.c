@@ -777,24 +777,27 @@ static const char *wire_check(const ProtobufCMessageDescriptor *d, const uint8_t
     return NULL;
 }
 
+/* Decode a message of type d after wire_check; NULL with the reason in why
+ * ("<subject> does not decode as a <type> protobuf (N bytes): ..."). */
+static void *strict_unpack(const ProtobufCMessageDescriptor *d, const char *subject, const void *data, size_t len,
+                           char *why, size_t whylen)
+{
+    const char *bad = wire_check(d, data, len, 1);
+    void *m = bad ? NULL : protobuf_c_message_unpack(d, NULL, len, data);
+    if (!m && why && whylen)
+        snprintf(why, whylen, "%s does not decode as a %s protobuf (%zu bytes)%s%s", subject, d->name, len,
+                 bad ? ": " : "", bad ? bad : "");
+    return m;
+}
+
 Cairn__Request *kvconv_request_unpack(const void *data, size_t len, char *why, size_t whylen)
 {
-    const char *bad = wire_check(&cairn__request__descriptor, data, len, 1);
-    Cairn__Request *req = bad ? NULL : cairn__request__unpack(NULL, len, data);
-    if (!req && why && whylen)
-        snprintf(why, whylen, "the request does not decode as a cairn.Request protobuf (%zu bytes)%s%s", len,
-                 bad ? ": " : "", bad ? bad : "");
-    return req;
+    return strict_unpack(&cairn__request__descriptor, "the request", data, len, why, whylen);
 }
 
 Cairnint__RaftRequest *kvconv_entry_unpack(const void *data, size_t len, char *why, size_t whylen)
 {
-    const char *bad = wire_check(&cairnint__raft_request__descriptor, data, len, 1);
-    Cairnint__RaftRequest *rr = bad ? NULL : cairnint__raft_request__unpack(NULL, len, data);
-    if (!rr && why && whylen)
-        snprintf(why, whylen, "it does not decode as a cairnint.RaftRequest protobuf (%zu bytes)%s%s", len,
-                 bad ? ": " : "", bad ? bad : "");
-    return rr;
+    return strict_unpack(&cairnint__raft_request__descriptor, "it", data, len, why, whylen);
 }
 
 /* --- kvconv_validate ---------------------------------------------------------------- */
