@@ -116,6 +116,7 @@ struct mvcc_reader {
     bool held;                /* a read transaction and pin are open from an earlier call */
     const struct ixver *held_ver; /* ... on this version, whose state is held_st */
     struct state held_st;
+    int64_t held_since;       /* when the held read began (CLOCK_MONOTONIC_COARSE, ns) */
     void (*hook)(void *arg);  /* tests: see mvcc_reader_test_hook */
     void *hook_arg;
 };

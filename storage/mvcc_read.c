@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/crc32c.h"
 #include "base/errors.h"
@@ -346,11 +347,23 @@ void mvcc_reader_test_hook(struct mvcc_reader *r, void (*fn)(void *arg), void *a
  * instructions.  The held version cannot be freed and reused at the same
  * address while it is pinned, so comparing pointers is exact.
  */
+#define KEEP_MAX_NS 100000000LL /* a held read is this young at most: WAL checkpoints get past it */
+
+static int64_t coarse_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts); /* no system call, a few ms coarse */
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 static int read_begin(struct mvcc_reader *r, struct view *v, struct state *st)
 {
     if (r->held) {
+        /* Reused only while young too: what a checkpoint copies back from
+         * the WAL (a defragmentation's pages, say) publishes no new version,
+         * and a snapshot held on by back-to-back reads would stop it. */
         const struct ixver *ver = atomic_load(&r->s->ix.cur);
-        if (ver == r->held_ver) {
+        if (ver == r->held_ver && coarse_ns() - r->held_since < KEEP_MAX_NS) {
             *st = r->held_st;
             *v = (struct view){.c = &r->c, .root = ver->root, .lroot = ver->lroot,
                                .rev = ver->st.rev, .compact_rev = ver->st.compact_rev,
@@ -374,6 +387,7 @@ static int read_begin(struct mvcc_reader *r, struct view *v, struct state *st)
                                .hook = r->hook, .hook_arg = r->hook_arg};
             r->held_ver = ver;
             r->held_st = *st;
+            r->held_since = coarse_ns();
             return 0;
         }
         conn_exec(&r->c, ST_COMMIT);
