@@ -1500,6 +1500,60 @@ static void test_size_and_defragmentation(void **state)
     assert_int_equal(rev_now(f), st.revision);
 }
 
+/* Frames in the WAL and frames a passive checkpoint copied, from a connection of the test's own. */
+static void wal_frames(struct fx *f, int *log, int *ckpt)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "%s/mvcc.db", f->dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, "unix-excl"), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "SELECT count(*) FROM state", NULL, NULL, NULL), SQLITE_OK); /* opens the WAL */
+    assert_int_equal(sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, log, ckpt), SQLITE_OK);
+    sqlite3_close(db);
+}
+
+/*
+ * A kept read is reused for 100 ms at most: a defragmentation writes pages
+ * without publishing an index version, and a reader that kept reading on its
+ * old snapshot would stop every checkpoint before those pages.
+ */
+static void test_kept_reader_lets_checkpoints_pass_a_defragmentation(void **state)
+{
+    struct fx *f = *state;
+    char big[2048];
+    memset(big, 'v', sizeof(big) - 1);
+    big[sizeof(big) - 1] = 0;
+    for (int i = 0; i < 300; i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "k%03d", i);
+        put(f, k, big);
+    }
+    del(f, "k", "l");
+    compact(f, rev_now(f), 0);
+    compact_finish(f);
+    put(f, "x", "1");
+    mvcc_reader_keep(f->r, true);
+    struct mvcc_kv kv;
+    char v[8];
+    assert_true(get(f, "x", 0, &kv, v, sizeof v)); /* holds a snapshot from before the defragmentation */
+    int64_t remaining = 1;
+    while (remaining > 0)
+        assert_int_equal(mvcc_defrag_step(f->s, 64, &remaining), 0);
+    int log = 0, ckpt = 0;
+    wal_frames(f, &log, &ckpt);
+    print_message("after the defragmentation: %d frames, %d checkpointed\n", log, ckpt);
+    assert_true(log > ckpt); /* the held snapshot stops it */
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do { /* reads back to back for 300 ms, never idle */
+        assert_true(get(f, "x", 0, &kv, v, sizeof v));
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    } while ((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000 < 300);
+    wal_frames(f, &log, &ckpt);
+    assert_int_equal(ckpt, log);
+    mvcc_reader_keep(f->r, false);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -1534,6 +1588,7 @@ int main(void)
         T(test_hash_kv_ignores_physical_compaction_progress),
         T(test_snapshot_while_writing_then_restore),
         T(test_kept_reader_sees_every_write_and_lets_go),
+        T(test_kept_reader_lets_checkpoints_pass_a_defragmentation),
         T(test_readers_on_other_threads_see_whole_batches_only),
         T(test_readers_see_whole_batches_while_the_writer_applies_and_compacts),
         T(test_writer_is_not_held_up_by_a_reader_parked_mid_range),
