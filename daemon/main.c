@@ -279,6 +279,9 @@ int main(int argc, char **argv)
     if ((rc = node_start(&cfg, &bs, waits, &hooks, &n, err, sizeof err)) < 0) {
         log_err(NULL, "cannot start the member: %s", err);
         boot_close(&bs);
+        reads_stop(rs);
+        wait_free(waits, CAIRN_E_STOPPED);
+        config_free(&cfg); /* exits free what they made: under the sanitizers a leak changes the exit code */
         return rc == -CAIRN_E_CONFIG ? EXIT_CONFIG : 1;
     }
     uint64_t self = bs.self_id, cluster = bs.cluster_id;
@@ -287,6 +290,10 @@ int main(int argc, char **argv)
         if ((rc = dir_remember(&dirs[i], i ? bs.wal_dir : bs.member_dir)) < 0) {
             log_err(NULL, "cannot start: %s: %s", dirs[i].path, strerror(-rc));
             boot_close(&bs);
+            reads_stop(rs);
+            node_stop(n);
+            wait_free(waits, CAIRN_E_STOPPED);
+            config_free(&cfg);
             return 1;
         }
     /* READY=1 once the recovered commit index is applied; a joining member once it caught up with a leader */
@@ -353,6 +360,8 @@ int main(int argc, char **argv)
         watch_free(watches);
         wait_free(waits, CAIRN_E_STOPPED);
         backup_stop(backups);
+        members_free(members);
+        config_free(&cfg);
         return EXIT_CONFIG;
     }
     if (compactor_start(&cfg, n, &compactor, err, sizeof err) < 0)
@@ -364,6 +373,8 @@ int main(int argc, char **argv)
                       "--listen-admin-url",
                 unadopted);
         shut_down(&cfg, rpc, rs, n, waits, leases, watches);
+        members_free(members);
+        config_free(&cfg);
         return EXIT_CONFIG;
     }
     log_event(LOG_LEVEL_NOTICE, MSGID_MEMBER_STARTED, LOG_FIELDS(LOG_HEX("CAIRN_MEMBER", self), LOG_HEX("CAIRN_CLUSTER", cluster)),
@@ -376,6 +387,7 @@ int main(int argc, char **argv)
         node_set_watchdog(n, wd_usec);
     int ready = 0;
     int64_t last_extend = 0;
+    int exit_code = 0; /* EXIT_CONFIG when the data directory went away under the member */
 
     for (;;) {
         if (!ready) {
@@ -440,13 +452,14 @@ int main(int argc, char **argv)
                       "stored; restore the data directory (or remove this member and add it again) before "
                       "starting it",
                       dirs[gone].path, why);
-            shut_down(&cfg, rpc, rs, n, waits, leases, watches);
-            return EXIT_CONFIG;
+            exit_code = EXIT_CONFIG;
+            break;
         }
     }
     shut_down(&cfg, rpc, rs, n, waits, leases, watches);
     members_free(members);
-    log_event(LOG_LEVEL_NOTICE, MSGID_MEMBER_STOPPED, NULL, "stopped cleanly");
+    if (!exit_code)
+        log_event(LOG_LEVEL_NOTICE, MSGID_MEMBER_STOPPED, NULL, "stopped cleanly");
     config_free(&cfg);
-    return 0;
+    return exit_code;
 }
