@@ -1471,9 +1471,9 @@ static void test_open_refuses_foreign_corrupt_and_newer_files(void **state)
     fx_open(f);
 }
 
-static void test_size_and_defragmentation(void **state)
+/* 300 keys of 2 KiB put, deleted and compacted away: their pages are free, still in the file. */
+static void free_pages_in_the_file(struct fx *f)
 {
-    struct fx *f = *state;
     char big[2048];
     memset(big, 'v', sizeof(big) - 1);
     big[sizeof(big) - 1] = 0;
@@ -1485,6 +1485,12 @@ static void test_size_and_defragmentation(void **state)
     assert_int_equal(del(f, "k", "l")->del.deleted, 300);
     compact(f, rev_now(f), 0);
     compact_finish(f);
+}
+
+static void test_size_and_defragmentation(void **state)
+{
+    struct fx *f = *state;
+    free_pages_in_the_file(f);
     assert_int_equal(mvcc_sync(f->s), 0);
     struct mvcc_status st;
     assert_int_equal(mvcc_store_status(f->s, &st), 0);
@@ -1520,17 +1526,7 @@ static void wal_frames(struct fx *f, int *log, int *ckpt)
 static void test_kept_reader_lets_checkpoints_pass_a_defragmentation(void **state)
 {
     struct fx *f = *state;
-    char big[2048];
-    memset(big, 'v', sizeof(big) - 1);
-    big[sizeof(big) - 1] = 0;
-    for (int i = 0; i < 300; i++) {
-        char k[16];
-        snprintf(k, sizeof(k), "k%03d", i);
-        put(f, k, big);
-    }
-    del(f, "k", "l");
-    compact(f, rev_now(f), 0);
-    compact_finish(f);
+    free_pages_in_the_file(f);
     put(f, "x", "1");
     mvcc_reader_keep(f->r, true);
     struct mvcc_kv kv;
