@@ -29,6 +29,12 @@
 /* Store handles for cheap reads run by the submitting thread (one of nng's
  * few worker threads): enough for each of them to have one. */
 #define INLINE_SLOTS 4
+/* Kept reads (mvcc_reader_keep) are off: with them on, the integration test
+ * of Defragment intermittently saw the store file not shrink (the one passive
+ * checkpoint after a defragmentation found a snapshot held), and a member
+ * once did not stop within 15 s.  Until that is understood, every read ends
+ * its transaction; the storage feature and its tests stay. */
+#define READS_KEEP false
 
 struct list {
     struct read_job *head, *tail;
@@ -198,7 +204,7 @@ static void *worker(void *arg)
     struct reads *rs = arg;
     struct node_reader_slot slot;
     node_reader_register(rs->node, &slot);
-    slot.keep = true; /* back-to-back reads share one SQLite read while nothing is written */
+    slot.keep = READS_KEEP; /* back-to-back reads share one SQLite read while nothing is written */
     bool held = false;
     pthread_mutex_lock(&rs->mu);
     for (;;) {
@@ -319,7 +325,7 @@ int reads_start(struct reads *rs, struct node *n)
     rs->node = n;
     for (int i = 0; i < INLINE_SLOTS; i++) {
         node_reader_register(n, &rs->islots[i]);
-        rs->islots[i].keep = true;
+        rs->islots[i].keep = READS_KEEP;
     }
     struct node_info info;
     node_get_info(n, &info);
