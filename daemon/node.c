@@ -317,7 +317,6 @@ static void on_snapshot_done(void *arg, uint64_t to, int ok)
 void node_reader_register(struct node *n, struct node_reader_slot *slot)
 {
     slot->r = NULL;
-    slot->keep = false;
     pthread_mutex_lock(&n->slots_mu);
     slot->next = n->slots;
     n->slots = slot;
@@ -351,23 +350,12 @@ struct mvcc_reader *node_read_begin(struct node *n, struct node_reader_slot *slo
             *err = rc;
             return NULL;
         }
-        mvcc_reader_keep(slot->r, slot->keep);
     }
     return slot->r;
 }
 
 void node_read_end(struct node *n)
 {
-    pthread_rwlock_unlock(&n->gate);
-}
-
-void node_reader_idle(struct node *n, struct node_reader_slot *slot)
-{
-    /* never waits: while the store is being replaced, its readers are closed anyway */
-    if (pthread_rwlock_tryrdlock(&n->gate) != 0)
-        return;
-    if (slot->r)
-        mvcc_reader_idle(slot->r);
     pthread_rwlock_unlock(&n->gate);
 }
 

@@ -94,7 +94,6 @@ void node_get_info(struct node *n, struct node_info *info);
  */
 struct node_reader_slot {
     struct mvcc_reader *r;
-    bool keep; /* set after registering: the handle holds its read between calls (mvcc_reader_keep) */
     struct node_reader_slot *next;
 };
 void node_reader_register(struct node *n, struct node_reader_slot *slot);
@@ -102,8 +101,6 @@ void node_reader_unregister(struct node *n, struct node_reader_slot *slot);
 /* node_read_begin: NULL (with *err set) if the store cannot be read; then do not call node_read_end. */
 struct mvcc_reader *node_read_begin(struct node *n, struct node_reader_slot *slot, int *err);
 void node_read_end(struct node *n);
-/* node_reader_idle: a keep slot's owner, when the slot may sit unused: release its held read. */
-void node_reader_idle(struct node *n, struct node_reader_slot *slot);
 
 /*
  * Observers: other parts of the daemon (watch, lease) told about what the

@@ -356,6 +356,13 @@ static int64_t coarse_ns(void)
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+/* What a call reads: index version ver through r's connection. */
+static struct view view_of(struct mvcc_reader *r, const struct ixver *ver)
+{
+    return (struct view){.c = &r->c, .root = ver->root, .lroot = ver->lroot, .rev = ver->st.rev,
+                         .compact_rev = ver->st.compact_rev, .hook = r->hook, .hook_arg = r->hook_arg};
+}
+
 static int read_begin(struct mvcc_reader *r, struct view *v, struct state *st)
 {
     if (r->held) {
@@ -365,9 +372,7 @@ static int read_begin(struct mvcc_reader *r, struct view *v, struct state *st)
         const struct ixver *ver = atomic_load(&r->s->ix.cur);
         if (ver == r->held_ver && coarse_ns() - r->held_since < KEEP_MAX_NS) {
             *st = r->held_st;
-            *v = (struct view){.c = &r->c, .root = ver->root, .lroot = ver->lroot,
-                               .rev = ver->st.rev, .compact_rev = ver->st.compact_rev,
-                               .hook = r->hook, .hook_arg = r->hook_arg};
+            *v = view_of(r, ver);
             return 0;
         }
         mvcc_reader_idle(r);
@@ -382,9 +387,7 @@ static int read_begin(struct mvcc_reader *r, struct view *v, struct state *st)
             return rc;
         }
         if (st->ci == ver->st.ci && st->rev == ver->st.rev) {
-            *v = (struct view){.c = &r->c, .root = ver->root, .lroot = ver->lroot,
-                               .rev = ver->st.rev, .compact_rev = ver->st.compact_rev,
-                               .hook = r->hook, .hook_arg = r->hook_arg};
+            *v = view_of(r, ver);
             r->held_ver = ver;
             r->held_st = *st;
             r->held_since = coarse_ns();
