@@ -878,6 +878,9 @@ static void member_change_item(struct node *n, struct item *it)
         goto out;
     }
     raft_status(n->raft, st);
+    /* Only a leader that has applied all it committed knows the set is as new
+     * as anything a client was told (member items run after the ready loop). */
+    bool current = st->role == RAFT_LEADER && n->applied >= st->commit;
     /* Only the leader can judge a promotion, and a follower may not yet have
      * applied the learner's addition: NOT_LEADER first, which the client
      * takes to its next endpoint, rather than "no such member". */
@@ -914,10 +917,14 @@ static void member_change_item(struct node *n, struct item *it)
                             "the cluster already has a learner (etcd's limit is one): promote or remove it first");
             goto out;
         }
-    } else if (!old) {
+    } else if (!old && (current || kind == RAFT_CC_PROMOTE)) {
         reply_error_msg(n, req, CAIRN_E_MEMBER_NOT_FOUND, "no member %016" PRIx64 " in the cluster", id);
         goto out;
     }
+    /* else a removal this member cannot judge: it may not yet have applied the
+     * member's addition, which the client may already have been told of.  The
+     * applier judges it against the set at its place in the log, and answers
+     * MEMBER_NOT_FOUND from there if it must. */
     if (kind == RAFT_CC_PROMOTE) {
         if (!old->is_learner) {
             reply_error_msg(n, req, CAIRN_E_INVALID_ARGUMENT, "member %016" PRIx64 " is a voter already", id);
@@ -1540,9 +1547,11 @@ static void snapshot_received(struct node *n, struct item *it)
              rc < 0 ? ": " : "", rc < 0 ? cairn_strerror(rc) : "");
 }
 
-static void process(struct node *n, struct item *list)
+/* Steps and proposes what came in; returns the membership changes, which
+ * member_items runs once the ready loop has applied what this made committed. */
+static struct item *process(struct node *n, struct item *list)
 {
-    struct item *props[PROPOSE_BATCH];
+    struct item *props[PROPOSE_BATCH], *members = NULL, **members_tail = &members;
     size_t k = 0;
     while (list) {
         struct item *it = list;
@@ -1568,8 +1577,10 @@ static void process(struct node *n, struct item *list)
             step_peer(n, it);
             break;
         case IT_MEMBER:
-            member_change_item(n, it);
-            break;
+            it->next = NULL;
+            *members_tail = it;
+            members_tail = &it->next;
+            continue;
         case IT_CALL:
             it->fn(n, it->data, 0);
             n->store_changed = 1; /* it may have changed the store's size (defragment) */
@@ -1606,6 +1617,17 @@ static void process(struct node *n, struct item *list)
         propose_items(n, props, k);
         for (size_t i = 0; i < k; i++)
             item_free(props[i]);
+    }
+    return members;
+}
+
+static void member_items(struct node *n, struct item *list)
+{
+    while (list) {
+        struct item *it = list;
+        list = it->next;
+        member_change_item(n, it);
+        item_free(it);
     }
 }
 
@@ -1666,7 +1688,7 @@ static void *node_main(void *arg)
         __atomic_store_n(&n->inbox_len, 0, __ATOMIC_RELAXED);
         pthread_mutex_unlock(&n->mu);
 
-        process(n, list);
+        struct item *members = process(n, list);
         int64_t now = now_ns();
         if (now >= n->next_tick_ns) {
             raft_tick(n->raft);
@@ -1681,6 +1703,7 @@ static void *node_main(void *arg)
                 _exit(70);
             }
         }
+        member_items(n, members);
         if (mvcc_compact_pending(n->store)) {
             bool done = false;
             int rc = mvcc_compact_step(n->store, COMPACT_STEP_ROWS, &done);

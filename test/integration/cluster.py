@@ -14,11 +14,13 @@ import ctypes
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 
 import cairnwire as wire
@@ -115,6 +117,75 @@ class Registry:
         self.procs = []
 
 
+# ------------------------------------------------------------------ a link that can be held
+
+class HeldLink:
+    """A loopback TCP forwarder in front of one listener, whose traffic towards
+    the listener the test can hold: held bytes wait in the forwarder until
+    release(), as on a network that stalls without dropping.  Put in front of a
+    member's peer listener it cuts that member off from what the others send
+    it while it still answers its clients and reaches the others itself."""
+
+    def __init__(self, target_port):
+        self.target = ("127.0.0.1", target_port)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.held = threading.Event()
+        self.stopping = threading.Event()
+        self.conns = []
+        self.thread = threading.Thread(target=self._run, name="held-link", daemon=True)
+        self.thread.start()
+
+    def hold(self):
+        self.held.set()
+
+    def release(self):
+        self.held.clear()
+
+    def close(self):
+        self.stopping.set()
+        self.thread.join(timeout=10)
+        for a, b in self.conns:
+            a.close()
+            b.close()
+        self.sock.close()
+
+    def _run(self):
+        peer_of = {}
+        while not self.stopping.is_set():
+            # held: only the listener's replies flow (inward sockets are not read)
+            inward = [a for a, b in self.conns]
+            readable = [self.sock] + [b for a, b in self.conns] + ([] if self.held.is_set() else inward)
+            r, _, _ = select.select(readable, [], [], 0.05)
+            for s in r:
+                if s is self.sock:
+                    a, _ = self.sock.accept()
+                    try:
+                        b = socket.create_connection(self.target, timeout=5)
+                    except OSError:
+                        a.close()
+                        continue
+                    self.conns.append((a, b))
+                    peer_of[a], peer_of[b] = b, a
+                    continue
+                if s not in peer_of:
+                    continue  # its pair was closed earlier in this round
+                try:
+                    data = s.recv(65536)
+                    if data:
+                        peer_of[s].sendall(data)
+                        continue
+                except OSError:
+                    pass
+                pair = next(c for c in self.conns if s in c)
+                self.conns.remove(pair)
+                for x in pair:
+                    peer_of.pop(x, None)
+                    x.close()
+
+
 # ------------------------------------------------------------------ certificates
 
 class Certs:
@@ -183,10 +254,13 @@ class Member:
         self.token = None      # --initial-cluster-token for this member alone
         self.state = "new"     # --initial-cluster-state: "existing" for a member added to a running cluster
         self.extra = []
+        self.link = None       # a HeldLink the other members reach this one's peer listener through
         self.pick_ports()
 
     def pick_ports(self):
         self.client_port, self.peer_port = free_port(), free_port()
+        if self.link:
+            self.link.target = ("127.0.0.1", self.peer_port)
 
     @property
     def scheme(self):
@@ -196,13 +270,23 @@ class Member:
     def client_url(self):
         return "%s://127.0.0.1:%d" % (self.scheme, self.client_port)
 
-    @property
-    def peer_url(self):
+    def _peer_url(self, port):
         # A TLS dialer checks that the peer's certificate names the URL's host,
         # and mbedTLS matches DNS names only: peers meet at "localhost" (which
         # every member certificate names), bound and dialled alike.
         host = "localhost" if self.cluster.certs else "127.0.0.1"
-        return "%s://%s:%d" % (self.scheme, host, self.peer_port)
+        return "%s://%s:%d" % (self.scheme, host, port)
+
+    @property
+    def peer_url(self):
+        """The peer URL the cluster knows this member by (its link's, with one)."""
+        return self._peer_url(self.link.port if self.link else self.peer_port)
+
+    def reach_through_link(self):
+        """Before the first start: the others reach this member through a HeldLink (self.link)."""
+        self.link = HeldLink(self.peer_port)
+        self.cluster.env.links.append(self.link)
+        return self.link
 
     def argv(self):
         c = self.cluster
@@ -211,7 +295,7 @@ class Member:
              "--data-dir=" + self.data_dir,
              "--listen-client-urls=" + self.client_url,
              "--advertise-client-urls=" + self.client_url,
-             "--listen-peer-urls=" + self.peer_url,
+             "--listen-peer-urls=" + self._peer_url(self.peer_port),
              "--initial-advertise-peer-urls=" + self.peer_url,
              "--listen-admin-url=ipc://" + self.admin_sock,
              "--initial-cluster=" + c.initial_cluster(),
@@ -613,6 +697,7 @@ class Env:
         self.tmp_path = tmp_path
         self.registry = Registry()
         self.clusters = []
+        self.links = []
         self._certs_factory = certs_factory
         self.load = Load(self, str(load_path)) if load_path else None
 
@@ -630,6 +715,9 @@ class Env:
 
     def teardown(self, failed):
         self.registry.kill_all()
+        for link in self.links:
+            link.close()
+        self.links = []
         if failed:
             for c in self.clusters:
                 for m in c.members:

@@ -2,6 +2,8 @@
 refuses clients, promote it once it caught up (and not before), remove the
 old leader (it stops, and cannot come back with its old data), peer URL
 updates, and the strict reconfiguration check."""
+import select
+
 from cluster import Member, poll
 
 
@@ -33,6 +35,18 @@ def new_member(cluster, name):
     return m
 
 
+def call_once_connected(wire, m, request, timeout=20):
+    """A membership change on m, retried while m refuses it as UNHEALTHY (the
+    strict reconfiguration check, before anything is proposed): just after a
+    start m may not have connected to every peer yet."""
+    def attempt():
+        r = m.call(request)
+        return None if error_code(wire, r) == wire.ERRORS["UNHEALTHY"] else r
+    r = poll(attempt, timeout, "%s connected to its peers" % m.name)
+    assert not wire.is_error(r), r
+    return r
+
+
 def wait_exit(m, timeout=30):
     poll(lambda: not m.running, timeout, "%s exiting" % m.name)
     return m.proc.returncode
@@ -44,8 +58,9 @@ def test_list_shows_every_started_member_with_name_and_urls(env, wire):
 
     def published():
         ml = member_list(wire, c[0])
-        return ml if all(x.name for x in ml.members) else None
-    ml = poll(published, 20, "every member's name in the list")
+        # names come with --initial-cluster; client URLs only once each member published them
+        return ml if all(x.name and x.client_urls for x in ml.members) else None
+    ml = poll(published, 20, "every member's name and client URLs in the list")
     assert {x.id for x in ml.members} == set(ids)
     for x in ml.members:
         m = ids[x.id]
@@ -122,9 +137,45 @@ def test_removing_the_member_a_client_talks_to_answers_then_stops(env, wire):
     c = env.cluster(3)
     f = c.followers()[0]
     fid = f.member_id()
-    r = call_ok(wire, f, req(wire, member_remove=wire.pb.MemberRemoveRequest(id=fid)))
+    r = call_once_connected(wire, f, req(wire, member_remove=wire.pb.MemberRemoveRequest(id=fid)))
     assert fid not in {x.id for x in r.member_remove.members}
     assert wait_exit(f) == 0
+
+
+def test_a_follower_behind_on_an_addition_still_removes_the_member(env, wire):
+    """A client told of a learner's addition asks a follower that has not yet
+    applied it to remove it.  The follower proposes the removal, and it is
+    judged where it stands in the log (after the addition), not refused with
+    the follower's older member set (CI saw MEMBER_NOT_FOUND here, from the
+    shell's add-then-remove).  The follower is kept behind deterministically:
+    the others reach it through a link the test holds."""
+    c = env.cluster(3, start=False)
+    c.election_ms = 2000  # a held follower keeps its leader for the whole test
+    for m in c:
+        m.reach_through_link()
+    c.start()
+    lead = c.leader()
+    f = c.followers()[0]
+    spare = Member(c, "spare")
+    with f.client(timeout=20) as fc:
+        f.link.hold()
+        r = call_ok(wire, lead, req(wire, member_add=wire.pb.MemberAddRequest(peer_urls=[spare.peer_url],
+                                                                             is_learner=True)))
+        added = r.member_add.member.id
+        assert added not in {x.id for x in member_list(wire, f, linearizable=False).members}, \
+            "the held follower must not have applied the addition yet"
+        rid = fc.send(req(wire, member_remove=wire.pb.MemberRemoveRequest(id=added)))
+        # no answer while the link holds the addition from the follower (before the fix: MEMBER_NOT_FOUND)
+        r, _, _ = select.select([fc.sock], [], [], 0.5)
+        assert not r, "answered before the follower could know of the addition: %s" % (fc.recv(rid)[1],)
+        f.link.release()
+        r = fc.recv(rid, timeout=20)[1]
+    assert not wire.is_error(r), r
+    assert added not in {x.id for x in r.member_remove.members}
+    assert {x.id for x in member_list(wire, lead).members} == {m.member_id() for m in c}
+    # a member nobody ever added is still refused at once, by the follower too
+    r = f.call(req(wire, member_remove=wire.pb.MemberRemoveRequest(id=12345)))
+    assert error_code(wire, r) == wire.ERRORS["MEMBER_NOT_FOUND"], r
 
 
 def test_changes_refused_with_clear_errors(env, wire):
