@@ -120,9 +120,12 @@ static void defrag_step(struct node *n, void *arg, int stopping)
             defrag_end(d, -rc, "cannot queue the next step");
         return;
     }
-    /* a passive checkpoint copies the shrunk pages into the file, which SQLite then truncates */
+    /* A passive checkpoint copies the shrunk pages into the file, which SQLite
+     * truncates once a checkpoint gets to the WAL's end; a read in progress
+     * on an older snapshot stops it short, and the node loop tries again. */
     t0 = mono_ns();
-    mvcc_sync(s);
+    if (mvcc_sync(s) == 0 && mvcc_checkpoint(s) == 0)
+        node_checkpoint_owed(n);
     took = mono_ns() - t0;
     if (took > d->longest_ns)
         d->longest_ns = took;

@@ -43,6 +43,7 @@
 #define SLOW_APPLY_NS 100000000LL   /* an apply batch slower than this is logged */
 #define COMPACT_STEP_ROWS 1000      /* etcd's compaction batch */
 #define STORE_SIZE_NS 100000000LL   /* the store's size is read again at most this often after applies */
+#define CHECKPOINT_RETRY_NS 100000000LL /* an owed checkpoint is retried this often (a kept read lasts 100 ms) */
 
 enum item_type { IT_PROPOSE, IT_READ_INDEX, IT_PEER, IT_SNAP_RECEIVED, IT_SNAP_DONE, IT_SNAP_READY, IT_CALL,
                  IT_TRANSFER, IT_MEMBER };
@@ -103,6 +104,8 @@ struct node {
     int store_changed;       /* compacted or replaced since publish() last read the store's status */
     int store_grew;          /* applied since: its size is read again within STORE_SIZE_NS */
     int64_t store_sized_ns;  /* when publish() last read it */
+    int checkpoint_owed;     /* node_checkpoint_owed: retry a passive checkpoint until complete */
+    int64_t checkpoint_tried_ns;
     int64_t store_revision, store_compact_revision, store_db_size, store_db_in_use;
     struct raft_conf_state conf;
     char *pending_snap_path; /* a received snapshot waiting for raft to accept it */
@@ -317,6 +320,7 @@ static void on_snapshot_done(void *arg, uint64_t to, int ok)
 void node_reader_register(struct node *n, struct node_reader_slot *slot)
 {
     slot->r = NULL;
+    slot->keep = false;
     pthread_mutex_lock(&n->slots_mu);
     slot->next = n->slots;
     n->slots = slot;
@@ -350,12 +354,23 @@ struct mvcc_reader *node_read_begin(struct node *n, struct node_reader_slot *slo
             *err = rc;
             return NULL;
         }
+        mvcc_reader_keep(slot->r, slot->keep);
     }
     return slot->r;
 }
 
 void node_read_end(struct node *n)
 {
+    pthread_rwlock_unlock(&n->gate);
+}
+
+void node_reader_idle(struct node *n, struct node_reader_slot *slot)
+{
+    /* never waits: while the store is being replaced, its readers are closed anyway */
+    if (pthread_rwlock_tryrdlock(&n->gate) != 0)
+        return;
+    if (slot->r)
+        mvcc_reader_idle(slot->r);
     pthread_rwlock_unlock(&n->gate);
 }
 
@@ -404,6 +419,30 @@ int node_propose_internal(struct node *n, Cairnint__RaftRequest *rr)
         return -ENOMEM;
     cairnint__raft_request__pack(rr, buf);
     return node_propose(n, rr->id, buf, len);
+}
+
+void node_checkpoint_owed(struct node *n)
+{
+    n->checkpoint_owed = 1;
+    n->checkpoint_tried_ns = now_ns();
+}
+
+/* An owed checkpoint, tried again once readers had time to move on. */
+static void retry_checkpoint(struct node *n)
+{
+    int64_t now = now_ns();
+    if (!n->checkpoint_owed || now - n->checkpoint_tried_ns < CHECKPOINT_RETRY_NS)
+        return;
+    n->checkpoint_tried_ns = now;
+    int rc = mvcc_checkpoint(n->store);
+    if (rc == 0)
+        return;
+    n->checkpoint_owed = 0;
+    n->store_changed = 1; /* the file has the store's size now */
+    if (rc < 0)
+        log_err(NULL, "checkpoint of the store failed: %s", cairn_strerror(rc));
+    else
+        log_info(NULL, "the store's checkpoint reached the end of its WAL: the file has the store's size");
 }
 
 /* ---------------------------------------------------------------- published state */
@@ -1710,6 +1749,7 @@ static void *node_main(void *arg)
             if (rc < 0)
                 log_err(NULL, "compaction step failed: %s", cairn_strerror(rc));
         }
+        retry_checkpoint(n);
         publish(n);
         publish_attributes(n);
         watchdog(n);

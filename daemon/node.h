@@ -94,6 +94,7 @@ void node_get_info(struct node *n, struct node_info *info);
  */
 struct node_reader_slot {
     struct mvcc_reader *r;
+    bool keep; /* set after registering: the handle holds its read between calls (mvcc_reader_keep) */
     struct node_reader_slot *next;
 };
 void node_reader_register(struct node *n, struct node_reader_slot *slot);
@@ -101,6 +102,8 @@ void node_reader_unregister(struct node *n, struct node_reader_slot *slot);
 /* node_read_begin: NULL (with *err set) if the store cannot be read; then do not call node_read_end. */
 struct mvcc_reader *node_read_begin(struct node *n, struct node_reader_slot *slot, int *err);
 void node_read_end(struct node *n);
+/* node_reader_idle: a keep slot's owner, when the slot may sit unused: release its held read. */
+void node_reader_idle(struct node *n, struct node_reader_slot *slot);
 
 /*
  * Observers: other parts of the daemon (watch, lease) told about what the
@@ -164,6 +167,13 @@ int node_call(struct node *n, node_call_fn fn, void *arg);
 /* node_writer: the store's writer; only inside a node_call function (stopping == 0). */
 struct mvcc_store;
 struct mvcc_store *node_writer(struct node *n);
+
+/* node_checkpoint_owed: only inside a node_call function, when a checkpoint
+ * of the store was held back by a reader's older snapshot and something
+ * waits on a complete one (a defragmentation's file shrinks only then): the
+ * node loop tries a passive checkpoint again every 100 ms until one gets
+ * to the end of SQLite's WAL. */
+void node_checkpoint_owed(struct node *n);
 
 /*
  * node_transfer_leader: ask the leader (this member) to hand leadership to

@@ -54,6 +54,7 @@ struct reads {
     int running;
     struct node_reader_slot islots[INLINE_SLOTS];
     atomic_int ibusy[INLINE_SLOTS]; /* 1 while a submitting thread uses that handle */
+    atomic_int iused[INLINE_SLOTS]; /* 1 if used since the timer's last look: idle handles release their read */
     atomic_int istopping;           /* set under mu with stopping: no inline run starts after it */
 };
 
@@ -197,8 +198,18 @@ static void *worker(void *arg)
     struct reads *rs = arg;
     struct node_reader_slot slot;
     node_reader_register(rs->node, &slot);
+    slot.keep = true; /* back-to-back reads share one SQLite read while nothing is written */
+    bool held = false;
     pthread_mutex_lock(&rs->mu);
     for (;;) {
+        if (held && !rs->ready.head && !rs->stopping) {
+            /* out of work: let go of the read before sleeping (not under mu: the gate) */
+            pthread_mutex_unlock(&rs->mu);
+            node_reader_idle(rs->node, &slot);
+            held = false;
+            pthread_mutex_lock(&rs->mu);
+            continue;
+        }
         while (!rs->ready.head && !rs->stopping)
             pthread_cond_wait(&rs->work, &rs->mu);
         if (!rs->ready.head)
@@ -214,6 +225,7 @@ static void *worker(void *arg)
         j->run(j, r, err);
         if (r)
             node_read_end(rs->node);
+        held = true;
         pthread_mutex_lock(&rs->mu);
         rs->running--;
     }
@@ -245,6 +257,18 @@ static void fail_all(struct list *failed, int code)
     for (struct read_job *j = failed->head, *next; j; j = next) {
         next = j->next;
         j->fail(j, code);
+    }
+}
+
+/* An inline handle unused for a whole tick lets go of its held read (mvcc_reader_keep). */
+static void release_idle_inline(struct reads *rs)
+{
+    for (int i = 0; i < INLINE_SLOTS; i++) {
+        int expect = 0;
+        if (atomic_exchange(&rs->iused[i], 0) || !atomic_compare_exchange_strong(&rs->ibusy[i], &expect, 1))
+            continue;
+        node_reader_idle(rs->node, &rs->islots[i]);
+        atomic_store(&rs->ibusy[i], 0);
     }
 }
 
@@ -283,6 +307,7 @@ static void *timer_main(void *arg)
         issue(rs);
         pthread_mutex_unlock(&rs->mu);
         fail_all(&failed, code);
+        release_idle_inline(rs);
         pthread_mutex_lock(&rs->mu);
     }
     pthread_mutex_unlock(&rs->mu);
@@ -292,8 +317,10 @@ static void *timer_main(void *arg)
 int reads_start(struct reads *rs, struct node *n)
 {
     rs->node = n;
-    for (int i = 0; i < INLINE_SLOTS; i++)
+    for (int i = 0; i < INLINE_SLOTS; i++) {
         node_reader_register(n, &rs->islots[i]);
+        rs->islots[i].keep = true;
+    }
     struct node_info info;
     node_get_info(n, &info);
     pthread_mutex_lock(&rs->mu);
@@ -331,6 +358,7 @@ static bool run_inline(struct reads *rs, struct read_job *j)
         j->run(j, r, err);
         if (r)
             node_read_end(rs->node);
+        atomic_store(&rs->iused[i], 1);
         atomic_store(&rs->ibusy[i], 0);
         return true;
     }

@@ -540,6 +540,15 @@ int mvcc_sync(struct mvcc_store *s)
     return sql_err(rc);
 }
 
+int mvcc_checkpoint(struct mvcc_store *s)
+{
+    int log = 0, copied = 0;
+    int rc = sqlite3_wal_checkpoint_v2(s->c.db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
+    if (rc != SQLITE_OK)
+        return sql_err(rc);
+    return copied >= log; /* SQLite truncates the file to the store's size when it gets there */
+}
+
 /* --- status and size ---------------------------------------------------------- */
 
 static int stmt_int(struct conn *c, int id, int64_t *out)

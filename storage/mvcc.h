@@ -96,6 +96,13 @@ const char *mvcc_path(const struct mvcc_store *s);
  * before the Raft log is purged at or below the consistent index. */
 int mvcc_sync(struct mvcc_store *s);
 
+/* mvcc_checkpoint: a passive checkpoint of SQLite's WAL (never waits for
+ * readers).  Returns 1 when it reached the WAL's end, so the database file
+ * holds every page and has the store's size (pages a defragmentation gave
+ * back leave the file only then); 0 when a reader's older snapshot held it
+ * back (try again once readers moved on); a negative error. */
+int mvcc_checkpoint(struct mvcc_store *s);
+
 /* --- requests --------------------------------------------------------------- */
 
 enum mvcc_req_type {

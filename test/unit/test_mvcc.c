@@ -1550,6 +1550,45 @@ static void test_kept_reader_lets_checkpoints_pass_a_defragmentation(void **stat
     mvcc_reader_keep(f->r, false);
 }
 
+/* file_bytes: the database file's size on disk. */
+static int64_t file_bytes(struct fx *f)
+{
+    char path[128];
+    struct stat sb;
+    snprintf(path, sizeof(path), "%s/mvcc.db", f->dir);
+    assert_int_equal(stat(path, &sb), 0);
+    return (int64_t)sb.st_size;
+}
+
+/*
+ * A reader on a snapshot from before a defragmentation holds back the
+ * checkpoint that would shrink the file: mvcc_checkpoint says so (0), and
+ * says 1 once the reader moved on, with the file then at the store's size.
+ */
+static void test_checkpoint_says_whether_it_reached_the_end(void **state)
+{
+    struct fx *f = *state;
+    free_pages_in_the_file(f);
+    put(f, "x", "1");
+    assert_int_equal(mvcc_checkpoint(f->s), 1);
+    int64_t before = file_bytes(f);
+    struct mvcc_kv kv;
+    char v[8];
+    mvcc_reader_keep(f->r, true);
+    assert_true(get(f, "x", 0, &kv, v, sizeof v)); /* holds its snapshot */
+    int64_t remaining = 1;
+    while (remaining > 0)
+        assert_int_equal(mvcc_defrag_step(f->s, 64, &remaining), 0);
+    assert_int_equal(mvcc_checkpoint(f->s), 0);
+    assert_int_equal(file_bytes(f), before);
+    mvcc_reader_keep(f->r, false); /* ends the read transaction */
+    assert_int_equal(mvcc_checkpoint(f->s), 1);
+    struct mvcc_status st;
+    assert_int_equal(mvcc_store_status(f->s, &st), 0);
+    assert_int_equal(file_bytes(f), st.db_size);
+    assert_true(st.db_size < before / 2);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -1590,6 +1629,7 @@ int main(void)
         T(test_writer_is_not_held_up_by_a_reader_parked_mid_range),
         T(test_open_refuses_foreign_corrupt_and_newer_files),
         T(test_size_and_defragmentation),
+        T(test_checkpoint_says_whether_it_reached_the_end),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
