@@ -68,6 +68,7 @@
 #define JOBS_MAX 1024            /* received chunks and acks waiting for the stream thread */
 #define JOBS_MAX_BYTES ((size_t)256 << 20)
 #define TICK_MS 200              /* stream timeouts are checked this often */
+#define URL_TRY_MS 3000          /* a member with several peer URLs: the next one after this long unconnected */
 #define TLS_FILE_MAX (1 << 20)
 #define LOG_BURST 20             /* dropped-input events logged per window */
 #define LOG_WINDOW_MS 10000
@@ -77,18 +78,35 @@
 
 /* ---------------------------------------------------------------- types */
 
-/* One push0 socket with its dialers and a bounded queue behind one aio. */
+/*
+ * One push0 socket with one dialer, and a bounded queue behind one aio.
+ *
+ * A socket that lost a connection is never sent on again: nng 1.5.2's push0
+ * can put a pipe that is closing back on its list of pipes ready to send
+ * (the pipe's last send completing as it closes), and the socket's next
+ * send, or any later change to that list, then touches freed memory (nng
+ * issue 1653, fixed in nng 1.6; test_peer's door-slamming listener crashes
+ * 1.5.2 within seconds).  So when a pipe goes (REM_POST, called before nng
+ * frees it) the queue turns stale: its dialer is closed before it can
+ * reconnect, sends stop, and the stream thread gives the queue a fresh
+ * socket, dialled again, then closes the old one (closing does not walk
+ * that list).  One dialer per socket keeps that list to one pipe at most.
+ */
 struct sendq {
     struct peer_transport *t;
     struct peer *p;
     nng_socket sock;
-    nng_dialer dialers[CONFIG_MAX_URLS];
-    size_t n_dialers;
+    nng_dialer dialer;   /* valid if dialed (under t->mu) */
+    bool dialed;
+    size_t url;          /* which of the peer's URLs the dialer dials */
+    uint64_t dialed_ms;  /* when it was started */
     nng_aio *aio;
     nng_msg **ring;
     size_t cap, head, len;
     bool busy;           /* aio in flight */
     bool closing;
+    bool stale;          /* the socket lost a connection: no more sends on it, a fresh one comes */
+    bool stream;         /* the snapshot stream's queue (first URL only) */
     bool flush_on_stall; /* Raft queue: drop everything when the send times out */
     size_t busy_bytes;   /* length of the message in the aio (gone from it once sent) */
     atomic_int pipes;    /* connections up (pipe callbacks) */
@@ -102,6 +120,7 @@ struct peer {
     struct sendq sq;     /* snapshot chunks */
     uint64_t sent, dropped, recv_errors;
     uint64_t bytes_sent, bytes_recv;
+    uint64_t renewed;    /* fresh sockets after lost connections */
     uint64_t hb_sent_ns; /* a heartbeat is out since then, its response not seen; 0: none */
     struct histogram rtt;
     uint64_t stream_seq; /* nonzero while a stream to this peer runs */
@@ -174,6 +193,7 @@ struct peer_transport {
     struct job *jhead, *jtail;
     size_t jn, jbytes;
     bool jstop;
+    bool renew;          /* a queue went stale: the stream thread renews it */
     pthread_cond_t jcv;
 
     pthread_t thread;
@@ -445,86 +465,132 @@ static int tls_load(const struct peer_tls *tls, struct tls_material *m, char *er
 
 static void sendq_cb(void *arg);
 
+/* Stop using q's socket (see struct sendq); mu held.  Returns the dialer to close, once mu is let go. */
+static bool sendq_go_stale(struct sendq *q, nng_dialer *d)
+{
+    bool had = q->dialed;
+    *d = q->dialer;
+    q->dialed = false;
+    q->stale = true;
+    q->t->renew = true;
+    pthread_cond_signal(&q->t->jcv);
+    return had;
+}
+
 static void pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
     struct sendq *q = arg;
-    (void)p;
     /* ADD_PRE and REM_POST come in pairs for every pipe nng reports at all. */
-    if (ev == NNG_PIPE_EV_ADD_PRE)
+    if (ev == NNG_PIPE_EV_ADD_PRE) {
         atomic_fetch_add(&q->pipes, 1);
-    else if (ev == NNG_PIPE_EV_REM_POST)
-        atomic_fetch_sub(&q->pipes, 1);
+        return;
+    }
+    if (ev != NNG_PIPE_EV_REM_POST)
+        return;
+    atomic_fetch_sub(&q->pipes, 1);
+    /* The pipe is not freed before this returns, nor can the dialer connect again. */
+    nng_dialer d;
+    bool close_it = false;
+    pthread_mutex_lock(&q->t->mu);
+    if (!q->closing && !q->stale && nng_socket_id(nng_pipe_socket(p)) == nng_socket_id(q->sock))
+        close_it = sendq_go_stale(q, &d);
+    pthread_mutex_unlock(&q->t->mu);
+    if (close_it)
+        nng_dialer_close(d);
 }
 
-static int sendq_init(struct peer_transport *t, struct peer *p, struct sendq *q, size_t cap, bool flush_on_stall)
+/* A push0 socket for q, its pipe events reported to q. */
+static int sendq_socket(struct sendq *q, nng_socket *out)
+{
+    nng_socket s;
+    int rv = nng_push0_open(&s);
+    if (rv != 0)
+        return nng_to_errno(rv);
+    nng_socket_set_ms(s, NNG_OPT_RECONNMINT, RECONNECT_MIN_MS);
+    nng_socket_set_ms(s, NNG_OPT_RECONNMAXT, RECONNECT_MAX_MS);
+    nng_socket_set_bool(s, NNG_OPT_TCP_KEEPALIVE, true); /* not every transport has it */
+    if ((rv = nng_pipe_notify(s, NNG_PIPE_EV_ADD_PRE, pipe_cb, q)) != 0 ||
+        (rv = nng_pipe_notify(s, NNG_PIPE_EV_REM_POST, pipe_cb, q)) != 0) {
+        nng_close(s);
+        return nng_to_errno(rv);
+    }
+    *out = s;
+    return 0;
+}
+
+static int sendq_init(struct peer_transport *t, struct peer *p, struct sendq *q, size_t cap, bool stream)
 {
     int rv;
     q->t = t;
     q->p = p;
     q->cap = cap;
-    q->flush_on_stall = flush_on_stall;
+    q->stream = stream;
+    q->flush_on_stall = !stream;
     atomic_init(&q->pipes, 0);
     if (!(q->ring = calloc(cap, sizeof(*q->ring))))
         return -ENOMEM;
-    if ((rv = nng_push0_open(&q->sock)) != 0 || (rv = nng_aio_alloc(&q->aio, sendq_cb, q)) != 0)
+    if ((rv = nng_aio_alloc(&q->aio, sendq_cb, q)) != 0)
         return nng_to_errno(rv);
-    nng_aio_set_timeout(q->aio, flush_on_stall ? STALL_MS : NNG_DURATION_INFINITE);
-    nng_socket_set_ms(q->sock, NNG_OPT_RECONNMINT, RECONNECT_MIN_MS);
-    nng_socket_set_ms(q->sock, NNG_OPT_RECONNMAXT, RECONNECT_MAX_MS);
-    nng_socket_set_bool(q->sock, NNG_OPT_TCP_KEEPALIVE, true); /* not every transport has it */
-    if ((rv = nng_pipe_notify(q->sock, NNG_PIPE_EV_ADD_PRE, pipe_cb, q)) != 0 ||
-        (rv = nng_pipe_notify(q->sock, NNG_PIPE_EV_REM_POST, pipe_cb, q)) != 0)
-        return nng_to_errno(rv);
-    return 0;
+    nng_aio_set_timeout(q->aio, q->flush_on_stall ? STALL_MS : NNG_DURATION_INFINITE);
+    return sendq_socket(q, &q->sock);
 }
 
-static void sendq_close_dialers(struct sendq *q)
+static void sendq_close_dialer(struct sendq *q)
 {
-    for (size_t i = 0; i < q->n_dialers; i++)
-        nng_dialer_close(q->dialers[i]);
-    q->n_dialers = 0;
+    nng_dialer d;
+    pthread_mutex_lock(&q->t->mu);
+    bool had = q->dialed;
+    d = q->dialer;
+    q->dialed = false;
+    pthread_mutex_unlock(&q->t->mu);
+    if (had)
+        nng_dialer_close(d);
 }
 
-/* Dial urls (replacing any dialers); cfg_mu held.  Errors name the URL in err. */
+/* Dial the peer's URL number q->url (replacing the dialer); cfg_mu held.  Errors name the URL in err. */
 static int sendq_dial(struct peer_transport *t, struct sendq *q, char *const *urls, size_t n, char *err,
                       size_t errlen)
 {
-    sendq_close_dialers(q);
-    for (size_t i = 0; i < n; i++) {
-        nng_dialer d;
-        int rv = nng_dialer_create(&d, q->sock, urls[i]);
-        if (rv != 0) {
-            snprintf(err, errlen, "peer URL %s: %s", urls[i], nng_strerror(rv));
-            return rv == NNG_ENOMEM ? -ENOMEM : -CAIRN_E_CONFIG;
-        }
-        if (url_is_tls(urls[i])) {
-            char host[256];
-            nng_tls_config *cfg;
-            if (url_host(urls[i], host, sizeof host) < 0) {
-                nng_dialer_close(d);
-                snprintf(err, errlen, "peer URL %s: no host name", urls[i]);
-                return -CAIRN_E_CONFIG;
-            }
-            int rc = tls_config_make(&t->tls, NNG_TLS_MODE_CLIENT, host, &cfg, err, errlen);
-            if (rc < 0) {
-                nng_dialer_close(d);
-                return rc;
-            }
-            rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, cfg);
-            nng_tls_config_free(cfg); /* the dialer holds its own reference */
-            if (rv != 0) {
-                nng_dialer_close(d);
-                snprintf(err, errlen, "peer URL %s: %s", urls[i], nng_strerror(rv));
-                return -CAIRN_E_CONFIG;
-            }
-        }
-        /* Non-blocking: a peer that is down now is retried with backoff. */
-        if ((rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK)) != 0) {
+    sendq_close_dialer(q);
+    const char *url = urls[q->stream ? 0 : q->url % n]; /* a stream keeps to one connection, in order */
+    nng_dialer d;
+    int rv = nng_dialer_create(&d, q->sock, url);
+    if (rv != 0) {
+        snprintf(err, errlen, "peer URL %s: %s", url, nng_strerror(rv));
+        return rv == NNG_ENOMEM ? -ENOMEM : -CAIRN_E_CONFIG;
+    }
+    if (url_is_tls(url)) {
+        char host[256];
+        nng_tls_config *cfg;
+        if (url_host(url, host, sizeof host) < 0) {
             nng_dialer_close(d);
-            snprintf(err, errlen, "peer URL %s: %s", urls[i], nng_strerror(rv));
-            return nng_to_errno(rv);
+            snprintf(err, errlen, "peer URL %s: no host name", url);
+            return -CAIRN_E_CONFIG;
         }
-        q->dialers[q->n_dialers++] = d;
+        int rc = tls_config_make(&t->tls, NNG_TLS_MODE_CLIENT, host, &cfg, err, errlen);
+        if (rc < 0) {
+            nng_dialer_close(d);
+            return rc;
+        }
+        rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, cfg);
+        nng_tls_config_free(cfg); /* the dialer holds its own reference */
+        if (rv != 0) {
+            nng_dialer_close(d);
+            snprintf(err, errlen, "peer URL %s: %s", url, nng_strerror(rv));
+            return -CAIRN_E_CONFIG;
+        }
+    }
+    /* Known to the pipe callback before it can connect, so a lost pipe closes it. */
+    pthread_mutex_lock(&t->mu);
+    q->dialer = d;
+    q->dialed = true;
+    q->dialed_ms = now_ms();
+    pthread_mutex_unlock(&t->mu);
+    /* Non-blocking: a peer that is down now is retried with backoff. */
+    if ((rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK)) != 0 && rv != NNG_ECLOSED) {
+        sendq_close_dialer(q);
+        snprintf(err, errlen, "peer URL %s: %s", url, nng_strerror(rv));
+        return nng_to_errno(rv);
     }
     return 0;
 }
@@ -550,7 +616,7 @@ static int sendq_push(struct sendq *q, nng_msg *m)
         return -EAGAIN;
     q->ring[(q->head + q->len) % q->cap] = m;
     q->len++;
-    if (!q->busy)
+    if (!q->busy && !q->stale)
         sendq_kick(q);
     return 0;
 }
@@ -587,7 +653,7 @@ static void sendq_cb(void *arg)
         q->p->bytes_sent += q->busy_bytes;
     }
     q->busy = false;
-    if (!q->closing && q->len)
+    if (!q->closing && !q->stale && q->len)
         sendq_kick(q);
     uint64_t id = q->p->id;
     pthread_mutex_unlock(&t->mu);
@@ -1309,6 +1375,84 @@ static void check_timeouts(struct peer_transport *t)
     }
 }
 
+/* A fresh socket for stale q, dialled; cfg_mu held (p stays).  Returns the old socket to close. */
+static nng_socket sendq_renew(struct peer_transport *t, struct peer *p, struct sendq *q)
+{
+    nng_socket ns, old = NNG_SOCKET_INITIALIZER;
+    int rc = sendq_socket(q, &ns);
+    if (rc < 0) {
+        log_err(LOG_FIELDS(LOG_HEX("CAIRN_PEER", p->id)), "peer transport: no new socket for member %016" PRIx64
+                ": %s; trying again", p->id, cairn_strerror(rc));
+        return old;
+    }
+    pthread_mutex_lock(&t->mu);
+    old = q->sock;
+    q->sock = ns;
+    q->stale = false;
+    p->renewed++;
+    pthread_mutex_unlock(&t->mu);
+    char err[512] = "";
+    if ((rc = sendq_dial(t, q, p->urls, p->n_urls, err, sizeof err)) < 0)
+        log_err(LOG_FIELDS(LOG_HEX("CAIRN_PEER", p->id)), "peer transport: member %016" PRIx64 ": %s", p->id, err);
+    pthread_mutex_lock(&t->mu);
+    if (!q->closing && !q->stale && !q->busy && q->len)
+        sendq_kick(q);
+    pthread_mutex_unlock(&t->mu);
+    return old;
+}
+
+/*
+ * Renew every stale queue (see struct sendq), and move a member with several
+ * peer URLs on to the next when the one dialled has not connected for
+ * URL_TRY_MS.  The old sockets are closed last, with no lock held: closing
+ * waits for their pipes, whose callbacks take mu.
+ */
+static void renew_queues(struct peer_transport *t, bool tick)
+{
+    nng_socket old[2 * MAX_PEERS];
+    size_t n_old = 0;
+    pthread_mutex_lock(&t->cfg_mu);
+    pthread_mutex_lock(&t->mu);
+    if (!t->renew && !tick) {
+        pthread_mutex_unlock(&t->mu);
+        pthread_mutex_unlock(&t->cfg_mu);
+        return;
+    }
+    t->renew = false;
+    uint64_t now = now_ms();
+    struct sendq *todo[2 * MAX_PEERS];
+    size_t n = 0;
+    for (size_t i = 0; i < t->n_peers; i++) {
+        struct peer *p = t->peers[i];
+        struct sendq *qs[2] = {&p->q, &p->sq};
+        for (int k = 0; k < 2; k++) {
+            struct sendq *q = qs[k];
+            if (q->closing)
+                continue;
+            if (!q->stale && !q->stream && p->n_urls > 1 && q->dialed && atomic_load(&q->pipes) == 0 &&
+                now - q->dialed_ms >= URL_TRY_MS) {
+                nng_dialer d;
+                sendq_go_stale(q, &d);
+                q->url++;
+                pthread_mutex_unlock(&t->mu);
+                nng_dialer_close(d);
+                pthread_mutex_lock(&t->mu);
+            }
+            if (q->stale && now - q->dialed_ms >= RECONNECT_MIN_MS)
+                todo[n++] = q; /* else at a later tick: a peer that hangs up at once is not redialled in a loop */
+        }
+    }
+    pthread_mutex_unlock(&t->mu);
+    for (size_t i = 0; i < n; i++) {
+        nng_socket s = sendq_renew(t, todo[i]->p, todo[i]);
+        if (nng_socket_id(s) > 0)
+            old[n_old++] = s;
+    }
+    pthread_mutex_unlock(&t->cfg_mu);
+    for (size_t i = 0; i < n_old; i++)
+        nng_close(old[i]);
+}
+
 static void *stream_main(void *arg)
 {
     pthread_setname_np(pthread_self(), "cairn-pstream"); /* top -H, perf and gdb show it */
@@ -1316,7 +1460,7 @@ static void *stream_main(void *arg)
     uint64_t last_tick = now_ms();
     for (;;) {
         pthread_mutex_lock(&t->mu);
-        if (!t->jhead && !t->jstop) {
+        if (!t->jhead && !t->jstop && !t->renew) {
             struct timespec ts;
             clock_gettime(CLOCK_MONOTONIC, &ts);
             ts.tv_nsec += (long)TICK_MS * 1000000L;
@@ -1340,7 +1484,10 @@ static void *stream_main(void *arg)
             run_job(t, j, stop);
         else if (stop)
             break;
-        if (now_ms() - last_tick >= TICK_MS) {
+        bool tick = now_ms() - last_tick >= TICK_MS;
+        if (!stop)
+            renew_queues(t, tick);
+        if (tick) {
             check_timeouts(t);
             last_tick = now_ms();
         }
@@ -1659,8 +1806,8 @@ int peer_add(struct peer_transport *t, uint64_t id, const char *const *urls, siz
         goto out;
     }
     p->id = id;
-    if ((rc = sendq_init(t, p, &p->q, t->max_queue, true)) < 0 ||
-        (rc = sendq_init(t, p, &p->sq, STREAM_WINDOW + 2, false)) < 0 || (rc = peer_dial(t, p, urls, n_urls)) < 0) {
+    if ((rc = sendq_init(t, p, &p->q, t->max_queue, false)) < 0 ||
+        (rc = sendq_init(t, p, &p->sq, STREAM_WINDOW + 2, true)) < 0 || (rc = peer_dial(t, p, urls, n_urls)) < 0) {
         peer_free(p);
         goto out;
     }
@@ -1825,7 +1972,8 @@ size_t peer_stats(struct peer_transport *t, struct peer_stats *out, size_t max)
                                      .dropped = p->dropped,
                                      .recv_errors = p->recv_errors,
                                      .bytes_sent = p->bytes_sent,
-                                     .bytes_received = p->bytes_recv};
+                                     .bytes_received = p->bytes_recv,
+                                     .renewed = p->renewed};
         histogram_read(&p->rtt, &out[i].rtt);
     }
     pthread_mutex_unlock(&t->mu);

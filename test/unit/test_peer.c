@@ -15,11 +15,13 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -697,6 +699,99 @@ static void test_a_restarted_peer_is_reconnected(void **state)
     add(&b, a.id, a.url);
     /* Messages sent while it was away may be lost; new ones arrive. */
     assert_true(WAIT_FOR((send_batch(&a, b.id, 2, 1), batches(&b) > 0), LONG_MS));
+    stop_all(&a, &b, NULL);
+}
+
+/* A listener that shakes hands as pull0 and hangs up at once, on every connection. */
+struct door {
+    int fd, port;
+    atomic_int stop;
+    atomic_long served;
+    pthread_t thread;
+};
+
+static void *door_main(void *arg)
+{
+    struct door *d = arg;
+    while (!atomic_load(&d->stop)) {
+        struct pollfd pf = {.fd = d->fd, .events = POLLIN};
+        if (poll(&pf, 1, 50) <= 0)
+            continue;
+        int c = accept(d->fd, NULL, NULL);
+        if (c < 0)
+            continue;
+        const unsigned char hdr[8] = {0, 'S', 'P', 0, 0, 0x51, 0, 0}; /* pull0 */
+        unsigned char theirs[8];
+        if (write(c, hdr, sizeof hdr) == (ssize_t)sizeof hdr && read(c, theirs, sizeof theirs) > 0)
+            atomic_fetch_add(&d->served, 1);
+        close(c);
+    }
+    return NULL;
+}
+
+static void door_open(struct door *d, char *url, size_t len)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t salen = sizeof sa;
+    d->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(d->fd >= 0);
+    assert_int_equal(bind(d->fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(d->fd, 128), 0);
+    assert_int_equal(getsockname(d->fd, (struct sockaddr *)&sa, &salen), 0);
+    snprintf(url, len, "tcp://127.0.0.1:%d", ntohs(sa.sin_port));
+    atomic_init(&d->stop, 0);
+    atomic_init(&d->served, 0);
+    assert_int_equal(pthread_create(&d->thread, NULL, door_main, d), 0);
+}
+
+static void door_close(struct door *d)
+{
+    atomic_store(&d->stop, 1);
+    pthread_join(d->thread, NULL);
+    close(d->fd);
+}
+
+/*
+ * A member whose connections close as soon as they open (a peer exiting,
+ * resetting, or a network that cuts them) cannot crash the sender.  nng
+ * 1.5.2's push0 may keep such a pipe on its ready list after freeing it, and
+ * the next send crashed in nng_send_aio (seen as a member's SIGSEGV in the
+ * fault runs); the transport now gives a queue a fresh socket whenever its
+ * connection goes.  Before that, this test crashed within a second or two.
+ */
+static void test_a_peer_that_hangs_up_at_once_cannot_crash_the_sender(void **state)
+{
+    (void)state;
+    struct member a, b;
+    member_start(&a, 0xa1, NULL);
+    member_start(&b, 0xb2, NULL);
+    link_members(&a, &b);
+    struct door d;
+    char url[64];
+    door_open(&d, url, sizeof url);
+    enum { DOORS = 12 }; /* members behind the one listener: more connections hung up on per second */
+    for (uint64_t i = 0; i < DOORS; i++)
+        add(&a, 0xd00 + i, url);
+    uint64_t end = now_ms() + 3000;
+    long sends = 0;
+    while (now_ms() < end && sends < 4000000) {
+        int rc = send_batch(&a, 0xd00 + (uint64_t)sends % DOORS, 1, 1);
+        assert_true(rc == 0 || rc == -EAGAIN);
+        sends++;
+    }
+    uint64_t renewed = 0;
+    for (uint64_t i = 0; i < DOORS; i++)
+        renewed += stats_of(&a, 0xd00 + i).renewed;
+    print_message("%ld sends, %ld connections hung up on, %" PRIu64 " fresh sockets\n", sends,
+                  atomic_load(&d.served), renewed);
+    assert_true(atomic_load(&d.served) > 100);
+    assert_true(renewed > 0);
+    /* the transport still works */
+    assert_int_equal(send_batch(&a, b.id, 7, 1), 0);
+    assert_true(WAIT_FOR(batches(&b) == 1, LONG_MS));
+    for (uint64_t i = 0; i < DOORS; i++)
+        assert_int_equal(peer_remove(a.t, 0xd00 + i), 0);
+    door_close(&d);
     stop_all(&a, &b, NULL);
 }
 
@@ -1390,6 +1485,7 @@ int main(void)
         cmocka_unit_test(test_start_refuses_bad_options),
         cmocka_unit_test(test_queue_toward_a_dead_peer_overflows_without_blocking),
         cmocka_unit_test(test_a_restarted_peer_is_reconnected),
+        cmocka_unit_test(test_a_peer_that_hangs_up_at_once_cannot_crash_the_sender),
         cmocka_unit_test(test_a_snapshot_streams_and_verifies_while_messages_flow),
         cmocka_unit_test(test_a_stalled_stream_never_holds_up_messages),
         cmocka_unit_test(test_corrupt_chunks_are_refused_and_partial_files_removed),
