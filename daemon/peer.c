@@ -465,12 +465,19 @@ static int tls_load(const struct peer_tls *tls, struct tls_material *m, char *er
 
 static void sendq_cb(void *arg);
 
-/* Stop using q's socket (see struct sendq); mu held.  Returns the dialer to close, once mu is let go. */
-static bool sendq_go_stale(struct sendq *q, nng_dialer *d)
+/* Take q's dialer, to close once mu is let go; mu held.  False if it has none. */
+static bool sendq_take_dialer(struct sendq *q, nng_dialer *d)
 {
     bool had = q->dialed;
     *d = q->dialer;
     q->dialed = false;
+    return had;
+}
+
+/* Stop using q's socket (see struct sendq); mu held.  Returns the dialer to close, once mu is let go. */
+static bool sendq_go_stale(struct sendq *q, nng_dialer *d)
+{
+    bool had = sendq_take_dialer(q, d);
     q->stale = true;
     q->t->renew = true;
     pthread_cond_signal(&q->t->jcv);
@@ -539,9 +546,7 @@ static void sendq_close_dialer(struct sendq *q)
 {
     nng_dialer d;
     pthread_mutex_lock(&q->t->mu);
-    bool had = q->dialed;
-    d = q->dialer;
-    q->dialed = false;
+    bool had = sendq_take_dialer(q, &d);
     pthread_mutex_unlock(&q->t->mu);
     if (had)
         nng_dialer_close(d);
@@ -582,6 +587,11 @@ static int sendq_dial(struct peer_transport *t, struct sendq *q, char *const *ur
     }
     /* Known to the pipe callback before it can connect, so a lost pipe closes it. */
     pthread_mutex_lock(&t->mu);
+    if (q->stale) { /* the socket lost its connection meanwhile: the renewal dials its successor */
+        pthread_mutex_unlock(&t->mu);
+        nng_dialer_close(d);
+        return 0;
+    }
     q->dialer = d;
     q->dialed = true;
     q->dialed_ms = now_ms();
