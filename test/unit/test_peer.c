@@ -790,7 +790,7 @@ static void door_scenario(void)
         renewed += stats_of(&a, 0xd00 + i).renewed;
     print_message("%ld sends, %ld connections hung up on, %" PRIu64 " fresh sockets\n", sends,
                   atomic_load(&d.served), renewed);
-    assert_true(atomic_load(&d.served) > 100);
+    assert_true(atomic_load(&d.served) >= DOORS); /* each hung up on at least once */
     assert_true(renewed > 0);
     /* the transport still works */
     assert_int_equal(send_batch(&a, b.id, 7, 1), 0);
