@@ -522,24 +522,6 @@ const char *mvcc_path(const struct mvcc_store *s)
     return s->c.path;
 }
 
-int mvcc_sync(struct mvcc_store *s)
-{
-    /* The committed batches are all in the WAL file: syncing it makes them
-     * durable.  A FULL checkpoint would also do, but it waits for every
-     * reader still on an older snapshot; a passive one copies what it can
-     * (syncing what it copies) and the WAL sync does the rest. */
-    int rc = sqlite3_wal_checkpoint_v2(s->c.db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-    if (rc != SQLITE_OK)
-        return sql_err(rc);
-    sqlite3_file *wal = NULL;
-    rc = sqlite3_file_control(s->c.db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal);
-    if (rc != SQLITE_OK)
-        return sql_err(rc);
-    if (wal && wal->pMethods)
-        rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
-    return sql_err(rc);
-}
-
 int mvcc_checkpoint(struct mvcc_store *s)
 {
     int log = 0, copied = 0;
@@ -547,6 +529,24 @@ int mvcc_checkpoint(struct mvcc_store *s)
     if (rc != SQLITE_OK)
         return sql_err(rc);
     return copied >= log; /* SQLite truncates the file to the store's size when it gets there */
+}
+
+int mvcc_sync(struct mvcc_store *s)
+{
+    /* The committed batches are all in the WAL file: syncing it makes them
+     * durable.  A FULL checkpoint would also do, but it waits for every
+     * reader still on an older snapshot; a passive one copies what it can
+     * (syncing what it copies) and the WAL sync does the rest. */
+    int rc = mvcc_checkpoint(s);
+    if (rc < 0)
+        return rc;
+    sqlite3_file *wal = NULL;
+    rc = sqlite3_file_control(s->c.db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal);
+    if (rc != SQLITE_OK)
+        return sql_err(rc);
+    if (wal && wal->pMethods)
+        rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
+    return sql_err(rc);
 }
 
 /* --- status and size ---------------------------------------------------------- */
