@@ -553,11 +553,11 @@ static void sendq_close_dialer(struct sendq *q)
 }
 
 /* Dial the peer's URL number q->url (replacing the dialer); cfg_mu held.  Errors name the URL in err. */
-static int sendq_dial(struct peer_transport *t, struct sendq *q, char *const *urls, size_t n, char *err,
-                      size_t errlen)
+static int sendq_dial(struct peer_transport *t, struct sendq *q, char *err, size_t errlen)
 {
     sendq_close_dialer(q);
-    const char *url = urls[q->stream ? 0 : q->url % n]; /* a stream keeps to one connection, in order */
+    /* a stream keeps to the first URL: one connection, chunks in order */
+    const char *url = q->p->urls[q->stream ? 0 : q->url % q->p->n_urls];
     nng_dialer d;
     int rv = nng_dialer_create(&d, q->sock, url);
     if (rv != 0) {
@@ -1402,7 +1402,7 @@ static nng_socket sendq_renew(struct peer_transport *t, struct peer *p, struct s
     p->renewed++;
     pthread_mutex_unlock(&t->mu);
     char err[512] = "";
-    if ((rc = sendq_dial(t, q, p->urls, p->n_urls, err, sizeof err)) < 0)
+    if ((rc = sendq_dial(t, q, err, sizeof err)) < 0)
         log_err(LOG_FIELDS(LOG_HEX("CAIRN_PEER", p->id)), "peer transport: member %016" PRIx64 ": %s", p->id, err);
     pthread_mutex_lock(&t->mu);
     if (!q->closing && !q->stale && !q->busy && q->len)
@@ -1772,10 +1772,9 @@ static int peer_dial(struct peer_transport *t, struct peer *p, const char *const
                         "DNS name only, so this connection will be refused",
                         urls[i]);
     }
-    /* Streams use the first URL only: one connection keeps chunks in order. */
-    int rc = sendq_dial(t, &p->q, p->urls, n, err, sizeof err);
+    int rc = sendq_dial(t, &p->q, err, sizeof err);
     if (rc == 0)
-        rc = sendq_dial(t, &p->sq, p->urls, 1, err, sizeof err);
+        rc = sendq_dial(t, &p->sq, err, sizeof err);
     if (rc < 0)
         log_err(LOG_FIELDS(LOG_HEX("CAIRN_PEER", p->id)), "peer transport: member %016" PRIx64 ": %s", p->id, err);
     return rc;
@@ -1956,8 +1955,8 @@ int peer_reload_tls(struct peer_transport *t, const struct peer_tls *tls, char *
             tlsurl |= url_is_tls(p->urls[k]);
         char perr[512];
         int r = 0;
-        if (tlsurl && (r = sendq_dial(t, &p->q, p->urls, p->n_urls, perr, sizeof perr)) == 0)
-            r = sendq_dial(t, &p->sq, p->urls, 1, perr, sizeof perr);
+        if (tlsurl && (r = sendq_dial(t, &p->q, perr, sizeof perr)) == 0)
+            r = sendq_dial(t, &p->sq, perr, sizeof perr);
         if (r < 0 && rc == 0) {
             snprintf(err, errlen, "member %016" PRIx64 ": %s", p->id, perr);
             rc = r;
