@@ -1506,50 +1506,6 @@ static void test_size_and_defragmentation(void **state)
     assert_int_equal(rev_now(f), st.revision);
 }
 
-/* Frames in the WAL and frames a passive checkpoint copied, from a connection of the test's own. */
-static void wal_frames(struct fx *f, int *log, int *ckpt)
-{
-    char path[128];
-    snprintf(path, sizeof(path), "%s/mvcc.db", f->dir);
-    sqlite3 *db;
-    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, "unix-excl"), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "SELECT count(*) FROM state", NULL, NULL, NULL), SQLITE_OK); /* opens the WAL */
-    assert_int_equal(sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, log, ckpt), SQLITE_OK);
-    sqlite3_close(db);
-}
-
-/*
- * A kept read is reused for 100 ms at most: a defragmentation writes pages
- * without publishing an index version, and a reader that kept reading on its
- * old snapshot would stop every checkpoint before those pages.
- */
-static void test_kept_reader_lets_checkpoints_pass_a_defragmentation(void **state)
-{
-    struct fx *f = *state;
-    free_pages_in_the_file(f);
-    put(f, "x", "1");
-    mvcc_reader_keep(f->r, true);
-    struct mvcc_kv kv;
-    char v[8];
-    assert_true(get(f, "x", 0, &kv, v, sizeof v)); /* holds a snapshot from before the defragmentation */
-    int64_t remaining = 1;
-    while (remaining > 0)
-        assert_int_equal(mvcc_defrag_step(f->s, 64, &remaining), 0);
-    int log = 0, ckpt = 0;
-    wal_frames(f, &log, &ckpt);
-    print_message("after the defragmentation: %d frames, %d checkpointed\n", log, ckpt);
-    assert_true(log > ckpt); /* the held snapshot stops it */
-    struct timespec t0, now;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    do { /* reads back to back for 300 ms, never idle */
-        assert_true(get(f, "x", 0, &kv, v, sizeof v));
-        clock_gettime(CLOCK_MONOTONIC, &now);
-    } while ((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000 < 300);
-    wal_frames(f, &log, &ckpt);
-    assert_int_equal(ckpt, log);
-    mvcc_reader_keep(f->r, false);
-}
-
 /* file_bytes: the database file's size on disk. */
 static int64_t file_bytes(struct fx *f)
 {
@@ -1560,6 +1516,47 @@ static int64_t file_bytes(struct fx *f)
     return (int64_t)sb.st_size;
 }
 
+/* Free pages in the file, x put, then a defragmentation while the kept
+ * reader f->r holds a snapshot from before it (the caller lets go).
+ * Returns the file's size before the defragmentation. */
+static int64_t defragment_under_a_kept_read(struct fx *f)
+{
+    free_pages_in_the_file(f);
+    put(f, "x", "1");
+    assert_int_equal(mvcc_checkpoint(f->s), 1);
+    int64_t before = file_bytes(f);
+    mvcc_reader_keep(f->r, true);
+    struct mvcc_kv kv;
+    char v[8];
+    assert_true(get(f, "x", 0, &kv, v, sizeof v)); /* holds its snapshot */
+    int64_t remaining = 1;
+    while (remaining > 0)
+        assert_int_equal(mvcc_defrag_step(f->s, 64, &remaining), 0);
+    return before;
+}
+
+/*
+ * A kept read is reused for 100 ms at most: a defragmentation writes pages
+ * without publishing an index version, and a reader that kept reading on its
+ * old snapshot would stop every checkpoint before those pages.
+ */
+static void test_kept_reader_lets_checkpoints_pass_a_defragmentation(void **state)
+{
+    struct fx *f = *state;
+    defragment_under_a_kept_read(f);
+    assert_int_equal(mvcc_checkpoint(f->s), 0); /* the held snapshot stops it */
+    struct mvcc_kv kv;
+    char v[8];
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do { /* reads back to back for 300 ms, never idle */
+        assert_true(get(f, "x", 0, &kv, v, sizeof v));
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    } while ((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000 < 300);
+    assert_int_equal(mvcc_checkpoint(f->s), 1);
+    mvcc_reader_keep(f->r, false);
+}
+
 /*
  * A reader on a snapshot from before a defragmentation holds back the
  * checkpoint that would shrink the file: mvcc_checkpoint says so (0), and
@@ -1568,17 +1565,7 @@ static int64_t file_bytes(struct fx *f)
 static void test_checkpoint_says_whether_it_reached_the_end(void **state)
 {
     struct fx *f = *state;
-    free_pages_in_the_file(f);
-    put(f, "x", "1");
-    assert_int_equal(mvcc_checkpoint(f->s), 1);
-    int64_t before = file_bytes(f);
-    struct mvcc_kv kv;
-    char v[8];
-    mvcc_reader_keep(f->r, true);
-    assert_true(get(f, "x", 0, &kv, v, sizeof v)); /* holds its snapshot */
-    int64_t remaining = 1;
-    while (remaining > 0)
-        assert_int_equal(mvcc_defrag_step(f->s, 64, &remaining), 0);
+    int64_t before = defragment_under_a_kept_read(f);
     assert_int_equal(mvcc_checkpoint(f->s), 0);
     assert_int_equal(file_bytes(f), before);
     mvcc_reader_keep(f->r, false); /* ends the read transaction */
