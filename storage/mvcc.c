@@ -37,6 +37,11 @@ struct arena_chunk {
     _Alignas(16) unsigned char data[];
 };
 
+/* Chunks start small and double up to ARENA_CHUNK.  A point read needs a few
+ * hundred bytes; a 64 KiB chunk per read cost it a large malloc (glibc then
+ * consolidates its free lists) and a large free.  The first chunk, with its
+ * header, stays under 1 KiB, the size glibc's per-thread cache serves. */
+#define ARENA_FIRST 960
 #define ARENA_CHUNK (64 * 1024)
 
 void *arena_alloc(struct arena *a, size_t n)
@@ -44,7 +49,13 @@ void *arena_alloc(struct arena *a, size_t n)
     n = (n + 15) & ~(size_t)15;
     struct arena_chunk *c = a->head;
     if (!c || c->cap - c->used < n) {
-        size_t cap = n > ARENA_CHUNK / 2 ? n : ARENA_CHUNK;
+        size_t cap = c ? c->cap * 2 : ARENA_FIRST;
+        if (cap > ARENA_CHUNK)
+            cap = ARENA_CHUNK;
+        while (cap < n && cap < ARENA_CHUNK)
+            cap *= 2;
+        if (n > ARENA_CHUNK / 2)
+            cap = n;
         struct arena_chunk *nc = malloc(sizeof(*nc) + cap);
         if (!nc)
             return NULL;
