@@ -648,6 +648,7 @@ static void sendq_cb(void *arg)
     struct sendq *q = arg;
     struct peer_transport *t = q->t;
     size_t flushed = 0;
+    const char *state = "";
     int rv = nng_aio_result(q->aio);
     pthread_mutex_lock(&t->mu);
     if (rv != 0) {
@@ -657,6 +658,21 @@ static void sendq_cb(void *arg)
         if (rv == NNG_ETIMEDOUT && q->flush_on_stall) {
             flushed = sendq_flush(q);
             q->p->dropped += flushed;
+            /* Connected, yet nothing left in STALL_MS: the connection is
+             * not being read (a peer's end wedged, or a half-open
+             * connection) and would hold the queue for good, since it
+             * never closes.  A peer that is merely busy still reads: its
+             * receive thread does not wait for its node loop.  The stream
+             * thread gives the queue a fresh socket and closes this one
+             * (not here: closing a dialer may wait for nng's callbacks). */
+            if (!q->stale && !q->closing && atomic_load(&q->pipes) > 0) {
+                q->stale = true;
+                t->renew = true;
+                pthread_cond_signal(&t->jcv);
+                state = " (connected, but it took nothing: reconnecting)";
+            } else if (atomic_load(&q->pipes) == 0) {
+                state = " (not connected)";
+            }
         }
     } else {
         q->p->sent++;
@@ -671,8 +687,8 @@ static void sendq_cb(void *arg)
         unsigned suppressed;
         if (log_allowed(t, &suppressed))
             log_warning(LOG_FIELDS(LOG_HEX("CAIRN_MEMBER", t->self_id), LOG_HEX("CAIRN_PEER", id)),
-                        "peer transport: member %016" PRIx64 " unreachable for %d ms, dropped %zu queued messages",
-                        id, STALL_MS, flushed + 1);
+                        "peer transport: member %016" PRIx64 " unreachable for %d ms, dropped %zu queued messages%s",
+                        id, STALL_MS, flushed + 1, state);
     }
 }
 
@@ -1947,21 +1963,32 @@ int peer_reload_tls(struct peer_transport *t, const struct peer_tls *tls, char *
         if (r < 0 && rc == 0)
             rc = r;
     }
-    /* The peer table does not change while cfg_mu is held. */
+    /* Connections to TLS peers are made again with the new files: each such
+     * queue gets a fresh socket from the stream thread (renew_queues, once
+     * cfg_mu is let go), as after a lost connection.  Dialling again on the
+     * same socket would close its pipe while sends still reach it: nng
+     * 1.5.2's push0 may hand the next message to the closing pipe (lost) or
+     * keep the freed pipe on its list (struct sendq).  The peer table does
+     * not change while cfg_mu is held. */
+    pthread_mutex_lock(&t->mu);
     for (size_t i = 0; i < t->n_peers; i++) {
         struct peer *p = t->peers[i];
         bool tlsurl = false;
         for (size_t k = 0; k < p->n_urls; k++)
             tlsurl |= url_is_tls(p->urls[k]);
-        char perr[512];
-        int r = 0;
-        if (tlsurl && (r = sendq_dial(t, &p->q, perr, sizeof perr)) == 0)
-            r = sendq_dial(t, &p->sq, perr, sizeof perr);
-        if (r < 0 && rc == 0) {
-            snprintf(err, errlen, "member %016" PRIx64 ": %s", p->id, perr);
-            rc = r;
-        }
+        if (!tlsurl)
+            continue;
+        struct sendq *qs[2] = {&p->q, &p->sq};
+        for (int k = 0; k < 2; k++)
+            if (!qs[k]->closing) {
+                qs[k]->stale = true;
+                qs[k]->dialed_ms = 0; /* renewed at once, not after RECONNECT_MIN_MS */
+            }
+        t->renew = true;
     }
+    if (t->renew)
+        pthread_cond_signal(&t->jcv);
+    pthread_mutex_unlock(&t->mu);
     pthread_mutex_unlock(&t->cfg_mu);
     if (rc == 0)
         log_notice(LOG_FIELDS(LOG_HEX("CAIRN_MEMBER", t->self_id)), "peer transport: TLS files reloaded");
