@@ -123,6 +123,10 @@ class Cluster:
             if failed and h.pid1:
                 print("---- journal of %s" % n)
                 print(h.journal_text(lines=80))
+                # Which connections each member holds, and whether their data is read
+                # (Recv-Q/Send-Q): a peer link that is up but not drained shows here.
+                print("---- TCP sockets of %s" % n)
+                print(h.run(["ss", "-tanp"], check=False, namespaces="n").stdout)
             h.stop()
             if not failed:
                 h.remove_files()
