@@ -779,25 +779,38 @@ static const char *wire_check(const ProtobufCMessageDescriptor *d, const uint8_t
 
 /* Decode a message of type d after wire_check; NULL with the reason in why
  * ("<subject> does not decode as a <type> protobuf (N bytes): ..."). */
-static void *strict_unpack(const ProtobufCMessageDescriptor *d, const char *subject, const void *data, size_t len,
-                           char *why, size_t whylen)
+static void *strict_unpack(const ProtobufCMessageDescriptor *d, ProtobufCAllocator *al, const char *subject,
+                           const void *data, size_t len, char *why, size_t whylen)
 {
     const char *bad = wire_check(d, data, len, 1);
-    void *m = bad ? NULL : protobuf_c_message_unpack(d, NULL, len, data);
+    void *m = bad ? NULL : protobuf_c_message_unpack(d, al, len, data);
     if (!m && why && whylen)
         snprintf(why, whylen, "%s does not decode as a %s protobuf (%zu bytes)%s%s", subject, d->name, len,
                  bad ? ": " : "", bad ? bad : "");
     return m;
 }
 
-Cairn__Request *kvconv_request_unpack(const void *data, size_t len, char *why, size_t whylen)
+static void *pb_arena_alloc(void *arena, size_t size)
 {
-    return strict_unpack(&cairn__request__descriptor, "the request", data, len, why, whylen);
+    return kvconv_arena_alloc(arena, size);
+}
+
+static void pb_arena_free(void *arena, void *p)
+{
+    (void)arena; /* everything goes with the arena */
+    (void)p;
+}
+
+Cairn__Request *kvconv_request_unpack(const void *data, size_t len, struct kvconv_arena *a, char *why,
+                                      size_t whylen)
+{
+    ProtobufCAllocator al = {.alloc = pb_arena_alloc, .free = pb_arena_free, .allocator_data = a};
+    return strict_unpack(&cairn__request__descriptor, a ? &al : NULL, "the request", data, len, why, whylen);
 }
 
 Cairnint__RaftRequest *kvconv_entry_unpack(const void *data, size_t len, char *why, size_t whylen)
 {
-    return strict_unpack(&cairnint__raft_request__descriptor, "it", data, len, why, whylen);
+    return strict_unpack(&cairnint__raft_request__descriptor, NULL, "it", data, len, why, whylen);
 }
 
 /* --- kvconv_validate ---------------------------------------------------------------- */

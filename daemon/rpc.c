@@ -54,7 +54,8 @@ struct slot {
     nng_ctx ctx;
     nng_aio *aio;
     enum slot_state state;
-    Cairn__Request *req;
+    Cairn__Request *req;           /* in req_arena */
+    struct kvconv_arena req_arena; /* the request's memory, let go by finish() */
     int64_t start_ns;
     int code;                      /* the error code replied, 0 for success */
     char remote[160];
@@ -152,9 +153,8 @@ static void finish(struct slot *s)
                     "slow request: %s %s took %" PRId64 " ms (client %s; threshold --slow-request-threshold %u ms)",
                     method_name(s->req), key, took_ms, s->remote, r->cfg->slow_request_ms);
     }
-    if (s->req)
-        cairn__request__free_unpacked(s->req, NULL);
     s->req = NULL;
+    kvconv_arena_free(&s->req_arena);
     __atomic_sub_fetch(&r->busy, 1, __ATOMIC_RELAXED);
 }
 
@@ -654,7 +654,7 @@ static void handle(struct slot *s, nng_msg *m)
         return;
     }
     char why[160];
-    s->req = kvconv_request_unpack(nng_msg_body(m), len, why, sizeof why);
+    s->req = kvconv_request_unpack(nng_msg_body(m), len, &s->req_arena, why, sizeof why);
     nng_msg_free(m);
     if (!s->req) {
         log_bad_input(s, "not a cairn.Request", len);
@@ -960,6 +960,7 @@ int rpc_start(const struct config *cfg, struct node *n, struct reads *rs, struct
     for (size_t i = 0; i < r->n_slots; i++) {
         struct slot *s = &r->slots[i];
         s->r = r;
+        kvconv_arena_init(&s->req_arena);
         if ((rv = nng_ctx_open(&s->ctx, r->sock)) != 0 || (rv = nng_aio_alloc(&s->aio, slot_cb, s)) != 0) {
             snprintf(err, errlen, "cannot set up the client contexts: %s", nng_strerror(rv));
             rc = -ENOMEM;
@@ -1045,8 +1046,7 @@ void rpc_stop(struct rpc *r)
             nng_aio_stop(r->slots[i].aio);
     for (size_t i = 0; r->slots && i < r->n_slots; i++) {
         struct slot *s = &r->slots[i];
-        if (s->req)
-            cairn__request__free_unpacked(s->req, NULL);
+        kvconv_arena_free(&s->req_arena);
         if (s->aio)
             nng_aio_free(s->aio);
         if (nng_ctx_id(s->ctx) > 0)

@@ -49,8 +49,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0; /* rpc.c refuses these before decoding */
     char why[160];
     memset(why, 'x', sizeof why);
-    Cairn__Request *req = kvconv_request_unpack(data, size, why, sizeof why);
+    struct kvconv_arena a;
+    kvconv_arena_init(&a);
+    Cairn__Request *req = kvconv_request_unpack(data, size, &a, why, sizeof why);
     if (!req) {
+        kvconv_arena_free(&a);
         FUZZ_CHECK(memchr(why, '\0', sizeof why) != NULL && why[0] != '\0');
         return 0;
     }
@@ -80,6 +83,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         else
             convert_write(req);
     }
-    cairn__request__free_unpacked(req, NULL);
+    kvconv_arena_free(&a);
     return 0;
 }
