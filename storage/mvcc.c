@@ -49,13 +49,14 @@ void *arena_alloc(struct arena *a, size_t n)
     n = (n + 15) & ~(size_t)15;
     struct arena_chunk *c = a->head;
     if (!c || c->cap - c->used < n) {
-        size_t cap = c ? c->cap * 2 : ARENA_FIRST;
-        if (cap > ARENA_CHUNK)
-            cap = ARENA_CHUNK;
-        while (cap < n && cap < ARENA_CHUNK)
-            cap *= 2;
-        if (n > ARENA_CHUNK / 2)
-            cap = n;
+        size_t cap = n; /* over half a chunk: a block of its own */
+        if (n <= ARENA_CHUNK / 2) {
+            cap = c ? c->cap * 2 : ARENA_FIRST;
+            if (cap > ARENA_CHUNK)
+                cap = ARENA_CHUNK;
+            while (cap < n)
+                cap *= 2;
+        }
         struct arena_chunk *nc = malloc(sizeof(*nc) + cap);
         if (!nc)
             return NULL;
