@@ -91,6 +91,8 @@
  * reconnect, sends stop, and the stream thread gives the queue a fresh
  * socket, dialled again, then closes the old one (closing does not walk
  * that list).  One dialer per socket keeps that list to one pipe at most.
+ * A queue is renewed the same way when its send stalls while connected (a
+ * connection nobody reads never closes) and when the TLS files change.
  */
 struct sendq {
     struct peer_transport *t;
@@ -120,7 +122,7 @@ struct peer {
     struct sendq sq;     /* snapshot chunks */
     uint64_t sent, dropped, recv_errors;
     uint64_t bytes_sent, bytes_recv;
-    uint64_t renewed;    /* fresh sockets after lost connections */
+    uint64_t renewed;    /* fresh sockets: after a lost connection, a stall while connected, a TLS reload */
     uint64_t hb_sent_ns; /* a heartbeat is out since then, its response not seen; 0: none */
     struct histogram rtt;
     uint64_t stream_seq; /* nonzero while a stream to this peer runs */
@@ -474,13 +476,19 @@ static bool sendq_take_dialer(struct sendq *q, nng_dialer *d)
     return had;
 }
 
-/* Stop using q's socket (see struct sendq); mu held.  Returns the dialer to close, once mu is let go. */
-static bool sendq_go_stale(struct sendq *q, nng_dialer *d)
+/* Stop sending on q's socket and have the stream thread give q a fresh one (see struct sendq); mu held. */
+static void sendq_mark_stale(struct sendq *q)
 {
-    bool had = sendq_take_dialer(q, d);
     q->stale = true;
     q->t->renew = true;
     pthread_cond_signal(&q->t->jcv);
+}
+
+/* sendq_mark_stale, taking the dialer too so it cannot reconnect; mu held.  Returns the dialer to close, once mu is let go. */
+static bool sendq_go_stale(struct sendq *q, nng_dialer *d)
+{
+    bool had = sendq_take_dialer(q, d);
+    sendq_mark_stale(q);
     return had;
 }
 
@@ -666,9 +674,7 @@ static void sendq_cb(void *arg)
              * thread gives the queue a fresh socket and closes this one
              * (not here: closing a dialer may wait for nng's callbacks). */
             if (!q->stale && !q->closing && atomic_load(&q->pipes) > 0) {
-                q->stale = true;
-                t->renew = true;
-                pthread_cond_signal(&t->jcv);
+                sendq_mark_stale(q);
                 state = " (connected, but it took nothing: reconnecting)";
             } else if (atomic_load(&q->pipes) == 0) {
                 state = " (not connected)";
@@ -1981,13 +1987,10 @@ int peer_reload_tls(struct peer_transport *t, const struct peer_tls *tls, char *
         struct sendq *qs[2] = {&p->q, &p->sq};
         for (int k = 0; k < 2; k++)
             if (!qs[k]->closing) {
-                qs[k]->stale = true;
+                sendq_mark_stale(qs[k]);
                 qs[k]->dialed_ms = 0; /* renewed at once, not after RECONNECT_MIN_MS */
             }
-        t->renew = true;
     }
-    if (t->renew)
-        pthread_cond_signal(&t->jcv);
     pthread_mutex_unlock(&t->mu);
     pthread_mutex_unlock(&t->cfg_mu);
     if (rc == 0)

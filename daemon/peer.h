@@ -146,7 +146,7 @@ struct peer_stats {
     uint64_t recv_errors;   /* envelopes from this member refused (wrong `to`, bad chunks, ...) */
     uint64_t bytes_sent;    /* envelope bytes handed to either connection */
     uint64_t bytes_received; /* envelope bytes accepted from this member */
-    uint64_t renewed;       /* sockets replaced after a lost connection (see peer.c, struct sendq) */
+    uint64_t renewed;       /* sockets replaced: a lost connection, a stall while connected, a TLS reload (peer.c, struct sendq) */
     /* Heartbeat to heartbeat response, queueing included (only a leader
      * sends heartbeats, so only a leader's peers have samples). */
     struct histogram rtt;
