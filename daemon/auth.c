@@ -515,7 +515,7 @@ static void propose_auth(struct auth *a, struct rpc_call *c, Cairnint__RaftReque
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     int64_t deadline = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec + (int64_t)a->cfg->request_timeout_ms * 1000000LL;
-    if (wait_add(a->waits, rr->id, deadline, pending_done, p) < 0) {
+    if (wait_add(a->waits, rr->id, deadline, pending_done, p, 0) < 0) {
         free(p);
         rpc_call_error(c, ENOMEM, NULL);
         return;

@@ -1408,6 +1408,10 @@ static int apply_committed(struct node *n, const struct raft_ready *rd)
     uint64_t term = bs.term;
     if (b.old_set)
         sync_peers(n, b.old_set);
+    /* The replies leave together after the loop, a large batch's from the
+     * wait table's sender thread: sending one takes nng's socket lock, which
+     * nng's threads contend for under load (wait.h). */
+    wait_hold(n->waits);
     for (size_t i = 0; i < res->n_entries; i++) {
         Cairnint__RaftRequest *rr = b.rrs[i];
         const Cairnint__MemberChange *mc = b.mcs[i];
@@ -1426,6 +1430,7 @@ static int apply_committed(struct node *n, const struct raft_ready *rd)
         else
             reply_write(n, rr, &res->entries[i], term);
     }
+    wait_release(n->waits);
     mvcc_result_free(res);
 out:
     for (size_t i = 0; i < b.n; i++) {

@@ -564,7 +564,7 @@ int rpc_call_wait(struct rpc_call *c, uint64_t *id)
     struct rpc *r = s->r;
     *id = node_next_request_id(r->node);
     int64_t deadline = now_ns() + (int64_t)r->cfg->request_timeout_ms * 1000000LL;
-    if (wait_add(r->waits, *id, deadline, write_done, s) < 0) {
+    if (wait_add(r->waits, *id, deadline, write_done, s, WAIT_DEFER) < 0) {
         reply_error(s, ENOMEM, NULL);
         return -ENOMEM;
     }
