@@ -97,8 +97,13 @@ static struct wbatch *copy_batch(const struct mvcc_result *res, int64_t from)
     return b;
 }
 
-/* Push (from, to] with ring_mu held: b, or as lost when b is NULL, the ring is full or revisions are already lost. */
-static void ring_push(struct watch_hub *h, struct wbatch *b, int64_t from, int64_t to)
+/*
+ * Push (from, to] with ring_mu held: b, or as lost when b is NULL, the ring
+ * is full or revisions are already lost.  A batch not copied because no
+ * watcher was live is lost to the ring too, but counted only when watched:
+ * the counter says how often watchers had to read the store.
+ */
+static void ring_push(struct watch_hub *h, struct wbatch *b, int64_t from, int64_t to, bool watched)
 {
     bool full = h->ring_n >= WATCH_RING_BATCHES || (b && h->ring_bytes + b->bytes > WATCH_RING_BYTES);
     if (!b || full || h->lost_to) {
@@ -106,7 +111,8 @@ static void ring_push(struct watch_hub *h, struct wbatch *b, int64_t from, int64
         if (!h->lost_to)
             h->lost_from = from;
         h->lost_to = to;
-        h->lost_batches++;
+        if (watched)
+            h->lost_batches++;
     } else {
         b->from = from;
         b->to = to;
@@ -135,7 +141,8 @@ static void on_applied(void *arg, const struct mvcc_entry *ents, size_t n, const
         return; /* wrote nothing, or already counted (at start, after a replaced store) */
     /* copied outside the lock: the dispatcher and the catch-up thread never wait for it */
     struct wbatch *b = NULL;
-    if (!lost && __atomic_load_n(&h->live, __ATOMIC_RELAXED) > 0)
+    bool watched = __atomic_load_n(&h->live, __ATOMIC_RELAXED) > 0;
+    if (!lost && watched)
         b = copy_batch(res, from);
     pthread_mutex_lock(&h->ring_mu);
     if (h->ring_stop || res->revision <= h->obs_rev) {
@@ -147,7 +154,7 @@ static void on_applied(void *arg, const struct mvcc_entry *ents, size_t n, const
             b = NULL;
         }
         h->replaced = false;
-        ring_push(h, b, h->obs_rev, res->revision);
+        ring_push(h, b, h->obs_rev, res->revision, watched);
     }
     pthread_mutex_unlock(&h->ring_mu);
 }
@@ -174,7 +181,7 @@ int watch_sync_replaced(struct watch_hub *h)
         return rc;
     pthread_mutex_lock(&h->ring_mu);
     if (h->replaced && st.revision > h->obs_rev)
-        ring_push(h, NULL, h->obs_rev, st.revision);
+        ring_push(h, NULL, h->obs_rev, st.revision, __atomic_load_n(&h->live, __ATOMIC_RELAXED) > 0);
     h->replaced = false;
     pthread_mutex_unlock(&h->ring_mu);
     return 0;

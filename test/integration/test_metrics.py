@@ -260,6 +260,8 @@ def test_metrics_parse_strictly_and_move_with_the_load(env, wire):
             old.value("etcd_disk_wal_fsync_duration_seconds_count")
         assert s.value("etcd_debugging_mvcc_keys_total") == old.value("etcd_debugging_mvcc_keys_total") + keys, m.name
         assert s.value("etcd_mvcc_db_total_size_in_use_in_bytes") <= s.value("etcd_mvcc_db_total_size_in_bytes")
+        # nobody watches here: no watcher had to read a batch from the store
+        assert s.value("cairn_watch_lost_batches_total") == 0, m.name
     s = scrape(f)
     assert s.value("cairn_requests_total", method="range", code="OK") >= 10
 
