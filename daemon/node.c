@@ -618,7 +618,7 @@ static void note_unreachable(struct node *n, uint64_t id)
 }
 
 /* Which of a Ready's messages a send_messages call sends. */
-enum send_part { SEND_NOW, SEND_AFTER_APPLY };
+enum send_part { SEND_NOW, SEND_AFTER_APPLY, SEND_NEVER };
 
 /*
  * A leader's append without entries only tells a follower the new commit
@@ -643,9 +643,31 @@ static bool may_defer(const struct raft_ready *rd)
     return true;
 }
 
-static enum send_part part_of(bool defer, const struct raft_message *m)
+/*
+ * An append without entries that the same Ready's append with entries to the
+ * same member makes redundant: that one says as much (the same term, a
+ * commit index as high) and is sent first anyway.  Under load the acks that
+ * commit a batch and the next proposals are stepped together, and each
+ * follower would get the commit index twice, once more after the apply:
+ * one more message for nng to carry and one more wake-up for the follower.
+ */
+static bool superseded(const struct raft_ready *rd, const struct raft_message *m)
 {
-    return defer && m->type == RAFT_MSG_APP && m->n_entries == 0 ? SEND_AFTER_APPLY : SEND_NOW;
+    if (m->type != RAFT_MSG_APP || m->n_entries)
+        return false;
+    for (size_t i = 0; i < rd->n_msgs; i++) {
+        const struct raft_message *o = &rd->msgs[i];
+        if (o->type == RAFT_MSG_APP && o->n_entries && o->to == m->to && o->term == m->term && o->commit >= m->commit)
+            return true;
+    }
+    return false;
+}
+
+static enum send_part part_of(bool defer, const struct raft_ready *rd, const struct raft_message *m)
+{
+    if (defer && m->type == RAFT_MSG_APP && m->n_entries == 0)
+        return superseded(rd, m) ? SEND_NEVER : SEND_AFTER_APPLY;
+    return SEND_NOW;
 }
 
 /* Step 5: the messages of one part, grouped per destination into one envelope each; MsgSnap to the sender thread. */
@@ -654,7 +676,7 @@ static void send_messages(struct node *n, const struct raft_ready *rd, enum send
     size_t i = 0, mine = 0;
     bool defer = may_defer(rd);
     for (i = 0; i < rd->n_msgs; i++)
-        mine += part_of(defer, &rd->msgs[i]) == part;
+        mine += part_of(defer, rd, &rd->msgs[i]) == part;
     if (!mine)
         return;
     int *sent = calloc(rd->n_msgs ? rd->n_msgs : 1, sizeof(int));
@@ -664,12 +686,12 @@ static void send_messages(struct node *n, const struct raft_ready *rd, enum send
     if (!sent || !pbs || !ptrs || !bufs)
         goto out;
     for (i = 0; i < rd->n_msgs; i++) {
-        if (sent[i] || part_of(defer, &rd->msgs[i]) != part)
+        if (sent[i] || part_of(defer, rd, &rd->msgs[i]) != part)
             continue;
         uint64_t to = rd->msgs[i].to;
         size_t k = 0;
         for (size_t j = i; j < rd->n_msgs; j++) {
-            if (sent[j] || rd->msgs[j].to != to || part_of(defer, &rd->msgs[j]) != part)
+            if (sent[j] || rd->msgs[j].to != to || part_of(defer, rd, &rd->msgs[j]) != part)
                 continue;
             sent[j] = 1;
             if (raftmsg_to_pb(&rd->msgs[j], &pbs[j], &bufs[j]) < 0)
