@@ -122,14 +122,18 @@ def test_all_members_killed_at_once_and_restarted_keep_every_acknowledged_write(
         m.proc.kill()
     for m in c:
         m.kill()
-    at_kill = cluster.acked_count(ack)
     for m in c:
         m.start()
     c.wait_ready()
     res = run.wait()
     assert res.rc in (0, 3) and res.report, res
-    if at_kill < TOTAL:
-        assert res.report["acked"] > at_kill, "writes went on after the restart: %r" % res
+    # Writes go on after the restart.  What was left of the first load may
+    # all have been refused while the members elected a leader: a member
+    # without one answers a write with NO_LEADER at once, and a write is not
+    # retried (under ASan the load once used up its last 13,391 puts that
+    # way in 0.2 s).  So a second load, once there is a leader, shows it.
+    res = env.load.put(c, total=500, inflight=32, key_space=2000, ack_log=ack, seed=2, timeout=120)
+    assert res.rc == 0 and res.report["acked"] == 500, "writes went on after the restart: %r" % res
     env.load.check(c, ack).assert_no_loss()
     # every member holds the same state: each alone passes the check
     for m in c:
