@@ -139,6 +139,7 @@ struct wal {
     size_t nsegs;
     uint64_t off;           /* where the next record goes in the last segment */
     uint64_t prealloc_end;  /* bytes of the last segment known allocated */
+    uint64_t zeroed_end;    /* bytes of it written at least once (zeros ahead of off), or given up on */
     uint32_t crc;           /* running CRC after the last record */
     uint64_t last_index;
     struct wal_hardstate hs;

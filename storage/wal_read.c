@@ -286,6 +286,7 @@ int wal_read_log(struct wal *w, const struct wal_snapshot *snap, struct wal_erro
         w->prealloc_end = (uint64_t)lseek(w->fd, 0, SEEK_END);
     }
     w->off = end;
+    w->zeroed_end = end; /* what lies past the log is not known to be written */
     /* Best effort: a log reopened on a full disk still opens. */
     if (!w->no_prealloc && w->prealloc_end < w->segment_size &&
         wal_io->fallocate(w->fd, (off_t)w->prealloc_end,
