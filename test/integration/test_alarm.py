@@ -217,13 +217,16 @@ def test_defragment_gives_the_free_pages_back(member, wire):
     # the pages are free but still in the file
     st = poll(lambda: (lambda s: s if s.db_size_in_use < s.db_size // 2 else None)(status_errors(wire, member)[1]),
               20, "compaction to free pages")
-    before_file = store_file_size(member)
     d = defragment(wire, member)
     assert d.db_size_before >= st.db_size - BIG and d.db_size_after < d.db_size_before // 2, d
     assert d.pause_ms >= 0
     _, st2 = status_errors(wire, member)
     assert st2.db_size == d.db_size_after and st2.db_size - st2.db_size_in_use < BIG, st2
-    poll(lambda: store_file_size(member) < before_file // 2, 20, "the store file to shrink")
+    # The file ends at the store's new size once a checkpoint gets through
+    # the WAL.  Its size before says little: the freed pages may never have
+    # left the WAL (under ASan the file was 24 KiB before the defragment,
+    # with 13 MB in mvcc.db-wal), so this compares with the size after.
+    poll(lambda: store_file_size(member) <= d.db_size_after, 20, "the store file to shrink to the store's size")
     with member.client() as cl:
         assert not wire.is_error(cl.put(b"after", b"defrag"))
         assert cl.get(b"after").range.kvs[0].value == b"defrag"
