@@ -8,8 +8,9 @@
  *
  * Replies held for a batch: the node thread answers a whole apply batch at
  * once, and sending a reply means taking nng's per-socket lock, which nng's
- * own threads hold most of the time under load (the node thread blocked on it
- * about 17 times per batch of ~100 puts, docs/performance.md "Session 8").
+ * own threads take for every send and receive completion (under load the
+ * node thread waited for it about 17 times per batch of ~100 puts,
+ * docs/performance.md "Session 8").
  * Between wait_hold() and wait_release() the holding thread's replies to
  * waiters added with WAIT_DEFER are queued; release sends a few of them
  * itself and hands a larger batch to the table's sender thread, so the node
@@ -50,7 +51,7 @@ int wait_add(struct wait_table *w, uint64_t id, int64_t deadline_ns, wait_fn fn,
 
 /*
  * wait_fire: if id is waited on, remove it and call its function with
- * (reply, len, err); returns 1.  Otherwise returns 0 and the caller keeps
+ * (reply, len, err), or queue that call while held (wait_hold); returns 1.  Otherwise returns 0 and the caller keeps
  * reply.  Each waiter is called exactly once.
  */
 int wait_fire(struct wait_table *w, uint64_t id, void *reply, size_t len, int err);
