@@ -82,6 +82,7 @@ struct rpc {
     struct slot *slots;
     size_t n_slots;
     int draining;               /* atomic */
+    struct node_info drain_info; /* the header of replies once draining: the node is stopped and freed meanwhile */
     size_t busy;                /* atomic */
     uint64_t member_id;         /* this member: fixed for the process's life */
     uint64_t ranges_served, point_ranges_served; /* atomic */
@@ -192,7 +193,13 @@ static void send_response(struct slot *s, Cairn__Response *resp)
 static void set_header(struct slot *s, Cairn__Response *resp, int64_t revision, struct kvconv_arena *a)
 {
     struct node_info info;
-    node_get_info(s->r->node, &info);
+    /* Once draining, requests keep coming until rpc_stop and are refused,
+     * while shut_down stops and frees the node: their headers come from
+     * what the node said when the drain began. */
+    if (__atomic_load_n(&s->r->draining, __ATOMIC_ACQUIRE))
+        info = s->r->drain_info;
+    else
+        node_get_info(s->r->node, &info);
     kvconv_header(resp, info.cluster_id, info.member_id, revision ? revision : info.revision, info.term, a);
 }
 
@@ -985,8 +992,10 @@ fail:
 
 void rpc_drain(struct rpc *r)
 {
-    if (r)
-        __atomic_store_n(&r->draining, 1, __ATOMIC_RELAXED);
+    if (!r)
+        return;
+    node_get_info(r->node, &r->drain_info);
+    __atomic_store_n(&r->draining, 1, __ATOMIC_RELEASE);
 }
 
 size_t rpc_busy(struct rpc *r)

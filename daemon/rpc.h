@@ -111,7 +111,8 @@ int rpc_start(const struct config *cfg, struct node *n, struct reads *rs, struct
               const struct rpc_route *routes, size_t n_routes, const struct rpc_hooks *hooks, struct rpc **out,
               char *err, size_t errlen);
 
-/* rpc_drain: answer new requests with STOPPED from now on (requests in progress finish). */
+/* rpc_drain: answer new requests with STOPPED from now on (requests in progress finish); from now on reply
+ * headers carry the node's state as it was here, since the node is stopped and freed before rpc_stop. */
 void rpc_drain(struct rpc *r);
 
 /* rpc_busy: requests received and not yet answered. */
