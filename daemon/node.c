@@ -674,26 +674,36 @@ static enum send_part part_of(bool defer, const struct raft_ready *rd, const str
 static void send_messages(struct node *n, const struct raft_ready *rd, enum send_part part)
 {
     size_t i = 0, mine = 0;
-    bool defer = may_defer(rd);
-    for (i = 0; i < rd->n_msgs; i++)
-        mine += part_of(defer, rd, &rd->msgs[i]) == part;
-    if (!mine)
+    if (!rd->n_msgs)
         return;
-    int *sent = calloc(rd->n_msgs ? rd->n_msgs : 1, sizeof(int));
-    Cairnpeer__Message *pbs = calloc(rd->n_msgs ? rd->n_msgs : 1, sizeof(*pbs));
-    Cairnpeer__Message **ptrs = calloc(rd->n_msgs ? rd->n_msgs : 1, sizeof(*ptrs));
-    struct raftmsg_buf *bufs = calloc(rd->n_msgs ? rd->n_msgs : 1, sizeof(*bufs));
-    if (!sent || !pbs || !ptrs || !bufs)
+    /* Which messages this call sends, decided once (part_of looks through
+     * the whole Ready); each is cleared when it goes into an envelope. */
+    bool *todo = malloc(rd->n_msgs * sizeof(*todo));
+    if (!todo)
+        return;
+    bool defer = may_defer(rd);
+    for (i = 0; i < rd->n_msgs; i++) {
+        todo[i] = part_of(defer, rd, &rd->msgs[i]) == part;
+        mine += todo[i];
+    }
+    if (!mine) {
+        free(todo);
+        return;
+    }
+    Cairnpeer__Message *pbs = calloc(rd->n_msgs, sizeof(*pbs));
+    Cairnpeer__Message **ptrs = calloc(rd->n_msgs, sizeof(*ptrs));
+    struct raftmsg_buf *bufs = calloc(rd->n_msgs, sizeof(*bufs));
+    if (!pbs || !ptrs || !bufs)
         goto out;
     for (i = 0; i < rd->n_msgs; i++) {
-        if (sent[i] || part_of(defer, rd, &rd->msgs[i]) != part)
+        if (!todo[i])
             continue;
         uint64_t to = rd->msgs[i].to;
         size_t k = 0;
         for (size_t j = i; j < rd->n_msgs; j++) {
-            if (sent[j] || rd->msgs[j].to != to || part_of(defer, rd, &rd->msgs[j]) != part)
+            if (!todo[j] || rd->msgs[j].to != to)
                 continue;
-            sent[j] = 1;
+            todo[j] = false;
             if (raftmsg_to_pb(&rd->msgs[j], &pbs[j], &bufs[j]) < 0)
                 continue;
             if (rd->msgs[j].type == RAFT_MSG_SNAP) {
@@ -719,7 +729,7 @@ out:
     free(bufs);
     free(ptrs);
     free(pbs);
-    free(sent);
+    free(todo);
 }
 
 /* Step 1: replace the store by the received copy, then record the snapshot. */
