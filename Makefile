@@ -27,8 +27,8 @@ VERSION  := 0.1.0
 
 # The Debian packages Cairn needs to build, test and run.  This is the one
 # place the list lives; `make deps` and .ci/run install from it.
-DEB_PACKAGES := build-essential pkg-config clang \
-	libnng-dev libmbedtls-dev libsystemd-dev libsqlite3-dev libreadline-dev \
+DEB_PACKAGES := build-essential pkg-config clang cmake ninja-build dpkg-dev xz-utils \
+	libmbedtls-dev libsystemd-dev libsqlite3-dev libreadline-dev \
 	libssl-dev libprotobuf-c-dev protobuf-c-compiler libcmocka-dev \
 	python3 python3-pytest python3-protobuf protobuf-compiler openssl systemd iproute2 iptables util-linux procps
 
@@ -39,12 +39,15 @@ OPT      ?= -O2 -g
 PKGS     := libsystemd sqlite3 libprotobuf-c openssl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-# Debian's libnng-dev ships no .pc file; take pkg-config's answer if one exists.
-NNG_LIBS   := $(shell pkg-config --libs nng 2>/dev/null || echo -lnng)
+# nng: Debian's nng 1.5.2 source with our fixes (third_party/nng/), built once
+# into NNG_DIR for every build flavour, and linked statically.
+NNG_DIR    ?= build/nng
+NNG_LIB    := $(NNG_DIR)/lib/libnng.a
+NNG_LIBS   := $(NNG_LIB) -lmbedtls -lmbedx509 -lmbedcrypto
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null || echo -lcmocka)
 READLINE_LIBS := $(shell pkg-config --libs readline 2>/dev/null || echo -lreadline)
 
-CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(WARN) $(OPT) -fPIC -I. -I$(BUILD) $(PKG_CFLAGS) \
+CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(WARN) $(OPT) -fPIC -I. -I$(BUILD) -I$(NNG_DIR)/include $(PKG_CFLAGS) \
 	-DCAIRN_VERSION='"$(VERSION)"' $(CFLAGS)
 LDFLAGS_ALL := $(LDFLAGS)
 LDLIBS_ALL  := $(NNG_LIBS) $(PKG_LIBS) -lpthread -lm -ldl $(LDLIBS)
@@ -88,30 +91,36 @@ $(eval $(call part_lib,daemon,$(filter-out daemon/main.c,$(wildcard daemon/*.c))
 $(eval $(call part_lib,shell,$(filter-out shell/main.c,$(wildcard shell/*.c))))
 
 # libcairn, the installable client library: the client with the wire code
-# and the error table it uses, so a program needs nothing else of ours.
+# and the error table it uses, so a program needs nothing else of ours, and
+# our nng inside both forms (the .so hides its symbols), so a program linking
+# libcairn never gets the system's unfixed libnng.
 ifneq ($(client_SRC),)
-LIBCAIRN_OBJ := $(client_OBJ) $(proto_OBJ) $(BUILD)/base/errors.o
+LIBCAIRN_OBJ := $(client_OBJ) $(proto_OBJ) $(BUILD)/base/errors.o $(BUILD)/base/within.o
 LIBCAIRN := $(BUILD)/libcairn.a $(BUILD)/libcairn.so.0
-$(BUILD)/libcairn.a: $(LIBCAIRN_OBJ)
+$(BUILD)/libcairn.a: $(LIBCAIRN_OBJ) $(NNG_LIB)
 	@rm -f $@
-	ar rcs $@ $^
-$(BUILD)/libcairn.so.0: $(LIBCAIRN_OBJ)
-	$(CC) $(LDFLAGS_ALL) -shared -Wl,-soname,libcairn.so.0 -Wl,--no-undefined -o $@ $^ $(NNG_LIBS) -lprotobuf-c -lpthread
+	(echo 'create $@'; for o in $(LIBCAIRN_OBJ); do echo "addmod $$o"; done; \
+	 echo 'addlib $(NNG_LIB)'; echo save; echo end) | ar -M
+$(BUILD)/libcairn.so.0: $(LIBCAIRN_OBJ) $(NNG_LIB)
+	$(CC) $(LDFLAGS_ALL) -shared -Wl,-soname,libcairn.so.0 -Wl,--no-undefined -Wl,--exclude-libs,libnng.a -o $@ $^ $(NNG_LIBS) -lprotobuf-c -lpthread
 endif
 
 # Highest layer first, as the static linker wants.
-ALL_LIBS := $(shell_LIB) $(daemon_LIB) $(client_LIB) $(storage_LIB) $(raft_LIB) $(proto_LIB) $(base_LIB)
+ALL_LIBS := $(shell_LIB) $(daemon_LIB) $(client_LIB) $(storage_LIB) $(raft_LIB) $(proto_LIB) $(base_LIB) $(NNG_LIB)
 
 # Generated protobuf code: compiled with the same warnings as ours.
 $(BUILD)/proto/%.pb-c.c $(BUILD)/proto/%.pb-c.h: proto/%.proto
 	@mkdir -p $(@D)
 	protoc-c --proto_path=. --c_out=$(BUILD) $<
 
-$(BUILD)/%.o: %.c | $(PROTO_GEN_H)
+$(NNG_LIB): third_party/nng/build.sh $(wildcard third_party/nng/*.patch)
+	@sh third_party/nng/build.sh $(NNG_DIR)
+
+$(BUILD)/%.o: %.c | $(PROTO_GEN_H) $(NNG_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) -MMD -MP -c -o $@ $<
 
-$(BUILD)/proto/%.o: $(BUILD)/proto/%.c | $(PROTO_GEN_H)
+$(BUILD)/proto/%.o: $(BUILD)/proto/%.c | $(PROTO_GEN_H) $(NNG_LIB)
 	$(CC) $(CFLAGS_ALL) -MMD -MP -c -o $@ $<
 
 # --- programs ---------------------------------------------------------------
@@ -145,7 +154,7 @@ $(BUILD)/bench/%: $(BUILD)/bench/%.o $(ALL_LIBS)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
 ifneq ($(CAIRN_BENCH_SRC),)
 BINS += $(BUILD)/cairn-bench
-$(BUILD)/cairn-bench: $(patsubst %.c,$(BUILD)/%.o,$(CAIRN_BENCH_SRC)) $(BUILD)/libcairn.a
+$(BUILD)/cairn-bench: $(patsubst %.c,$(BUILD)/%.o,$(CAIRN_BENCH_SRC)) $(BUILD)/libcairn.a $(NNG_LIB)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(NNG_LIBS) -lprotobuf-c -lpthread -lm
 endif
 
@@ -191,7 +200,7 @@ check: deps
 	@$(MAKE) --no-print-directory _check
 
 _check: tests
-	@CAIRN_SANITIZE=$(SANITIZE) $(PYTHON) test/run.py --build $(BUILD)
+	@CAIRN_SANITIZE=$(SANITIZE) CAIRN_NNG_DIR=$(abspath $(NNG_DIR)) $(PYTHON) test/run.py --build $(BUILD)
 
 # The simulation runs fewer seeds here: the sanitizers make each one ~5x slower.
 asan: deps

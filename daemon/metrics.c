@@ -27,6 +27,7 @@
 #include "base/log.h"
 #include "daemon/lease.h"
 #include "daemon/peer.h"
+#include "daemon/sockclose.h"
 #include "daemon/watch.h"
 #include "proto/cairn.pb-c.h"
 #include "raft/raft.h"
@@ -627,6 +628,9 @@ static void render_metrics(struct metrics *m, struct sbuf *b)
     sb_printf(b, "cairn_alarm_active{type=\"NOSPACE\"} %d\n", alarm_on(m, CAIRN__ALARM_TYPE__NOSPACE) ? 1 : 0);
     sb_printf(b, "cairn_alarm_active{type=\"CORRUPT\"} %d\n", alarm_on(m, CAIRN__ALARM_TYPE__CORRUPT) ? 1 : 0);
 
+    counter_u(b, "cairn_nng_close_abandoned_total",
+              "Socket closes given up after 2 s (an nng 1.5.2 fault; restart the member when this grows).",
+              sock_close_abandoned());
     render_peers(m, b);
     render_requests(m, b);
     gauge_i(b, "process_start_time_seconds", "Start time of the process since the Unix epoch, in seconds.",

@@ -27,6 +27,7 @@
  */
 #include "daemon/peer.h"
 #include "daemon/lguard.h"
+#include "daemon/sockclose.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -184,6 +185,9 @@ struct peer_transport {
     struct listener lis[CONFIG_MAX_URLS];
     size_t n_lis;
     struct lguard *guard; /* restarts a listener that stops taking connections (lguard.h) */
+    /* A socket close was abandoned (sockclose.h): from then on the peers and
+     * the transport, which its pipe callbacks use, are never freed. */
+    atomic_bool close_abandoned;
     nng_socket rx;
     nng_aio *rx_aio;
 
@@ -698,6 +702,13 @@ static void sendq_cb(void *arg)
     }
 }
 
+/* Close s; if the close is abandoned, remember that t must leak what s's callbacks use. */
+static void close_socket(struct peer_transport *t, nng_socket s, const char *what)
+{
+    if (!sock_close(s, what))
+        atomic_store(&t->close_abandoned, true);
+}
+
 /* Stop and free q's nng objects and queue; q must be unreachable by others. */
 static void sendq_fini(struct sendq *q)
 {
@@ -708,8 +719,7 @@ static void sendq_fini(struct sendq *q)
     pthread_mutex_unlock(&q->t->mu);
     if (q->aio)
         nng_aio_stop(q->aio); /* the callback sees closing and does not resubmit */
-    if (nng_socket_id(q->sock) > 0)
-        nng_close(q->sock);
+    close_socket(q->t, q->sock, "peer send");
     if (q->aio) {
         nng_msg *m = nng_aio_get_msg(q->aio);
         if (m && q->busy)
@@ -734,7 +744,8 @@ static void peer_free(struct peer *p)
     sendq_fini(&p->sq);
     for (size_t i = 0; i < p->n_urls; i++)
         free(p->urls[i]);
-    free(p);
+    if (!p->q.t || !atomic_load(&p->q.t->close_abandoned))
+        free(p); /* else its queues' pipe callbacks may still come */
 }
 
 /* ---------------------------------------------------------------- envelopes */
@@ -1482,7 +1493,7 @@ static void renew_queues(struct peer_transport *t, bool tick)
     }
     pthread_mutex_unlock(&t->cfg_mu);
     for (size_t i = 0; i < n_old; i++)
-        nng_close(old[i]);
+        close_socket(t, old[i], "peer send");
 }
 
 static void *stream_main(void *arg)
@@ -1634,9 +1645,9 @@ static void transport_free(struct peer_transport *t)
     lguard_stop(t->guard); /* no listener restarts from here on */
     if (t->rx_aio)
         nng_aio_stop(t->rx_aio); /* after this, on_messages is never called again */
-    if (nng_socket_id(t->rx) > 0)
-        nng_close(t->rx);
-    lguard_free(t->guard);
+    close_socket(t, t->rx, "peer");
+    if (!atomic_load(&t->close_abandoned))
+        lguard_free(t->guard); /* else its pipe callback may still come */
     if (t->rx_aio)
         nng_aio_free(t->rx_aio);
     if (t->thread_started) {
@@ -1659,6 +1670,8 @@ static void transport_free(struct peer_transport *t)
     tls_material_free(&t->tls);
     free(t->rbuf);
     free(t->incoming_dir);
+    if (atomic_load(&t->close_abandoned))
+        return; /* the peers' pipe callbacks may still take t->mu */
     pthread_cond_destroy(&t->jcv);
     pthread_mutex_destroy(&t->log_mu);
     pthread_mutex_destroy(&t->mu);

@@ -8,7 +8,7 @@
 RECORD_SRC := $(wildcard test/jepsen/record*.c)
 ifneq ($(RECORD_SRC),)
 TEST_BINS += $(BUILD)/cairn-record
-$(BUILD)/cairn-record: $(patsubst %.c,$(BUILD)/%.o,$(RECORD_SRC)) $(BUILD)/libcairn.a
+$(BUILD)/cairn-record: $(patsubst %.c,$(BUILD)/%.o,$(RECORD_SRC)) $(BUILD)/libcairn.a $(NNG_LIB)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(NNG_LIBS) -lprotobuf-c -lpthread -lm
 endif
 

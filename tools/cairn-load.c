@@ -717,34 +717,6 @@ static void print_watch_report(const struct opts *o, struct wrun *r, double secs
 }
 
 /*
- * Closing a client after a member it talked to was killed sometimes never
- * returns: nng_close of one of its req0 sockets waits forever, with no call
- * in flight (nng 1.5.2; seen in about one watch run in 30 with a kill, never
- * without one).  The report is printed before the close; if the close hangs,
- * say so and exit with the run's result instead of hanging the caller.
- */
-static volatile int close_rc;
-
-static void *close_watchdog(void *arg)
-{
-    (void)arg;
-    sleep(10);
-    fprintf(stderr, "cairn-load: cairn_close did not return within 10 s (an nng_close hang after a member "
-                    "died); exiting without it\n");
-    fflush(stdout);
-    _exit(close_rc);
-}
-
-static void close_with_watchdog(struct cairn_client *c, int rc)
-{
-    pthread_t t;
-    close_rc = rc;
-    if (pthread_create(&t, NULL, close_watchdog, NULL) == 0)
-        pthread_detach(t);
-    cairn_close(c);
-}
-
-/*
  * run_watch: watchers first (each from the revision it was created at), then
  * the writer on this thread as run_put does; watchers re-poll from their
  * callbacks until each has every put or the timeout passes.
@@ -857,7 +829,7 @@ static int run_watch(const struct opts *o)
     rc = r.events == o->total * nw && r.problems == 0 ? 0 : 1;
     pthread_mutex_unlock(&r.mu);
 stop:
-    close_with_watchdog(r.c, rc); /* completes the polls in flight with -ECANCELED */
+    cairn_close(r.c); /* completes the polls in flight with -ECANCELED */
     r.c = NULL;
     cairn_close(pc);
     pc = NULL;

@@ -115,9 +115,11 @@ def compile_c(root_dir, build_dir, out_dir, source, extra=()):
     out = str(out_dir / source[:-2])
     # Under `make asan` the build's libraries are instrumented: link the helper alike.
     san = ["-fsanitize=address,undefined"] if os.environ.get("CAIRN_SANITIZE") == "1" else []
+    # The nng the build links (third_party/nng/build.sh), not the system's.
+    nng = os.environ.get("CAIRN_NNG_DIR") or str(root_dir / "build" / "nng")
     cmd = ["cc", "-std=c11", "-D_GNU_SOURCE", *san, "-Wall", "-Wextra", "-Werror", "-O1", "-I", str(root_dir),
-           "-I", str(build_dir), "-o", out, str(root_dir / "test" / "integration" / source), *extra,
-           "-lnng", "-lpthread"]
+           "-I", str(build_dir), "-I", nng + "/include", "-o", out, str(root_dir / "test" / "integration" / source),
+           *extra, nng + "/lib/libnng.a", "-lmbedtls", "-lmbedx509", "-lmbedcrypto", "-lpthread"]
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if p.returncode != 0:
         pytest.fail("cannot build %s:\n%s" % (source, p.stdout.decode(errors="replace")))
