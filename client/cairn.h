@@ -143,8 +143,10 @@ int cairn_open(const struct cairn_config *cfg, struct cairn_client **out,
 /*
  * cairn_close: cancel every call in flight (each completes once, with
  * -ECANCELED), wait for their callbacks to return, then close the contexts,
- * sockets and TLS configurations.  Never blocks longer than the callbacks
- * take.  Must not be called from a callback.  NULL is ignored.
+ * sockets and TLS configurations.  Blocks no longer than the callbacks take
+ * plus 2 s per socket: a socket close nng has not finished by then is
+ * abandoned, and that socket's memory is leaked rather than freed.  Must not
+ * be called from a callback.  NULL is ignored.
  */
 void cairn_close(struct cairn_client *c);
 
