@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "base/deadline.h"
+
 struct call {
     void (*fn)(void *);
     void *arg;
@@ -71,13 +73,7 @@ int call_within(void (*fn)(void *), void *arg, unsigned ms)
         return 0;
     }
     struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    deadline_after_ns(&until, (int64_t)ms * 1000000);
     pthread_mutex_lock(&c->mu);
     while (!c->done && pthread_cond_timedwait(&c->cv, &c->mu, &until) != ETIMEDOUT)
         ;

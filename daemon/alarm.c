@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/deadline.h"
 #include "base/errors.h"
 #include "base/log.h"
 #include "daemon/alarm_internal.h"
@@ -668,13 +669,7 @@ static void *checker_main(void *arg)
                 wait_ms = a->next_check_ms - now;
         }
         struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += wait_ms / 1000;
-        ts.tv_nsec += (wait_ms % 1000) * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        deadline_after_ns(&ts, (int64_t)wait_ms * 1000000);
         pthread_cond_timedwait(&a->cond, &a->mu, &ts);
     }
     pthread_mutex_unlock(&a->mu);

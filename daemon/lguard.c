@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/deadline.h"
 #include "base/log.h"
 
 struct lguard_slot {
@@ -54,13 +55,7 @@ static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
 
 static void deadline_in(struct timespec *ts, int ms)
 {
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
+    deadline_after_ns(ts, (int64_t)ms * 1000000);
 }
 
 /* Sleeps up to ms unless stopping; returns true when stopping.  Called and returns with mu held. */

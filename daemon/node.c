@@ -22,6 +22,7 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "base/deadline.h"
 #include "base/errors.h"
 #include "base/log.h"
 #include "daemon/msgids.h"
@@ -1782,14 +1783,7 @@ static void *node_main(void *arg)
             if (now >= n->next_tick_ns || (!__atomic_load_n(&n->held, __ATOMIC_ACQUIRE) && raft_has_ready(n->raft)))
                 break;
             struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            int64_t wait = n->next_tick_ns - now;
-            ts.tv_sec += wait / 1000000000LL;
-            ts.tv_nsec += wait % 1000000000LL;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            deadline_after_ns(&ts, n->next_tick_ns - now);
             pthread_cond_timedwait(&n->cond, &n->mu, &ts);
         }
         if (n->stopping) {

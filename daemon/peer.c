@@ -53,6 +53,7 @@
 #include <openssl/evp.h>
 
 #include "base/crc32c.h"
+#include "base/deadline.h"
 #include "base/errors.h"
 #include "base/log.h"
 
@@ -1505,12 +1506,7 @@ static void *stream_main(void *arg)
         pthread_mutex_lock(&t->mu);
         if (!t->jhead && !t->jstop && !t->renew) {
             struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_nsec += (long)TICK_MS * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            deadline_after_ns(&ts, (int64_t)TICK_MS * 1000000);
             pthread_cond_timedwait(&t->jcv, &t->mu, &ts);
         }
         struct job *j = t->jhead;

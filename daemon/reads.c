@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/deadline.h"
 #include "base/errors.h"
 #include "base/log.h"
 
@@ -279,12 +280,7 @@ static void *timer_main(void *arg)
     pthread_mutex_lock(&rs->mu);
     while (!rs->stopping) {
         struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += TIMER_NS;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        deadline_after_ns(&ts, TIMER_NS);
         pthread_cond_timedwait(&rs->tick, &rs->mu, &ts);
         if (rs->stopping)
             break;

@@ -51,8 +51,9 @@ int wait_add(struct wait_table *w, uint64_t id, int64_t deadline_ns, wait_fn fn,
 
 /*
  * wait_fire: if id is waited on, remove it and call its function with
- * (reply, len, err), or queue that call while held (wait_hold); returns 1.  Otherwise returns 0 and the caller keeps
- * reply.  Each waiter is called exactly once.
+ * (reply, len, err), or queue that call while held (wait_hold); returns 1.
+ * Otherwise returns 0 and the caller keeps reply.  Each waiter is called
+ * exactly once.
  */
 int wait_fire(struct wait_table *w, uint64_t id, void *reply, size_t len, int err);
 

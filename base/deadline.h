@@ -1,0 +1,23 @@
+/*
+ * deadline: the CLOCK_MONOTONIC time a given span from now, for
+ * pthread_cond_timedwait on a condition variable set to that clock.
+ */
+#ifndef CAIRN_BASE_DEADLINE_H
+#define CAIRN_BASE_DEADLINE_H
+
+#include <stdint.h>
+#include <time.h>
+
+/* deadline_after_ns: *ts = now (CLOCK_MONOTONIC) + ns; ns >= 0. */
+static inline void deadline_after_ns(struct timespec *ts, int64_t ns)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += (time_t)(ns / 1000000000LL);
+    ts->tv_nsec += (long)(ns % 1000000000LL);
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+#endif
