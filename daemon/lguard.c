@@ -134,8 +134,7 @@ static void *guard_main(void *arg)
                 continue;
             pthread_mutex_unlock(&g->mu);
             log_warning(LOG_FIELDS(LOG_STR("CAIRN_URL", url)),
-                        "%s listener %s stopped handing connections to the server (with ipc: nng 1.5.2's "
-                        "nanomsg/nng#1518, a client closed during the handshake); restarting it",
+                        "%s listener %s stopped handing connections to the server; restarting it",
                         g->what, url);
             char err[256] = "";
             int rc = g->restart(g->arg, i, err, sizeof err);

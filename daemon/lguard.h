@@ -2,17 +2,17 @@
  * lguard: keeps listeners accepting: the client server's ipc listeners, and
  * the peer listeners.
  *
- * nng 1.5.2 has a bug (nanomsg/nng#1518, fixed in 1.5.3): when a client
- * connects to an ipc listener and closes before the SP handshake finishes,
- * the transport reports "closed" to the socket's accept loop, which then
- * stops asking for connections.  The listener still completes handshakes
- * (so a dialer believes it is connected) but its pipes never reach the
- * socket, and every later request over ipc times out.  TCP and TLS
- * listeners are not affected by that bug (checked against the real
- * library), but a peer TLS listener restarted for renewed certificates has
- * been seen to stop taking connections under load (test_systemd_cluster's
- * reload test, about one run in five with the CPUs busy), so the peer
- * listeners are watched too.
+ * nng 1.5.2 has a bug (nanomsg/nng#1518) that leaves a listener open but
+ * no longer handing connections to its socket: a client that hangs up
+ * before the SP handshake stops the listener's accept loop (over ipc, one
+ * such client is enough).  The nng that Cairn builds has it fixed
+ * (third_party/nng/handshake-failure.patch).  Before that fix and the one
+ * for nng's reaper (closed-pipe.patch), a peer TLS listener restarted for
+ * renewed certificates was also seen to stop taking connections under load
+ * (test_systemd_cluster's reload test, about one run in five with the CPUs
+ * busy); which bug that was is not known.  The guard stays as a second line
+ * against wedges nobody has found yet: a listener that stops costs every
+ * client of the member, and a probe costs about a millisecond.
  *
  * The guard cannot see inside nng, so it tests the path a client takes:
  * every few seconds it dials each watched listener (with the owner's

@@ -860,7 +860,7 @@ static int open_listener(struct rpc *r, size_t i, const char *url, char *err, si
         return -CAIRN_E_CONFIG;
     }
     r->listeners[i] = l;
-    if (!strncmp(url, "ipc://", 6)) /* only ipc listeners wedge (lguard.h) */
+    if (!strncmp(url, "ipc://", 6)) /* the ones nng 1.5.2 was seen to wedge (lguard.h) */
         lguard_set(r->guard, i, url, l, NULL);
     return 0;
 }

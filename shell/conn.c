@@ -29,10 +29,10 @@ static const char *const local_sockets[] = {
 
 /*
  * unix_alive: nonzero if an SP rep0 member answers on the socket at path.
- * The probe completes nng's handshake before it closes: nng 1.5.2's ipc
- * listener stops serving everyone after a client that closes mid-handshake
- * (nanomsg/nng#1518), so a bare connect-and-close would wedge the member's
- * admin socket.
+ * The probe completes nng's handshake before it closes: an unpatched nng
+ * 1.5.2 ipc listener stops serving everyone after a client that closes
+ * mid-handshake (nanomsg/nng#1518).  The nng cairnd is built with has that
+ * fixed, but the shell may meet a member built before the fix.
  */
 static int unix_alive(const char *path)
 {

@@ -5,9 +5,7 @@ when not on a terminal; root on the ipc socket without a login; a logged-in
 user's reads and writes inside and outside its permissions; a password
 changed with UPDATE; and the re-authentication when the token expired.
 
-Most runs go over tcp (root logs in): many short-lived connections to the
-ipc socket can meet nng 1.5.2's nanomsg/nng#1518, whose listener restart
-resets the connections of that moment (daemon/lguard.c)."""
+Most runs go over tcp, where root logs in."""
 import time
 
 import pytest

@@ -219,6 +219,42 @@ static void test_ipc_socket_survives_the_listener_closing_and_is_adopted_again(v
     rmdir(dir);
 }
 
+/*
+ * A client that connected and hung up before the server took the connection:
+ * the server's half of the SP handshake then fails to write (EPIPE), which
+ * nng 1.5.2 reported to the listener's accept loop as "closed", and the
+ * listener never handed over another connection (nanomsg/nng#1518; the fix
+ * is third_party/nng/handshake-failure.patch).  Queueing the dead connection
+ * in the inherited socket's backlog before the server starts makes the
+ * server meet it first, every run.  This is also what made the test above
+ * fail now and then: the first round's client redials when that server
+ * closes, and its own close leaves the connection in the backlog.
+ */
+static void test_a_client_gone_before_the_handshake_does_not_stop_the_ipc_listener(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/cairn-test-act-XXXXXX", path[128], url[160];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/admin.sock", dir);
+    snprintf(url, sizeof url, "ipc://%s", path);
+    int fd = listening_unix(path);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    for (int i = 0; i < 3; i++) {
+        int early = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_true(early >= 0);
+        assert_int_equal(connect(early, (struct sockaddr *)&sa, sizeof sa), 0);
+        close(early);
+    }
+    pid_t pid = start_server(fd, "admin", url, 1, 0);
+    struct client c = send_request(url, "after three hang-ups");
+    expect_reply(c, "echo:after three hang-ups");
+    assert_int_equal(wait_exit(pid), 0);
+    close(fd);
+    unlink(path);
+    rmdir(dir);
+}
+
 static void test_a_socket_no_listener_binds_is_reported_unadopted(void **state)
 {
     (void)state;
@@ -277,6 +313,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tcp_socket_is_adopted_serves_early_connections_and_survives_restart),
         cmocka_unit_test(test_ipc_socket_survives_the_listener_closing_and_is_adopted_again),
+        cmocka_unit_test(test_a_client_gone_before_the_handshake_does_not_stop_the_ipc_listener),
         cmocka_unit_test(test_a_socket_no_listener_binds_is_reported_unadopted),
         cmocka_unit_test(test_a_passed_descriptor_that_is_not_a_listening_socket_is_refused),
         cmocka_unit_test(test_urls_match_the_inherited_address_exactly),
