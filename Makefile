@@ -101,8 +101,9 @@ $(BUILD)/libcairn.a: $(LIBCAIRN_OBJ) $(NNG_LIB)
 	@rm -f $@
 	(echo 'create $@'; for o in $(LIBCAIRN_OBJ); do echo "addmod $$o"; done; \
 	 echo 'addlib $(NNG_LIB)'; echo save; echo end) | ar -M
-$(BUILD)/libcairn.so.0: $(LIBCAIRN_OBJ) $(NNG_LIB)
-	$(CC) $(LDFLAGS_ALL) -shared -Wl,-soname,libcairn.so.0 -Wl,--no-undefined -Wl,--exclude-libs,libnng.a -o $@ $^ $(NNG_LIBS) -lprotobuf-c -lpthread
+$(BUILD)/libcairn.so.0: $(LIBCAIRN_OBJ) $(NNG_LIB) client/libcairn.map
+	$(CC) $(LDFLAGS_ALL) -shared -Wl,-soname,libcairn.so.0 -Wl,--no-undefined -Wl,--exclude-libs,libnng.a \
+		-Wl,--version-script=client/libcairn.map -o $@ $(filter %.o %.a,$^) $(NNG_LIBS) -lprotobuf-c -lpthread
 endif
 
 # Highest layer first, as the static linker wants.

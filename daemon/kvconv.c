@@ -25,75 +25,22 @@
 
 /* --- arena ------------------------------------------------------------------ */
 
-struct kvconv_block {
-    struct kvconv_block *next;
-    max_align_t data[];
-};
-
-#define ALIGN_TO _Alignof(max_align_t)
 #define FIRST_BLOCK ((size_t)64 * 1024)
 #define MAX_BLOCK ((size_t)4 * 1024 * 1024)
 
 void kvconv_arena_init(struct kvconv_arena *a)
 {
-    a->cur = a->inline_.bytes;
-    a->end = a->inline_.bytes + sizeof(a->inline_.bytes);
-    a->blocks = NULL;
-    a->next_block = FIRST_BLOCK;
-    a->allocated = 0;
-    a->n_blocks = 0;
+    arena_init(&a->a, a->inline_.bytes, sizeof a->inline_.bytes, FIRST_BLOCK, MAX_BLOCK);
 }
 
 void kvconv_arena_free(struct kvconv_arena *a)
 {
-    struct kvconv_block *b = a->blocks;
-    while (b) {
-        struct kvconv_block *next = b->next;
-        free(b);
-        b = next;
-    }
-    kvconv_arena_init(a);
-}
-
-static struct kvconv_block *block_new(struct kvconv_arena *a, size_t size)
-{
-    if (size > SIZE_MAX - sizeof(struct kvconv_block))
-        return NULL;
-    struct kvconv_block *b = malloc(sizeof(*b) + size);
-    if (!b)
-        return NULL;
-    b->next = a->blocks;
-    a->blocks = b;
-    a->allocated += sizeof(*b) + size;
-    a->n_blocks++;
-    return b;
+    arena_free(&a->a);
 }
 
 void *kvconv_arena_alloc(struct kvconv_arena *a, size_t size)
 {
-    if (size > SIZE_MAX - ALIGN_TO)
-        return NULL;
-    size_t need = size ? (size + ALIGN_TO - 1) & ~(ALIGN_TO - 1) : ALIGN_TO;
-    if (a->cur && (size_t)(a->end - a->cur) >= need) {
-        void *p = a->cur;
-        a->cur += need;
-        return p;
-    }
-    if (a->next_block < FIRST_BLOCK)
-        a->next_block = FIRST_BLOCK;
-    if (need > a->next_block / 2) {
-        /* A big array gets a block of its own; the current block stays in use. */
-        struct kvconv_block *b = block_new(a, need);
-        return b ? (void *)b->data : NULL;
-    }
-    struct kvconv_block *b = block_new(a, a->next_block);
-    if (!b)
-        return NULL;
-    a->cur = (char *)b->data + need;
-    a->end = (char *)b->data + a->next_block;
-    if (a->next_block < MAX_BLOCK)
-        a->next_block *= 2;
-    return b->data;
+    return arena_alloc(&a->a, size);
 }
 
 /* n elements of size bytes; NULL (without allocating) when n is 0. */
@@ -111,11 +58,7 @@ char *kvconv_arena_strdup(struct kvconv_arena *a, const char *s)
 {
     if (!s)
         s = "";
-    size_t n = strlen(s) + 1;
-    char *p = kvconv_arena_alloc(a, n);
-    if (p)
-        memcpy(p, s, n);
-    return p;
+    return arena_dup(&a->a, s, strlen(s));
 }
 
 /* --- messages ------------------------------------------------------------- */

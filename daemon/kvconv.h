@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/arena.h"
 #include "proto/cairn.pb-c.h"
 #include "proto/internal.pb-c.h"
 #include "storage/mvcc.h"
@@ -24,22 +25,17 @@
  * for the reply to a point read or a put, so those allocate nothing. */
 #define KVCONV_ARENA_INLINE 1024
 
-struct kvconv_block; /* a malloc'ed block, private to kvconv.c */
-
 /*
- * A bump allocator for one conversion.  Put it anywhere (the stack is fine),
- * kvconv_arena_init it, let kvconv allocate into it, free it once the reply
- * is packed.  Blocks grow geometrically (64 KiB up to 4 MiB); an allocation
- * bigger than that gets a block of its own, so a 100k-key range costs a few
- * mallocs.  Not thread-safe: one arena per thread at a time.  Do not copy or
- * move an initialised arena: it points into itself.
+ * A base/arena.h bump arena for one conversion, with its first kilobyte
+ * inline.  Put it anywhere (the stack is fine), kvconv_arena_init it, let
+ * kvconv allocate into it, free it once the reply is packed.  Blocks grow
+ * geometrically (64 KiB up to 4 MiB); an allocation bigger than half the
+ * next block gets a block of its own, so a 100k-key range costs a few
+ * mallocs.  Not thread-safe.  Do not copy or move an initialised arena: it
+ * points into itself.
  */
 struct kvconv_arena {
-    char *cur, *end;             /* free space in the current block */
-    struct kvconv_block *blocks; /* newest first */
-    size_t next_block;           /* size of the next block to allocate */
-    size_t allocated;            /* bytes obtained from malloc, for logs and tests */
-    size_t n_blocks;             /* mallocs behind it */
+    struct arena a;
     union {
         max_align_t align_;
         char bytes[KVCONV_ARENA_INLINE];

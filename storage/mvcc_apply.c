@@ -184,7 +184,7 @@ static int add_event(struct applier *w, enum mvcc_event_type type, const struct 
 {
     if (w->n_events == w->cap_events) {
         size_t cap = w->cap_events ? w->cap_events * 2 : 64;
-        struct mvcc_event *ev = arena_alloc(w->a, cap * sizeof(*ev));
+        struct mvcc_event *ev = arena_zalloc(w->a, cap * sizeof(*ev));
         if (!ev)
             return -ENOMEM;
         if (w->n_events)
@@ -201,7 +201,7 @@ static int add_event(struct applier *w, enum mvcc_event_type type, const struct 
 
 static struct mvcc_kv *kv_copy(struct applier *w, const struct mvcc_kv *kv)
 {
-    struct mvcc_kv *c = arena_alloc(w->a, sizeof(*c));
+    struct mvcc_kv *c = arena_zalloc(w->a, sizeof(*c));
     if (c)
         *c = *kv;
     return c;
@@ -329,7 +329,7 @@ static int live_rows(struct applier *w, struct mvcc_buf key, struct mvcc_buf end
             return rc;
         if (!p.live)
             return 0;
-        if (!(*rows = arena_alloc(w->a, sizeof(p))))
+        if (!(*rows = arena_zalloc(w->a, sizeof(p))))
             return -ENOMEM;
         **rows = p;
         *n = 1;
@@ -347,7 +347,7 @@ static int live_rows(struct applier *w, struct mvcc_buf key, struct mvcc_buf end
             continue;
         if (*n == cap) {
             size_t ncap = cap ? cap * 2 : 16;
-            struct prevrow *g = arena_alloc(w->a, ncap * sizeof(*g));
+            struct prevrow *g = arena_zalloc(w->a, ncap * sizeof(*g));
             if (!g)
                 return -ENOMEM;
             if (*n)
@@ -383,7 +383,7 @@ static int do_delete(struct applier *w, const struct mvcc_delete_req *r,
     if (rc < 0)
         return rc;
     struct mvcc_kv *prevs = NULL;
-    if (r->prev_kv && n && !(prevs = arena_alloc(w->a, n * sizeof(*prevs))))
+    if (r->prev_kv && n && !(prevs = arena_zalloc(w->a, n * sizeof(*prevs))))
         return -ENOMEM;
     for (size_t i = 0; i < n; i++) {
         struct mvcc_kv *prev;
@@ -472,7 +472,7 @@ static int keyset_add(struct arena *a, struct keyset *s, struct mvcc_buf k)
         return 0;
     if (s->n == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 8;
-        struct mvcc_buf *nk = arena_alloc(a, cap * sizeof(*nk));
+        struct mvcc_buf *nk = arena_zalloc(a, cap * sizeof(*nk));
         if (!nk)
             return -ENOMEM;
         if (s->n)
@@ -488,7 +488,7 @@ static int ivl_add(struct arena *a, struct ivlset *s, struct ivl iv)
 {
     if (s->n == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 8;
-        struct ivl *nv = arena_alloc(a, cap * sizeof(*nv));
+        struct ivl *nv = arena_zalloc(a, cap * sizeof(*nv));
         if (!nv)
             return -ENOMEM;
         if (s->n)
@@ -656,7 +656,7 @@ static int path_build(struct applier *w, const struct mvcc_txn_req *t, struct pa
             return rc;
     if (p->n == p->cap) {
         size_t cap = p->cap ? p->cap * 2 : 8;
-        bool *nv = arena_alloc(w->a, cap);
+        bool *nv = arena_zalloc(w->a, cap);
         if (!nv)
             return -ENOMEM;
         if (p->n)
@@ -713,7 +713,7 @@ static int txn_exec(struct applier *w, const struct mvcc_txn_req *t, const struc
     int rc = 0;
     resp->txn.succeeded = ok;
     resp->txn.n_responses = n;
-    if (n && !(resp->txn.responses = arena_alloc(w->a, n * sizeof(*resp->txn.responses))))
+    if (n && !(resp->txn.responses = arena_zalloc(w->a, n * sizeof(*resp->txn.responses))))
         return -ENOMEM;
     for (size_t i = 0; i < n && rc == 0; i++) {
         struct mvcc_response *sub = &resp->txn.responses[i];
@@ -816,7 +816,7 @@ static int do_lease_revoke(struct applier *w, const struct mvcc_lease_revoke_req
     while ((lk = ix_next(&it)) && lk->klen >= 8 && memcmp(lk->key, prefix, 8) == 0) {
         if (n == cap) {
             size_t ncap = cap ? cap * 2 : 16;
-            struct mvcc_buf *nk = arena_alloc(w->a, ncap * sizeof(*nk));
+            struct mvcc_buf *nk = arena_zalloc(w->a, ncap * sizeof(*nk));
             if (!nk)
                 return -ENOMEM;
             if (n)
@@ -943,12 +943,12 @@ int mvcc_apply(struct mvcc_store *s, const struct mvcc_entry *entries, size_t n,
     struct arena a = {0};
     struct state st = s->st;
     struct applier w = {.s = s, .a = &a, .st = &st};
-    struct mvcc_result *res = arena_alloc(&a, sizeof(*res));
-    struct arena *keep = arena_alloc(&a, sizeof(*keep));
+    struct mvcc_result *res = arena_zalloc(&a, sizeof(*res));
+    struct arena *keep = arena_zalloc(&a, sizeof(*keep));
     bool applied = false;
     int rc;
     *out = NULL;
-    if (!res || !keep || (n && !(res->entries = arena_alloc(&a, n * sizeof(*res->entries))))) {
+    if (!res || !keep || (n && !(res->entries = arena_zalloc(&a, n * sizeof(*res->entries))))) {
         arena_free(&a);
         return -ENOMEM;
     }

@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <sqlite3.h>
 
+#include "base/arena.h"
 #include "storage/mvcc.h"
 #include "storage/mvcc_index.h"
 
@@ -22,17 +23,6 @@
 #define MVCC_MAX_LEASE_TTL 9000000000LL
 /* etcd's CompactionBatchLimit */
 #define MVCC_COMPACT_BATCH 1000
-
-/* --- allocator: every result is a chain of chunks freed at once ---------- */
-
-struct arena_chunk;
-struct arena {
-    struct arena_chunk *head;
-};
-
-void *arena_alloc(struct arena *a, size_t n);        /* zeroed, 16-aligned; NULL on ENOMEM */
-void *arena_dup(struct arena *a, const void *p, size_t n); /* copy plus a NUL byte */
-void arena_free(struct arena *a);
 
 /* --- connections ---------------------------------------------------------- */
 

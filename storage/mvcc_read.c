@@ -79,7 +79,7 @@ static void *grow(struct arena *a, void *arr, size_t n, size_t *cap, size_t elem
     if (n < *cap)
         return arr;
     size_t ncap = *cap ? *cap * 2 : 16;
-    void *na = arena_alloc(a, ncap * elem);
+    void *na = arena_zalloc(a, ncap * elem);
     if (!na)
         return NULL;
     if (n)
@@ -200,7 +200,7 @@ static int collect(const struct view *v, struct arena *a, const struct mvcc_rang
     if (kind == RK_SINGLE) {
         const struct keyrec *kr = ix_get(v->root, req->key.data, req->key.len);
         if (kr && (r = visible_at(kr, rev))) {
-            if (!(*out = arena_alloc(a, sizeof(**out))))
+            if (!(*out = arena_zalloc(a, sizeof(**out))))
                 return -ENOMEM;
             **out = (struct hit){.kr = kr, .r = r};
             *n = 1;
@@ -275,7 +275,7 @@ int kv_range(const struct view *v, struct arena *a, const struct mvcc_range_req 
     }
     if (v->hook)
         v->hook(v->hook_arg);
-    if (n && !(out->kvs = arena_alloc(a, n * sizeof(*out->kvs))))
+    if (n && !(out->kvs = arena_zalloc(a, n * sizeof(*out->kvs))))
         return -ENOMEM;
     for (size_t i = 0; i < n; i++) {
         struct mvcc_kv *kv = &out->kvs[i];
@@ -453,7 +453,7 @@ int mvcc_reader_status(struct mvcc_reader *r, struct mvcc_status *st)
 static struct arena *finish_result(struct mvcc_reader *r, int *rc, struct arena *a)
 {
     int r_rc = read_end(r, *rc);
-    struct arena *keep = r_rc == 0 ? arena_alloc(a, sizeof(*keep)) : NULL;
+    struct arena *keep = r_rc == 0 ? arena_zalloc(a, sizeof(*keep)) : NULL;
     if (!keep) {
         arena_free(a);
         *rc = r_rc < 0 ? r_rc : -ENOMEM;
@@ -473,7 +473,7 @@ int mvcc_range(struct mvcc_reader *r, const struct mvcc_range_req *req,
     int rc = read_begin(r, &v, &st);
     if (rc < 0)
         return rc;
-    if (!(res = arena_alloc(&a, sizeof(*res)))) {
+    if (!(res = arena_zalloc(&a, sizeof(*res)))) {
         rc = -ENOMEM;
         goto out;
     }
@@ -636,7 +636,7 @@ int mvcc_history(struct mvcc_reader *r, const struct mvcc_history_req *req,
     int rc = read_begin(r, &v, &st);
     if (rc < 0)
         return rc;
-    if (!(res = arena_alloc(&a, sizeof(*res)))) {
+    if (!(res = arena_zalloc(&a, sizeof(*res)))) {
         rc = -ENOMEM;
         goto out;
     }
@@ -770,7 +770,7 @@ static int lease_query(struct mvcc_reader *r, bool one, int64_t id, struct mvcc_
     int rc = read_begin(r, &v, &st);
     if (rc < 0)
         return rc;
-    if (!(l = arena_alloc(&a, sizeof(*l)))) {
+    if (!(l = arena_zalloc(&a, sizeof(*l)))) {
         rc = -ENOMEM;
         goto out;
     }
@@ -844,7 +844,7 @@ int mvcc_record_list(struct mvcc_reader *r, struct mvcc_buf ns, struct mvcc_buf 
     int rc = read_begin(r, &v, &st);
     if (rc < 0)
         return rc;
-    if (!(l = arena_alloc(&a, sizeof(*l)))) {
+    if (!(l = arena_zalloc(&a, sizeof(*l)))) {
         rc = -ENOMEM;
         goto out;
     }

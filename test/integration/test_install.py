@@ -43,6 +43,21 @@ def test_install_honours_prefix(root_dir, build_dir, tmp_path):
     assert files and all(str(p.relative_to(dest)).startswith("opt/cairn/") for p in files)
 
 
+def test_the_shared_library_exports_only_the_cairn_interface(root_dir, build_dir, tmp_path):
+    """libcairn.so's dynamic symbols are the cairn_ calls and the public protos'
+    cairn__ code (client/libcairn.map): its own helpers (endpoint_pick,
+    detail_set, ...) and the internal protos would otherwise meet a program's
+    symbols of the same names."""
+    if not (build_dir / "libclient.a").exists():
+        return
+    dest = installed_tree(root_dir, build_dir, tmp_path)
+    out = subprocess.run(["nm", "-D", "--defined-only", str(dest / "usr/lib/libcairn.so.0")],
+                         check=True, stdout=subprocess.PIPE, text=True).stdout
+    names = [line.split()[-1] for line in out.splitlines() if line.strip()]
+    assert any(n == "cairn_call" for n in names) and any(n.startswith("cairn__") for n in names), names[:20]
+    assert [n for n in names if not n.startswith("cairn_")] == []
+
+
 PROGRAM = r"""
 #include <stdio.h>
 #include <cairn.h>

@@ -106,6 +106,28 @@ static int listening_unix(const char *path)
     return fd;
 }
 
+/* A listening unix socket in a fresh directory, as a socket unit passes one. */
+struct ipc_place {
+    char dir[32], path[128], url[160];
+    int fd;
+};
+
+static void ipc_place_open(struct ipc_place *p)
+{
+    snprintf(p->dir, sizeof p->dir, "/tmp/cairn-test-act-XXXXXX");
+    assert_non_null(mkdtemp(p->dir));
+    snprintf(p->path, sizeof p->path, "%s/admin.sock", p->dir);
+    snprintf(p->url, sizeof p->url, "ipc://%s", p->path);
+    p->fd = listening_unix(p->path);
+}
+
+static void ipc_place_close(struct ipc_place *p)
+{
+    close(p->fd);
+    unlink(p->path);
+    rmdir(p->dir);
+}
+
 /* Starts the server with fd as its only inherited socket; returns its pid. */
 static pid_t start_server(int fd, const char *name, const char *url, int n, int expect_unadopted)
 {
@@ -198,25 +220,19 @@ static void test_tcp_socket_is_adopted_serves_early_connections_and_survives_res
 static void test_ipc_socket_survives_the_listener_closing_and_is_adopted_again(void **state)
 {
     (void)state;
-    char dir[] = "/tmp/cairn-test-act-XXXXXX", path[128], url[160];
-    assert_non_null(mkdtemp(dir));
-    snprintf(path, sizeof path, "%s/admin.sock", dir);
-    snprintf(url, sizeof url, "ipc://%s", path);
-    int fd = listening_unix(path);
+    struct ipc_place ip;
     struct stat st;
-
+    ipc_place_open(&ip);
     for (int round = 0; round < 2; round++) { /* a restart adopts the same socket again */
-        pid_t pid = start_server(fd, "admin", url, 1, 0);
-        struct client c = send_request(url, round ? "second" : "first");
+        pid_t pid = start_server(ip.fd, "admin", ip.url, 1, 0);
+        struct client c = send_request(ip.url, round ? "second" : "first");
         expect_reply(c, round ? "echo:second" : "echo:first");
         assert_int_equal(wait_exit(pid), 0);
         /* nng unlinks its ipc path on close; the inherited socket's path must stay */
-        assert_int_equal(stat(path, &st), 0);
+        assert_int_equal(stat(ip.path, &st), 0);
         assert_true(S_ISSOCK(st.st_mode));
     }
-    close(fd);
-    unlink(path);
-    rmdir(dir);
+    ipc_place_close(&ip);
 }
 
 /*
@@ -233,26 +249,21 @@ static void test_ipc_socket_survives_the_listener_closing_and_is_adopted_again(v
 static void test_a_client_gone_before_the_handshake_does_not_stop_the_ipc_listener(void **state)
 {
     (void)state;
-    char dir[] = "/tmp/cairn-test-act-XXXXXX", path[128], url[160];
-    assert_non_null(mkdtemp(dir));
-    snprintf(path, sizeof path, "%s/admin.sock", dir);
-    snprintf(url, sizeof url, "ipc://%s", path);
-    int fd = listening_unix(path);
+    struct ipc_place ip;
+    ipc_place_open(&ip);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    memcpy(sa.sun_path, path, strlen(path) + 1);
+    memcpy(sa.sun_path, ip.path, strlen(ip.path) + 1);
     for (int i = 0; i < 3; i++) {
         int early = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         assert_true(early >= 0);
         assert_int_equal(connect(early, (struct sockaddr *)&sa, sizeof sa), 0);
         close(early);
     }
-    pid_t pid = start_server(fd, "admin", url, 1, 0);
-    struct client c = send_request(url, "after three hang-ups");
+    pid_t pid = start_server(ip.fd, "admin", ip.url, 1, 0);
+    struct client c = send_request(ip.url, "after three hang-ups");
     expect_reply(c, "echo:after three hang-ups");
     assert_int_equal(wait_exit(pid), 0);
-    close(fd);
-    unlink(path);
-    rmdir(dir);
+    ipc_place_close(&ip);
 }
 
 static void test_a_socket_no_listener_binds_is_reported_unadopted(void **state)

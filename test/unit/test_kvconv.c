@@ -754,41 +754,26 @@ static void test_entry_req_refuses_what_the_store_does_not_apply(void **state)
     kvconv_arena_free(&a);
 }
 
-static void test_arena_aligns_grows_in_blocks_and_is_reusable(void **state)
+static void test_arena_serves_its_first_kilobyte_inline(void **state)
 {
     (void)state;
     struct kvconv_arena a;
     kvconv_arena_init(&a);
-    /* small allocations come from inside the arena first */
-    void *p = kvconv_arena_alloc(&a, 100);
+    /* a point read's reply fits inside the arena: no malloc */
+    char *p = kvconv_arena_alloc(&a, KVCONV_ARENA_INLINE / 2);
     assert_non_null(p);
-    assert_int_equal(a.allocated, 0);
-    for (int i = 0; i < 10000; i++) {
-        size_t n = (size_t)(i % 37) + 1;
-        char *q = kvconv_arena_alloc(&a, n);
-        assert_non_null(q);
-        assert_int_equal((uintptr_t)q % _Alignof(max_align_t), 0);
-        memset(q, 0x5a, n);
-    }
-    /* about 10000 * 48 bytes: a handful of geometric blocks, not thousands of mallocs */
-    assert_in_range(a.n_blocks, 1, 5);
-    /* a big one gets its own block and the current block stays in use */
-    char *cur = a.cur;
-    void *big = kvconv_arena_alloc(&a, 8 << 20);
-    assert_non_null(big);
-    memset(big, 1, 8 << 20);
-    assert_ptr_equal(a.cur, cur);
-    assert_null(kvconv_arena_alloc(&a, SIZE_MAX - 4));
+    assert_true(p >= a.inline_.bytes && p < a.inline_.bytes + KVCONV_ARENA_INLINE);
+    assert_int_equal(a.a.n_blocks, 0);
     char *s = kvconv_arena_strdup(&a, "hello");
     assert_string_equal(s, "hello");
     assert_string_equal(kvconv_arena_strdup(&a, NULL), "");
+    assert_non_null(kvconv_arena_alloc(&a, KVCONV_ARENA_INLINE)); /* past it: a block */
+    assert_int_equal(a.a.n_blocks, 1);
     kvconv_arena_free(&a);
-    assert_null(a.blocks);
-    assert_int_equal(a.allocated, 0);
-    assert_int_equal(a.n_blocks, 0);
-    assert_non_null(kvconv_arena_alloc(&a, 10)); /* reusable after free */
+    assert_int_equal(a.a.n_blocks, 0);
+    p = kvconv_arena_alloc(&a, 10); /* after a free, inline again */
+    assert_true(p >= a.inline_.bytes && p < a.inline_.bytes + KVCONV_ARENA_INLINE);
     kvconv_arena_free(&a);
-    kvconv_arena_free(&a); /* twice is harmless */
 }
 
 static void test_error_and_header_helpers(void **state)
@@ -1519,8 +1504,8 @@ static void test_range_of_100k_keys_in_one_arena(void **state)
     Cairn__RangeResponse out;
     assert_int_equal(kvconv_range_resp(&rr->resp, &out, &a), 0);
     size_t need = N * (sizeof(Cairn__KeyValue) + sizeof(Cairn__KeyValue *));
-    assert_in_range(a.allocated, need, need + (1 << 20));
-    assert_in_range(a.n_blocks, 1, 3);
+    assert_in_range(a.a.allocated, need, need + (1 << 20));
+    assert_in_range(a.a.n_blocks, 1, 3);
     Cairn__RangeResponse *u = repack(&out.base);
     mvcc_range_result_free(rr);
     kvconv_arena_free(&a);
@@ -1553,7 +1538,7 @@ int main(void)
         A(test_request_without_body_is_invalid_or_unsupported),
         A(test_range_and_history_requests_convert_field_by_field),
         A(test_entry_req_refuses_what_the_store_does_not_apply),
-        A(test_arena_aligns_grows_in_blocks_and_is_reusable),
+        A(test_arena_serves_its_first_kilobyte_inline),
         A(test_error_and_header_helpers),
         S(test_put_with_prev_kv),
         S(test_delete_range_with_prev_kvs),

@@ -1576,40 +1576,10 @@ static void test_checkpoint_says_whether_it_reached_the_end(void **state)
     assert_true(st.db_size < before / 2);
 }
 
-/* Blocks of every size class (the first small chunk, doubling chunks, one-off
- * big blocks) come back zeroed and 16-aligned, and none overlaps another:
- * each keeps the pattern written into it until the arena is freed. */
-static void test_arena_blocks_are_zeroed_aligned_and_disjoint(void **state)
-{
-    (void)state;
-    struct arena a = {0};
-    enum { N = 600 };
-    unsigned char *blk[N];
-    size_t len[N];
-    uint64_t r = 12345;
-    for (int i = 0; i < N; i++) {
-        r = r * 6364136223846793005ULL + 1442695040888963407ULL;
-        size_t pick = (r >> 33) % 100;
-        len[i] = pick < 70 ? 1 + (r >> 40) % 300 : pick < 95 ? 1 + (r >> 40) % 5000 : 30000 + (r >> 40) % 60000;
-        blk[i] = arena_alloc(&a, len[i]);
-        assert_non_null(blk[i]);
-        assert_int_equal((uintptr_t)blk[i] % 16, 0);
-        for (size_t k = 0; k < len[i]; k++)
-            assert_int_equal(blk[i][k], 0);
-        memset(blk[i], (int)(i & 0xff), len[i]);
-    }
-    for (int i = 0; i < N; i++)
-        for (size_t k = 0; k < len[i]; k++)
-            assert_int_equal(blk[i][k], (unsigned char)(i & 0xff));
-    arena_free(&a);
-    assert_null(a.head);
-}
-
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_arena_blocks_are_zeroed_aligned_and_disjoint),
         T(test_new_store_starts_at_revision_1),
         T(test_revision_only_grows_across_reopen),
         T(test_main_revision_per_request_sub_revision_per_operation),
