@@ -80,8 +80,9 @@ $(eval $(call part_lib,base,$(wildcard base/*.c)))
 $(eval $(call part_lib,raft,$(wildcard raft/*.c)))
 $(eval $(call part_lib,storage,$(wildcard storage/*.c)))
 # Generated sources already live under $(BUILD): their objects sit beside them.
-proto_SRC := $(PROTO_GEN_C)
-proto_OBJ := $(PROTO_GEN_C:.c=.o)
+# proto/*.c is hand-written code for the generated messages (fastpack).
+proto_SRC := $(PROTO_GEN_C) $(wildcard proto/*.c)
+proto_OBJ := $(PROTO_GEN_C:.c=.o) $(patsubst %.c,$(BUILD)/%.o,$(wildcard proto/*.c))
 proto_LIB := $(if $(proto_SRC),$(BUILD)/libproto.a)
 $(BUILD)/libproto.a: $(proto_OBJ)
 	@rm -f $@

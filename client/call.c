@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "client/internal.h"
+#include "proto/fastpack.h"
 
 /* Pause between rounds over every endpoint, doubling up to the maximum. */
 #define BACKOFF_MIN_MS 25
@@ -455,12 +456,13 @@ int cairn_call_async(struct cairn_client *c, const Cairn__Request *req,
     /* Packed under the lock so the token cannot change underneath. */
     if ((!copy.auth_token || !copy.auth_token[0]) && c->auth_token)
         copy.auth_token = c->auth_token;
-    len = cairn__request__get_packed_size(&copy);
+    struct fastpack_plan plan;
+    len = fastpack_size(&copy.base, &plan);
     if (!(buf = malloc(len ? len : 1))) {
         pthread_mutex_unlock(&c->mu);
         return -ENOMEM;
     }
-    cairn__request__pack(&copy, buf);
+    fastpack_pack(&copy.base, &plan, buf);
     if ((rv = op_get(c, &op)) != 0) {
         pthread_mutex_unlock(&c->mu);
         free(buf);

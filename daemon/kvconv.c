@@ -751,9 +751,11 @@ Cairn__Request *kvconv_request_unpack(const void *data, size_t len, struct kvcon
     return strict_unpack(&cairn__request__descriptor, a ? &al : NULL, "the request", data, len, why, whylen);
 }
 
-Cairnint__RaftRequest *kvconv_entry_unpack(const void *data, size_t len, char *why, size_t whylen)
+Cairnint__RaftRequest *kvconv_entry_unpack(const void *data, size_t len, struct kvconv_arena *a, char *why,
+                                           size_t whylen)
 {
-    return strict_unpack(&cairnint__raft_request__descriptor, NULL, "it", data, len, why, whylen);
+    ProtobufCAllocator al = {.alloc = pb_arena_alloc, .free = pb_arena_free, .allocator_data = a};
+    return strict_unpack(&cairnint__raft_request__descriptor, a ? &al : NULL, "it", data, len, why, whylen);
 }
 
 /* --- kvconv_validate ---------------------------------------------------------------- */

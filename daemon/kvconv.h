@@ -82,12 +82,14 @@ Cairn__Request *kvconv_request_unpack(const void *data, size_t len, struct kvcon
 
 /*
  * kvconv_entry_unpack: the same strict decoding for a committed Raft entry's
- * cairnint.RaftRequest (free with cairnint__raft_request__free_unpacked).
- * Entries come from other members and from the WAL, not only from this
- * member's checked clients: a deeply nested one must not overflow the
- * applier's stack.  NULL if the bytes are not such a request (why as above).
+ * cairnint.RaftRequest, into arena a like a request (with a NULL: malloc'ed,
+ * freed with cairnint__raft_request__free_unpacked).  Entries come from
+ * other members and from the WAL, not only from this member's checked
+ * clients: a deeply nested one must not overflow the applier's stack.  NULL
+ * if the bytes are not such a request (why as above).
  */
-Cairnint__RaftRequest *kvconv_entry_unpack(const void *data, size_t len, char *why, size_t whylen);
+Cairnint__RaftRequest *kvconv_entry_unpack(const void *data, size_t len, struct kvconv_arena *a, char *why,
+                                           size_t whylen);
 
 /* --- checks on client requests -------------------------------------------- */
 

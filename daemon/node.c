@@ -31,6 +31,7 @@
 #include "daemon/peer.h"
 #include "daemon/raftmsg.h"
 #include "proto/cairn.pb-c.h"
+#include "proto/fastpack.h"
 #include "proto/internal.pb-c.h"
 #include "proto/peer.pb-c.h"
 #include "raft/raft.h"
@@ -414,11 +415,12 @@ int node_propose_internal(struct node *n, Cairnint__RaftRequest *rr)
 {
     rr->id = node_next_request_id(n);
     rr->proposer = n->self_id;
-    size_t len = cairnint__raft_request__get_packed_size(rr);
+    struct fastpack_plan plan;
+    size_t len = fastpack_size(&rr->base, &plan);
     void *buf = malloc(len ? len : 1);
     if (!buf)
         return -ENOMEM;
-    cairnint__raft_request__pack(rr, buf);
+    fastpack_pack(&rr->base, &plan, buf);
     return node_propose(n, rr->id, buf, len);
 }
 
@@ -846,13 +848,14 @@ static void reply_packed(struct node *n, uint64_t id, Cairn__Response *resp, int
     hdr.revision = revision ? revision : n->store_revision;
     hdr.raft_term = bs.term;
     resp->header = &hdr;
-    size_t len = cairn__response__get_packed_size(resp);
+    struct fastpack_plan plan;
+    size_t len = fastpack_size(&resp->base, &plan);
     uint8_t *buf = malloc(len ? len : 1);
     if (!buf) {
         wait_fire(n->waits, id, NULL, 0, ENOMEM);
         return;
     }
-    cairn__response__pack(resp, buf);
+    fastpack_pack(&resp->base, &plan, buf);
     if (!wait_fire(n->waits, id, buf, len, code))
         free(buf);
 }
@@ -1241,7 +1244,7 @@ static void publish_attributes(struct node *n)
 /* The committed entries of one Ready, decoded for the store and kept until the replies are built. */
 struct apply_batch {
     struct mvcc_entry *ents;
-    Cairnint__RaftRequest **rrs;   /* NULL for no-ops and conf changes */
+    Cairnint__RaftRequest **rrs;   /* in arena; NULL for no-ops and conf changes */
     int *refused;                  /* a before_apply hook's positive CAIRN_E_ code, or 0 */
     Cairnint__MemberChange **mcs;  /* conf changes: their context (waiter, member) */
     int *kinds;                    /* conf changes: RAFT_CC_ type; member_update: MEMBERS_UPDATE_URLS */
@@ -1267,10 +1270,11 @@ static void reply_write(struct node *n, const Cairnint__RaftRequest *rr, const s
     size_t len = 0;
     uint8_t *buf = NULL;
     if (rc == 0) {
-        len = cairn__response__get_packed_size(&resp);
+        struct fastpack_plan plan;
+        len = fastpack_size(&resp.base, &plan);
         buf = malloc(len ? len : 1);
         if (buf)
-            cairn__response__pack(&resp, buf);
+            fastpack_pack(&resp.base, &plan, buf);
     }
     kvconv_arena_free(&a);
     if (!buf) {
@@ -1345,7 +1349,9 @@ static int apply_committed(struct node *n, const struct raft_ready *rd)
         if (e->index <= n->applied || e->len == 0)
             continue; /* replayed below the store's consistent index, or the leader's empty entry */
         char why[200];
-        Cairnint__RaftRequest *rr = kvconv_entry_unpack(e->data, e->len, why, sizeof why);
+        /* into the batch's arena: freeing a batch of puts field by field cost a
+         * thousand instructions a put (docs/performance.md, session 10) */
+        Cairnint__RaftRequest *rr = kvconv_entry_unpack(e->data, e->len, &b.arena, why, sizeof why);
         if (!rr) {
             log_event(LOG_LEVEL_ERR, MSGID_CORRUPTION, LOG_FIELDS(LOG_U64("CAIRN_INDEX", e->index)),
                     "committed entry %" PRIu64 ": %s; applied as a no-op", e->index, why);
@@ -1467,8 +1473,6 @@ static int apply_committed(struct node *n, const struct raft_ready *rd)
     mvcc_result_free(res);
 out:
     for (size_t i = 0; i < b.n; i++) {
-        if (b.rrs && b.rrs[i])
-            cairnint__raft_request__free_unpacked(b.rrs[i], NULL);
         if (b.mcs && b.mcs[i])
             cairnint__member_change__free_unpacked(b.mcs[i], NULL);
     }

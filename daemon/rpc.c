@@ -34,6 +34,7 @@
 #include "daemon/lguard.h"
 #include "daemon/sockclose.h"
 #include "proto/cairn.pb-c.h"
+#include "proto/fastpack.h"
 #include "proto/internal.pb-c.h"
 #include "storage/mvcc.h"
 
@@ -178,14 +179,15 @@ static void send_bytes(struct slot *s, const void *buf, size_t len)
 /* Pack resp straight into a message and send it. */
 static void send_response(struct slot *s, Cairn__Response *resp)
 {
-    size_t len = cairn__response__get_packed_size(resp);
+    struct fastpack_plan plan;
+    size_t len = fastpack_size(&resp->base, &plan);
     nng_msg *m = NULL;
     if (nng_msg_alloc(&m, len) != 0) {
         finish(s);
         recv_next(s);
         return;
     }
-    cairn__response__pack(resp, nng_msg_body(m));
+    fastpack_pack(&resp->base, &plan, nng_msg_body(m));
     s->state = S_SEND;
     nng_aio_set_msg(s->aio, m);
     nng_ctx_send(s->ctx, s->aio);
@@ -296,8 +298,7 @@ static void do_write(struct slot *s)
  * The write path's second half: admission, wait-table registration and the
  * proposal.  The request is sized once, before it has its ID: the ID adds at
  * most RR_ID_BYTES, so that bound serves both the quota check and the buffer,
- * and pack() says the exact length (protobuf-c sizes every nested message
- * again on each call: a put's value twice more otherwise).
+ * and fastpack_pack says the exact length.
  */
 #define RR_ID_BYTES 11 /* field 1's tag and a 64-bit varint */
 static void propose(struct slot *s, Cairnint__RaftRequest *rr)
@@ -309,7 +310,8 @@ static void propose(struct slot *s, Cairnint__RaftRequest *rr)
         rr->auth_revision = s->auth_revision;
     }
     rr->id = 0;
-    size_t bound = cairnint__raft_request__get_packed_size(rr) + RR_ID_BYTES;
+    struct fastpack_plan plan;
+    size_t bound = fastpack_size(&rr->base, &plan) + RR_ID_BYTES;
     if (r->hooks.admit) {
         char msg[512] = "";
         int code = r->hooks.admit(r->hooks.admit_arg, s->req, rr, bound, msg, sizeof msg);
@@ -328,7 +330,7 @@ static void propose(struct slot *s, Cairnint__RaftRequest *rr)
         wait_fire(r->waits, rr->id, NULL, 0, ENOMEM);
         return;
     }
-    size_t len = cairnint__raft_request__pack(rr, buf);
+    size_t len = fastpack_pack(&rr->base, &plan, buf);
     int rc = node_propose(r->node, rr->id, buf, len);
     if (rc < 0)
         wait_fire(r->waits, rr->id, NULL, 0, -rc);

@@ -64,18 +64,19 @@ static void apply_entry(const struct raft_entry *e)
     }
     if (e->len == 0)
         return;
-    Cairnint__RaftRequest *rr = kvconv_entry_unpack(e->data, e->len, NULL, 0); /* as node.c applies */
-    if (!rr)
-        return;
     struct kvconv_arena a;
     kvconv_arena_init(&a);
+    Cairnint__RaftRequest *rr = kvconv_entry_unpack(e->data, e->len, &a, NULL, 0); /* as node.c applies */
+    if (!rr) {
+        kvconv_arena_free(&a);
+        return;
+    }
     struct mvcc_request out;
     int rc = kvconv_entry_req(rr, &out, &a);
     FUZZ_CHECK(rc == 0 || rc == -CAIRN_E_MALFORMED);
     if (rc < 0)
         FUZZ_CHECK(out.type == MVCC_REQ_NOOP);
     kvconv_arena_free(&a);
-    cairnint__raft_request__free_unpacked(rr, NULL);
 }
 
 static void message(const uint8_t *data, size_t size)

@@ -591,7 +591,7 @@ static void test_entry_nested_too_deep_is_refused(void **state)
     }
     len = wrap_field(&p, len, 12); /* RaftRequest.txn */
     char why[200] = "";
-    assert_null(kvconv_entry_unpack(p, len, why, sizeof why));
+    assert_null(kvconv_entry_unpack(p, len, NULL, why, sizeof why));
     assert_non_null(strstr(why, "nested too deep"));
     free(buf);
     /* and a well-formed entry decodes */
@@ -603,10 +603,17 @@ static void test_entry_nested_too_deep_is_refused(void **state)
     rr.id = 7;
     uint8_t out[64];
     size_t n = cairnint__raft_request__pack(&rr, out);
-    Cairnint__RaftRequest *back = kvconv_entry_unpack(out, n, why, sizeof why);
+    Cairnint__RaftRequest *back = kvconv_entry_unpack(out, n, NULL, why, sizeof why);
     assert_non_null(back);
     assert_int_equal(back->id, 7);
     cairnint__raft_request__free_unpacked(back, NULL);
+    struct kvconv_arena a; /* and into an arena, as the applier does */
+    kvconv_arena_init(&a);
+    back = kvconv_entry_unpack(out, n, &a, why, sizeof why);
+    assert_non_null(back);
+    assert_int_equal(back->id, 7);
+    assert_int_equal(back->put->key.len, 1);
+    kvconv_arena_free(&a);
 }
 
 static void test_messages_escape_and_truncate_keys(void **state)
