@@ -456,13 +456,10 @@ int cairn_call_async(struct cairn_client *c, const Cairn__Request *req,
     /* Packed under the lock so the token cannot change underneath. */
     if ((!copy.auth_token || !copy.auth_token[0]) && c->auth_token)
         copy.auth_token = c->auth_token;
-    struct fastpack_plan plan;
-    len = fastpack_size(&copy.base, &plan);
-    if (!(buf = malloc(len ? len : 1))) {
+    if (!(buf = fastpack_dup(&copy.base, &len))) {
         pthread_mutex_unlock(&c->mu);
         return -ENOMEM;
     }
-    fastpack_pack(&copy.base, &plan, buf);
     if ((rv = op_get(c, &op)) != 0) {
         pthread_mutex_unlock(&c->mu);
         free(buf);

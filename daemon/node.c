@@ -415,12 +415,10 @@ int node_propose_internal(struct node *n, Cairnint__RaftRequest *rr)
 {
     rr->id = node_next_request_id(n);
     rr->proposer = n->self_id;
-    struct fastpack_plan plan;
-    size_t len = fastpack_size(&rr->base, &plan);
-    void *buf = malloc(len ? len : 1);
+    size_t len;
+    void *buf = fastpack_dup(&rr->base, &len);
     if (!buf)
         return -ENOMEM;
-    fastpack_pack(&rr->base, &plan, buf);
     return node_propose(n, rr->id, buf, len);
 }
 
@@ -848,14 +846,12 @@ static void reply_packed(struct node *n, uint64_t id, Cairn__Response *resp, int
     hdr.revision = revision ? revision : n->store_revision;
     hdr.raft_term = bs.term;
     resp->header = &hdr;
-    struct fastpack_plan plan;
-    size_t len = fastpack_size(&resp->base, &plan);
-    uint8_t *buf = malloc(len ? len : 1);
+    size_t len;
+    uint8_t *buf = fastpack_dup(&resp->base, &len);
     if (!buf) {
         wait_fire(n->waits, id, NULL, 0, ENOMEM);
         return;
     }
-    fastpack_pack(&resp->base, &plan, buf);
     if (!wait_fire(n->waits, id, buf, len, code))
         free(buf);
 }
@@ -1269,13 +1265,8 @@ static void reply_write(struct node *n, const Cairnint__RaftRequest *rr, const s
     int rc = kvconv_write_resp(rr, &ap->resp, &resp, &a);
     size_t len = 0;
     uint8_t *buf = NULL;
-    if (rc == 0) {
-        struct fastpack_plan plan;
-        len = fastpack_size(&resp.base, &plan);
-        buf = malloc(len ? len : 1);
-        if (buf)
-            fastpack_pack(&resp.base, &plan, buf);
-    }
+    if (rc == 0)
+        buf = fastpack_dup(&resp.base, &len);
     kvconv_arena_free(&a);
     if (!buf) {
         wait_fire(n->waits, rr->id, NULL, 0, rc < 0 ? -rc : ENOMEM);

@@ -283,3 +283,13 @@ size_t fastpack_pack(const ProtobufCMessage *m, const struct fastpack_plan *plan
     }
     return at;
 }
+
+void *fastpack_dup(const ProtobufCMessage *m, size_t *len)
+{
+    struct fastpack_plan plan;
+    *len = fastpack_size(m, &plan);
+    void *buf = malloc(*len ? *len : 1);
+    if (buf)
+        fastpack_pack(m, &plan, buf);
+    return buf;
+}

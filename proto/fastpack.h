@@ -48,4 +48,9 @@ size_t fastpack_size(const ProtobufCMessage *m, struct fastpack_plan *plan);
  * raft request's ID after sizing it, with room for the largest ID). */
 size_t fastpack_pack(const ProtobufCMessage *m, const struct fastpack_plan *plan, uint8_t *out);
 
+/* fastpack_dup: m packed into a new malloc'ed buffer of *len bytes (at least
+ * one byte is allocated, so an empty message is not NULL); NULL if out of
+ * memory. */
+void *fastpack_dup(const ProtobufCMessage *m, size_t *len);
+
 #endif

@@ -32,6 +32,12 @@ static bool same_bytes(const ProtobufCMessage *m)
     assert_int_equal(fastpack_pack(m, &plan, got), want_len);
     assert_memory_equal(got, want, want_len);
     assert_int_equal(got[want_len], 0xee); /* nothing written past the end */
+    size_t dup_len = 0;
+    uint8_t *dup = fastpack_dup(m, &dup_len);
+    assert_non_null(dup);
+    assert_int_equal(dup_len, want_len);
+    assert_memory_equal(dup, want, want_len);
+    free(dup);
     free(want);
     free(got);
     return plan.fallback;
