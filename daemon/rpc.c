@@ -1068,10 +1068,12 @@ void rpc_stop(struct rpc *r)
          * aio stopped: nng 1.5.2 then refuses the send without completing it,
          * and the message stays on the aio.  LeakSanitizer saw it in about
          * one stop in eight under load (test_member's SIGTERM test). */
-        if (s->aio && nng_aio_get_msg(s->aio))
-            nng_msg_free(nng_aio_get_msg(s->aio));
-        if (s->aio)
+        if (s->aio) {
+            nng_msg *left = nng_aio_get_msg(s->aio);
+            if (left)
+                nng_msg_free(left);
             nng_aio_free(s->aio);
+        }
         if (nng_ctx_id(s->ctx) > 0)
             nng_ctx_close(s->ctx);
     }

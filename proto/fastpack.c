@@ -124,7 +124,7 @@ struct step {
     bool oneof;
 };
 
-struct layout {
+struct fastpack_layout {
     bool usable;
     unsigned n_steps;
     struct step step[LAYOUT_MAX_STEPS];
@@ -132,11 +132,11 @@ struct layout {
 
 static struct {
     _Atomic(const ProtobufCMessageDescriptor *) d; /* published after l */
-    struct layout *l;
+    struct fastpack_layout *l;
 } layouts[LAYOUT_SLOTS];
 static pthread_mutex_t layouts_mu = PTHREAD_MUTEX_INITIALIZER;
 
-static void layout_build(const ProtobufCMessageDescriptor *d, struct layout *l)
+static void layout_build(const ProtobufCMessageDescriptor *d, struct fastpack_layout *l)
 {
     l->usable = true;
     for (unsigned i = 0; i < d->n_fields && l->usable;) {
@@ -158,7 +158,7 @@ static void layout_build(const ProtobufCMessageDescriptor *d, struct layout *l)
 }
 
 /* d's layout, or NULL to walk it field by field. */
-static const struct layout *layout_of(const ProtobufCMessageDescriptor *d)
+static const struct fastpack_layout *layout_of(const ProtobufCMessageDescriptor *d)
 {
     for (unsigned i = 0; i < LAYOUT_SLOTS; i++) {
         const ProtobufCMessageDescriptor *x = atomic_load_explicit(&layouts[i].d, memory_order_acquire);
@@ -167,7 +167,7 @@ static const struct layout *layout_of(const ProtobufCMessageDescriptor *d)
         if (!x)
             break;
     }
-    const struct layout *found = NULL;
+    const struct fastpack_layout *found = NULL;
     pthread_mutex_lock(&layouts_mu);
     for (unsigned i = 0; i < LAYOUT_SLOTS; i++) {
         const ProtobufCMessageDescriptor *x = atomic_load_explicit(&layouts[i].d, memory_order_relaxed);
@@ -177,7 +177,7 @@ static const struct layout *layout_of(const ProtobufCMessageDescriptor *d)
         }
         if (x)
             continue;
-        struct layout *l = calloc(1, sizeof(*l)); /* kept for the life of the process */
+        struct fastpack_layout *l = calloc(1, sizeof(*l)); /* kept for the life of the process */
         if (l) {
             layout_build(d, l);
             layouts[i].l = l;
@@ -192,7 +192,8 @@ static const struct layout *layout_of(const ProtobufCMessageDescriptor *d)
 
 /* The fields of m that may be written, in order: *at is the cursor (0 to
  * start); NULL at the end. */
-static const ProtobufCFieldDescriptor *next_field(const ProtobufCMessage *m, const struct layout *l, unsigned *at)
+static const ProtobufCFieldDescriptor *next_field(const ProtobufCMessage *m, const struct fastpack_layout *l,
+                                                   unsigned *at)
 {
     const ProtobufCMessageDescriptor *d = m->descriptor;
     if (!l) {
@@ -226,7 +227,7 @@ size_t fastpack_size(const ProtobufCMessage *m, struct fastpack_plan *plan)
     plan->n_parts = 0;
     if (m->n_unknown_fields)
         goto fallback;
-    const struct layout *l = layout_of(d);
+    const struct fastpack_layout *l = plan->layout = layout_of(d);
     const ProtobufCFieldDescriptor *f;
     for (unsigned at = 0; (f = next_field(m, l, &at));) {
         struct value v;
@@ -258,10 +259,9 @@ size_t fastpack_pack(const ProtobufCMessage *m, const struct fastpack_plan *plan
 {
     if (plan->fallback)
         return protobuf_c_message_pack(m, out);
-    const struct layout *l = layout_of(m->descriptor);
     const ProtobufCFieldDescriptor *f;
     size_t at = 0, part = 0;
-    for (unsigned cur = 0; (f = next_field(m, l, &cur));) {
+    for (unsigned cur = 0; (f = next_field(m, plan->layout, &cur));) {
         struct value v;
         if (field_value(m, f, &v) <= 0)
             continue; /* < 0 cannot happen: fastpack_size fell back */

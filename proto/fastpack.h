@@ -8,16 +8,18 @@
  * every field of the descriptor, set or not, and pack sizes every nested
  * message again to write its length.  For a point read's reply that was a
  * sixth of the member's instructions (docs/performance.md, session 10).
- * Here one pass skips an unset field in a few instructions and records the
- * size of each nested message, so fastpack_pack writes the lengths without
- * sizing anything again; the nested messages themselves are still packed by
- * protobuf-c.
+ * Here a oneof costs a read of its case and a lookup of that member (a
+ * layout of each descriptor is built once), and fastpack_size records the
+ * size of each nested message in the plan, so fastpack_pack writes the
+ * lengths without sizing anything again; the nested messages themselves are
+ * still packed by protobuf-c.
  *
  * Only proto3 plain fields (message, string, bytes, integer, bool and enum
- * types) and oneof members are handled here.  A message with any other field
- * set, unknown fields, or more nested messages than a plan holds is sized and
- * packed by protobuf-c instead: the result is always protobuf-c's bytes
- * (test_fastpack compares them for every body of the three envelopes).
+ * types) and oneof members are handled here.  A message with any other kind
+ * of field (repeated, sint, fixed, floating point), unknown fields, or more
+ * nested messages than a plan holds is sized and packed by protobuf-c
+ * instead: the result is always protobuf-c's bytes (test_fastpack compares
+ * them for every body of the three envelopes).
  */
 #ifndef CAIRN_PROTO_FASTPACK_H
 #define CAIRN_PROTO_FASTPACK_H
@@ -30,10 +32,13 @@
 
 #define FASTPACK_MAX_PARTS 8
 
+struct fastpack_layout; /* private to fastpack.c */
+
 /* What fastpack_size learned about a message, for fastpack_pack. */
 struct fastpack_plan {
     size_t size;                          /* the packed size */
     bool fallback;                        /* protobuf-c packs it */
+    const struct fastpack_layout *layout; /* the descriptor's, or NULL: field by field */
     size_t n_parts;                       /* nested messages set, in field order */
     size_t part[FASTPACK_MAX_PARTS];      /* each one's packed size */
 };
