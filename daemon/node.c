@@ -746,10 +746,13 @@ static int install_snapshot(struct node *n, const struct raft_snapshot_meta *sm)
     int64_t t0 = now_ns();
     pthread_rwlock_wrlock(&n->gate);
     close_readers(n);
+    /* reopened as boot opened it: the lease minimum is applied state, and
+     * the page cache's size is the member's RSS */
+    struct mvcc_options opts = mvcc_options_of(n->store);
     mvcc_close(n->store);
     n->store = NULL;
     rc = mvcc_restore(n->db_dir, n->pending_snap_path, why, sizeof why);
-    int rc2 = mvcc_open(n->db_dir, NULL, &n->store, why[0] ? why + strlen(why) : why,
+    int rc2 = mvcc_open(n->db_dir, &opts, &n->store, why[0] ? why + strlen(why) : why,
                         sizeof why - strlen(why));
     pthread_rwlock_unlock(&n->gate);
     if (rc < 0 || rc2 < 0) {

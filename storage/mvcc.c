@@ -466,6 +466,11 @@ const char *mvcc_path(const struct mvcc_store *s)
     return s->c.path;
 }
 
+struct mvcc_options mvcc_options_of(const struct mvcc_store *s)
+{
+    return s->opts;
+}
+
 int mvcc_checkpoint(struct mvcc_store *s)
 {
     int log = 0, copied = 0;

@@ -91,6 +91,10 @@ void mvcc_close(struct mvcc_store *s);
 /* mvcc_path: the database file's path, owned by the store. */
 const char *mvcc_path(const struct mvcc_store *s);
 
+/* mvcc_options_of: the options s was opened with (to reopen it alike after
+ * mvcc_restore replaced its files). */
+struct mvcc_options mvcc_options_of(const struct mvcc_store *s);
+
 /* mvcc_sync: make every applied batch durable (fsyncs SQLite's WAL after a
  * checkpoint of what readers allow; it does not wait for readers).  Call it
  * before the Raft log is purged at or below the consistent index. */

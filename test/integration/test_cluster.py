@@ -86,7 +86,12 @@ def test_killing_the_leader_elects_another_and_loses_no_acknowledged_write(env, 
 def test_a_follower_down_during_20000_writes_catches_up_through_a_snapshot(env, wire, tmp_path):
     # Snapshots every 1000 entries keeping 500: the leader's log soon starts far
     # beyond anything the stopped follower has, so only a snapshot can catch it up.
-    c = env.cluster(3, snapshot_count=1000, snapshot_catchup_entries=500)
+    c = env.cluster(3, start=False, snapshot_count=1000, snapshot_catchup_entries=500)
+    # An election timeout of 2 s makes the store's lease minimum 3 s (1.5
+    # timeouts, rounded up), so a grant of 1 s shows whether a member still
+    # applies with its configured store options after installing a snapshot.
+    c.election_ms = 2000
+    c.start()
     f = c.followers()[0]
     f_applied = f.applied_index()
     f.kill()
@@ -110,6 +115,13 @@ def test_a_follower_down_during_20000_writes_catches_up_through_a_snapshot(env, 
     assert kv.value == cluster.load_value(key, seq, size)
     # And every key's last acknowledged write, read through it alone.
     env.load.check(c, ack, members=[f]).assert_no_loss()
+
+    # The store it installed is opened with the member's own options: a
+    # grant it proposes and applies is raised to the minimum, as on the
+    # others (it was reopened with the defaults, a minimum of none, before).
+    for m in (f, lead):
+        r = wire.check(m.call(wire.pb.Request(lease_grant=wire.pb.LeaseGrantRequest(ttl=1))), "lease_grant")
+        assert r.lease_grant.ttl == 3, (m.name, r.lease_grant)
 
 
 def test_all_members_killed_at_once_and_restarted_keep_every_acknowledged_write(env, wire, tmp_path):
