@@ -83,6 +83,9 @@ static const struct opt opts[] = {
     {"max-txn-ops", T_U32, "128", F(max_txn_ops), "most operations in one txn"},
     {"quota-backend-bytes", T_SIZE, "2G", F(quota_backend_bytes),
      "size of the store past which NOSPACE is raised and writes refused"},
+    {"value-cache-bytes", T_SIZE, "8M", F(value_cache_bytes),
+     "memory for the values serializable and linearizable reads return, kept so a hot key's next read skips "
+     "the store's SQL (0 = off; Cairn's own)"},
     {"request-timeout", T_MS, "7s", F(request_timeout_ms),
      "how long a write waits to be applied before it fails as 'outcome unknown'"},
     {"slow-request-threshold", T_MS, "300ms", F(slow_request_ms), "requests slower than this are logged"},
@@ -666,6 +669,8 @@ static int check_whole(const struct config *c, char *err, size_t len)
         return fail(err, len, "option --max-txn-ops: must be above 0");
     if (c->max_request_bytes < 1024 || c->max_request_bytes > 64ull << 20)
         return fail(err, len, "option --max-request-bytes: %" PRIu64 " is outside 1024 .. 64M", c->max_request_bytes);
+    if (c->value_cache_bytes > 64ull << 30)
+        return fail(err, len, "option --value-cache-bytes: %" PRIu64 " is above the 64G maximum", c->value_cache_bytes);
     if (c->request_timeout_ms == 0)
         return fail(err, len, "option --request-timeout: must be above 0");
     if (c->watch_idle_timeout_ms == 0)

@@ -61,6 +61,7 @@ struct config {
     uint64_t max_request_bytes;
     uint32_t max_txn_ops;
     uint64_t quota_backend_bytes;
+    uint64_t value_cache_bytes;
     uint32_t request_timeout_ms;
     uint32_t slow_request_ms;
     uint32_t watch_idle_timeout_ms;

@@ -608,8 +608,15 @@ static void render_metrics(struct metrics *m, struct sbuf *b)
     gauge_i(b, "etcd_debugging_mvcc_current_revision", "The store's current revision.", in.revision);
     gauge_i(b, "etcd_debugging_mvcc_compact_revision", "The store's compact revision.", in.compact_revision);
     struct mvcc_status ms;
-    if (read_status(m, &ms) == 0)
+    if (read_status(m, &ms) == 0) {
         gauge_i(b, "etcd_debugging_mvcc_keys_total", "Live keys in the store (newest revision not a delete).", ms.keys);
+        counter_u(b, "cairn_value_cache_hits_total", "Values reads found in the value cache (--value-cache-bytes).",
+                  ms.value_cache_hits);
+        counter_u(b, "cairn_value_cache_misses_total", "Values reads took from the store's SQL instead.",
+                  ms.value_cache_misses);
+        gauge_i(b, "cairn_value_cache_bytes", "Memory the value cache holds, its table included.",
+                ms.value_cache_bytes);
+    }
 
     if (m->src.watches) {
         struct watch_stats ws;

@@ -432,6 +432,10 @@ int mvcc_open(const char *dir, const struct mvcc_options *opts, struct mvcc_stor
             goto fail;
         }
     }
+    if ((rc = vcache_new(s->opts.value_cache_bytes, &s->vc)) < 0) {
+        fmt_err(err, errlen, "%s: the value cache: %s", path, strerror(-rc));
+        goto fail;
+    }
     if (s->opts.finish_compaction) {
         bool done = false;
         while (!done)
@@ -454,6 +458,7 @@ void mvcc_close(struct mvcc_store *s)
     if (!s)
         return;
     ix_destroy(&s->ix);
+    vcache_free(s->vc);
     free(s->pend.v);
     conn_close(&s->c);
     free(s->ccur);
@@ -542,8 +547,10 @@ int status_read(struct conn *c, struct mvcc_status *st)
 int mvcc_store_status(struct mvcc_store *s, struct mvcc_status *st)
 {
     int rc = status_read(&s->c, st);
-    if (rc == 0)
+    if (rc == 0) {
         st->keys = s->ix.keys; /* between applies the working count is the published one */
+        vcache_stats(s->vc, st);
+    }
     return rc;
 }
 

@@ -71,6 +71,10 @@ struct mvcc_options {
     int cache_mb;           /* SQLite page cache per connection, MiB; 0: 64 */
     int mmap_mb;            /* read through mmap up to this size, MiB; 0: 2048; < 0: off */
     bool finish_compaction; /* mvcc_open runs an interrupted compaction to completion */
+    /* Values that reader calls read, kept in memory by revision (shared by
+     * the store's readers; a hot key's read then skips SQLite), within this
+     * many bytes; 0: no cache.  Values over 1/64 of it are not kept. */
+    size_t value_cache_bytes;
 };
 
 /*
@@ -349,6 +353,9 @@ struct mvcc_status {
     int64_t db_size;             /* bytes in the database file */
     int64_t db_size_in_use;      /* bytes in pages holding data (db_size minus free pages) */
     int64_t keys;                /* live keys: the newest revision is not a tombstone (from the key index) */
+    uint64_t value_cache_hits;   /* reader values found in the value cache, since open */
+    uint64_t value_cache_misses; /* ... and read from SQLite */
+    int64_t value_cache_bytes;   /* memory the cache holds (0: no cache) */
 };
 
 /* mvcc_store_status: the writer's view (between applies). */

@@ -96,6 +96,7 @@ struct mvcc_store {
     int64_t ccur_rev;
     unsigned char *ccur;
     size_t ccur_len;
+    struct vcache *vc; /* the value cache, or NULL */
 };
 
 struct mvcc_reader {
@@ -139,6 +140,8 @@ struct view {
     const struct pending *pend;        /* the writer's rows not in c yet; NULL for readers */
     const struct ixnode *root, *lroot; /* key index, lease index */
     int64_t rev, compact_rev;          /* current and compact revision of the view */
+    struct vcache *vc;                 /* readers: values are looked up here first */
+    bool vc_fill;                      /* ... and what SQLite gave is added */
     void (*hook)(void *arg);           /* see mvcc_reader_test_hook */
     void *hook_arg;
 };
@@ -157,5 +160,20 @@ int kv_range(const struct view *v, struct arena *a, const struct mvcc_range_req 
 
 /* Byte-string order (memcmp, then length). */
 int buf_cmp(struct mvcc_buf a, struct mvcc_buf b);
+
+/* --- the value cache (mvcc_vcache.c) ------------------------------------------ */
+
+struct vcache;
+/* A cache holding at most budget bytes, table included; *out NULL if the
+ * budget is too small to be worth one.  0 or -ENOMEM. */
+int vcache_new(size_t budget, struct vcache **out);
+void vcache_free(struct vcache *vc);
+/* The value of (main, sub), copied into a: 1 if cached, 0 if not, -ENOMEM.
+ * Thread-safe, as is vcache_put. */
+int vcache_get(struct vcache *vc, struct arena *a, int64_t main, uint32_t sub, struct mvcc_buf *out);
+/* Keep a copy of a committed revision's value (if it fits). */
+void vcache_put(struct vcache *vc, int64_t main, uint32_t sub, const void *p, size_t len);
+/* Its counters into st's value_cache_* fields (untouched when vc is NULL). */
+void vcache_stats(struct vcache *vc, struct mvcc_status *st);
 
 #endif

@@ -111,18 +111,23 @@ int view_value(const struct view *v, struct arena *a, int64_t main, uint32_t sub
         *out = p->v[lo].kv.value; /* lives as long as the batch's arena */
         return 0;
     }
+    int rc;
+    if (v->vc && (rc = vcache_get(v->vc, a, main, sub, out)) != 0)
+        return rc < 0 ? rc : 0;
     struct conn *c = v->c;
     sqlite3_stmt *q = conn_stmt(c, ST_REV_VALUE);
     if (!q)
         return sql_err(sqlite3_errcode(c->db));
     sqlite3_bind_int64(q, 1, main);
     sqlite3_bind_int64(q, 2, sub);
-    int rc = sqlite3_step(q);
+    rc = sqlite3_step(q);
     if (rc == SQLITE_ROW)
         rc = col_buf(a, q, 0, out);
     else
         rc = rc == SQLITE_DONE ? -CAIRN_E_CORRUPT : sql_err(rc); /* the index names a missing row */
     sqlite3_reset(q);
+    if (rc == 0 && v->vc_fill)
+        vcache_put(v->vc, main, sub, out->data, out->len);
     return rc;
 }
 
@@ -222,9 +227,14 @@ static int collect(const struct view *v, struct arena *a, const struct mvcc_rang
     return 0;
 }
 
-int kv_range(const struct view *v, struct arena *a, const struct mvcc_range_req *req,
+/* A range with more hits than this leaves the value cache as it is: one
+ * scan of a prefix would otherwise push out the keys point reads keep hot. */
+#define VC_FILL_MAX 16
+
+int kv_range(const struct view *view, struct arena *a, const struct mvcc_range_req *req,
              struct mvcc_range_resp *out)
 {
+    struct view vv = *view, *v = &vv;
     memset(out, 0, sizeof(*out));
     if (req->key.len == 0)
         return -CAIRN_E_KEY_EMPTY;
@@ -246,6 +256,7 @@ int kv_range(const struct view *v, struct arena *a, const struct mvcc_range_req 
     out->count = (int64_t)n; /* etcd: before the limit and the min/max filters */
     if (req->count_only)
         return 0;
+    v->vc_fill = v->vc && n <= VC_FILL_MAX;
     if (req->min_mod_revision || req->max_mod_revision || req->min_create_revision ||
         req->max_create_revision) {
         size_t j = 0;
@@ -360,7 +371,8 @@ static int64_t coarse_ns(void)
 static struct view view_of(struct mvcc_reader *r, const struct ixver *ver)
 {
     return (struct view){.c = &r->c, .root = ver->root, .lroot = ver->lroot, .rev = ver->st.rev,
-                         .compact_rev = ver->st.compact_rev, .hook = r->hook, .hook_arg = r->hook_arg};
+                         .compact_rev = ver->st.compact_rev, .hook = r->hook, .hook_arg = r->hook_arg,
+                         .vc = r->s->vc};
 }
 
 static int read_begin(struct mvcc_reader *r, struct view *v, struct state *st)
@@ -441,6 +453,7 @@ int mvcc_reader_status(struct mvcc_reader *r, struct mvcc_status *st)
         /* the newest published version: it may be a batch ahead of the SQL snapshot, fine for a count */
         st->keys = ix_pin(&r->s->ix, &r->pin)->keys;
         ix_unpin(&r->pin);
+        vcache_stats(r->s->vc, st);
     }
     return rc < 0 ? rc : rc2;
 }

@@ -212,9 +212,17 @@ def test_metrics_parse_strictly_and_move_with_the_load(env, wire):
         r = cl.put("", "no key")
         assert wire.is_error(r), "an empty key is refused"
         rev = wire.check(cl.delete("metrics/0010"), "delete_range")
+    f.wait_applied(lead.applied_index())  # its serializable reads see the puts
+    fb = scrape(f)
     with f.client() as cf:
-        for i in range(10):
-            wire.check(cf.get("metrics/%04d" % i, serializable=True), "range")
+        for _ in range(2):  # the second pass finds the values in the value cache
+            for i in range(10):
+                r = wire.check(cf.get("metrics/%04d" % i, serializable=True), "range")
+                assert r.range.kvs[0].value == b"v%d" % i
+    fa = scrape(f)
+    for name in ("cairn_value_cache_hits_total", "cairn_value_cache_misses_total"):
+        assert fa.value(name) - fb.value(name) >= 10, name
+    assert fa.value("cairn_value_cache_bytes") > 0
     deleted = 1
     keys = PUTS - deleted
 

@@ -82,6 +82,7 @@ static void test_no_arguments_gives_the_embedded_one_member_defaults(void **stat
     assert_int_equal(c.max_request_bytes, 1572864);
     assert_int_equal(c.max_txn_ops, 128);
     assert_int_equal(c.quota_backend_bytes, 2ull << 30);
+    assert_int_equal(c.value_cache_bytes, 8ull << 20);
     assert_int_equal(c.request_timeout_ms, 7000);
     assert_int_equal(c.slow_request_ms, 300);
     assert_int_equal(c.log_level, LOG_LEVEL_INFO);
@@ -232,6 +233,11 @@ static void test_inconsistent_settings_are_refused(void **state)
     assert_non_null(strstr(m, "ipc://"));
     m = load_fails(ARGV("--initial-cluster-state", "old"), NULL);
     assert_non_null(strstr(m, "'old'"));
+    m = load_fails(ARGV("--value-cache-bytes", "65G"), NULL);
+    assert_non_null(strstr(m, "--value-cache-bytes"));
+    assert_int_equal(load(&c, ARGV("--value-cache-bytes", "0"), NULL), 0);
+    assert_int_equal(c.value_cache_bytes, 0);
+    config_free(&c);
 }
 
 static void test_durations_and_sizes_parse_with_units(void **state)

@@ -39,10 +39,14 @@ static void rm_rf(const char *dir)
     assert_int_equal(system(cmd), 0);
 }
 
+/* Every test's reads go through a value cache (cairnd's configuration);
+ * test_mvcc_model's even seeds and the other tests read without one. */
 static void fx_open(struct fx *f)
 {
     char err[256];
-    assert_int_equal(mvcc_open(f->dir, NULL, &f->s, err, sizeof(err)), 0);
+    assert_int_equal(mvcc_open(f->dir, &(struct mvcc_options){.value_cache_bytes = 1 << 20}, &f->s, err,
+                               sizeof(err)),
+                     0);
     assert_int_equal(mvcc_reader_open(f->s, &f->r), 0);
 }
 
@@ -486,6 +490,83 @@ static void test_read_below_compact_revision_fails_with_it(void **state)
     assert_int_equal(r->compact_revision, 4);
     compact(f, 4, -CAIRN_E_COMPACTED);
     compact(f, 7, -CAIRN_E_FUTURE_REV);
+}
+
+static struct mvcc_status cache_stats(struct fx *f)
+{
+    struct mvcc_status st;
+    assert_int_equal(mvcc_reader_status(f->r, &st), 0);
+    return st;
+}
+
+static void test_reads_fill_the_value_cache_and_every_revision_reads_right(void **state)
+{
+    struct fx *f = *state;
+    struct mvcc_kv kv;
+    char v[32];
+    int64_t r1 = put(f, "k", "one");
+    struct mvcc_status st0 = cache_stats(f);
+    assert_true(st0.value_cache_bytes > 0);
+    assert_true(get(f, "k", 0, &kv, v, sizeof v));
+    assert_string_equal(v, "one");
+    struct mvcc_status st = cache_stats(f);
+    assert_int_equal(st.value_cache_misses, st0.value_cache_misses + 1);
+    assert_int_equal(st.value_cache_hits, st0.value_cache_hits);
+    assert_true(st.value_cache_bytes > st0.value_cache_bytes);
+    /* the second read is served from the cache */
+    assert_true(get(f, "k", 0, &kv, v, sizeof v));
+    assert_string_equal(v, "one");
+    assert_int_equal(cache_stats(f).value_cache_hits, st.value_cache_hits + 1);
+
+    /* a new revision is a new entry: the old one still answers reads at its revision */
+    int64_t r2 = put(f, "k", "two");
+    assert_true(get(f, "k", 0, &kv, v, sizeof v));
+    assert_string_equal(v, "two");
+    assert_int_equal(kv.mod_revision, r2);
+    assert_true(get(f, "k", r1, &kv, v, sizeof v));
+    assert_string_equal(v, "one");
+    /* an empty value too */
+    put(f, "k", "");
+    for (int i = 0; i < 2; i++) {
+        assert_true(get(f, "k", 0, &kv, v, sizeof v));
+        assert_string_equal(v, "");
+    }
+    /* a delete hides the cached value; a compaction fails reads below it, cached or not */
+    del(f, "k", NULL);
+    assert_false(get(f, "k", 0, &kv, v, sizeof v));
+    compact(f, r2, 0);
+    compact_finish(f);
+    struct mvcc_range_result *res = NULL;
+    assert_int_equal(mvcc_range(f->r, &(struct mvcc_range_req){.key = B("k"), .revision = r1}, &res, NULL),
+                     -CAIRN_E_COMPACTED);
+    assert_true(get(f, "k", r2, &kv, v, sizeof v));
+    assert_string_equal(v, "two");
+
+    /* a range of more than 16 keys reads through the cache but leaves it as it is */
+    char key[16];
+    for (int i = 0; i < 20; i++) {
+        snprintf(key, sizeof key, "r%02d", i);
+        put(f, key, key);
+    }
+    st = cache_stats(f);
+    res = rng(f, (struct mvcc_range_req){.key = B("r"), .range_end = B("s")});
+    assert_int_equal(res->resp.n_kvs, 20);
+    mvcc_range_result_free(res);
+    struct mvcc_status st2 = cache_stats(f);
+    assert_int_equal(st2.value_cache_misses, st.value_cache_misses + 20);
+    assert_int_equal(st2.value_cache_bytes, st.value_cache_bytes);
+    /* one of up to 16 fills it */
+    res = rng(f, (struct mvcc_range_req){.key = B("r00"), .range_end = B("r16")});
+    assert_int_equal(res->resp.n_kvs, 16);
+    mvcc_range_result_free(res);
+    res = rng(f, (struct mvcc_range_req){.key = B("r"), .range_end = B("s")});
+    for (size_t i = 0; i < 20; i++) {
+        snprintf(key, sizeof key, "r%02zu", i);
+        assert_int_equal(res->resp.kvs[i].value.len, strlen(key));
+        assert_memory_equal(res->resp.kvs[i].value.data, key, strlen(key));
+    }
+    mvcc_range_result_free(res);
+    assert_int_equal(cache_stats(f).value_cache_hits, st2.value_cache_hits + 16);
 }
 
 static void test_read_above_current_revision_fails_future_rev(void **state)
@@ -1594,6 +1675,7 @@ int main(void)
         T(test_txn_compare_over_a_key_range),
         T(test_txn_reads_see_earlier_writes_and_compares_see_state_before),
         T(test_read_below_compact_revision_fails_with_it),
+        T(test_reads_fill_the_value_cache_and_every_revision_reads_right),
         T(test_read_above_current_revision_fails_future_rev),
         T(test_reads_at_past_revisions),
         T(test_range_end_single_prefix_and_from_key),
