@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
+#include <time.h>
 #include <unistd.h>
 
 #define SD_JOURNAL_SUPPRESS_LOCATION /* we send CODE_* ourselves */
@@ -263,4 +264,35 @@ void log_emit(enum log_level level, const char *file, int line, const char *func
         send_journal(level, file, line, func, message_id, fields, msg);
     else
         send_stderr(level, message_id, fields, msg);
+}
+
+bool log_limit_pass(struct log_limit *l, uint64_t *refused)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    pthread_mutex_lock(&l->mu);
+    *refused = 0;
+    if (l->window_start_ms == 0 || now - l->window_start_ms >= l->window_ms) {
+        *refused = l->refused;
+        l->window_start_ms = now;
+        l->count = 0;
+        l->refused = 0;
+    }
+    bool ok = l->count < l->burst;
+    if (ok)
+        l->count++;
+    else
+        l->refused++;
+    pthread_mutex_unlock(&l->mu);
+    return ok;
+}
+
+const char *log_limit_note(char *buf, size_t len, uint64_t refused)
+{
+    if (refused)
+        snprintf(buf, len, " (%" PRIu64 " earlier ones not logged)", refused);
+    else if (len)
+        buf[0] = 0;
+    return buf;
 }

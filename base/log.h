@@ -8,6 +8,9 @@
 #ifndef CAIRN_BASE_LOG_H
 #define CAIRN_BASE_LOG_H
 
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* Levels are syslog priorities, so they map to PRIORITY= unchanged. */
@@ -82,6 +85,32 @@ int log_using_journal(void);
 void log_emit(enum log_level level, const char *file, int line, const char *func,
               const char *message_id, const struct log_kv *fields, const char *fmt, ...)
     __attribute__((format(printf, 7, 8)));
+
+/*
+ * log_limit: at most `burst` events of one kind per window of `window_ms`,
+ * for events that load or a remote party can cause at will (slow requests,
+ * refused peer input), so that a storm of them cannot flood the journal or
+ * slow the member further.  Declare one with LOG_LIMIT_INIT; thread-safe.
+ */
+struct log_limit {
+    unsigned burst;
+    uint64_t window_ms;
+    pthread_mutex_t mu;
+    uint64_t window_start_ms; /* CLOCK_MONOTONIC */
+    unsigned count;           /* events let through in this window */
+    uint64_t refused;         /* events refused in this window */
+};
+#define LOG_LIMIT_INIT(burst_, window_ms_) \
+    {.burst = (burst_), .window_ms = (window_ms_), .mu = PTHREAD_MUTEX_INITIALIZER}
+
+/* log_limit_pass: true if this event may be logged.  *refused is the number
+ * of events refused in the window before (nonzero only for the first event
+ * of a new window), for the message to mention. */
+bool log_limit_pass(struct log_limit *l, uint64_t *refused);
+
+/* log_limit_note: " (N earlier ones not logged)" in buf for a message to end
+ * with, or "" when refused is 0; returns buf. */
+const char *log_limit_note(char *buf, size_t len, uint64_t refused);
 
 #define log_event(level, msgid, fields, ...) \
     log_emit((level), __FILE__, __LINE__, __func__, (msgid), (fields), __VA_ARGS__)

@@ -209,9 +209,7 @@ struct peer_transport {
     struct istream *ins;   /* stream thread only */
     uint8_t *rbuf;         /* stream thread only: one chunk */
 
-    pthread_mutex_t log_mu;
-    uint64_t log_window_ms;
-    unsigned log_count, log_suppressed;
+    struct log_limit log_limit; /* for events a remote party can cause at will */
 };
 
 /* ---------------------------------------------------------------- small helpers */
@@ -309,40 +307,18 @@ static void remote_addr(nng_msg *msg, char *buf, size_t len)
         snprintf(buf, len, "%s", sa.s_ipc.sa_path);
 }
 
-/* Rate limit for events a remote party can cause at will. */
-static bool log_allowed(struct peer_transport *t, unsigned *suppressed)
-{
-    bool ok;
-    uint64_t now = now_ms();
-    pthread_mutex_lock(&t->log_mu);
-    *suppressed = 0;
-    if (now - t->log_window_ms >= LOG_WINDOW_MS) {
-        *suppressed = t->log_suppressed;
-        t->log_window_ms = now;
-        t->log_count = 0;
-        t->log_suppressed = 0;
-    }
-    ok = t->log_count < LOG_BURST;
-    if (ok)
-        t->log_count++;
-    else
-        t->log_suppressed++;
-    pthread_mutex_unlock(&t->log_mu);
-    return ok;
-}
-
 /* Log an envelope or chunk refused from `from` (0 if not known). */
 static void log_refused(struct peer_transport *t, nng_msg *msg, uint64_t from, const char *what)
 {
-    unsigned suppressed;
-    if (!log_allowed(t, &suppressed))
+    uint64_t suppressed;
+    if (!log_limit_pass(&t->log_limit, &suppressed))
         return;
     char addr[256];
     remote_addr(msg, addr, sizeof addr);
     log_warning(LOG_FIELDS(LOG_HEX("CAIRN_MEMBER", t->self_id), LOG_HEX("CAIRN_PEER", from),
                            LOG_STR("CAIRN_REMOTE_ADDR", addr), LOG_U64("CAIRN_SUPPRESSED", suppressed)),
                 "peer transport: dropped input from member %016" PRIx64 " at %s: %s%s", from, addr, what,
-                suppressed ? " (earlier events suppressed)" : "");
+                log_limit_note((char[48]){0}, 48, suppressed));
 }
 
 /* Caller holds mu. */
@@ -695,8 +671,8 @@ static void sendq_cb(void *arg)
     uint64_t id = q->p->id;
     pthread_mutex_unlock(&t->mu);
     if (rv == NNG_ETIMEDOUT && q->flush_on_stall) {
-        unsigned suppressed;
-        if (log_allowed(t, &suppressed))
+        uint64_t suppressed;
+        if (log_limit_pass(&t->log_limit, &suppressed))
             log_warning(LOG_FIELDS(LOG_HEX("CAIRN_MEMBER", t->self_id), LOG_HEX("CAIRN_PEER", id)),
                         "peer transport: member %016" PRIx64 " unreachable for %d ms, dropped %zu queued messages%s",
                         id, STALL_MS, flushed + 1, state);
@@ -1194,8 +1170,8 @@ static void istream_refuse(struct peer_transport *t, uint64_t from, struct istre
                            const char *why)
 {
     uint64_t at = is ? is->received : 0;
-    unsigned suppressed;
-    if (log_allowed(t, &suppressed))
+    uint64_t suppressed;
+    if (log_limit_pass(&t->log_limit, &suppressed))
         log_warning(LOG_FIELDS(LOG_HEX("CAIRN_PEER", from), LOG_U64("CAIRN_INDEX", index),
                                LOG_U64("CAIRN_OFFSET", at), LOG_U64("CAIRN_SUPPRESSED", suppressed)),
                     "peer transport: snapshot at %" PRIu64 " from %016" PRIx64 " refused at byte %" PRIu64 ": %s",
@@ -1669,7 +1645,7 @@ static void transport_free(struct peer_transport *t)
     if (atomic_load(&t->close_abandoned))
         return; /* the peers' pipe callbacks may still take t->mu */
     pthread_cond_destroy(&t->jcv);
-    pthread_mutex_destroy(&t->log_mu);
+    pthread_mutex_destroy(&t->log_limit.mu);
     pthread_mutex_destroy(&t->mu);
     pthread_mutex_destroy(&t->cfg_mu);
     free(t);
@@ -1691,7 +1667,7 @@ int peer_start(const struct peer_options *o, const struct peer_callbacks *cb, st
         return -ENOMEM;
     pthread_mutex_init(&t->cfg_mu, NULL);
     pthread_mutex_init(&t->mu, NULL);
-    pthread_mutex_init(&t->log_mu, NULL);
+    t->log_limit = (struct log_limit)LOG_LIMIT_INIT(LOG_BURST, LOG_WINDOW_MS);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -1705,7 +1681,6 @@ int peer_start(const struct peer_options *o, const struct peer_callbacks *cb, st
     t->max_recv = o->max_recv_bytes ? o->max_recv_bytes : DEFAULT_MAX_RECV;
     t->chunk = o->chunk_bytes ? o->chunk_bytes : DEFAULT_CHUNK;
     t->snap_timeout_ms = o->snapshot_timeout_ms ? o->snapshot_timeout_ms : DEFAULT_SNAP_TIMEOUT_MS;
-    t->log_window_ms = now_ms();
     if (t->chunk + ENVELOPE_SLACK > t->max_recv) {
         snprintf(err, errlen, "peer transport: snapshot chunks of %zu bytes do not fit in envelopes of %zu",
                  t->chunk, t->max_recv);

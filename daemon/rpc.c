@@ -136,6 +136,11 @@ static const ProtobufCBinaryData *request_key(const Cairn__Request *req)
     }
 }
 
+/* Slow requests come in storms (a disk stall makes every request in flight
+ * slow): 20 lines per 10 s, the rest counted in the next line.  The
+ * request-duration histograms in /metrics see every one. */
+static struct log_limit slow_log = LOG_LIMIT_INIT(20, 10000);
+
 /* The request is answered: log it if slow, free it, take the next one. */
 static void finish(struct slot *s)
 {
@@ -145,16 +150,20 @@ static void finish(struct slot *s)
     if (r->hooks.request_done && s->req)
         r->hooks.request_done(r->hooks.done_arg, (int)s->req->body_case, s->code, took_ns);
     /* a WatchNext waits on purpose (a long poll): never "slow" */
+    uint64_t refused;
     if (took_ms >= (int64_t)r->cfg->slow_request_ms && s->req &&
-        s->req->body_case != CAIRN__REQUEST__BODY_WATCH_NEXT) {
+        s->req->body_case != CAIRN__REQUEST__BODY_WATCH_NEXT && log_limit_pass(&slow_log, &refused)) {
         char key[160] = "";
         const ProtobufCBinaryData *k = request_key(s->req);
         if (k)
             kvconv_escape(k->data, k->len, key, sizeof key);
-        log_event(LOG_LEVEL_WARNING, MSGID_SLOW_REQUEST, LOG_FIELDS(LOG_STR("CAIRN_METHOD", method_name(s->req)), LOG_STR("CAIRN_KEY", key),
-                               LOG_U64("CAIRN_DURATION_MS", took_ms), LOG_STR("CAIRN_REMOTE", s->remote)),
-                    "slow request: %s %s took %" PRId64 " ms (client %s; threshold --slow-request-threshold %u ms)",
-                    method_name(s->req), key, took_ms, s->remote, r->cfg->slow_request_ms);
+        log_event(LOG_LEVEL_WARNING, MSGID_SLOW_REQUEST,
+                  LOG_FIELDS(LOG_STR("CAIRN_METHOD", method_name(s->req)), LOG_STR("CAIRN_KEY", key),
+                             LOG_U64("CAIRN_DURATION_MS", took_ms), LOG_STR("CAIRN_REMOTE", s->remote),
+                             LOG_U64("CAIRN_SUPPRESSED", refused)),
+                  "slow request: %s%s%s took %" PRId64 " ms (client %s; threshold --slow-request-threshold %u ms)%s",
+                  method_name(s->req), k ? " " : "", key, took_ms, s->remote, r->cfg->slow_request_ms,
+                  log_limit_note((char[48]){0}, 48, refused));
     }
     s->req = NULL;
     kvconv_arena_free(&s->req_arena);

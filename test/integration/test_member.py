@@ -4,6 +4,7 @@ crashes: kill -9 in the middle of a cairn-load run loses no acknowledged
 write, the revision keeps growing across restarts, SIGTERM exits 0; a removed data
 directory stops the member with 78."""
 import shutil
+import time
 
 import cluster
 
@@ -157,6 +158,29 @@ def test_several_requests_in_flight_on_one_connection(member, wire):
         assert len(set(revs)) == 64
         got = wire.check(c.range("f/", wire.prefix_end("f/")), "range")
         assert {kv.key: kv.value for kv in got.range.kvs} == {b"f/%03d" % i: b"v%d" % i for i in range(64)}
+
+
+def test_slow_requests_are_logged_at_most_20_per_10_seconds(env, wire):
+    # A threshold of 0 makes every request slow: a storm, as a disk stall
+    # makes one.  The log keeps 20 lines per 10 s window; the first line of
+    # a later window counts what was left out.
+    m = env.cluster(1, extra=["--slow-request-threshold=0"])[0]
+    t0 = time.monotonic()
+    with m.client() as c:
+        for i in range(300):
+            wire.check(c.put("slow/%03d" % i, "v"), "put")
+    windows = int((time.monotonic() - t0) / 10) + 1
+    lines = [x for x in m.log_text().splitlines() if "slow request:" in x]
+    assert 20 <= len(lines) <= 20 * windows, (len(lines), windows)
+    puts = [x for x in lines if "slow request: put" in x]
+    assert puts and '\\"slow/000\\" took' in puts[0] and "--slow-request-threshold 0 ms" in puts[0], lines
+    assert all("  took" not in x for x in lines), "a request without a key reads 'status took'"
+    # the next window's first slow request reports the ones left out
+    time.sleep(10.5)
+    with m.client() as c:
+        wire.check(c.put("slow/after", "v"), "put")
+    last = [x for x in m.log_text().splitlines() if "slow request:" in x][-1]
+    assert "slow/after" in last and "earlier ones not logged)" in last, last
 
 
 def test_kill_9_during_load_then_restart_keeps_every_acknowledged_write(env, wire, tmp_path):

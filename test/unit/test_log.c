@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -223,6 +224,30 @@ static void test_journal_events_arrive_as_separate_fields(void **state)
     assert_int_equal(WEXITSTATUS(st), 0);
 }
 
+static void test_a_limit_lets_a_burst_through_per_window_and_counts_the_rest(void **state)
+{
+    (void)state;
+    struct log_limit l = LOG_LIMIT_INIT(3, 100);
+    uint64_t refused = 99;
+    for (int i = 0; i < 3; i++) {
+        assert_true(log_limit_pass(&l, &refused));
+        assert_int_equal(refused, 0);
+    }
+    assert_false(log_limit_pass(&l, &refused));
+    assert_false(log_limit_pass(&l, &refused));
+    /* the first event of a later window passes and hears of the two refused */
+    struct timespec ts = {0, 150 * 1000000L};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+    assert_true(log_limit_pass(&l, &refused));
+    assert_int_equal(refused, 2);
+    assert_true(log_limit_pass(&l, &refused));
+    assert_int_equal(refused, 0);
+    char buf[48];
+    assert_string_equal(log_limit_note(buf, sizeof buf, 2), " (2 earlier ones not logged)");
+    assert_string_equal(log_limit_note(buf, sizeof buf, 0), "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -231,6 +256,7 @@ int main(void)
         cmocka_unit_test(test_levels_and_targets_parse),
         cmocka_unit_test(test_auto_target_follows_journal_stream),
         cmocka_unit_test(test_journal_events_arrive_as_separate_fields),
+        cmocka_unit_test(test_a_limit_lets_a_burst_through_per_window_and_counts_the_rest),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
