@@ -1399,6 +1399,11 @@ static int apply_committed(struct node *n, const struct raft_ready *rd)
             }
         }
     }
+    bool event_values = false;
+    for (size_t k = 0; k < nobs; k++)
+        if (obs[k].wants_event_values && obs[k].wants_event_values(obs[k].arg))
+            event_values = true;
+    mvcc_set_event_values(n->store, event_values);
     int64_t t0 = now_ns();
     struct mvcc_result *res = NULL;
     rc = mvcc_apply(n->store, b.ents, b.n, &res);

@@ -122,6 +122,10 @@ struct node_observer {
     void (*leader_changed)(void *arg, uint64_t lead, uint64_t term, int is_self);
     /* The store was replaced by a snapshot (state derived from it must be reloaded). */
     void (*store_replaced)(void *arg);
+    /* Before each apply batch: true if this observer reads the previous
+     * values in the batch's PUT events (mvcc_set_event_values); when none
+     * does, the store skips reading them. */
+    bool (*wants_event_values)(void *arg);
     /*
      * Before the store applies a committed request (log order, entries above
      * the store's consistent index only, so also during WAL replay after a

@@ -142,7 +142,9 @@ static void on_applied(void *arg, const struct mvcc_entry *ents, size_t n, const
     /* copied outside the lock: the dispatcher and the catch-up thread never wait for it */
     struct wbatch *b = NULL;
     bool watched = __atomic_load_n(&h->live, __ATOMIC_RELAXED) > 0;
-    if (!lost && watched)
+    /* A watcher that became live after the batch was applied without old
+     * values (wants_event_values said nobody watched) reads it from the store. */
+    if (!lost && watched && res->event_values)
         b = copy_batch(res, from);
     pthread_mutex_lock(&h->ring_mu);
     if (h->ring_stop || res->revision <= h->obs_rev) {
@@ -325,7 +327,15 @@ void whub_nudge_timer(struct watch_hub *h, int64_t deadline)
     pthread_mutex_unlock(&h->ring_mu);
 }
 
+/* Only a batch copied for live watchers needs the old values (copy_batch). */
+static bool wants_event_values(void *arg)
+{
+    struct watch_hub *h = arg;
+    return __atomic_load_n(&h->live, __ATOMIC_RELAXED) > 0;
+}
+
 void watch_feed_observer(struct watch_hub *h, struct node_observer *o)
 {
-    *o = (struct node_observer){.arg = h, .applied = on_applied, .store_replaced = on_store_replaced};
+    *o = (struct node_observer){.arg = h, .applied = on_applied, .store_replaced = on_store_replaced,
+                                .wants_event_values = wants_event_values};
 }

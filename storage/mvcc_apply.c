@@ -274,7 +274,9 @@ static int do_put(struct applier *w, const struct mvcc_put_req *r, struct mvcc_r
     struct prevrow p;
     struct mvcc_buf key;
     int rc;
-    if ((rc = buf_copy(w, r->key, &key)) < 0 || (rc = kv_latest(w, key, true, &p)) < 0)
+    /* the old value: for the response, for ignore_value, and for watchers' events */
+    bool old_value = r->prev_kv || r->ignore_value || !w->s->no_event_values;
+    if ((rc = buf_copy(w, r->key, &key)) < 0 || (rc = kv_latest(w, key, old_value, &p)) < 0)
         return rc;
     if ((r->ignore_value || r->ignore_lease) && !p.live)
         return -CAIRN_E_KEY_NOT_FOUND; /* checked before; kept as a guard */
@@ -1006,6 +1008,7 @@ int mvcc_apply(struct mvcc_store *s, const struct mvcc_entry *entries, size_t n,
     res->n_events = w.n_events;
     res->revision = st.rev;
     res->consistent_index = st.ci;
+    res->event_values = !s->no_event_values;
     *keep = a;
     res->priv_ = keep;
     *out = res;
@@ -1015,6 +1018,11 @@ fail:
     ix_abort(&s->ix);
     arena_free(&a);
     return rc;
+}
+
+void mvcc_set_event_values(struct mvcc_store *s, bool on)
+{
+    s->no_event_values = !on;
 }
 
 void mvcc_result_free(struct mvcc_result *r)

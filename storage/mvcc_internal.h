@@ -97,6 +97,7 @@ struct mvcc_store {
     unsigned char *ccur;
     size_t ccur_len;
     struct vcache *vc; /* the value cache, or NULL */
+    bool no_event_values; /* mvcc_set_event_values(false) */
 };
 
 struct mvcc_reader {

@@ -903,6 +903,45 @@ static void test_events_carry_kv_and_prev_kv(void **state)
     assert_memory_equal(r->del.prev_kvs[0].value.data, "3", 1);
 }
 
+static void test_events_without_old_values_when_nobody_needs_them(void **state)
+{
+    struct fx *f = *state;
+    int64_t r1 = put(f, "a", "1");
+    assert_true(f->last->event_values);
+    mvcc_set_event_values(f->s, false);
+    int64_t r2 = put(f, "a", "2");
+    assert_false(f->last->event_values);
+    struct mvcc_event *ev = &f->last->events[0];
+    assert_memory_equal(ev->kv.value.data, "2", 1);
+    /* the previous revision is there, its value is not */
+    assert_non_null(ev->prev_kv);
+    assert_int_equal(ev->prev_kv->mod_revision, r1);
+    assert_int_equal(ev->prev_kv->version, 1);
+    assert_int_equal(ev->prev_kv->value.len, 0);
+    /* a put that asks for the old value, or keeps it, still reads it */
+    struct mvcc_response *r = apply(
+        f, (struct mvcc_request){.type = MVCC_REQ_PUT, .put = {.key = B("a"), .value = B("3"), .prev_kv = true}});
+    assert_int_equal(r->err, 0);
+    assert_non_null(r->put.prev_kv);
+    assert_int_equal(r->put.prev_kv->mod_revision, r2);
+    assert_memory_equal(r->put.prev_kv->value.data, "2", 1);
+    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_PUT, .put = {.key = B("a"), .ignore_value = true, .lease = 0}});
+    assert_int_equal(r->err, 0);
+    struct mvcc_kv kv;
+    char v[8];
+    assert_true(get(f, "a", 0, &kv, v, sizeof v));
+    assert_string_equal(v, "3");
+    assert_int_equal(kv.version, 4);
+    /* deletes carry the old value either way */
+    del(f, "a", NULL);
+    assert_memory_equal(f->last->events[0].prev_kv->value.data, "3", 1);
+    mvcc_set_event_values(f->s, true);
+    put(f, "a", "4");
+    put(f, "a", "5");
+    assert_true(f->last->event_values);
+    assert_memory_equal(f->last->events[0].prev_kv->value.data, "4", 1);
+}
+
 static void test_records_live_outside_the_kv_space(void **state)
 {
     struct fx *f = *state;
@@ -1687,6 +1726,7 @@ int main(void)
         T(test_lease_grant_checkpoint_and_list),
         T(test_entries_at_or_below_consistent_index_are_skipped),
         T(test_events_carry_kv_and_prev_kv),
+        T(test_events_without_old_values_when_nobody_needs_them),
         T(test_records_live_outside_the_kv_space),
         T(test_history_pages_through_every_revision_with_tombstones),
         T(test_hash_kv_ignores_physical_compaction_progress),
