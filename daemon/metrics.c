@@ -610,9 +610,9 @@ static void render_metrics(struct metrics *m, struct sbuf *b)
     struct mvcc_status ms;
     if (read_status(m, &ms) == 0) {
         gauge_i(b, "etcd_debugging_mvcc_keys_total", "Live keys in the store (newest revision not a delete).", ms.keys);
-        counter_u(b, "cairn_value_cache_hits_total", "Values reads found in the value cache (--value-cache-bytes).",
+        counter_u(b, "cairn_value_cache_hits_total", "Value reads served from the value cache (--value-cache-bytes).",
                   ms.value_cache_hits);
-        counter_u(b, "cairn_value_cache_misses_total", "Values reads took from the store's SQL instead.",
+        counter_u(b, "cairn_value_cache_misses_total", "Value reads that went to the store's SQL instead.",
                   ms.value_cache_misses);
         gauge_i(b, "cairn_value_cache_bytes", "Memory the value cache holds, its table included.",
                 ms.value_cache_bytes);
