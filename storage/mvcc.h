@@ -324,19 +324,20 @@ struct mvcc_result {
     size_t n_events;
     int64_t revision;             /* the store's revision after the batch */
     uint64_t consistent_index;    /* after the batch */
-    bool event_values;            /* PUT events' prev_kv carry values (mvcc_set_event_values) */
+    bool event_values;            /* events' prev_kv carry values (mvcc_set_event_values) */
     void *priv_;                  /* the allocator behind it all */
 };
 
 /*
- * mvcc_set_event_values: whether the PUT events of the batches applied from
- * now on carry the key's previous value in prev_kv (on at open).  Reading it
+ * mvcc_set_event_values: whether the events of the batches applied from now
+ * on carry the key's previous value in prev_kv (on at open).  Reading it
  * costs a lookup in the store for every put over a live key (about 7k of a
- * put's 50k instructions), and only watchers use it, so a caller with nobody
- * watching turns it off.  Off, such an event still has its prev_kv, with the
- * revisions, lease and version, and the result's event_values is false; its
- * value is empty unless the put read it anyway (a put with prev_kv or
- * ignore_value reads it for its response).  DELETE events always carry it.
+ * put's 50k instructions) and every key a delete or a lease revoke removes,
+ * and only watchers use it, so a caller with nobody watching turns it off.
+ * Off, such an event still has its prev_kv, with the revisions, lease and
+ * version, and the result's event_values is false; its value is empty
+ * unless the request read it anyway (a put or delete with prev_kv, a put
+ * with ignore_value, read it for the response).
  */
 void mvcc_set_event_values(struct mvcc_store *s, bool on);
 

@@ -314,7 +314,7 @@ static int do_put(struct applier *w, const struct mvcc_put_req *r, struct mvcc_r
 
 /* The live keys of a range, in key order, with their values, before any of
  * them is deleted. */
-static int live_rows(struct applier *w, struct mvcc_buf key, struct mvcc_buf end,
+static int live_rows(struct applier *w, struct mvcc_buf key, struct mvcc_buf end, bool with_values,
                      struct prevrow **rows, size_t *n)
 {
     enum range_kind kind = range_kind(key, end);
@@ -327,7 +327,7 @@ static int live_rows(struct applier *w, struct mvcc_buf key, struct mvcc_buf end
     if (kind == RK_SINGLE) {
         struct prevrow p;
         struct mvcc_buf k;
-        if ((rc = buf_copy(w, key, &k)) < 0 || (rc = kv_latest(w, k, true, &p)) < 0)
+        if ((rc = buf_copy(w, key, &k)) < 0 || (rc = kv_latest(w, k, with_values, &p)) < 0)
             return rc;
         if (!p.live)
             return 0;
@@ -368,7 +368,7 @@ static int live_rows(struct applier *w, struct mvcc_buf key, struct mvcc_buf end
     }
     /* values once the index walk is over */
     struct view v = writer_view(w);
-    for (size_t i = 0; i < *n; i++) {
+    for (size_t i = 0; with_values && i < *n; i++) {
         struct prevrow *p = &(*rows)[i];
         if ((rc = view_value(&v, w->a, p->r.main, p->r.sub, &p->kv.value)) < 0)
             return rc;
@@ -381,7 +381,8 @@ static int do_delete(struct applier *w, const struct mvcc_delete_req *r,
 {
     struct prevrow *rows;
     size_t n;
-    int rc = live_rows(w, r->key, r->range_end, &rows, &n);
+    /* the old values: for the response and for watchers' events (see do_put) */
+    int rc = live_rows(w, r->key, r->range_end, r->prev_kv || !w->s->no_event_values, &rows, &n);
     if (rc < 0)
         return rc;
     struct mvcc_kv *prevs = NULL;
@@ -831,7 +832,7 @@ static int do_lease_revoke(struct applier *w, const struct mvcc_lease_revoke_req
     }
     for (size_t i = 0; i < n; i++) {
         struct prevrow p;
-        if ((rc = kv_latest(w, keys[i], true, &p)) < 0)
+        if ((rc = kv_latest(w, keys[i], !w->s->no_event_values, &p)) < 0)
             return rc;
         if (p.live && (rc = delete_one(w, &p, NULL)) < 0)
             return rc;

@@ -229,46 +229,52 @@ def test_prev_kv_read_from_the_store(member, wire):
         assert got[2].prev_kv.mod_revision == r1 + 1 and got[2].prev_kv.version == 2
 
 
-def test_prev_kv_is_exact_for_watchers_that_come_and_go_while_puts_flow(member, wire):
-    # With no watcher live a member applies puts without reading the old
-    # values (nobody would see them).  Watchers created and canceled while
-    # one key is overwritten again and again must still get every old value:
-    # a batch applied without them just before a watcher went live is read
-    # from the store.
+def test_prev_kv_is_exact_for_watchers_that_come_and_go_while_writes_flow(member, wire):
+    # With no watcher live a member applies puts and deletes without reading
+    # the old values (nobody would see them).  Watchers created and canceled
+    # while one key is written again and again (every fifth write a delete)
+    # must still get every old value: a batch applied without them just
+    # before a watcher went live is read from the store.
     total = 1500
     done = threading.Event()
-    last = []
+    ops = {}  # revision -> the value put there, or None for a delete
 
     def writer():
         with member.client(timeout=20) as w:
             for i in range(total):
-                last.append(put_rev(wire, w, "flow", "v%d" % i))
+                if i % 5 == 4:
+                    ops[wire.check(w.delete("flow"), "delete_range").header.revision] = None
+                else:
+                    ops[put_rev(wire, w, "flow", "v%d" % i)] = b"v%d" % i
         done.set()
 
     t = threading.Thread(target=writer)
     t.start()
+    got = []
     try:
         with member.client(timeout=20) as c:
             rounds = 0
             while not done.is_set() and rounds < 40:
                 rounds += 1
                 wid = watch_id(wire, c, "flow", prev_kv=True)
-                got = []
                 for _ in range(3):
                     got += list(poll(wire, c, wid, 200).events)
                 wire.check(c.call(wire.pb.Request(watch_cancel=wire.pb.WatchCancelRequest(watch_id=wid))),
                            "watch_cancel")
-                for e in got:
-                    i = int(e.kv.value[1:])
-                    if i == 0:
-                        continue
-                    assert e.HasField("prev_kv"), e
-                    assert e.prev_kv.value == b"v%d" % (i - 1), (e.kv.value, e.prev_kv.value)
-                    assert e.prev_kv.mod_revision == e.kv.mod_revision - 1
                 time.sleep(0.02)  # a moment with no watcher
     finally:
         t.join()
-    assert len(last) == total and rounds >= 2
+    assert len(ops) == total and rounds >= 2 and got
+    first = min(ops)
+    for e in got:
+        rev = e.kv.mod_revision
+        assert (e.type == EV_DELETE) == (ops[rev] is None), e
+        before = ops.get(rev - 1) if rev > first else None
+        if before is None:
+            assert not e.HasField("prev_kv"), e
+        else:
+            assert e.HasField("prev_kv") and e.prev_kv.mod_revision == rev - 1, e
+            assert e.prev_kv.value == before, (rev, e.prev_kv.value, before)
 
 
 def test_large_revision_whole_or_in_fragments(member, wire):

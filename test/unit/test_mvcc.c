@@ -932,9 +932,26 @@ static void test_events_without_old_values_when_nobody_needs_them(void **state)
     assert_true(get(f, "a", 0, &kv, v, sizeof v));
     assert_string_equal(v, "3");
     assert_int_equal(kv.version, 4);
-    /* deletes carry the old value either way */
+    /* a delete's event too, unless it asks for the old values */
+    int64_t r4 = put(f, "b", "4");
     del(f, "a", NULL);
-    assert_memory_equal(f->last->events[0].prev_kv->value.data, "3", 1);
+    ev = &f->last->events[0];
+    assert_int_equal(ev->type, MVCC_EVENT_DELETE);
+    assert_int_equal(ev->prev_kv->version, 4);
+    assert_int_equal(ev->prev_kv->value.len, 0);
+    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_DELETE_RANGE,
+                                       .del = {.key = B("b"), .range_end = B("c"), .prev_kv = true}});
+    assert_int_equal(r->del.n_prev_kvs, 1);
+    assert_int_equal(r->del.prev_kvs[0].mod_revision, r4);
+    assert_memory_equal(r->del.prev_kvs[0].value.data, "4", 1);
+    /* and a lease revoke's */
+    lease_grant(f, 7, 60);
+    put_lease(f, "l", "held", 7);
+    apply(f, (struct mvcc_request){.type = MVCC_REQ_LEASE_REVOKE, .lease_revoke = {7}});
+    ev = &f->last->events[0];
+    assert_int_equal(ev->type, MVCC_EVENT_DELETE);
+    assert_int_equal(ev->prev_kv->lease, 7);
+    assert_int_equal(ev->prev_kv->value.len, 0);
     mvcc_set_event_values(f->s, true);
     put(f, "a", "4");
     put(f, "a", "5");

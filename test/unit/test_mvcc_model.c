@@ -122,7 +122,7 @@ static void run_seed(uint64_t seed, int nops)
                 batch[i].term = 1 + index / 100;
                 gen_request(&r, &p, &m, &batch[i].req);
             }
-            /* a quarter of the batches without old values in PUT events (nobody watching) */
+            /* a quarter of the batches without old values in events (nobody watching) */
             bool values = chance(&r, 75);
             mvcc_set_event_values(x.s, values);
             struct mvcc_result *res;
@@ -144,9 +144,8 @@ static void run_seed(uint64_t seed, int nops)
                 struct mvcc_event want = m.events[i];
                 struct mvcc_kv prev;
                 const struct mvcc_event *got = &res->events[i];
-                if (!values && want.type == MVCC_EVENT_PUT && want.prev_kv && got->prev_kv &&
-                    got->prev_kv->value.len == 0) {
-                    prev = *want.prev_kv; /* all but the value (a put that read it anyway has it) */
+                if (!values && want.prev_kv && got->prev_kv && got->prev_kv->value.len == 0) {
+                    prev = *want.prev_kv; /* all but the value (a request that read it anyway has it) */
                     prev.value = (struct mvcc_buf){NULL, 0};
                     want.prev_kv = &prev;
                 }
