@@ -312,8 +312,8 @@ static int do_put(struct applier *w, const struct mvcc_put_req *r, struct mvcc_r
 
 /* --- DeleteRange ---------------------------------------------------------------------- */
 
-/* The live keys of a range, in key order, with their values, before any of
- * them is deleted. */
+/* The live keys of a range, in key order, before any of them is deleted;
+ * with their values if with_values. */
 static int live_rows(struct applier *w, struct mvcc_buf key, struct mvcc_buf end, bool with_values,
                      struct prevrow **rows, size_t *n)
 {

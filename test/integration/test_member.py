@@ -169,7 +169,9 @@ def test_slow_requests_are_logged_at_most_20_per_10_seconds(env, wire):
     with m.client() as c:
         for i in range(300):
             wire.check(c.put("slow/%03d" % i, "v"), "put")
-    windows = int((time.monotonic() - t0) / 10) + 1
+    elapsed = time.monotonic() - t0
+    # the first window opened with the start's status calls, a moment before t0
+    windows = int(elapsed / 10) + 2
     lines = [x for x in m.log_text().splitlines() if "slow request:" in x]
     assert 20 <= len(lines) <= 20 * windows, (len(lines), windows)
     puts = [x for x in lines if "slow request: put" in x]
@@ -180,7 +182,9 @@ def test_slow_requests_are_logged_at_most_20_per_10_seconds(env, wire):
     with m.client() as c:
         wire.check(c.put("slow/after", "v"), "put")
     last = [x for x in m.log_text().splitlines() if "slow request:" in x][-1]
-    assert "slow/after" in last and "earlier ones not logged)" in last, last
+    assert "slow/after" in last, last
+    if elapsed < 5:  # the 300 puts were all in one window (the usual case): it refused some
+        assert "earlier ones not logged)" in last, last
 
 
 def test_kill_9_during_load_then_restart_keeps_every_acknowledged_write(env, wire, tmp_path):
