@@ -109,7 +109,8 @@ struct log_limit {
 bool log_limit_pass(struct log_limit *l, uint64_t *refused);
 
 /* log_limit_note: " (N earlier ones not logged)" in buf for a message to end
- * with, or "" when refused is 0; returns buf. */
+ * with, or "" when refused is 0; returns buf (LOG_LIMIT_NOTE_LEN holds any N). */
+#define LOG_LIMIT_NOTE_LEN 48
 const char *log_limit_note(char *buf, size_t len, uint64_t refused);
 
 #define log_event(level, msgid, fields, ...) \

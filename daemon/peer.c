@@ -318,7 +318,7 @@ static void log_refused(struct peer_transport *t, nng_msg *msg, uint64_t from, c
     log_warning(LOG_FIELDS(LOG_HEX("CAIRN_MEMBER", t->self_id), LOG_HEX("CAIRN_PEER", from),
                            LOG_STR("CAIRN_REMOTE_ADDR", addr), LOG_U64("CAIRN_SUPPRESSED", suppressed)),
                 "peer transport: dropped input from member %016" PRIx64 " at %s: %s%s", from, addr, what,
-                log_limit_note((char[48]){0}, 48, suppressed));
+                log_limit_note((char[LOG_LIMIT_NOTE_LEN]){0}, LOG_LIMIT_NOTE_LEN, suppressed));
 }
 
 /* Caller holds mu. */

@@ -128,6 +128,12 @@ static void ring_push(struct watch_hub *h, struct wbatch *b, int64_t from, int64
     pthread_cond_signal(&h->ring_cv);
 }
 
+/* A watcher is live: apply batches are worth copying, old values and all. */
+static bool any_watcher(struct watch_hub *h)
+{
+    return __atomic_load_n(&h->live, __ATOMIC_RELAXED) > 0;
+}
+
 static void on_applied(void *arg, const struct mvcc_entry *ents, size_t n, const struct mvcc_result *res)
 {
     struct watch_hub *h = arg;
@@ -141,10 +147,10 @@ static void on_applied(void *arg, const struct mvcc_entry *ents, size_t n, const
         return; /* wrote nothing, or already counted (at start, after a replaced store) */
     /* copied outside the lock: the dispatcher and the catch-up thread never wait for it */
     struct wbatch *b = NULL;
-    bool watched = __atomic_load_n(&h->live, __ATOMIC_RELAXED) > 0;
+    bool live = any_watcher(h);
     /* A watcher that became live after the batch was applied without old
      * values (wants_event_values said nobody watched) reads it from the store. */
-    if (!lost && watched && res->event_values)
+    if (!lost && live && res->event_values)
         b = copy_batch(res, from);
     pthread_mutex_lock(&h->ring_mu);
     if (h->ring_stop || res->revision <= h->obs_rev) {
@@ -156,7 +162,7 @@ static void on_applied(void *arg, const struct mvcc_entry *ents, size_t n, const
             b = NULL;
         }
         h->replaced = false;
-        ring_push(h, b, h->obs_rev, res->revision, watched);
+        ring_push(h, b, h->obs_rev, res->revision, live);
     }
     pthread_mutex_unlock(&h->ring_mu);
 }
@@ -183,7 +189,7 @@ int watch_sync_replaced(struct watch_hub *h)
         return rc;
     pthread_mutex_lock(&h->ring_mu);
     if (h->replaced && st.revision > h->obs_rev)
-        ring_push(h, NULL, h->obs_rev, st.revision, __atomic_load_n(&h->live, __ATOMIC_RELAXED) > 0);
+        ring_push(h, NULL, h->obs_rev, st.revision, any_watcher(h));
     h->replaced = false;
     pthread_mutex_unlock(&h->ring_mu);
     return 0;
@@ -330,8 +336,7 @@ void whub_nudge_timer(struct watch_hub *h, int64_t deadline)
 /* Only a batch copied for live watchers needs the old values (copy_batch). */
 static bool wants_event_values(void *arg)
 {
-    struct watch_hub *h = arg;
-    return __atomic_load_n(&h->live, __ATOMIC_RELAXED) > 0;
+    return any_watcher(arg);
 }
 
 void watch_feed_observer(struct watch_hub *h, struct node_observer *o)

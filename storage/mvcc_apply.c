@@ -83,6 +83,13 @@ static struct view writer_view(const struct applier *w)
                          .compact_rev = w->st->compact_rev};
 }
 
+/* Events carry the old values of what a request overwrites or deletes
+ * (mvcc_set_event_values); a request that needs them itself reads them anyway. */
+static bool event_values(const struct applier *w)
+{
+    return !w->s->no_event_values;
+}
+
 static void kv_of(struct mvcc_buf key, const struct krev *r, struct mvcc_kv *kv)
 {
     *kv = (struct mvcc_kv){.key = key, .create_revision = r->create, .mod_revision = r->main,
@@ -275,7 +282,7 @@ static int do_put(struct applier *w, const struct mvcc_put_req *r, struct mvcc_r
     struct mvcc_buf key;
     int rc;
     /* the old value: for the response, for ignore_value, and for watchers' events */
-    bool old_value = r->prev_kv || r->ignore_value || !w->s->no_event_values;
+    bool old_value = r->prev_kv || r->ignore_value || event_values(w);
     if ((rc = buf_copy(w, r->key, &key)) < 0 || (rc = kv_latest(w, key, old_value, &p)) < 0)
         return rc;
     if ((r->ignore_value || r->ignore_lease) && !p.live)
@@ -382,7 +389,7 @@ static int do_delete(struct applier *w, const struct mvcc_delete_req *r,
     struct prevrow *rows;
     size_t n;
     /* the old values: for the response and for watchers' events (see do_put) */
-    int rc = live_rows(w, r->key, r->range_end, r->prev_kv || !w->s->no_event_values, &rows, &n);
+    int rc = live_rows(w, r->key, r->range_end, r->prev_kv || event_values(w), &rows, &n);
     if (rc < 0)
         return rc;
     struct mvcc_kv *prevs = NULL;
@@ -832,7 +839,7 @@ static int do_lease_revoke(struct applier *w, const struct mvcc_lease_revoke_req
     }
     for (size_t i = 0; i < n; i++) {
         struct prevrow p;
-        if ((rc = kv_latest(w, keys[i], !w->s->no_event_values, &p)) < 0)
+        if ((rc = kv_latest(w, keys[i], event_values(w), &p)) < 0)
             return rc;
         if (p.live && (rc = delete_one(w, &p, NULL)) < 0)
             return rc;
