@@ -628,6 +628,9 @@ static void render_metrics(struct metrics *m, struct sbuf *b)
         gauge_u(b, "cairn_watch_queued_bytes", "Event bytes queued for watchers.", ws.queued_bytes);
         counter_u(b, "etcd_debugging_mvcc_events_total", "Events sent to watchers.", ws.events_delivered);
         counter_u(b, "cairn_watch_lost_batches_total", "Apply batches the watch ring could not keep while watchers were live.", ws.lost_batches);
+        counter_u(b, "cairn_watch_dispatcher_wakeups_total",
+                  "Times the watch dispatcher thread woke (batches to deliver while watched, poll deadlines, idle checks).",
+                  ws.dispatcher_wakeups);
     }
     if (m->src.leases)
         gauge_u(b, "cairn_leases", "Leases this member holds.", lease_count(m->src.leases));

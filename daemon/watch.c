@@ -442,7 +442,8 @@ static void register_watcher(struct watch_hub *h, struct watcher *w, enum wstate
     list_add(st == W_SYNCED ? &h->synced : &h->unsynced, w);
     table_put(h, w);
     h->n_watchers++;
-    __atomic_add_fetch(&h->live, 1, __ATOMIC_RELAXED);
+    if (__atomic_add_fetch(&h->live, 1, __ATOMIC_RELAXED) == 1)
+        whub_wake_dispatcher(h); /* batches applied while nobody watched wait for it as lost (ring_push) */
     if (st == W_UNSYNCED)
         pthread_cond_signal(&h->sync_cv);
     whub_nudge_timer(h, w->active_ns + (int64_t)h->idle_ms * 1000000LL);
@@ -800,6 +801,7 @@ void watch_get_stats(struct watch_hub *h, struct watch_stats *st)
     pthread_mutex_unlock(&h->mu);
     pthread_mutex_lock(&h->ring_mu);
     st->lost_batches = h->lost_batches;
+    st->dispatcher_wakeups = h->disp_wakeups;
     pthread_mutex_unlock(&h->ring_mu);
     st->events_delivered = __atomic_load_n(&h->events_delivered, __ATOMIC_RELAXED);
 }

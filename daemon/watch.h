@@ -60,6 +60,7 @@ struct watch_stats {
     uint64_t events_delivered;    /* events sent in WatchNext replies since start */
     uint64_t resyncs;             /* synced watchers sent back to catching up */
     uint64_t lost_batches;        /* apply batches the ring could not keep while watched (watchers read them from the store) */
+    uint64_t dispatcher_wakeups;  /* times the dispatcher thread woke: batches to deliver, deadlines, idle checks */
 };
 void watch_get_stats(struct watch_hub *h, struct watch_stats *st);
 

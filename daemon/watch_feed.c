@@ -125,7 +125,13 @@ static void ring_push(struct watch_hub *h, struct wbatch *b, int64_t from, int64
         h->ring_bytes += b->bytes;
     }
     __atomic_store_n(&h->obs_rev, to, __ATOMIC_RELEASE);
-    pthread_cond_signal(&h->ring_cv);
+    /* With nobody watching, the dispatcher has nothing to deliver: a batch
+     * would wake it only to record the range as lost, a context switch per
+     * write (1.6 per put at one in flight).  The range waits in lost_from/to
+     * until a watcher registers (register_watcher wakes it), a batch is
+     * watched, or the dispatcher's own timer. */
+    if (watched || h->ring)
+        pthread_cond_signal(&h->ring_cv);
 }
 
 /* A watcher is live: apply batches are worth copying, old values and all. */
@@ -270,6 +276,7 @@ void *watch_disp_main(void *arg)
         }
         if (h->ring_stop)
             break;
+        h->disp_wakeups++;
         struct wbatch *list = h->ring;
         int64_t lost_from = h->lost_from, lost_to = h->lost_to;
         h->ring = h->ring_tail = NULL;
@@ -330,6 +337,14 @@ void whub_nudge_timer(struct watch_hub *h, int64_t deadline)
         h->timer_dirty = true;
         pthread_cond_signal(&h->ring_cv);
     }
+    pthread_mutex_unlock(&h->ring_mu);
+}
+
+void whub_wake_dispatcher(struct watch_hub *h)
+{
+    pthread_mutex_lock(&h->ring_mu);
+    if (h->lost_to)
+        pthread_cond_signal(&h->ring_cv);
     pthread_mutex_unlock(&h->ring_mu);
 }
 

@@ -250,6 +250,7 @@ struct watch_hub {
     int64_t disp_wake_ns;         /* when the dispatcher will wake on its own; 0 while it computes that */
     bool timer_dirty;             /* a poll parked with an earlier deadline: recompute */
     uint64_t lost_batches;
+    uint64_t disp_wakeups;        /* rounds of the dispatcher's loop */
 
     int live;                     /* atomic: watchers, so the observer copies nothing when there are none */
     uint64_t events_delivered;    /* atomic */
@@ -279,6 +280,8 @@ void whub_answer(struct watch_hub *h, struct watcher *w, bool force, struct wrep
 void whub_remove(struct watch_hub *h, struct watcher *w);
 /* whub_nudge_timer: make the dispatcher wake by deadline (takes ring_mu). */
 void whub_nudge_timer(struct watch_hub *h, int64_t deadline);
+/* whub_wake_dispatcher: wake the dispatcher if revisions wait for it as lost (takes ring_mu). */
+void whub_wake_dispatcher(struct watch_hub *h);
 /* whub_send: send replies built under the lock (call without it). */
 void whub_send(struct watch_hub *h, struct wreply *replies);
 int64_t whub_now_ns(void);

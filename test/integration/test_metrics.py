@@ -270,6 +270,10 @@ def test_metrics_parse_strictly_and_move_with_the_load(env, wire):
         assert s.value("etcd_mvcc_db_total_size_in_use_in_bytes") <= s.value("etcd_mvcc_db_total_size_in_bytes")
         # nobody watches here: no watcher had to read a batch from the store
         assert s.value("cairn_watch_lost_batches_total") == 0, m.name
+        # ... nor was the watch dispatcher woken for each batch: only by its own
+        # idle check, once a second (it was woken once per put or more before)
+        woke = s.value("cairn_watch_dispatcher_wakeups_total") - old.value("cairn_watch_dispatcher_wakeups_total")
+        assert woke < PUTS // 2, (m.name, woke)
     s = scrape(f)
     assert s.value("cairn_requests_total", method="range", code="OK") >= 10
 
