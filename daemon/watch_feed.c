@@ -97,6 +97,12 @@ static struct wbatch *copy_batch(const struct mvcc_result *res, int64_t from)
     return b;
 }
 
+/* A watcher is live: apply batches are worth copying, old values and all. */
+static bool any_watcher(struct watch_hub *h)
+{
+    return __atomic_load_n(&h->live, __ATOMIC_RELAXED) > 0;
+}
+
 /*
  * Push (from, to] with ring_mu held: b, or as lost when b is NULL, the ring
  * is full or revisions are already lost.  A batch not copied because no
@@ -128,16 +134,13 @@ static void ring_push(struct watch_hub *h, struct wbatch *b, int64_t from, int64
     /* With nobody watching, the dispatcher has nothing to deliver: a batch
      * would wake it only to record the range as lost, a context switch per
      * write (1.6 per put at one in flight).  The range waits in lost_from/to
-     * until a watcher registers (register_watcher wakes it), a batch is
-     * watched, or the dispatcher's own timer. */
-    if (watched || h->ring)
+     * until a watched batch, the dispatcher's own timer, or a watcher
+     * registering: register_watcher counts it live and then wakes the
+     * dispatcher under ring_mu, so whichever of the two takes ring_mu
+     * second sees the other's change, and a watcher that registers while
+     * this batch is pushed does not wait for the timer. */
+    if (h->ring || any_watcher(h))
         pthread_cond_signal(&h->ring_cv);
-}
-
-/* A watcher is live: apply batches are worth copying, old values and all. */
-static bool any_watcher(struct watch_hub *h)
-{
-    return __atomic_load_n(&h->live, __ATOMIC_RELAXED) > 0;
 }
 
 static void on_applied(void *arg, const struct mvcc_entry *ents, size_t n, const struct mvcc_result *res)
