@@ -673,9 +673,11 @@ static void sendq_cb(void *arg)
     if (rv == NNG_ETIMEDOUT && q->flush_on_stall) {
         uint64_t suppressed;
         if (log_limit_pass(&t->log_limit, &suppressed))
-            log_warning(LOG_FIELDS(LOG_HEX("CAIRN_MEMBER", t->self_id), LOG_HEX("CAIRN_PEER", id)),
-                        "peer transport: member %016" PRIx64 " unreachable for %d ms, dropped %zu queued messages%s",
-                        id, STALL_MS, flushed + 1, state);
+            log_warning(LOG_FIELDS(LOG_HEX("CAIRN_MEMBER", t->self_id), LOG_HEX("CAIRN_PEER", id),
+                                   LOG_U64("CAIRN_SUPPRESSED", suppressed)),
+                        "peer transport: member %016" PRIx64 " unreachable for %d ms, dropped %zu queued messages%s%s",
+                        id, STALL_MS, flushed + 1, state,
+                        log_limit_note((char[LOG_LIMIT_NOTE_LEN]){0}, LOG_LIMIT_NOTE_LEN, suppressed));
     }
 }
 
@@ -1174,8 +1176,8 @@ static void istream_refuse(struct peer_transport *t, uint64_t from, struct istre
     if (log_limit_pass(&t->log_limit, &suppressed))
         log_warning(LOG_FIELDS(LOG_HEX("CAIRN_PEER", from), LOG_U64("CAIRN_INDEX", index),
                                LOG_U64("CAIRN_OFFSET", at), LOG_U64("CAIRN_SUPPRESSED", suppressed)),
-                    "peer transport: snapshot at %" PRIu64 " from %016" PRIx64 " refused at byte %" PRIu64 ": %s",
-                    index, from, at, why);
+                    "peer transport: snapshot at %" PRIu64 " from %016" PRIx64 " refused at byte %" PRIu64 ": %s%s",
+                    index, from, at, why, log_limit_note((char[LOG_LIMIT_NOTE_LEN]){0}, LOG_LIMIT_NOTE_LEN, suppressed));
     if (is)
         istream_drop(t, is);
     count_recv_error(t, from);

@@ -1184,6 +1184,47 @@ static void test_corrupt_chunks_are_refused_and_partial_files_removed(void **sta
     fake_stop(f);
 }
 
+/* Refusals past the log's burst are left out, and the next line logged says how many. */
+static void test_refusals_past_the_log_limit_are_counted_in_the_next_line(void **state)
+{
+    (void)state;
+    struct hostile h;
+    hostile_setup(&h);
+    /* a chunk of no stream at all, 25 times: 20 lines (LOG_BURST in peer.c), 5 left out */
+    for (int i = 0; i < 25; i++) {
+        fake_send_chunk(&h.f, h.b.id, 30, 500, h.data, 100, 3000, false, NULL, false);
+        expect_ack(&h.f, false, 0);
+    }
+    struct timespec window = {10, 300000000}; /* past LOG_WINDOW_MS */
+    nanosleep(&window, NULL);
+    char path[] = "/tmp/test_peer_log_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    fflush(stderr);
+    int saved = dup(2);
+    assert_true(saved >= 0 && dup2(fd, 2) == 2);
+    fake_send_chunk(&h.f, h.b.id, 31, 500, h.data, 100, 3000, false, NULL, false);
+    expect_ack(&h.f, false, 0);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    char text[4096] = "";
+    ssize_t n = pread(fd, text, sizeof text - 1, 0);
+    close(fd);
+    unlink(path);
+    assert_true(n > 0);
+    text[n] = 0;
+    const char *line = strstr(text, "snapshot at 31 from");
+    const char *note = line ? strstr(line, " earlier ones not logged)") : NULL;
+    if (!note)
+        fail_msg("the first line of the next window does not count the refusals left out: %s", text);
+    while (note > line && *note != '(')
+        note--;
+    assert_true(strtoul(note + 1, NULL, 10) >= 5);
+    member_stop(&h.b);
+    fake_stop(&h.f);
+}
+
 static void test_stopping_removes_partial_files(void **state)
 {
     (void)state;
@@ -1615,6 +1656,7 @@ int main(void)
         cmocka_unit_test(test_a_snapshot_streams_and_verifies_while_messages_flow),
         cmocka_unit_test(test_a_stalled_stream_never_holds_up_messages),
         cmocka_unit_test(test_corrupt_chunks_are_refused_and_partial_files_removed),
+        cmocka_unit_test(test_refusals_past_the_log_limit_are_counted_in_the_next_line),
         cmocka_unit_test(test_stopping_removes_partial_files),
         cmocka_unit_test(test_bad_envelopes_are_dropped_and_the_member_keeps_working),
         cmocka_unit_test(test_raw_tcp_garbage_and_absurd_lengths_are_survived),
