@@ -112,6 +112,9 @@ bool log_limit_pass(struct log_limit *l, uint64_t *refused);
  * with, or "" when refused is 0; returns buf (LOG_LIMIT_NOTE_LEN holds any N). */
 #define LOG_LIMIT_NOTE_LEN 48
 const char *log_limit_note(char *buf, size_t len, uint64_t refused);
+/* LOG_LIMIT_NOTE: the same, in a buffer that lives until the end of the
+ * enclosing block: for the argument list of the log call itself. */
+#define LOG_LIMIT_NOTE(refused) log_limit_note((char[LOG_LIMIT_NOTE_LEN]){0}, LOG_LIMIT_NOTE_LEN, (refused))
 
 #define log_event(level, msgid, fields, ...) \
     log_emit((level), __FILE__, __LINE__, __func__, (msgid), (fields), __VA_ARGS__)

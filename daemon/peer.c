@@ -318,7 +318,7 @@ static void log_refused(struct peer_transport *t, nng_msg *msg, uint64_t from, c
     log_warning(LOG_FIELDS(LOG_HEX("CAIRN_MEMBER", t->self_id), LOG_HEX("CAIRN_PEER", from),
                            LOG_STR("CAIRN_REMOTE_ADDR", addr), LOG_U64("CAIRN_SUPPRESSED", suppressed)),
                 "peer transport: dropped input from member %016" PRIx64 " at %s: %s%s", from, addr, what,
-                log_limit_note((char[LOG_LIMIT_NOTE_LEN]){0}, LOG_LIMIT_NOTE_LEN, suppressed));
+                LOG_LIMIT_NOTE(suppressed));
 }
 
 /* Caller holds mu. */
@@ -676,8 +676,7 @@ static void sendq_cb(void *arg)
             log_warning(LOG_FIELDS(LOG_HEX("CAIRN_MEMBER", t->self_id), LOG_HEX("CAIRN_PEER", id),
                                    LOG_U64("CAIRN_SUPPRESSED", suppressed)),
                         "peer transport: member %016" PRIx64 " unreachable for %d ms, dropped %zu queued messages%s%s",
-                        id, STALL_MS, flushed + 1, state,
-                        log_limit_note((char[LOG_LIMIT_NOTE_LEN]){0}, LOG_LIMIT_NOTE_LEN, suppressed));
+                        id, STALL_MS, flushed + 1, state, LOG_LIMIT_NOTE(suppressed));
     }
 }
 
@@ -1177,7 +1176,7 @@ static void istream_refuse(struct peer_transport *t, uint64_t from, struct istre
         log_warning(LOG_FIELDS(LOG_HEX("CAIRN_PEER", from), LOG_U64("CAIRN_INDEX", index),
                                LOG_U64("CAIRN_OFFSET", at), LOG_U64("CAIRN_SUPPRESSED", suppressed)),
                     "peer transport: snapshot at %" PRIu64 " from %016" PRIx64 " refused at byte %" PRIu64 ": %s%s",
-                    index, from, at, why, log_limit_note((char[LOG_LIMIT_NOTE_LEN]){0}, LOG_LIMIT_NOTE_LEN, suppressed));
+                    index, from, at, why, LOG_LIMIT_NOTE(suppressed));
     if (is)
         istream_drop(t, is);
     count_recv_error(t, from);

@@ -163,7 +163,7 @@ static void finish(struct slot *s)
                              LOG_U64("CAIRN_SUPPRESSED", refused)),
                   "slow request: %s%s%s took %" PRId64 " ms (client %s; threshold --slow-request-threshold %u ms)%s",
                   method_name(s->req), k ? " " : "", key, took_ms, s->remote, r->cfg->slow_request_ms,
-                  log_limit_note((char[LOG_LIMIT_NOTE_LEN]){0}, LOG_LIMIT_NOTE_LEN, refused));
+                  LOG_LIMIT_NOTE(refused));
     }
     s->req = NULL;
     kvconv_arena_free(&s->req_arena);
