@@ -29,7 +29,9 @@ struct peer_tls {
 };
 
 /* Called on nng or transport threads: none may block (while on_messages
- * runs, nothing else is received).  They may call peer_send and
+ * runs, nothing else is received; over tcp:// it runs on nng's poller
+ * thread, which then reads nothing else either: see
+ * third_party/nng/tcp-inline-read.patch).  They may call peer_send and
  * peer_stats; never peer_add, peer_remove, peer_reload_tls or peer_stop. */
 struct peer_callbacks {
     void *arg;

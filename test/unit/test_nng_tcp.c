@@ -1,0 +1,433 @@
+/*
+ * The tcp transport of the nng Cairn builds (third_party/nng/tcp-inline-read.patch):
+ * a message whose header and body fit in the pipe's read-ahead buffer comes
+ * in one read, bigger ones are read straight into their message, and
+ * several read at once are handed over one by one.  Here messages of every
+ * size around the buffer's edges arrive whole and in order; a byte stream
+ * cut into pieces at odd places is put back together; a length over
+ * NNG_OPT_RECVMAXSZ closes that connection only, after the messages before
+ * it.  And the poller thread runs pull0's receive callbacks itself (Cairn's
+ * peer transport), never req0's or rep0's (libcairn's callers and the
+ * daemon's request handlers keep the task threads).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include <nng/nng.h>
+#include <nng/supplemental/util/platform.h>
+#include <nng/protocol/pipeline0/pull.h>
+#include <nng/protocol/pipeline0/push.h>
+#include <nng/protocol/reqrep0/rep.h>
+#include <nng/protocol/reqrep0/req.h>
+
+#define LONG_MS 20000
+#define READ_AHEAD 4096 /* TCPTRAN_RXBUF in the patch: the header and body together */
+#define POLLER "nng:poll:epoll"
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void nap_us(long us)
+{
+    struct timespec ts = {0, us * 1000L};
+    nanosleep(&ts, NULL);
+}
+
+#define WAIT_FOR(cond, ms)                             \
+    ({                                                 \
+        uint64_t end_ = now_ms() + (ms);               \
+        bool ok_ = false;                              \
+        while (!(ok_ = (cond)) && now_ms() < end_)     \
+            nap_us(2000);                              \
+        ok_;                                           \
+    })
+
+/* Byte i of message k: differs between neighbouring messages and positions. */
+static uint8_t pattern(uint32_t k, size_t i)
+{
+    return (uint8_t)(k * 131u + i * 7u + (i >> 8));
+}
+
+static void fill(uint8_t *p, uint32_t k, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        p[i] = pattern(k, i);
+}
+
+/* Receive one message on s and check it is message k of len bytes. */
+static void expect_msg(nng_socket s, uint32_t k, size_t len)
+{
+    nng_msg *m;
+    int rv = nng_recvmsg(s, &m, 0);
+    if (rv != 0)
+        fail_msg("message %u (%zu bytes): %s", k, len, nng_strerror(rv));
+    if (nng_msg_len(m) != len)
+        fail_msg("message %u: %zu bytes, expected %zu", k, nng_msg_len(m), len);
+    const uint8_t *b = nng_msg_body(m);
+    for (size_t i = 0; i < len; i++)
+        if (b[i] != pattern(k, i))
+            fail_msg("message %u (%zu bytes): byte %zu is %u, expected %u", k, len, i, b[i], pattern(k, i));
+    nng_msg_free(m);
+}
+
+/* A pull0 socket listening on 127.0.0.1 (port 0); its URL in url. */
+static nng_socket listen_pull(char *url, size_t urllen, size_t recvmax)
+{
+    nng_socket s;
+    nng_listener l;
+    nng_sockaddr sa;
+    assert_int_equal(nng_pull0_open(&s), 0);
+    assert_int_equal(nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, LONG_MS), 0);
+    assert_int_equal(nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, recvmax), 0);
+    assert_int_equal(nng_listen(s, "tcp://127.0.0.1:0", &l, 0), 0);
+    assert_int_equal(nng_listener_get_addr(l, NNG_OPT_LOCADDR, &sa), 0);
+    snprintf(url, urllen, "tcp://127.0.0.1:%u", ntohs(sa.s_in.sa_port));
+    return s;
+}
+
+static uint16_t port_of(const char *url)
+{
+    return (uint16_t)atoi(strrchr(url, ':') + 1);
+}
+
+/* A raw TCP connection that has done the SP handshake as a push0 socket. */
+static int raw_push(const char *url)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port_of(url))};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    static const uint8_t hello[8] = {0x00, 'S', 'P', 0x00, 0x00, 0x50, 0x00, 0x00}; /* push0 */
+    assert_int_equal(write(fd, hello, sizeof hello), (ssize_t)sizeof hello);
+    uint8_t peer[8];
+    size_t got = 0;
+    while (got < sizeof peer) {
+        ssize_t n = read(fd, peer + got, sizeof peer - got);
+        assert_true(n > 0);
+        got += (size_t)n;
+    }
+    assert_int_equal(peer[1], 'S');
+    assert_int_equal(peer[2], 'P');
+    return fd;
+}
+
+/* Append message k (len bytes, with its 8-byte length) to buf at *off. */
+static void frame(uint8_t *buf, size_t *off, uint32_t k, size_t len)
+{
+    for (int i = 0; i < 8; i++)
+        buf[*off + (size_t)i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+    fill(buf + *off + 8, k, len);
+    *off += 8 + len;
+}
+
+static void write_all(int fd, const uint8_t *p, size_t len)
+{
+    while (len) {
+        ssize_t n = write(fd, p, len);
+        assert_true(n > 0);
+        p += n;
+        len -= (size_t)n;
+    }
+}
+
+/* ---------------------------------------------------------------- sizes */
+
+static const size_t edge_sizes[] = {
+    0, 1, 7, 8, 9, 100,
+    READ_AHEAD - 17, READ_AHEAD - 9, READ_AHEAD - 8, READ_AHEAD - 7, READ_AHEAD - 1,
+    READ_AHEAD, READ_AHEAD + 1, 2 * READ_AHEAD, 65536, 1 << 20,
+};
+#define N_EDGE (sizeof edge_sizes / sizeof edge_sizes[0])
+#define N_MIXED 3000
+
+static size_t size_of_msg(uint32_t k)
+{
+    if (k < N_EDGE)
+        return edge_sizes[k];
+    /* Mostly small, so that many arrive in one read; now and then big. */
+    uint32_t x = k * 2654435761u;
+    return (x >> 28) == 0 ? (size_t)(x % 20000) : (size_t)(x % 600);
+}
+
+struct sender {
+    const char *url;
+    uint32_t n;
+    int rv;
+    atomic_bool done; /* the reader has them all: the socket may close */
+};
+
+static void *send_all(void *arg)
+{
+    struct sender *sd = arg;
+    nng_socket s;
+    if ((sd->rv = nng_push0_open(&s)) != 0)
+        return NULL;
+    nng_socket_set_int(s, NNG_OPT_SENDBUF, 1024); /* run ahead of the reader: reads find several */
+    nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, LONG_MS);
+    if ((sd->rv = nng_dial(s, sd->url, NULL, 0)) == 0)
+        for (uint32_t k = 0; k < sd->n && sd->rv == 0; k++) {
+            size_t len = size_of_msg(k);
+            nng_msg *m;
+            if ((sd->rv = nng_msg_alloc(&m, len)) != 0)
+                break;
+            fill(nng_msg_body(m), k, len);
+            if ((sd->rv = nng_sendmsg(s, m, 0)) != 0)
+                nng_msg_free(m);
+        }
+    /* Closing drops what is still buffered: wait until the reader has it all. */
+    for (uint64_t end = now_ms() + LONG_MS; !atomic_load(&sd->done) && now_ms() < end;)
+        nng_msleep(10);
+    nng_close(s);
+    return NULL;
+}
+
+static void test_messages_of_every_size_arrive_whole_and_in_order(void **state)
+{
+    (void)state;
+    char url[64];
+    nng_socket s = listen_pull(url, sizeof url, 0);
+    struct sender sd = {.url = url, .n = N_EDGE + N_MIXED};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, send_all, &sd), 0);
+    for (uint32_t k = 0; k < N_EDGE + N_MIXED; k++)
+        expect_msg(s, k, size_of_msg(k));
+    atomic_store(&sd.done, true);
+    pthread_join(th, NULL);
+    assert_int_equal(sd.rv, 0);
+    nng_close(s);
+}
+
+/* ---------------------------------------------------------------- pieces */
+
+static void test_a_stream_cut_at_odd_places_is_put_back_together(void **state)
+{
+    (void)state;
+    char url[64];
+    nng_socket s = listen_pull(url, sizeof url, 0);
+    int fd = raw_push(url);
+    static const size_t lens[] = {20, 5000, 0, READ_AHEAD - 8, 3, READ_AHEAD - 7, 1, 12000, 40};
+    const size_t n = sizeof lens / sizeof lens[0];
+    size_t total = 0;
+    for (size_t k = 0; k < n; k++)
+        total += 8 + lens[k];
+    uint8_t *buf = malloc(total);
+    assert_non_null(buf);
+    size_t off = 0;
+    for (size_t k = 0; k < n; k++)
+        frame(buf, &off, (uint32_t)k, lens[k]);
+    /* Pieces that end inside headers, inside bodies and across messages,
+     * each given time to arrive on its own. */
+    static const size_t cuts[] = {1, 3, 4, 7, 13, 1000, 8, 2, READ_AHEAD, 5, 999};
+    for (size_t pos = 0, c = 0; pos < total; c++) {
+        size_t len = cuts[c % (sizeof cuts / sizeof cuts[0])];
+        if (len > total - pos)
+            len = total - pos;
+        write_all(fd, buf + pos, len);
+        pos += len;
+        nap_us(1000);
+    }
+    for (size_t k = 0; k < n; k++)
+        expect_msg(s, (uint32_t)k, lens[k]);
+    /* Then all of it again in one write: one read takes several messages. */
+    write_all(fd, buf, total);
+    for (size_t k = 0; k < n; k++)
+        expect_msg(s, (uint32_t)k, lens[k]);
+    free(buf);
+    close(fd);
+    nng_close(s);
+}
+
+/* ---------------------------------------------------------------- limits */
+
+static bool closed_by_peer(int fd)
+{
+    uint8_t b;
+    struct timeval tv = {0, 100 * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return read(fd, &b, 1) == 0 || errno == ECONNRESET;
+}
+
+static void test_a_length_over_the_limit_closes_that_connection_only(void **state)
+{
+    (void)state;
+    char url[64];
+    nng_socket s = listen_pull(url, sizeof url, 1000);
+    uint8_t buf[64 + 1000];
+    size_t off = 0;
+    /* A good message and a refused length in one write: the good one is
+     * delivered from the read-ahead, then the connection is closed. */
+    int fd = raw_push(url);
+    frame(buf, &off, 1, 10);
+    uint8_t big[8] = {0, 0, 0, 0, 0, 0, 0x13, 0x88}; /* 5000 */
+    memcpy(buf + off, big, sizeof big);
+    off += sizeof big;
+    write_all(fd, buf, off);
+    expect_msg(s, 1, 10);
+    assert_true(WAIT_FOR(closed_by_peer(fd), LONG_MS));
+    close(fd);
+    /* At the limit is allowed, on a new connection. */
+    fd = raw_push(url);
+    off = 0;
+    frame(buf, &off, 2, 1000);
+    write_all(fd, buf, off);
+    expect_msg(s, 2, 1000);
+    /* A length that no buffer could hold is refused as well. */
+    static const uint8_t absurd[8] = {0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    write_all(fd, absurd, sizeof absurd);
+    assert_true(WAIT_FOR(closed_by_peer(fd), LONG_MS));
+    close(fd);
+    nng_close(s);
+}
+
+/* ---------------------------------------------------------------- threads */
+
+struct seen {
+    nng_socket s;
+    nng_aio *aio;
+    atomic_int calls, on_poller;
+    bool reply; /* rep0: send the request back */
+};
+
+static void note_thread(struct seen *w)
+{
+    char name[32] = "";
+    pthread_getname_np(pthread_self(), name, sizeof name);
+    if (strcmp(name, POLLER) == 0)
+        atomic_fetch_add(&w->on_poller, 1);
+}
+
+static void pull_cb(void *arg)
+{
+    struct seen *w = arg;
+    if (nng_aio_result(w->aio) != 0)
+        return;
+    note_thread(w);
+    nng_msg_free(nng_aio_get_msg(w->aio));
+    nng_recv_aio(w->s, w->aio);
+    atomic_fetch_add(&w->calls, 1);
+}
+
+static void test_pull0_callbacks_run_on_the_poller(void **state)
+{
+    (void)state;
+    char url[64];
+    struct seen w = {.s = listen_pull(url, sizeof url, 0)};
+    assert_int_equal(nng_aio_alloc(&w.aio, pull_cb, &w), 0);
+    nng_recv_aio(w.s, w.aio);
+    nng_socket p;
+    assert_int_equal(nng_push0_open(&p), 0);
+    assert_int_equal(nng_dial(p, url, NULL, 0), 0);
+    /* The first may come before the new pipe's first read is posted, and
+     * be read by that: it is not counted. */
+    assert_int_equal(nng_send(p, "x", 1, 0), 0);
+    assert_true(WAIT_FOR(atomic_load(&w.calls) == 1, LONG_MS));
+    atomic_store(&w.on_poller, 0);
+    /* The rest one at a time, each after the callback posted the next
+     * receive: each is read by the poller, which hands it over itself. */
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(nng_send(p, "x", 1, 0), 0);
+        assert_true(WAIT_FOR(atomic_load(&w.calls) == i + 2, LONG_MS));
+    }
+    if (atomic_load(&w.on_poller) != 20)
+        fail_msg("%d of 20 receive callbacks ran on the poller", atomic_load(&w.on_poller));
+    nng_close(p);
+    nng_aio_stop(w.aio);
+    nng_aio_free(w.aio);
+    nng_close(w.s);
+}
+
+static void rep_cb(void *arg)
+{
+    struct seen *w = arg;
+    if (nng_aio_result(w->aio) != 0)
+        return;
+    note_thread(w);
+    if (w->reply) { /* got a request: send it back */
+        w->reply = false;
+        nng_send_aio(w->s, w->aio);
+    } else { /* the reply went: take the next request */
+        w->reply = true;
+        nng_recv_aio(w->s, w->aio);
+        atomic_fetch_add(&w->calls, 1);
+    }
+}
+
+static void req_cb(void *arg)
+{
+    struct seen *w = arg;
+    if (nng_aio_result(w->aio) != 0)
+        return;
+    note_thread(w);
+    nng_msg_free(nng_aio_get_msg(w->aio));
+    atomic_fetch_add(&w->calls, 1);
+}
+
+static void test_req0_and_rep0_callbacks_stay_off_the_poller(void **state)
+{
+    (void)state;
+    nng_socket rs, qs;
+    nng_listener l;
+    nng_sockaddr sa;
+    char url[64];
+    assert_int_equal(nng_rep0_open(&rs), 0);
+    assert_int_equal(nng_listen(rs, "tcp://127.0.0.1:0", &l, 0), 0);
+    assert_int_equal(nng_listener_get_addr(l, NNG_OPT_LOCADDR, &sa), 0);
+    snprintf(url, sizeof url, "tcp://127.0.0.1:%u", ntohs(sa.s_in.sa_port));
+    struct seen server = {.s = rs, .reply = true};
+    assert_int_equal(nng_aio_alloc(&server.aio, rep_cb, &server), 0);
+    nng_recv_aio(rs, server.aio);
+    assert_int_equal(nng_req0_open(&qs), 0);
+    assert_int_equal(nng_dial(qs, url, NULL, 0), 0);
+    struct seen client = {.s = qs};
+    assert_int_equal(nng_aio_alloc(&client.aio, req_cb, &client), 0);
+    for (int i = 0; i < 20; i++) {
+        uint32_t x = (uint32_t)i;
+        assert_int_equal(nng_send(qs, &x, sizeof x, 0), 0);
+        nng_recv_aio(qs, client.aio);
+        assert_true(WAIT_FOR(atomic_load(&client.calls) == i + 1, LONG_MS));
+    }
+    assert_true(WAIT_FOR(atomic_load(&server.calls) == 20, LONG_MS));
+    assert_int_equal(atomic_load(&server.on_poller), 0);
+    assert_int_equal(atomic_load(&client.on_poller), 0);
+    nng_close(qs);
+    nng_close(rs);
+    nng_aio_stop(client.aio);
+    nng_aio_stop(server.aio);
+    nng_aio_free(client.aio);
+    nng_aio_free(server.aio);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_messages_of_every_size_arrive_whole_and_in_order),
+        cmocka_unit_test(test_a_stream_cut_at_odd_places_is_put_back_together),
+        cmocka_unit_test(test_a_length_over_the_limit_closes_that_connection_only),
+        cmocka_unit_test(test_pull0_callbacks_run_on_the_poller),
+        cmocka_unit_test(test_req0_and_rep0_callbacks_stay_off_the_poller),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
