@@ -105,6 +105,7 @@ struct sendq {
     size_t url;          /* which of the peer's URLs the dialer dials */
     uint64_t dialed_ms;  /* when it was started */
     nng_aio *aio;
+    nng_aio *now_aio;    /* no callback, zero timeout: a send tried at once (sendq_send_now) */
     nng_msg **ring;
     size_t cap, head, len;
     bool busy;           /* aio in flight */
@@ -525,9 +526,10 @@ static int sendq_init(struct peer_transport *t, struct peer *p, struct sendq *q,
     atomic_init(&q->pipes, 0);
     if (!(q->ring = calloc(cap, sizeof(*q->ring))))
         return -ENOMEM;
-    if ((rv = nng_aio_alloc(&q->aio, sendq_cb, q)) != 0)
+    if ((rv = nng_aio_alloc(&q->aio, sendq_cb, q)) != 0 || (rv = nng_aio_alloc(&q->now_aio, NULL, NULL)) != 0)
         return nng_to_errno(rv);
     nng_aio_set_timeout(q->aio, q->flush_on_stall ? STALL_MS : NNG_DURATION_INFINITE);
+    nng_aio_set_timeout(q->now_aio, NNG_DURATION_ZERO);
     return sendq_socket(q, &q->sock);
 }
 
@@ -606,13 +608,40 @@ static void sendq_kick(struct sendq *q)
     nng_send_aio(q->sock, q->aio);
 }
 
-/* Queue m; mu held.  On success m belongs to the queue. */
+/*
+ * Send m at once if the connection can take it now; mu held, the queue idle.
+ * The aio has no callback and a zero timeout, so push0 completes it before
+ * nng_send_aio returns: sent, or refused with m handed back when no
+ * connection is free.  An async send's completion costs a task thread's
+ * wake-up for the callback (sendq_cb), which on a small VM costs more than
+ * the send; with one message at a time, the usual case at low load, this
+ * way has none.  Returns false if m is still the caller's.
+ */
+static bool sendq_send_now(struct sendq *q, nng_msg *m)
+{
+    size_t len = nng_msg_len(m);
+    nng_aio_set_msg(q->now_aio, m);
+    nng_send_aio(q->sock, q->now_aio);
+    nng_aio_cancel(q->now_aio); /* a no-op once done; were it not done, never wait for the network here */
+    nng_aio_wait(q->now_aio);
+    if (nng_aio_result(q->now_aio) != 0) {
+        nng_aio_set_msg(q->now_aio, NULL);
+        return false;
+    }
+    q->p->sent++;
+    q->p->bytes_sent += len;
+    return true;
+}
+
+/* Queue m; mu held.  On success m belongs to the queue (or is sent). */
 static int sendq_push(struct sendq *q, nng_msg *m)
 {
     if (q->closing)
         return -ENOENT;
     if (q->len == q->cap)
         return -EAGAIN;
+    if (!q->busy && !q->stale && !q->len && sendq_send_now(q, m))
+        return 0;
     q->ring[(q->head + q->len) % q->cap] = m;
     q->len++;
     if (!q->busy && !q->stale)
@@ -704,6 +733,8 @@ static void sendq_fini(struct sendq *q)
             nng_msg_free(m);
         nng_aio_free(q->aio);
     }
+    if (q->now_aio)
+        nng_aio_free(q->now_aio); /* idle: used only under mu, and never left pending */
     if (q->ring) {
         while (q->len) {
             nng_msg_free(q->ring[q->head]);
