@@ -36,31 +36,17 @@
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/reqrep0/req.h>
 
+#include "test/unit/wait_testutil.h"
+
 #define LONG_MS 20000
 #define READ_AHEAD 4096 /* TCPTRAN_RXBUF in the patch: the header and body together */
 #define POLLER "nng:poll:epoll"
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static void nap_us(long us)
 {
     struct timespec ts = {0, us * 1000L};
     nanosleep(&ts, NULL);
 }
-
-#define WAIT_FOR(cond, ms)                             \
-    ({                                                 \
-        uint64_t end_ = now_ms() + (ms);               \
-        bool ok_ = false;                              \
-        while (!(ok_ = (cond)) && now_ms() < end_)     \
-            nap_us(2000);                              \
-        ok_;                                           \
-    })
 
 /* Byte i of message k: differs between neighbouring messages and positions. */
 static uint8_t pattern(uint32_t k, size_t i)
@@ -90,18 +76,24 @@ static void expect_msg(nng_socket s, uint32_t k, size_t len)
     nng_msg_free(m);
 }
 
-/* A pull0 socket listening on 127.0.0.1 (port 0); its URL in url. */
-static nng_socket listen_pull(char *url, size_t urllen, size_t recvmax)
+/* s listens on 127.0.0.1 (port 0); the URL to dial it in url. */
+static void listen_here(nng_socket s, char *url, size_t urllen)
 {
-    nng_socket s;
     nng_listener l;
     nng_sockaddr sa;
-    assert_int_equal(nng_pull0_open(&s), 0);
-    assert_int_equal(nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, LONG_MS), 0);
-    assert_int_equal(nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, recvmax), 0);
     assert_int_equal(nng_listen(s, "tcp://127.0.0.1:0", &l, 0), 0);
     assert_int_equal(nng_listener_get_addr(l, NNG_OPT_LOCADDR, &sa), 0);
     snprintf(url, urllen, "tcp://127.0.0.1:%u", ntohs(sa.s_in.sa_port));
+}
+
+/* A pull0 socket listening on 127.0.0.1; its URL in url. */
+static nng_socket listen_pull(char *url, size_t urllen, size_t recvmax)
+{
+    nng_socket s;
+    assert_int_equal(nng_pull0_open(&s), 0);
+    assert_int_equal(nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, LONG_MS), 0);
+    assert_int_equal(nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, recvmax), 0);
+    listen_here(s, url, urllen);
     return s;
 }
 
@@ -308,6 +300,7 @@ struct seen {
     nng_socket s;
     nng_aio *aio;
     atomic_int calls, on_poller;
+    bool again; /* pull0: receive the next message from the callback */
     bool reply; /* rep0: send the request back */
 };
 
@@ -319,14 +312,16 @@ static void note_thread(struct seen *w)
         atomic_fetch_add(&w->on_poller, 1);
 }
 
-static void pull_cb(void *arg)
+/* A message was received (pull0, req0): take the next one if w->again. */
+static void recv_cb(void *arg)
 {
     struct seen *w = arg;
     if (nng_aio_result(w->aio) != 0)
         return;
     note_thread(w);
     nng_msg_free(nng_aio_get_msg(w->aio));
-    nng_recv_aio(w->s, w->aio);
+    if (w->again)
+        nng_recv_aio(w->s, w->aio);
     atomic_fetch_add(&w->calls, 1);
 }
 
@@ -334,8 +329,8 @@ static void test_pull0_callbacks_run_on_the_poller(void **state)
 {
     (void)state;
     char url[64];
-    struct seen w = {.s = listen_pull(url, sizeof url, 0)};
-    assert_int_equal(nng_aio_alloc(&w.aio, pull_cb, &w), 0);
+    struct seen w = {.s = listen_pull(url, sizeof url, 0), .again = true};
+    assert_int_equal(nng_aio_alloc(&w.aio, recv_cb, &w), 0);
     nng_recv_aio(w.s, w.aio);
     nng_socket p;
     assert_int_equal(nng_push0_open(&p), 0);
@@ -375,34 +370,20 @@ static void rep_cb(void *arg)
     }
 }
 
-static void req_cb(void *arg)
-{
-    struct seen *w = arg;
-    if (nng_aio_result(w->aio) != 0)
-        return;
-    note_thread(w);
-    nng_msg_free(nng_aio_get_msg(w->aio));
-    atomic_fetch_add(&w->calls, 1);
-}
-
 static void test_req0_and_rep0_callbacks_stay_off_the_poller(void **state)
 {
     (void)state;
     nng_socket rs, qs;
-    nng_listener l;
-    nng_sockaddr sa;
     char url[64];
     assert_int_equal(nng_rep0_open(&rs), 0);
-    assert_int_equal(nng_listen(rs, "tcp://127.0.0.1:0", &l, 0), 0);
-    assert_int_equal(nng_listener_get_addr(l, NNG_OPT_LOCADDR, &sa), 0);
-    snprintf(url, sizeof url, "tcp://127.0.0.1:%u", ntohs(sa.s_in.sa_port));
+    listen_here(rs, url, sizeof url);
     struct seen server = {.s = rs, .reply = true};
     assert_int_equal(nng_aio_alloc(&server.aio, rep_cb, &server), 0);
     nng_recv_aio(rs, server.aio);
     assert_int_equal(nng_req0_open(&qs), 0);
     assert_int_equal(nng_dial(qs, url, NULL, 0), 0);
     struct seen client = {.s = qs};
-    assert_int_equal(nng_aio_alloc(&client.aio, req_cb, &client), 0);
+    assert_int_equal(nng_aio_alloc(&client.aio, recv_cb, &client), 0);
     for (int i = 0; i < 20; i++) {
         uint32_t x = (uint32_t)i;
         assert_int_equal(nng_send(qs, &x, sizeof x, 0), 0);

@@ -42,6 +42,7 @@
 #include "base/crc32c.h"
 #include "base/log.h"
 #include "daemon/peer.h"
+#include "test/unit/wait_testutil.h"
 
 #include <openssl/evp.h>
 
@@ -50,31 +51,6 @@
 #define CLUSTER 0xc1c1c1c1ULL
 
 static char tmpdir[128];
-
-/* ---------------------------------------------------------------- waiting */
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void nap(void)
-{
-    struct timespec ts = {0, 5 * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* Evaluate cond until true or ms pass; the value is whether it became true. */
-#define WAIT_FOR(cond, ms)                                          \
-    ({                                                              \
-        uint64_t end_ = now_ms() + (ms);                            \
-        bool ok_ = false;                                           \
-        while (!(ok_ = (cond)) && now_ms() < end_)                  \
-            nap();                                                  \
-        ok_;                                                        \
-    })
 
 /* ---------------------------------------------------------------- a member */
 
