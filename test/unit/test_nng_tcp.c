@@ -201,7 +201,11 @@ static void test_messages_of_every_size_arrive_whole_and_in_order(void **state)
     (void)state;
     char url[64];
     nng_socket s = listen_pull(url, sizeof url, 0);
-    struct sender sd = {.url = url, .n = N_EDGE + N_MIXED};
+    /* static: were a check to fail, the sender would still be using it. */
+    static char surl[64];
+    static struct sender sd;
+    memcpy(surl, url, sizeof surl);
+    sd = (struct sender){.url = surl, .n = N_EDGE + N_MIXED};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, send_all, &sd), 0);
     for (uint32_t k = 0; k < N_EDGE + N_MIXED; k++)
@@ -329,7 +333,8 @@ static void test_pull0_callbacks_run_on_the_poller(void **state)
 {
     (void)state;
     char url[64];
-    struct seen w = {.s = listen_pull(url, sizeof url, 0), .again = true};
+    static struct seen w; /* static: were a check to fail, its aio would still be live */
+    w = (struct seen){.s = listen_pull(url, sizeof url, 0), .again = true};
     assert_int_equal(nng_aio_alloc(&w.aio, recv_cb, &w), 0);
     nng_recv_aio(w.s, w.aio);
     nng_socket p;
@@ -377,12 +382,13 @@ static void test_req0_and_rep0_callbacks_stay_off_the_poller(void **state)
     char url[64];
     assert_int_equal(nng_rep0_open(&rs), 0);
     listen_here(rs, url, sizeof url);
-    struct seen server = {.s = rs, .reply = true};
+    static struct seen server, client; /* static: see test_pull0_callbacks_run_on_the_poller */
+    server = (struct seen){.s = rs, .reply = true};
     assert_int_equal(nng_aio_alloc(&server.aio, rep_cb, &server), 0);
     nng_recv_aio(rs, server.aio);
     assert_int_equal(nng_req0_open(&qs), 0);
     assert_int_equal(nng_dial(qs, url, NULL, 0), 0);
-    struct seen client = {.s = qs};
+    client = (struct seen){.s = qs};
     assert_int_equal(nng_aio_alloc(&client.aio, recv_cb, &client), 0);
     for (int i = 0; i < 20; i++) {
         uint32_t x = (uint32_t)i;
