@@ -577,6 +577,9 @@ static void render_metrics(struct metrics *m, struct sbuf *b)
             in.proposals_pending);
     counter_u(b, "etcd_server_proposals_failed_total", "Proposals refused or dropped before they reached the log.",
               st.proposals_failed);
+    counter_u(b, "cairn_proposals_waited_for_leader_total",
+              "Writes that found no leader (an election, a leadership transfer) and waited for one.",
+              st.proposals_parked);
     counter_u(b, "etcd_server_slow_apply_total", "Apply batches that took over 100 ms.", st.slow_applies);
     counter_u(b, "cairn_wal_slow_fsyncs_total", "WAL fdatasyncs that took over 1 s.", st.slow_fsyncs);
     gauge_u(b, "cairn_raft_term", "The Raft term this member is in.", in.term);

@@ -61,6 +61,8 @@ struct item {
     node_call_fn fn; /* CALL: run on the node thread with data as its argument */
     int kind;        /* MEMBER: RAFT_CC_ type; id is the waiter, data a packed MemberChange */
     uint64_t member; /* MEMBER: the member changed */
+    int64_t until_ns; /* PROPOSE, parked: when it stops waiting for a leader */
+    int refused;      /* PROPOSE, parked: the code raft refused it with */
 };
 
 /* A snapshot to stream to a follower: made by the sender thread. */
@@ -89,6 +91,7 @@ struct node {
     pthread_cond_t cond;
     struct item *head, *tail;
     size_t inbox_len;
+    size_t n_parked;         /* writes waiting for a leader (node thread; read atomically) */
     int stopping;
     int held;                /* Readies wait for node_release (atomic) */
 
@@ -118,6 +121,7 @@ struct node {
     int64_t watchdog_ns, watchdog_last; /* half of WATCHDOG_USEC; 0: off (atomic) */
     struct node_stats stats; /* counters updated with relaxed atomics */
     Cairnint__MemberSet *mset; /* the member set as of the last apply (node thread) */
+    struct item *parked_head, *parked_tail; /* writes waiting for a leader, oldest first (park) */
     int attrs_published;       /* this member's name and client URLs are in the set */
     int64_t attrs_next_ns;     /* when to propose them (again) */
 
@@ -241,6 +245,7 @@ void node_get_stats(struct node *n, struct node_stats *st)
     STAT_LOAD(proposals_committed);
     STAT_LOAD(proposals_applied);
     STAT_LOAD(proposals_failed);
+    STAT_LOAD(proposals_parked);
     STAT_LOAD(leader_changes);
     STAT_LOAD(snapshots_taken);
     STAT_LOAD(snapshots_installed);
@@ -264,7 +269,8 @@ void node_get_info(struct node *n, struct node_info *info)
     *info = n->info;
     pthread_mutex_unlock(&n->info_mu);
     /* a gauge: not worth the inbox's lock, which every request would take */
-    info->proposals_pending = __atomic_load_n(&n->inbox_len, __ATOMIC_RELAXED);
+    info->proposals_pending =
+        __atomic_load_n(&n->inbox_len, __ATOMIC_RELAXED) + __atomic_load_n(&n->n_parked, __ATOMIC_RELAXED);
 }
 
 /* ---------------------------------------------------------------- peer callbacks (nng threads) */
@@ -1610,14 +1616,95 @@ static void fail_proposals(struct node *n, struct item **items, size_t k, int rc
         wait_fire(n->waits, items[i]->id, NULL, 0, code);
 }
 
-static void propose_items(struct node *n, struct item **items, size_t k)
+/*
+ * Writes that find no leader wait for one.  Raft refuses a proposal while
+ * this member knows no leader (a follower during an election, a candidate,
+ * a leader that lost its quorum) or while the leader hands leadership over.
+ * Nothing was proposed, so instead of answering NO_LEADER at once the
+ * write waits here, oldest first, and is proposed as soon as Raft takes
+ * it: a client's write rides through an election as it does in etcd, whose
+ * proposals wait for a leader too.  The wait is bounded by half the
+ * request timeout, so the answer when no leader comes is still NO_LEADER
+ * ("not proposed"), before the wait table's TIMEOUT ("outcome unknown")
+ * could fire.  Only the node thread touches the list.
+ */
+static bool parks(int rc)
 {
-    struct raft_buf bufs[PROPOSE_BATCH];
-    for (size_t i = 0; i < k; i++)
-        bufs[i] = (struct raft_buf){items[i]->data, items[i]->len};
-    int rc = raft_propose_batch(n->raft, bufs, k);
+    return rc == -CAIRN_E_NO_LEADER || rc == -CAIRN_E_LEADER_TRANSFER;
+}
+
+static void park(struct node *n, struct item **items, size_t k, int rc, int64_t now)
+{
+    int64_t until = now + (int64_t)n->cfg->request_timeout_ms * 1000000LL / 2;
+    for (size_t i = 0; i < k; i++) {
+        struct item *it = items[i];
+        it->next = NULL;
+        if (!it->until_ns) { /* first refusal; a retried one keeps its place and its deadline */
+            it->until_ns = until;
+            STAT_ADD(n, proposals_parked, 1);
+        }
+        it->refused = -rc;
+        if (n->parked_tail)
+            n->parked_tail->next = it;
+        else
+            n->parked_head = it;
+        n->parked_tail = it;
+    }
+    __atomic_store_n(&n->n_parked, n->n_parked + k, __ATOMIC_RELAXED);
+}
+
+/* Propose items (up to PROPOSE_BATCH) in one batch; each is freed, or parked. */
+static void propose_items(struct node *n, struct item **items, size_t k, int64_t now)
+{
+    int rc;
+    if (n->parked_head) {
+        rc = -n->parked_tail->refused; /* behind the writes already waiting, in order */
+    } else {
+        struct raft_buf bufs[PROPOSE_BATCH];
+        for (size_t i = 0; i < k; i++)
+            bufs[i] = (struct raft_buf){items[i]->data, items[i]->len};
+        rc = raft_propose_batch(n->raft, bufs, k);
+    }
+    if (parks(rc) && n->n_parked + k <= INBOX_MAX) {
+        park(n, items, k, rc, now);
+        return;
+    }
     if (rc < 0)
         fail_proposals(n, items, k, rc);
+    for (size_t i = 0; i < k; i++)
+        item_free(items[i]);
+}
+
+/* Propose the parked writes if Raft takes them now; answer those whose wait is over. */
+static void unpark(struct node *n, int64_t now)
+{
+    struct item *list = n->parked_head, *tail = n->parked_tail;
+    size_t left = n->n_parked;
+    n->parked_head = n->parked_tail = NULL;
+    __atomic_store_n(&n->n_parked, 0, __ATOMIC_RELAXED);
+    while (list) {
+        struct item *batch[PROPOSE_BATCH];
+        size_t k = 0;
+        for (; list && k < PROPOSE_BATCH; list = list->next)
+            batch[k++] = list;
+        left -= k;
+        propose_items(n, batch, k, now);
+        if (n->parked_head && list) { /* refused again: the rest stays behind the batch, in order */
+            n->parked_tail->next = list;
+            n->parked_tail = tail;
+            __atomic_store_n(&n->n_parked, n->n_parked + left, __ATOMIC_RELAXED);
+            break;
+        }
+    }
+    while (n->parked_head && n->parked_head->until_ns <= now) {
+        struct item *it = n->parked_head;
+        n->parked_head = it->next;
+        if (!n->parked_head)
+            n->parked_tail = NULL;
+        __atomic_store_n(&n->n_parked, n->n_parked - 1, __ATOMIC_RELAXED);
+        fail_proposals(n, &it, 1, -it->refused);
+        item_free(it);
+    }
 }
 
 static void step_peer(struct node *n, struct item *it)
@@ -1666,7 +1753,7 @@ static void snapshot_received(struct node *n, struct item *it)
 
 /* Steps and proposes what came in; returns the membership changes, which
  * member_items runs once the ready loop has applied what this made committed. */
-static struct item *process(struct node *n, struct item *list)
+static struct item *process(struct node *n, struct item *list, int64_t now)
 {
     struct item *props[PROPOSE_BATCH], *members = NULL, **members_tail = &members;
     size_t k = 0;
@@ -1676,9 +1763,7 @@ static struct item *process(struct node *n, struct item *list)
         if (it->type == IT_PROPOSE) {
             props[k++] = it;
             if (k == PROPOSE_BATCH) {
-                propose_items(n, props, k);
-                for (size_t i = 0; i < k; i++)
-                    item_free(props[i]);
+                propose_items(n, props, k, now);
                 k = 0;
             }
             continue;
@@ -1730,11 +1815,8 @@ static struct item *process(struct node *n, struct item *list)
         }
         item_free(it);
     }
-    if (k) {
-        propose_items(n, props, k);
-        for (size_t i = 0; i < k; i++)
-            item_free(props[i]);
-    }
+    if (k)
+        propose_items(n, props, k, now);
     return members;
 }
 
@@ -1798,7 +1880,7 @@ static void *node_main(void *arg)
         __atomic_store_n(&n->inbox_len, 0, __ATOMIC_RELAXED);
         pthread_mutex_unlock(&n->mu);
 
-        struct item *members = process(n, list);
+        struct item *members = process(n, list, now_ns());
         int64_t now = now_ns();
         if (now >= n->next_tick_ns) {
             raft_tick(n->raft);
@@ -1806,6 +1888,8 @@ static void *node_main(void *arg)
             n->next_tick_ns = now - n->next_tick_ns > 10 * tick_ns ? now + tick_ns : n->next_tick_ns + tick_ns;
             wait_expire(n->waits, now, CAIRN_E_TIMEOUT);
         }
+        if (n->parked_head)
+            unpark(n, now);
         while (!__atomic_load_n(&n->held, __ATOMIC_ACQUIRE) && raft_has_ready(n->raft)) {
             if (handle_ready(n) < 0) {
                 /* the WAL or the store failed: the member cannot go on safely */
@@ -1982,6 +2066,11 @@ void node_stop(struct node *n)
     pthread_join(n->snap_thread, NULL);
     peer_stop(n->peers); /* after this no callback pushes into the inbox */
     node_reader_unregister(n, &n->snap_slot);
+    if (n->parked_tail) { /* the writes still waiting for a leader go first, as they came first */
+        n->parked_tail->next = n->head;
+        n->head = n->parked_head;
+        n->parked_head = n->parked_tail = NULL;
+    }
     struct item *it = n->head;
     while (it) {
         struct item *next = it->next;

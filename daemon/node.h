@@ -40,7 +40,7 @@ struct node_info {
     int is_learner;
     int64_t revision, compact_revision;
     int64_t db_size, db_size_in_use; /* the store's file and the part holding data (bytes) */
-    uint64_t proposals_pending;  /* in the inbox, not yet given to raft */
+    uint64_t proposals_pending;  /* in the inbox or waiting for a leader, not yet given to raft */
     int removed;                 /* this member was removed from the cluster: it must stop */
 };
 
@@ -191,6 +191,7 @@ struct node_stats {
     uint64_t proposals_committed; /* entries this member saw committed */
     uint64_t proposals_applied;   /* entries applied to the store */
     uint64_t proposals_failed;    /* proposals refused or dropped before reaching the log */
+    uint64_t proposals_parked;    /* writes that found no leader and waited for one */
     uint64_t leader_changes;      /* times this member saw a new leader (not "no leader") */
     uint64_t snapshots_taken, snapshots_installed;
     uint64_t snapshot_sends_ok, snapshot_sends_failed;

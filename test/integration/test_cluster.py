@@ -4,6 +4,9 @@ acknowledged write; a follower that was down for 20,000 writes catches up
 although the leader's log was compacted past it (so only a snapshot can
 bring it back); all three killed at once and restarted keep every
 acknowledged write.  Elections are waited for by polling, never timed."""
+import http.client
+import threading
+
 import cluster
 
 # Puts of a load that a member is killed in the middle of: the kill comes
@@ -140,16 +143,85 @@ def test_all_members_killed_at_once_and_restarted_keep_every_acknowledged_write(
     res = run.wait()
     assert res.rc in (0, 3) and res.report, res
     # Writes go on after the restart.  What was left of the first load may
-    # all have been refused while the members elected a leader: a member
-    # without one answers a write with NO_LEADER at once, and a write is not
-    # retried (under ASan the load once used up its last 13,391 puts that
-    # way in 0.2 s).  So a second load, once there is a leader, shows it.
+    # all have failed meanwhile: puts in flight at the kill time out, and a
+    # write that waited longer than half the request timeout for a leader
+    # is refused with NO_LEADER (under ASan, before writes waited for a
+    # leader, the load once used up its last 13,391 puts that way in 0.2 s).
+    # So a second load, once there is a leader, shows it.
     res = env.load.put(c, total=500, inflight=32, key_space=2000, ack_log=ack, seed=2, timeout=120)
     assert res.rc == 0 and res.report["acked"] == 500, "writes went on after the restart: %r" % res
     env.load.check(c, ack).assert_no_loss()
     # every member holds the same state: each alone passes the check
     for m in c:
         env.load.check(c, ack, members=[m]).assert_no_loss()
+
+
+def metric(m, name):
+    """The value of an unlabelled metric on m's metrics listener (None if it has none)."""
+    conn = http.client.HTTPConnection("127.0.0.1", m.metrics_port, timeout=5)
+    try:
+        conn.request("GET", "/metrics")
+        body = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def test_a_write_without_a_leader_waits_for_the_election(env, wire):
+    # --request-timeout=10s: a write waits up to 5 s for a leader.
+    c = env.cluster(3, start=False, extra=["--request-timeout=10s"])
+    for m in c:
+        m.metrics_port = cluster.free_port()
+        m.extra.append("--listen-metrics-urls=tcp://127.0.0.1:%d" % m.metrics_port)
+    c.start()
+    lead = c.leader()
+    with lead.client() as w:
+        before = rev(wire.check(w.put("k", "before"), "put"))
+    s = lead
+    others = [m for m in c if m is not s]
+
+    def without_a_leader():
+        for o in others:
+            o.kill()
+        # the leader steps down once it has not heard from a quorum for an election timeout
+        def no_leader():
+            st = s.status()
+            return st is not None and st.status.leader == 0
+        cluster.poll(no_leader, cluster.LEADER_TIMEOUT, "%s knowing no leader" % s.name)
+
+    # A write that finds no leader waits for one, and is proposed once there is.
+    without_a_leader()
+    waited = metric(s, "cairn_proposals_waited_for_leader_total") or 0
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=s.call(wire.put_request("k", "during"), timeout=15)))
+    t.start()
+    try:
+        cluster.poll(lambda: "r" in result or metric(s, "cairn_proposals_waited_for_leader_total") == waited + 1,
+                     10, "the write waiting for a leader")
+        assert "r" not in result, "answered before any leader: %r" % result.get("r")
+        assert metric(s, "etcd_server_proposals_pending") >= 1
+        others[0].restart(wait_ready=False)
+    finally:
+        t.join(20)
+    during = wire.check(result["r"], "put")
+    assert rev(during) == before + 1
+    assert get_kv(wire, s, "k").value == b"during"
+    assert metric(s, "etcd_server_proposals_pending") == 0
+
+    # No leader within half the request timeout: NO_LEADER, and the write was not proposed.
+    c.leader()
+    without_a_leader()
+    failed = metric(s, "etcd_server_proposals_failed_total")
+    r = s.call(wire.put_request("k", "never"), timeout=15)
+    assert wire.is_error(r) and r.error.code == wire.ERRORS["NO_LEADER"], r
+    assert "not proposed" in r.error.message, r.error.message
+    assert metric(s, "etcd_server_proposals_failed_total") == failed + 1
+    others[0].restart()
+    assert get_kv(wire, s, "k").value == b"during"
+    assert get_kv(wire, s, "k").mod_revision == rev(during)
 
 
 def test_members_at_the_same_revision_have_the_same_hash(env, wire):

@@ -169,6 +169,19 @@ class Cluster:
             return name if name and name not in exclude else None
         return sdsandbox.poll(agreed, TIMEOUT, "a leader agreed on by %s" % ", ".join(among))
 
+    def terms(self):
+        """Each member's Raft term (None for a member that does not answer)."""
+        return {n: (st.status.raft_term if st else None) for n, st in ((n, self.status(n)) for n in NAMES)}
+
+    def leadership_log(self, lines=400):
+        """What each member's journal says about leaders, elections, peers and slow disks."""
+        pat = re.compile(r"leader|term|election|unreachable|reconnect|slow|stall")
+        out = []
+        for n, h in self.hosts.items():
+            text = h.journal_text(self.unit(n), lines=lines).splitlines()
+            out.append("-- %s\n%s" % (n, "\n".join([ln for ln in text if pat.search(ln)][-30:])))
+        return "\n".join(out)
+
     def applied(self, n):
         st = self.status(n)
         return st.status.raft_applied_index if st else None
@@ -316,14 +329,28 @@ def test_the_cluster_survives_kill_of_the_leader(cluster, tmp_path):
     # (A fresh client: whether one client rides through a leader kill is
     # libcairn's business, tested with it.)
     after = str(tmp_path / "acks-after")
+    terms = cluster.terms()
     res = cluster.put_load(after, 600)
-    assert res.rc == 0 and res.report and res.report["acked"] == 600, res
+    logs = [ack, after]
+    if not (res.rc == 0 and res.report and res.report["acked"] == 600):
+        # Only a leader change excuses a failed write here: a write in flight
+        # when the leader steps down has an unknown outcome (TIMEOUT), and on
+        # a loaded host a member stalled past the election timeout causes
+        # one.  Then a second load must go through whole.
+        why = "%r\nterms before: %r, after: %r\n%s" % (res, terms, cluster.terms(), cluster.leadership_log())
+        assert max(t or 0 for t in cluster.terms().values()) > max(t or 0 for t in terms.values()), \
+            "writes failed with no election:\n" + why
+        print("writes failed across an election, loading again:\n" + why)
+        logs.append(str(tmp_path / "acks-again"))
+        res = cluster.put_load(logs[-1], 600)
+        assert res.rc == 0 and res.report and res.report["acked"] == 600, \
+            "%r\n%s" % (res, cluster.leadership_log())
     target = cluster.applied(cluster.leader())
     sdsandbox.poll(lambda: (cluster.applied(old) or 0) >= target, TIMEOUT, "%s catching up" % old)
     assert h.show("cairnd-peer@%s.socket" % old, "ActiveEnterTimestampMonotonic") == socket_since
     assert "status=9/KILL" in h.journal_text(unit, lines=200)
     # No put acknowledged before, across or after the kill is lost.
-    for log in (ack, after):
+    for log in logs:
         assert cluster.check(log)["keys"] == len(cl.read_ack_log(log)) > 100
 
 
