@@ -194,15 +194,32 @@ def test_a_write_without_a_leader_waits_for_the_election(env, wire):
 
     # A write that finds no leader waits for one, and is proposed once there is.
     without_a_leader()
-    waited = metric(s, "cairn_proposals_waited_for_leader_total") or 0
     result = {}
-    t = threading.Thread(target=lambda: result.update(r=s.call(wire.put_request("k", "during"), timeout=15)))
-    t.start()
-    try:
-        cluster.poll(lambda: "r" in result or metric(s, "cairn_proposals_waited_for_leader_total") == waited + 1,
-                     10, "the write waiting for a leader")
+
+    def put_waiting(value):
+        """Start a put of k on s in a thread; return once s holds it waiting for a leader."""
+        waited = metric(s, "cairn_proposals_waited_for_leader_total") or 0
+        result.clear()
+
+        def run():
+            try:
+                result["r"] = s.call(wire.put_request("k", value), timeout=15)
+            except (OSError, wire.WireError) as e:
+                result["r"] = e
+        t = threading.Thread(target=run)
+        t.start()
+        try:
+            cluster.poll(lambda: "r" in result or metric(s, "cairn_proposals_waited_for_leader_total") == waited + 1,
+                         10, "the write waiting for a leader")
+        except BaseException:
+            t.join(20)
+            raise
         assert "r" not in result, "answered before any leader: %r" % result.get("r")
         assert metric(s, "etcd_server_proposals_pending") >= 1
+        return t
+
+    t = put_waiting("during")
+    try:
         others[0].restart(wait_ready=False)
     finally:
         t.join(20)
@@ -219,6 +236,17 @@ def test_a_write_without_a_leader_waits_for_the_election(env, wire):
     assert wire.is_error(r) and r.error.code == wire.ERRORS["NO_LEADER"], r
     assert "not proposed" in r.error.message, r.error.message
     assert metric(s, "etcd_server_proposals_failed_total") == failed + 1
+
+    # SIGTERM drains the requests in flight, a waiting write included: it is
+    # answered (NO_LEADER, as no leader comes) and the member exits cleanly.
+    t = put_waiting("stopping")
+    try:
+        assert s.terminate() == 0
+    finally:
+        t.join(20)
+    r = result["r"]
+    assert wire.is_error(r) and r.error.code == wire.ERRORS["NO_LEADER"], r
+    s.start()
     others[0].restart()
     assert get_kv(wire, s, "k").value == b"during"
     assert get_kv(wire, s, "k").mod_revision == rev(during)
