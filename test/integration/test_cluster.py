@@ -171,8 +171,8 @@ def metric(m, name):
 
 
 def test_a_write_without_a_leader_waits_for_the_election(env, wire):
-    # --request-timeout=10s: a write waits up to 5 s for a leader.
-    c = env.cluster(3, start=False, extra=["--request-timeout=10s"])
+    # --request-timeout=14s: a write waits up to 7 s for a leader.
+    c = env.cluster(3, start=False, extra=["--request-timeout=14s"])
     for m in c:
         m.metrics_port = cluster.free_port()
         m.extra.append("--listen-metrics-urls=tcp://127.0.0.1:%d" % m.metrics_port)
@@ -203,7 +203,7 @@ def test_a_write_without_a_leader_waits_for_the_election(env, wire):
 
         def run():
             try:
-                result["r"] = s.call(wire.put_request("k", value), timeout=15)
+                result["r"] = s.call(wire.put_request("k", value), timeout=20)
             except (OSError, wire.WireError) as e:
                 result["r"] = e
         t = threading.Thread(target=run)
@@ -212,7 +212,7 @@ def test_a_write_without_a_leader_waits_for_the_election(env, wire):
             cluster.poll(lambda: "r" in result or metric(s, "cairn_proposals_waited_for_leader_total") == waited + 1,
                          10, "the write waiting for a leader")
         except BaseException:
-            t.join(20)
+            t.join(30)
             raise
         assert "r" not in result, "answered before any leader: %r" % result.get("r")
         assert metric(s, "etcd_server_proposals_pending") >= 1
@@ -222,7 +222,7 @@ def test_a_write_without_a_leader_waits_for_the_election(env, wire):
     try:
         others[0].restart(wait_ready=False)
     finally:
-        t.join(20)
+        t.join(30)
     during = wire.check(result["r"], "put")
     assert rev(during) == before + 1
     assert get_kv(wire, s, "k").value == b"during"
@@ -232,7 +232,7 @@ def test_a_write_without_a_leader_waits_for_the_election(env, wire):
     c.leader()
     without_a_leader()
     failed = metric(s, "etcd_server_proposals_failed_total")
-    r = s.call(wire.put_request("k", "never"), timeout=15)
+    r = s.call(wire.put_request("k", "never"), timeout=20)
     assert wire.is_error(r) and r.error.code == wire.ERRORS["NO_LEADER"], r
     assert "not proposed" in r.error.message, r.error.message
     assert metric(s, "etcd_server_proposals_failed_total") == failed + 1
@@ -243,7 +243,7 @@ def test_a_write_without_a_leader_waits_for_the_election(env, wire):
     try:
         assert s.terminate() == 0
     finally:
-        t.join(20)
+        t.join(30)
     r = result["r"]
     assert wire.is_error(r) and r.error.code == wire.ERRORS["NO_LEADER"], r
     s.start()
