@@ -1633,9 +1633,9 @@ static bool parks(int rc)
     return rc == -CAIRN_E_NO_LEADER || rc == -CAIRN_E_LEADER_TRANSFER;
 }
 
-static void park(struct node *n, struct item **items, size_t k, int rc, int64_t now)
+static void park(struct node *n, struct item **items, size_t k, int rc)
 {
-    int64_t until = now + (int64_t)n->cfg->request_timeout_ms * 1000000LL / 2;
+    int64_t until = now_ns() + (int64_t)n->cfg->request_timeout_ms * 1000000LL / 2;
     for (size_t i = 0; i < k; i++) {
         struct item *it = items[i];
         it->next = NULL;
@@ -1654,7 +1654,7 @@ static void park(struct node *n, struct item **items, size_t k, int rc, int64_t 
 }
 
 /* Propose items (up to PROPOSE_BATCH) in one batch; each is freed, or parked. */
-static void propose_items(struct node *n, struct item **items, size_t k, int64_t now)
+static void propose_items(struct node *n, struct item **items, size_t k)
 {
     int rc;
     if (n->parked_head) {
@@ -1666,7 +1666,7 @@ static void propose_items(struct node *n, struct item **items, size_t k, int64_t
         rc = raft_propose_batch(n->raft, bufs, k);
     }
     if (parks(rc) && n->n_parked + k <= INBOX_MAX) {
-        park(n, items, k, rc, now);
+        park(n, items, k, rc);
         return;
     }
     if (rc < 0)
@@ -1688,7 +1688,7 @@ static void unpark(struct node *n, int64_t now)
         for (; list && k < PROPOSE_BATCH; list = list->next)
             batch[k++] = list;
         left -= k;
-        propose_items(n, batch, k, now);
+        propose_items(n, batch, k);
         if (n->parked_head && list) { /* refused again: the rest stays behind the batch, in order */
             n->parked_tail->next = list;
             n->parked_tail = tail;
@@ -1753,7 +1753,7 @@ static void snapshot_received(struct node *n, struct item *it)
 
 /* Steps and proposes what came in; returns the membership changes, which
  * member_items runs once the ready loop has applied what this made committed. */
-static struct item *process(struct node *n, struct item *list, int64_t now)
+static struct item *process(struct node *n, struct item *list)
 {
     struct item *props[PROPOSE_BATCH], *members = NULL, **members_tail = &members;
     size_t k = 0;
@@ -1763,7 +1763,7 @@ static struct item *process(struct node *n, struct item *list, int64_t now)
         if (it->type == IT_PROPOSE) {
             props[k++] = it;
             if (k == PROPOSE_BATCH) {
-                propose_items(n, props, k, now);
+                propose_items(n, props, k);
                 k = 0;
             }
             continue;
@@ -1816,7 +1816,7 @@ static struct item *process(struct node *n, struct item *list, int64_t now)
         item_free(it);
     }
     if (k)
-        propose_items(n, props, k, now);
+        propose_items(n, props, k);
     return members;
 }
 
@@ -1880,7 +1880,7 @@ static void *node_main(void *arg)
         __atomic_store_n(&n->inbox_len, 0, __ATOMIC_RELAXED);
         pthread_mutex_unlock(&n->mu);
 
-        struct item *members = process(n, list, now_ns());
+        struct item *members = process(n, list);
         int64_t now = now_ns();
         if (now >= n->next_tick_ns) {
             raft_tick(n->raft);
