@@ -3,11 +3,12 @@ linearizable reads; killing the leader (-9) elects another and loses no
 acknowledged write; a follower that was down for 20,000 writes catches up
 although the leader's log was compacted past it (so only a snapshot can
 bring it back); all three killed at once and restarted keep every
-acknowledged write.  Elections are waited for by polling, never timed."""
-import http.client
+acknowledged write; a write that finds no leader waits for one, and gets
+NO_LEADER if none comes.  Elections are waited for by polling, never timed."""
 import threading
 
 import cluster
+import prom
 
 # Puts of a load that a member is killed in the middle of: the kill comes
 # after 1500 are acknowledged, usually long before all are (if the load
@@ -156,27 +157,9 @@ def test_all_members_killed_at_once_and_restarted_keep_every_acknowledged_write(
         env.load.check(c, ack, members=[m]).assert_no_loss()
 
 
-def metric(m, name):
-    """The value of an unlabelled metric on m's metrics listener (None if it has none)."""
-    conn = http.client.HTTPConnection("127.0.0.1", m.metrics_port, timeout=5)
-    try:
-        conn.request("GET", "/metrics")
-        body = conn.getresponse().read().decode()
-    finally:
-        conn.close()
-    for line in body.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return None
-
-
 def test_a_write_without_a_leader_waits_for_the_election(env, wire):
     # --request-timeout=14s: a write waits up to 7 s for a leader.
-    c = env.cluster(3, start=False, extra=["--request-timeout=14s"])
-    for m in c:
-        m.metrics_port = cluster.free_port()
-        m.extra.append("--listen-metrics-urls=tcp://127.0.0.1:%d" % m.metrics_port)
-    c.start()
+    c = prom.start_with_metrics(env, 3, extra=["--request-timeout=14s"])
     lead = c.leader()
     with lead.client() as w:
         before = rev(wire.check(w.put("k", "before"), "put"))
@@ -198,7 +181,9 @@ def test_a_write_without_a_leader_waits_for_the_election(env, wire):
 
     def put_waiting(value):
         """Start a put of k on s in a thread; return once s holds it waiting for a leader."""
-        waited = metric(s, "cairn_proposals_waited_for_leader_total") or 0
+        def waited_total():
+            return prom.scrape(s).value("cairn_proposals_waited_for_leader_total") or 0
+        waited = waited_total()
         result.clear()
 
         def run():
@@ -209,13 +194,12 @@ def test_a_write_without_a_leader_waits_for_the_election(env, wire):
         t = threading.Thread(target=run)
         t.start()
         try:
-            cluster.poll(lambda: "r" in result or metric(s, "cairn_proposals_waited_for_leader_total") == waited + 1,
-                         10, "the write waiting for a leader")
+            cluster.poll(lambda: "r" in result or waited_total() == waited + 1, 10, "the write waiting for a leader")
         except BaseException:
             t.join(30)
             raise
         assert "r" not in result, "answered before any leader: %r" % result.get("r")
-        assert metric(s, "etcd_server_proposals_pending") >= 1
+        assert prom.scrape(s).value("etcd_server_proposals_pending") >= 1
         return t
 
     t = put_waiting("during")
@@ -226,16 +210,16 @@ def test_a_write_without_a_leader_waits_for_the_election(env, wire):
     during = wire.check(result["r"], "put")
     assert rev(during) == before + 1
     assert get_kv(wire, s, "k").value == b"during"
-    assert metric(s, "etcd_server_proposals_pending") == 0
+    assert prom.scrape(s).value("etcd_server_proposals_pending") == 0
 
     # No leader within half the request timeout: NO_LEADER, and the write was not proposed.
     c.leader()
     without_a_leader()
-    failed = metric(s, "etcd_server_proposals_failed_total")
+    failed = prom.scrape(s).value("etcd_server_proposals_failed_total")
     r = s.call(wire.put_request("k", "never"), timeout=20)
     assert wire.is_error(r) and r.error.code == wire.ERRORS["NO_LEADER"], r
     assert "not proposed" in r.error.message, r.error.message
-    assert metric(s, "etcd_server_proposals_failed_total") == failed + 1
+    assert prom.scrape(s).value("etcd_server_proposals_failed_total") == failed + 1
 
     # SIGTERM drains the requests in flight, a waiting write included: it is
     # answered (NO_LEADER, as no leader comes) and the member exits cleanly.
