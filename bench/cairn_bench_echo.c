@@ -10,7 +10,9 @@
  * nng starts, so that, like a member, it has its own nng threads: nng 1.5
  * runs all of a process's socket I/O through one poller thread, and a
  * server sharing it with the client measures a lower ceiling than a real
- * member meets (--echo-inproc shows it).
+ * member meets (--echo-inproc shows it).  Like cairnd's, its contexts
+ * are marked inline: the poller thread that reads a request runs the
+ * callback that answers it.
  */
 #include <errno.h>
 #include <poll.h>
@@ -118,6 +120,8 @@ static int serve(size_t contexts, struct echo_server **out, char *url, size_t ur
             fprintf(stderr, "cairn-bench: echo server: context %zu: %s\n", i, nng_strerror(rv));
             goto fail_sock;
         }
+        /* As cairnd's request contexts: a request the poller reads is answered there (nng_aio_set_inline). */
+        nng_aio_set_inline(w->aio);
         e->n = i + 1;
         nng_ctx_recv(w->ctx, w->aio);
     }

@@ -43,7 +43,7 @@
 #define BAD_INPUT_LOGS_PER_SEC 10   /* so a flood of garbage cannot fill the journal */
 #define MAX_LISTENERS (CONFIG_MAX_URLS + 1)
 
-enum slot_state { S_RECV, S_WORK, S_SEND };
+enum slot_state { S_RECV, S_WORK, S_DEFER, S_SEND };
 
 struct rpc;
 
@@ -57,6 +57,8 @@ struct slot {
     nng_aio *aio;
     enum slot_state state;
     Cairn__Request *req;           /* in req_arena */
+    nng_msg *deferred;             /* S_DEFER: the request not yet decoded, or NULL when req is */
+    size_t wire_bytes;             /* the request's size as received */
     struct kvconv_arena req_arena; /* the request's memory, let go by finish() */
     int64_t start_ns;
     int code;                      /* the error code replied, 0 for success */
@@ -653,18 +655,68 @@ static void remote_of(nng_msg *m, char *buf, size_t len)
     }
 }
 
-static void handle(struct slot *s, nng_msg *m)
+/*
+ * Requests served on the poller.  Over tcp://, nng's poller thread reads a
+ * request and runs slot_cb itself (the slots' aios are marked inline,
+ * third_party/nng/tcp-inline-rep.patch): no task thread is woken between
+ * the socket and the node thread's inbox, one wake-up less per write on
+ * the leader's critical path.  The poller serves every connection of the
+ * process, Raft's included, so only work that is short and never blocks
+ * stays on it: a write or a linearizable read of at most INLINE_MAX_BYTES,
+ * decoded, checked and handed to the node thread or to the read loop.
+ * Everything else (reads that touch the store, leases, watches, members,
+ * maintenance, and bad input, which gets logged) goes to a task thread,
+ * where every request ran before.  TLS and ipc requests always arrive on
+ * a task thread.
+ */
+#define INLINE_MAX_BYTES 16384
+
+static const struct rpc_route *route_of(const struct rpc *r, int body_case)
+{
+    const struct rpc_route *route = NULL;
+    for (size_t i = 0; i < r->n_routes; i++)
+        if (r->routes[i].body_case == body_case)
+            route = &r->routes[i];
+    return route;
+}
+
+/* Served here, not by a route: a write or a linearizable read. */
+static bool serve_inline(const struct rpc *r, const Cairn__Request *req)
+{
+    if (route_of(r, req->body_case))
+        return false;
+    switch (req->body_case) {
+    case CAIRN__REQUEST__BODY_PUT:
+    case CAIRN__REQUEST__BODY_DELETE_RANGE:
+    case CAIRN__REQUEST__BODY_TXN:
+        return true;
+    case CAIRN__REQUEST__BODY_RANGE:
+        return !req->range->serializable;
+    default:
+        return false;
+    }
+}
+
+/* Hand the slot's request (m, or s->req when m is NULL) to a task thread: slot_cb runs again there. */
+static void defer(struct slot *s, nng_msg *m)
+{
+    s->deferred = m;
+    s->state = S_DEFER;
+    if (!nng_aio_begin(s->aio)) { /* stopped: rpc_stop is under way */
+        s->deferred = NULL;
+        nng_msg_free(m);
+        return;
+    }
+    nng_aio_finish(s->aio, 0);
+}
+
+static void serve(struct slot *s);
+
+/* The request in m, decoded into the slot; here: on the poller (see INLINE_MAX_BYTES). */
+static void decode(struct slot *s, nng_msg *m, bool here)
 {
     struct rpc *r = s->r;
     size_t len = nng_msg_len(m);
-    /* The address is looked up (a getpeername() and nng's pipe lookup) only
-     * when this slot's request comes over another connection than its last. */
-    uint32_t pipe = (uint32_t)nng_pipe_id(nng_msg_get_pipe(m));
-    if (pipe != s->pipe || !s->remote[0])
-        remote_of(m, s->remote, sizeof s->remote);
-    s->pipe = pipe;
-    __atomic_add_fetch(&r->busy, 1, __ATOMIC_RELAXED);
-    s->state = S_WORK;
     if (len > r->cfg->max_request_bytes) {
         nng_msg_free(m);
         log_bad_input(s, "request larger than --max-request-bytes", len);
@@ -673,7 +725,12 @@ static void handle(struct slot *s, nng_msg *m)
         return;
     }
     char why[160];
+    s->wire_bytes = len;
     s->req = kvconv_request_unpack(nng_msg_body(m), len, &s->req_arena, why, sizeof why);
+    if (!s->req && here) {
+        defer(s, m); /* logged there */
+        return;
+    }
     nng_msg_free(m);
     if (!s->req) {
         log_bad_input(s, "not a cairn.Request", len);
@@ -684,19 +741,46 @@ static void handle(struct slot *s, nng_msg *m)
         reply_error(s, CAIRN_E_STOPPED, "member %s is stopping; send the request to another member", r->cfg->name);
         return;
     }
+    if (here && !serve_inline(r, s->req)) {
+        defer(s, NULL);
+        return;
+    }
+    serve(s);
+}
+
+static void handle(struct slot *s, nng_msg *m)
+{
+    struct rpc *r = s->r;
+    /* The address is looked up (a getpeername() and nng's pipe lookup) only
+     * when this slot's request comes over another connection than its last. */
+    uint32_t pipe = (uint32_t)nng_pipe_id(nng_msg_get_pipe(m));
+    if (pipe != s->pipe || !s->remote[0])
+        remote_of(m, s->remote, sizeof s->remote);
+    s->pipe = pipe;
+    __atomic_add_fetch(&r->busy, 1, __ATOMIC_RELAXED);
+    s->state = S_WORK;
+    bool here = nng_aio_inline_now();
+    if (here && (nng_msg_len(m) > INLINE_MAX_BYTES || nng_msg_len(m) > r->cfg->max_request_bytes)) {
+        defer(s, m);
+        return;
+    }
+    decode(s, m, here);
+}
+
+/* A decoded request: checked, authorized, served. */
+static void serve(struct slot *s)
+{
+    struct rpc *r = s->r;
     char msg[512] = "";
     struct kvconv_limits lim = {.max_txn_ops = r->cfg->max_txn_ops, .max_request_bytes = r->cfg->max_request_bytes,
-                                .wire_bytes = len};
+                                .wire_bytes = s->wire_bytes};
     int rc = kvconv_validate(s->req, &lim, msg, sizeof msg);
     if (rc < 0) {
         reply_error(s, -rc, "%s", msg[0] ? msg : cairn_strerror(rc));
         return;
     }
     Cairn__Request *req = s->req;
-    s->route = NULL;
-    for (size_t i = 0; i < r->n_routes; i++)
-        if (r->routes[i].body_case == (int)req->body_case)
-            s->route = &r->routes[i];
+    s->route = route_of(r, req->body_case);
     if (req->body_case != CAIRN__REQUEST__BODY_STATUS && !(s->route && s->route->learner_ok)) {
         struct node_info info;
         node_get_info(r->node, &info);
@@ -776,6 +860,16 @@ static void slot_cb(void *arg)
         if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
             return;
         recv_next(s);
+        return;
+    }
+    if (s->state == S_DEFER) { /* on a task thread now (defer) */
+        nng_msg *m = s->deferred;
+        s->deferred = NULL;
+        s->state = S_WORK;
+        if (m)
+            decode(s, m, false);
+        else
+            serve(s);
         return;
     }
     if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
@@ -989,6 +1083,7 @@ int rpc_start(const struct config *cfg, struct node *n, struct reads *rs, struct
             rc = -ENOMEM;
             goto fail;
         }
+        nng_aio_set_inline(s->aio); /* see INLINE_MAX_BYTES */
     }
     for (size_t i = 0; i < cfg->listen_client_urls.n; i++) {
         const struct config_url *u = &cfg->listen_client_urls.v[i];
