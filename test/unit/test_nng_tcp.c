@@ -10,10 +10,13 @@
  * peer transport), never req0's, and rep0's only for a receiver that marked
  * its aio (nng_aio_set_inline, third_party/nng/tcp-inline-rep.patch: the
  * daemon's request handlers); such a callback can hand its work on to a
- * task thread with nng_aio_begin and nng_aio_finish.
+ * task thread with nng_aio_begin and nng_aio_finish.  And replies queued on
+ * a rep0 pipe leave in one batch (third_party/nng/tcp-rep-batch.patch), each
+ * to its own request.
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -490,6 +493,116 @@ static void test_a_marked_rep0_receiver_runs_on_the_poller_and_can_hand_on(void 
     nng_aio_free(w.aio);
 }
 
+/* ---------------------------------------------------------------- reply batches */
+
+/* The value of a pipe's statistic (tx_msgs, ...): depth-first through nng's statistics. */
+static bool pipe_stat(nng_stat *st, int pipe_id, const char *name, uint64_t *out)
+{
+    for (; st; st = nng_stat_next(st)) {
+        if (strcmp(nng_stat_name(st), "pipe") == 0) {
+            nng_stat *id = nng_stat_find(st, "id");
+            nng_stat *v = nng_stat_find(st, name);
+            if (id && v && (int)nng_stat_value(id) == pipe_id) {
+                *out = nng_stat_value(v);
+                return true;
+            }
+        }
+        if (pipe_stat(nng_stat_child(st), pipe_id, name, out))
+            return true;
+    }
+    return false;
+}
+
+#define QUEUED 20
+#define BIG_REPLY (8u << 20)
+
+static void test_replies_queued_on_a_rep0_pipe_leave_in_a_batch(void **state)
+{
+    (void)state;
+    nng_socket rs, qs;
+    char url[64];
+    static nng_ctx sctx[QUEUED + 1], cctx[QUEUED + 1];
+    static nng_aio *saio[QUEUED + 1], *caio[QUEUED + 1];
+    assert_int_equal(nng_rep0_open(&rs), 0);
+    listen_here(rs, url, sizeof url);
+    assert_int_equal(nng_req0_open(&qs), 0);
+    assert_int_equal(nng_socket_set_size(qs, NNG_OPT_RECVMAXSZ, 0), 0);
+    assert_int_equal(nng_dial(qs, url, NULL, 0), 0);
+    for (int i = 0; i <= QUEUED; i++) {
+        assert_int_equal(nng_ctx_open(&sctx[i], rs), 0);
+        assert_int_equal(nng_ctx_open(&cctx[i], qs), 0);
+        assert_int_equal(nng_aio_alloc(&saio[i], NULL, NULL), 0);
+        assert_int_equal(nng_aio_alloc(&caio[i], NULL, NULL), 0);
+        nng_aio_set_timeout(saio[i], LONG_MS);
+        nng_aio_set_timeout(caio[i], LONG_MS);
+        nng_ctx_recv(sctx[i], saio[i]);
+    }
+    /* 21 requests in flight on one connection, each carrying its number */
+    for (uint32_t i = 0; i <= QUEUED; i++) {
+        nng_msg *m;
+        assert_int_equal(nng_msg_alloc(&m, 0), 0);
+        assert_int_equal(nng_msg_append_u32(m, i), 0);
+        nng_aio_set_msg(caio[i], m);
+        nng_ctx_send(cctx[i], caio[i]);
+        nng_aio_wait(caio[i]);
+        assert_int_equal(nng_aio_result(caio[i]), 0);
+        nng_ctx_recv(cctx[i], caio[i]);
+    }
+    /* Each server context took one; the first answered takes a while to
+     * write, so the other 20 replies queue on the pipe behind it. */
+    uint32_t asked[QUEUED + 1];
+    int pipe_id = -1;
+    for (int i = 0; i <= QUEUED; i++) {
+        nng_aio_wait(saio[i]);
+        assert_int_equal(nng_aio_result(saio[i]), 0);
+        nng_msg *m = nng_aio_get_msg(saio[i]);
+        assert_int_equal(nng_msg_trim_u32(m, &asked[i]), 0);
+        pipe_id = nng_pipe_id(nng_msg_get_pipe(m));
+        nng_msg_clear(m);
+        size_t len = i == 0 ? BIG_REPLY : 4 + (size_t)asked[i] * 37; /* sizes that differ */
+        assert_int_equal(nng_msg_append_u32(m, asked[i]), 0);
+        assert_int_equal(nng_msg_realloc(m, len), 0);
+        memset((uint8_t *)nng_msg_body(m) + 4, (int)asked[i], len - 4);
+    }
+    for (int i = 0; i <= QUEUED; i++)
+        nng_ctx_send(sctx[i], saio[i]);
+    for (int i = 0; i <= QUEUED; i++) {
+        nng_aio_wait(saio[i]);
+        assert_int_equal(nng_aio_result(saio[i]), 0);
+    }
+    /* each reply reached its own request, whole */
+    for (uint32_t i = 0; i <= QUEUED; i++) {
+        nng_aio_wait(caio[i]);
+        if (nng_aio_result(caio[i]) != 0)
+            fail_msg("request %u: no reply: %s", i, nng_strerror(nng_aio_result(caio[i])));
+        nng_msg *m = nng_aio_get_msg(caio[i]);
+        uint32_t k = UINT32_MAX;
+        assert_int_equal(nng_msg_trim_u32(m, &k), 0);
+        assert_int_equal(k, i);
+        size_t want = i == asked[0] ? BIG_REPLY - 4 : (size_t)i * 37;
+        assert_int_equal(nng_msg_len(m), want);
+        for (size_t j = 0; j < want; j++)
+            if (((uint8_t *)nng_msg_body(m))[j] != (uint8_t)i)
+                fail_msg("reply %u: byte %zu is wrong", i, j);
+        nng_msg_free(m);
+    }
+    /* fewer sends than replies on the server's pipe: the queued ones went together */
+    nng_stat *st = NULL;
+    uint64_t tx = 0;
+    assert_int_equal(nng_stats_get(&st), 0);
+    assert_true(pipe_stat(st, pipe_id, "tx_msgs", &tx));
+    nng_stats_free(st);
+    print_message("the server's pipe sent %" PRIu64 " times for %d replies\n", tx, QUEUED + 1);
+    if (tx >= QUEUED + 1)
+        fail_msg("%" PRIu64 " sends for %d replies: none went in a batch", tx, QUEUED + 1);
+    nng_close(qs);
+    nng_close(rs);
+    for (int i = 0; i <= QUEUED; i++) {
+        nng_aio_free(saio[i]);
+        nng_aio_free(caio[i]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -499,6 +612,7 @@ int main(void)
         cmocka_unit_test(test_pull0_callbacks_run_on_the_poller),
         cmocka_unit_test(test_req0_and_rep0_callbacks_stay_off_the_poller),
         cmocka_unit_test(test_a_marked_rep0_receiver_runs_on_the_poller_and_can_hand_on),
+        cmocka_unit_test(test_replies_queued_on_a_rep0_pipe_leave_in_a_batch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
