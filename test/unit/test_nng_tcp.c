@@ -417,7 +417,7 @@ struct marked {
     nng_ctx ctx;
     nng_aio *aio;
     enum { M_RECV, M_HANDED_ON, M_SEND } state;
-    atomic_int requests, on_poller, inline_now, handed_on_poller, handed_inline_now;
+    atomic_int requests, on_poller, inline_now, handed_on_poller, handed_inline_now, listening;
 };
 
 static void marked_cb(void *arg)
@@ -446,6 +446,7 @@ static void marked_cb(void *arg)
     case M_SEND:
         w->state = M_RECV;
         nng_ctx_recv(w->ctx, w->aio);
+        atomic_fetch_add(&w->listening, 1);
         break;
     }
 }
@@ -474,6 +475,10 @@ static void test_a_marked_rep0_receiver_runs_on_the_poller_and_can_hand_on(void 
         assert_int_equal(nng_recv(qs, &y, &len, 0), 0);
         assert_int_equal(len, sizeof y);
         assert_int_equal(y, x);
+        /* The reply can arrive before the send's completion posted the
+         * next receive; a request that came before it would wait on the
+         * pipe and be handed over by that receive, on a task thread. */
+        assert_true(WAIT_FOR(atomic_load(&w.listening) == i + 1, LONG_MS));
         if (i == 0) { /* the first may be read before the pipe's first read is posted: not counted */
             atomic_store(&w.on_poller, 0);
             atomic_store(&w.inline_now, 0);
