@@ -12,7 +12,8 @@
  * daemon's request handlers); such a callback can hand its work on to a
  * task thread with nng_aio_begin and nng_aio_finish.  And replies queued on
  * a rep0 pipe leave in one batch (third_party/nng/tcp-rep-batch.patch), each
- * to its own request.
+ * to its own request, over tcp:// and over tls+tcp://, where a message that
+ * fits in a TLS record goes as one (tls-one-record.patch).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -40,6 +41,7 @@
 #include <nng/protocol/pipeline0/push.h>
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/tls/tls.h>
 
 #include "test/unit/wait_testutil.h"
 
@@ -521,18 +523,115 @@ static bool pipe_stat(nng_stat *st, int pipe_id, const char *name, uint64_t *out
 #define QUEUED 20
 #define BIG_REPLY (8u << 20)
 
-static void test_replies_queued_on_a_rep0_pipe_leave_in_a_batch(void **state)
+/* ---------------------------------------------------------------- TLS */
+
+/* A self-signed certificate for localhost, made by the openssl CLI (group setup). */
+static char tls_dir[64];
+static nng_tls_config *tls_server, *tls_client;
+
+static int tls_setup(void **state)
+{
+    (void)state;
+    char cmd[512], pem[128];
+    snprintf(tls_dir, sizeof tls_dir, "/tmp/cairn-nng-tls-XXXXXX");
+    if (!mkdtemp(tls_dir))
+        return -1;
+    snprintf(cmd, sizeof cmd,
+             "cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout s.key "
+             "-out s.crt -subj /CN=localhost -addext subjectAltName=DNS:localhost -days 2 2>/dev/null && "
+             "cat s.crt s.key > s.pem",
+             tls_dir);
+    if (system(cmd) != 0)
+        return -1;
+    snprintf(pem, sizeof pem, "%s/s.pem", tls_dir);
+    if (nng_tls_config_alloc(&tls_server, NNG_TLS_MODE_SERVER) != 0 ||
+        nng_tls_config_cert_key_file(tls_server, pem, NULL) != 0 ||
+        nng_tls_config_auth_mode(tls_server, NNG_TLS_AUTH_MODE_NONE) != 0 ||
+        nng_tls_config_alloc(&tls_client, NNG_TLS_MODE_CLIENT) != 0 ||
+        nng_tls_config_auth_mode(tls_client, NNG_TLS_AUTH_MODE_NONE) != 0 ||
+        nng_tls_config_server_name(tls_client, "localhost") != 0)
+        return -1;
+    return 0;
+}
+
+static int tls_teardown(void **state)
+{
+    (void)state;
+    char cmd[128];
+    nng_tls_config_free(tls_server);
+    nng_tls_config_free(tls_client);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tls_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* A rep0 socket listening on 127.0.0.1 over tcp:// or tls+tcp://, and a req0 socket dialed to it. */
+static void rep_and_req(bool tls, nng_socket *rs, nng_socket *qs)
+{
+    char url[80];
+    assert_int_equal(nng_rep0_open(rs), 0);
+    assert_int_equal(nng_req0_open(qs), 0);
+    assert_int_equal(nng_socket_set_size(*qs, NNG_OPT_RECVMAXSZ, 0), 0);
+    assert_int_equal(nng_socket_set_size(*rs, NNG_OPT_RECVMAXSZ, 0), 0);
+    if (!tls) {
+        listen_here(*rs, url, sizeof url);
+        assert_int_equal(nng_dial(*qs, url, NULL, 0), 0);
+        return;
+    }
+    nng_listener l;
+    nng_dialer d;
+    nng_sockaddr sa;
+    assert_int_equal(nng_listener_create(&l, *rs, "tls+tcp://127.0.0.1:0"), 0);
+    assert_int_equal(nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, tls_server), 0);
+    assert_int_equal(nng_listener_start(l, 0), 0);
+    assert_int_equal(nng_listener_get_addr(l, NNG_OPT_LOCADDR, &sa), 0);
+    snprintf(url, sizeof url, "tls+tcp://127.0.0.1:%u", ntohs(sa.s_in.sa_port));
+    assert_int_equal(nng_dialer_create(&d, *qs, url), 0);
+    assert_int_equal(nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, tls_client), 0);
+    assert_int_equal(nng_dialer_start(d, 0), 0);
+}
+
+/*
+ * Over TLS a message whose length, header and body fit in a TLS record's
+ * payload (16 KiB) goes as one record (third_party/nng/tls-one-record.patch),
+ * a bigger one as before: requests and replies of sizes around that edge
+ * come back whole.
+ */
+static void test_tls_messages_around_the_record_size_arrive_whole(void **state)
 {
     (void)state;
     nng_socket rs, qs;
-    char url[64];
+    rep_and_req(true, &rs, &qs);
+    assert_int_equal(nng_socket_set_ms(rs, NNG_OPT_RECVTIMEO, LONG_MS), 0);
+    assert_int_equal(nng_socket_set_ms(qs, NNG_OPT_RECVTIMEO, LONG_MS), 0);
+    /* the request carries req0's 4-byte header, the reply rep0's: 8 + 4 + body */
+    static const size_t sizes[] = {0, 1, 100, 16370, 16371, 16372, 16373, 16380, 16384, 16385, 40000, 300000};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        size_t len = sizes[k];
+        nng_msg *m, *got;
+        assert_int_equal(nng_msg_alloc(&m, len), 0);
+        fill(nng_msg_body(m), (uint32_t)k, len);
+        assert_int_equal(nng_sendmsg(qs, m, 0), 0);
+        assert_int_equal(nng_recvmsg(rs, &got, 0), 0); /* the server sends the request back */
+        assert_int_equal(nng_msg_len(got), len);
+        assert_int_equal(nng_sendmsg(rs, got, 0), 0);
+        assert_int_equal(nng_recvmsg(qs, &got, 0), 0);
+        if (nng_msg_len(got) != len)
+            fail_msg("size %zu came back as %zu bytes", len, nng_msg_len(got));
+        for (size_t i = 0; i < len; i++)
+            if (((uint8_t *)nng_msg_body(got))[i] != pattern((uint32_t)k, i))
+                fail_msg("size %zu: byte %zu is wrong", len, i);
+        nng_msg_free(got);
+    }
+    nng_close(qs);
+    nng_close(rs);
+}
+
+static void replies_leave_in_a_batch(bool tls)
+{
+    nng_socket rs, qs;
     static nng_ctx sctx[QUEUED + 1], cctx[QUEUED + 1];
     static nng_aio *saio[QUEUED + 1], *caio[QUEUED + 1];
-    assert_int_equal(nng_rep0_open(&rs), 0);
-    listen_here(rs, url, sizeof url);
-    assert_int_equal(nng_req0_open(&qs), 0);
-    assert_int_equal(nng_socket_set_size(qs, NNG_OPT_RECVMAXSZ, 0), 0);
-    assert_int_equal(nng_dial(qs, url, NULL, 0), 0);
+    rep_and_req(tls, &rs, &qs);
     for (int i = 0; i <= QUEUED; i++) {
         assert_int_equal(nng_ctx_open(&sctx[i], rs), 0);
         assert_int_equal(nng_ctx_open(&cctx[i], qs), 0);
@@ -597,7 +696,7 @@ static void test_replies_queued_on_a_rep0_pipe_leave_in_a_batch(void **state)
     assert_int_equal(nng_stats_get(&st), 0);
     assert_true(pipe_stat(st, pipe_id, "tx_msgs", &tx));
     nng_stats_free(st);
-    print_message("the server's pipe sent %" PRIu64 " times for %d replies\n", tx, QUEUED + 1);
+    print_message("the server's pipe sent %" PRIu64 " times for %d replies (%s)\n", tx, QUEUED + 1, tls ? "tls+tcp" : "tcp");
     if (tx >= QUEUED + 1)
         fail_msg("%" PRIu64 " sends for %d replies: none went in a batch", tx, QUEUED + 1);
     nng_close(qs);
@@ -606,6 +705,18 @@ static void test_replies_queued_on_a_rep0_pipe_leave_in_a_batch(void **state)
         nng_aio_free(saio[i]);
         nng_aio_free(caio[i]);
     }
+}
+
+static void test_replies_queued_on_a_rep0_pipe_leave_in_a_batch(void **state)
+{
+    (void)state;
+    replies_leave_in_a_batch(false);
+}
+
+static void test_replies_queued_on_a_rep0_pipe_leave_in_a_batch_over_tls(void **state)
+{
+    (void)state;
+    replies_leave_in_a_batch(true);
 }
 
 int main(void)
@@ -619,5 +730,10 @@ int main(void)
         cmocka_unit_test(test_a_marked_rep0_receiver_runs_on_the_poller_and_can_hand_on),
         cmocka_unit_test(test_replies_queued_on_a_rep0_pipe_leave_in_a_batch),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    const struct CMUnitTest tls_tests[] = {
+        cmocka_unit_test(test_tls_messages_around_the_record_size_arrive_whole),
+        cmocka_unit_test(test_replies_queued_on_a_rep0_pipe_leave_in_a_batch_over_tls),
+    };
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    return failed + cmocka_run_group_tests_name("tls", tls_tests, tls_setup, tls_teardown);
 }
