@@ -680,10 +680,11 @@ static const struct rpc_route *route_of(const struct rpc *r, int body_case)
     return route;
 }
 
-/* Served here, not by a route: a write or a linearizable read. */
-static bool serve_inline(const struct rpc *r, const Cairn__Request *req)
+/* Served here, not by a route (s->route): a write or a linearizable read. */
+static bool serve_inline(const struct slot *s)
 {
-    if (route_of(r, req->body_case))
+    const Cairn__Request *req = s->req;
+    if (s->route)
         return false;
     switch (req->body_case) {
     case CAIRN__REQUEST__BODY_PUT:
@@ -717,6 +718,10 @@ static void decode(struct slot *s, nng_msg *m, bool here)
 {
     struct rpc *r = s->r;
     size_t len = nng_msg_len(m);
+    if (here && (len > INLINE_MAX_BYTES || len > r->cfg->max_request_bytes)) {
+        defer(s, m); /* too long to decode here, or to be logged as too large */
+        return;
+    }
     if (len > r->cfg->max_request_bytes) {
         nng_msg_free(m);
         log_bad_input(s, "request larger than --max-request-bytes", len);
@@ -741,7 +746,8 @@ static void decode(struct slot *s, nng_msg *m, bool here)
         reply_error(s, CAIRN_E_STOPPED, "member %s is stopping; send the request to another member", r->cfg->name);
         return;
     }
-    if (here && !serve_inline(r, s->req)) {
+    s->route = route_of(r, s->req->body_case);
+    if (here && !serve_inline(s)) {
         defer(s, NULL);
         return;
     }
@@ -759,15 +765,10 @@ static void handle(struct slot *s, nng_msg *m)
     s->pipe = pipe;
     __atomic_add_fetch(&r->busy, 1, __ATOMIC_RELAXED);
     s->state = S_WORK;
-    bool here = nng_aio_inline_now();
-    if (here && (nng_msg_len(m) > INLINE_MAX_BYTES || nng_msg_len(m) > r->cfg->max_request_bytes)) {
-        defer(s, m);
-        return;
-    }
-    decode(s, m, here);
+    decode(s, m, nng_aio_inline_now());
 }
 
-/* A decoded request: checked, authorized, served. */
+/* A decoded request (s->route set by decode): checked, authorized, served. */
 static void serve(struct slot *s)
 {
     struct rpc *r = s->r;
@@ -780,7 +781,6 @@ static void serve(struct slot *s)
         return;
     }
     Cairn__Request *req = s->req;
-    s->route = route_of(r, req->body_case);
     if (req->body_case != CAIRN__REQUEST__BODY_STATUS && !(s->route && s->route->learner_ok)) {
         struct node_info info;
         node_get_info(r->node, &info);
