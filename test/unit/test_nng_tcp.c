@@ -104,6 +104,34 @@ static nng_socket listen_pull(char *url, size_t urllen, size_t recvmax)
     return s;
 }
 
+/* A self-signed certificate for localhost, made with the openssl CLI by tls_setup (the tls group). */
+static char tls_dir[64];
+static nng_tls_config *tls_server, *tls_client;
+
+/* A rep0 socket listening on 127.0.0.1 over tcp:// or tls+tcp:// (tls_setup's certificates), and a req0 socket dialed to it. */
+static void rep_and_req(bool tls, nng_socket *rs, nng_socket *qs)
+{
+    char url[80];
+    assert_int_equal(nng_rep0_open(rs), 0);
+    assert_int_equal(nng_req0_open(qs), 0);
+    if (!tls) {
+        listen_here(*rs, url, sizeof url);
+        assert_int_equal(nng_dial(*qs, url, NULL, 0), 0);
+        return;
+    }
+    nng_listener l;
+    nng_dialer d;
+    nng_sockaddr sa;
+    assert_int_equal(nng_listener_create(&l, *rs, "tls+tcp://127.0.0.1:0"), 0);
+    assert_int_equal(nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, tls_server), 0);
+    assert_int_equal(nng_listener_start(l, 0), 0);
+    assert_int_equal(nng_listener_get_addr(l, NNG_OPT_LOCADDR, &sa), 0);
+    snprintf(url, sizeof url, "tls+tcp://127.0.0.1:%u", ntohs(sa.s_in.sa_port));
+    assert_int_equal(nng_dialer_create(&d, *qs, url), 0);
+    assert_int_equal(nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, tls_client), 0);
+    assert_int_equal(nng_dialer_start(d, 0), 0);
+}
+
 static uint16_t port_of(const char *url)
 {
     return (uint16_t)atoi(strrchr(url, ':') + 1);
@@ -386,15 +414,11 @@ static void test_req0_and_rep0_callbacks_stay_off_the_poller(void **state)
 {
     (void)state;
     nng_socket rs, qs;
-    char url[64];
-    assert_int_equal(nng_rep0_open(&rs), 0);
-    listen_here(rs, url, sizeof url);
+    rep_and_req(false, &rs, &qs);
     static struct seen server, client; /* static: see test_pull0_callbacks_run_on_the_poller */
     server = (struct seen){.s = rs, .reply = true};
     assert_int_equal(nng_aio_alloc(&server.aio, rep_cb, &server), 0);
     nng_recv_aio(rs, server.aio);
-    assert_int_equal(nng_req0_open(&qs), 0);
-    assert_int_equal(nng_dial(qs, url, NULL, 0), 0);
     client = (struct seen){.s = qs};
     assert_int_equal(nng_aio_alloc(&client.aio, recv_cb, &client), 0);
     for (int i = 0; i < 20; i++) {
@@ -457,9 +481,7 @@ static void test_a_marked_rep0_receiver_runs_on_the_poller_and_can_hand_on(void 
 {
     (void)state;
     nng_socket rs, qs;
-    char url[64];
-    assert_int_equal(nng_rep0_open(&rs), 0);
-    listen_here(rs, url, sizeof url);
+    rep_and_req(false, &rs, &qs);
     static struct marked w; /* static: see test_pull0_callbacks_run_on_the_poller */
     w = (struct marked){.state = M_RECV};
     assert_int_equal(nng_ctx_open(&w.ctx, rs), 0);
@@ -467,9 +489,7 @@ static void test_a_marked_rep0_receiver_runs_on_the_poller_and_can_hand_on(void 
     nng_aio_set_inline(w.aio);
     assert_false(nng_aio_inline_now());
     nng_ctx_recv(w.ctx, w.aio);
-    assert_int_equal(nng_req0_open(&qs), 0);
     assert_int_equal(nng_socket_set_ms(qs, NNG_OPT_RECVTIMEO, LONG_MS), 0);
-    assert_int_equal(nng_dial(qs, url, NULL, 0), 0);
     for (int i = 0; i < 21; i++) {
         uint32_t x = (uint32_t)i, y = UINT32_MAX;
         size_t len = sizeof y;
@@ -525,10 +545,6 @@ static bool pipe_stat(nng_stat *st, int pipe_id, const char *name, uint64_t *out
 
 /* ---------------------------------------------------------------- TLS */
 
-/* A self-signed certificate for localhost, made by the openssl CLI (group setup). */
-static char tls_dir[64];
-static nng_tls_config *tls_server, *tls_client;
-
 static int tls_setup(void **state)
 {
     (void)state;
@@ -564,32 +580,6 @@ static int tls_teardown(void **state)
     return system(cmd) == 0 ? 0 : -1;
 }
 
-/* A rep0 socket listening on 127.0.0.1 over tcp:// or tls+tcp://, and a req0 socket dialed to it. */
-static void rep_and_req(bool tls, nng_socket *rs, nng_socket *qs)
-{
-    char url[80];
-    assert_int_equal(nng_rep0_open(rs), 0);
-    assert_int_equal(nng_req0_open(qs), 0);
-    assert_int_equal(nng_socket_set_size(*qs, NNG_OPT_RECVMAXSZ, 0), 0);
-    assert_int_equal(nng_socket_set_size(*rs, NNG_OPT_RECVMAXSZ, 0), 0);
-    if (!tls) {
-        listen_here(*rs, url, sizeof url);
-        assert_int_equal(nng_dial(*qs, url, NULL, 0), 0);
-        return;
-    }
-    nng_listener l;
-    nng_dialer d;
-    nng_sockaddr sa;
-    assert_int_equal(nng_listener_create(&l, *rs, "tls+tcp://127.0.0.1:0"), 0);
-    assert_int_equal(nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, tls_server), 0);
-    assert_int_equal(nng_listener_start(l, 0), 0);
-    assert_int_equal(nng_listener_get_addr(l, NNG_OPT_LOCADDR, &sa), 0);
-    snprintf(url, sizeof url, "tls+tcp://127.0.0.1:%u", ntohs(sa.s_in.sa_port));
-    assert_int_equal(nng_dialer_create(&d, *qs, url), 0);
-    assert_int_equal(nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, tls_client), 0);
-    assert_int_equal(nng_dialer_start(d, 0), 0);
-}
-
 /*
  * Over TLS a message whose length, header and body fit in a TLS record's
  * payload (16 KiB) goes as one record (third_party/nng/tls-one-record.patch),
@@ -601,6 +591,8 @@ static void test_tls_messages_around_the_record_size_arrive_whole(void **state)
     (void)state;
     nng_socket rs, qs;
     rep_and_req(true, &rs, &qs);
+    assert_int_equal(nng_socket_set_size(qs, NNG_OPT_RECVMAXSZ, 0), 0);
+    assert_int_equal(nng_socket_set_size(rs, NNG_OPT_RECVMAXSZ, 0), 0);
     assert_int_equal(nng_socket_set_ms(rs, NNG_OPT_RECVTIMEO, LONG_MS), 0);
     assert_int_equal(nng_socket_set_ms(qs, NNG_OPT_RECVTIMEO, LONG_MS), 0);
     /* the request carries req0's 4-byte header, the reply rep0's: 8 + 4 + body */
@@ -632,6 +624,7 @@ static void replies_leave_in_a_batch(bool tls)
     static nng_ctx sctx[QUEUED + 1], cctx[QUEUED + 1];
     static nng_aio *saio[QUEUED + 1], *caio[QUEUED + 1];
     rep_and_req(tls, &rs, &qs);
+    assert_int_equal(nng_socket_set_size(qs, NNG_OPT_RECVMAXSZ, 0), 0); /* the 8 MiB reply */
     for (int i = 0; i <= QUEUED; i++) {
         assert_int_equal(nng_ctx_open(&sctx[i], rs), 0);
         assert_int_equal(nng_ctx_open(&cctx[i], qs), 0);
