@@ -56,6 +56,8 @@ static void usage(FILE *out)
         "  --seed S          default 1\n"
         "  --timeout SEC     bound on the whole run, default 300\n"
         "  --call-timeout MS --dial-timeout MS\n"
+        "  --task-callbacks  run the calls' callbacks on nng's task threads, as libcairn does\n"
+        "                    by default, instead of on the thread that read the reply\n"
         "  --format text|json\n\n"
         "Output: throughput, latency percentiles from a log-bucketed histogram, errors by\n"
         "code and this process's CPU time.  A progress line only when stdout is a terminal.\n"
@@ -320,6 +322,7 @@ int open_clients(const struct bench_opts *o, const char *url, struct cairn_clien
                 .server_name = o->server_name},
         .call_timeout_ms = o->call_timeout_ms,
         .dial_timeout_ms = o->dial_timeout_ms,
+        .inline_callbacks = !o->task_callbacks, /* every callback here is short */
     };
     for (unsigned i = 0; i < o->conns; i++) {
         struct cairn_error_detail err = {0};
@@ -399,6 +402,10 @@ static int parse_args(int argc, char **argv, struct bench_opts *o, bool *prefix_
         }
         if (!strcmp(a, "--echo-inproc")) {
             o->echo_inproc = true;
+            continue;
+        }
+        if (!strcmp(a, "--task-callbacks")) {
+            o->task_callbacks = true;
             continue;
         }
         if (i + 1 >= argc) {

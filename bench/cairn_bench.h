@@ -52,6 +52,7 @@ struct bench_opts {
     unsigned leases;      /* lease */
     bool prefill;         /* put every key of the key space once before measuring */
     bool echo_inproc;     /* echo: the server in this process, not a child */
+    bool task_callbacks;  /* libcairn's default: callbacks off the poller (inline_callbacks false) */
     const char *key_prefix;
     unsigned key_digits;  /* digits after the prefix, from --key-size and the key space */
     int call_timeout_ms, dial_timeout_ms;

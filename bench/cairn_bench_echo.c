@@ -121,7 +121,7 @@ static int serve(size_t contexts, struct echo_server **out, char *url, size_t ur
             goto fail_sock;
         }
         /* As cairnd's request contexts: a request the poller reads is answered there (nng_aio_set_inline). */
-        nng_aio_set_inline(w->aio);
+        nng_aio_set_inline(w->aio, true);
         e->n = i + 1;
         nng_ctx_recv(w->ctx, w->aio);
     }

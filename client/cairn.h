@@ -96,6 +96,16 @@ struct cairn_config {
     size_t max_response_bytes;
     /* Bound on calls in flight (sync and async).  0 = CAIRN_DEFAULT_MAX_IN_FLIGHT. */
     unsigned max_in_flight;
+    /*
+     * Run the callbacks of asynchronous calls (cairn_call_async and the
+     * watch functions) on the thread that read the reply, when nng lets it
+     * (tcp:// endpoints): one thread woken fewer per call, which is most of
+     * a call's latency on a small machine.  That thread serves every
+     * connection of the client, so a callback must then be short as well as
+     * never block.  Synchronous calls always complete this way (their
+     * callback only wakes the caller).
+     */
+    bool inline_callbacks;
 };
 
 #define CAIRN_MAX_ENDPOINTS 64

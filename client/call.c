@@ -29,6 +29,8 @@
 /* Pause between rounds over every endpoint, doubling up to the maximum. */
 #define BACKOFF_MIN_MS 25
 #define BACKOFF_MAX_MS 500
+/* A reply longer than this is not decoded on the I/O thread (see op_cb). */
+#define INLINE_REPLY_MAX 16384
 
 static bool txn_is_read(const Cairn__TxnRequest *t)
 {
@@ -401,6 +403,24 @@ static void op_settle(struct op *op, int rc, Cairn__Response *resp)
     cb(cb_arg, rc, resp, &d);
 }
 
+/*
+ * On the I/O thread (an op whose aio is marked inline), hand a long reply to
+ * a task thread: its decoding and the caller's callback would hold up every
+ * other connection of the client.  nng_aio_begin then nng_aio_finish run
+ * op_cb again there.  With c->mu held; false if the aio is stopped (only
+ * after the op is done) and the reply must be taken here after all.
+ */
+static bool hand_off(struct op *op)
+{
+    if (!nng_aio_begin(op->aio))
+        return false;
+    op->handed = nng_aio_get_msg(op->aio);
+    nng_aio_set_msg(op->aio, NULL);
+    op->state = OP_HANDOFF;
+    nng_aio_finish(op->aio, 0);
+    return true;
+}
+
 /* nng's completion of a send or receive of op->aio. */
 static void op_cb(void *arg)
 {
@@ -411,12 +431,23 @@ static void op_cb(void *arg)
     int rc;
 
     pthread_mutex_lock(&c->mu);
-    if (op->state == OP_SENDING)
+    if (op->state == OP_SENDING) {
         rc = on_sent(op, rv);
-    else if (op->state == OP_RECEIVING)
+    } else if (op->state == OP_RECEIVING) {
+        if (rv == 0 && nng_aio_inline_now() && nng_msg_len(nng_aio_get_msg(op->aio)) > INLINE_REPLY_MAX &&
+            hand_off(op)) {
+            pthread_mutex_unlock(&c->mu);
+            return;
+        }
         rc = on_received(op, rv, &resp);
-    else
+    } else if (op->state == OP_HANDOFF) {
+        nng_aio_set_msg(op->aio, op->handed);
+        op->handed = NULL;
+        op->state = OP_RECEIVING;
+        rc = on_received(op, 0, &resp);
+    } else {
         rc = -EINVAL; /* not reached: only sends and receives use op->aio */
+    }
     op_settle(op, rc, resp);
 }
 
@@ -432,8 +463,9 @@ static void timer_cb(void *arg)
 
 /* --------------------------------------------------------------- public */
 
-int cairn_call_async(struct cairn_client *c, const Cairn__Request *req,
-                     const struct cairn_call_opts *opts, cairn_callback cb, void *arg)
+/* cairn_call_async, with cb run on the I/O thread that reads the reply if on_io (when nng lets it). */
+static int call_start(struct cairn_client *c, const Cairn__Request *req, const struct cairn_call_opts *opts,
+                      cairn_callback cb, void *arg, bool on_io)
 {
     Cairn__Request copy;
     uint8_t *buf = NULL;
@@ -481,6 +513,7 @@ int cairn_call_async(struct cairn_client *c, const Cairn__Request *req,
     op->detail.endpoint = -1;
     op->cb = cb;
     op->cb_arg = arg;
+    nng_aio_set_inline(op->aio, on_io); /* the aio is idle: the op came from the pool */
     if ((rv = attempt_next(op)) != 0) {
         op_put(c, op);
         pthread_mutex_unlock(&c->mu);
@@ -488,6 +521,12 @@ int cairn_call_async(struct cairn_client *c, const Cairn__Request *req,
     }
     pthread_mutex_unlock(&c->mu);
     return 0;
+}
+
+int cairn_call_async(struct cairn_client *c, const Cairn__Request *req,
+                     const struct cairn_call_opts *opts, cairn_callback cb, void *arg)
+{
+    return call_start(c, req, opts, cb, arg, c && c->inline_callbacks);
 }
 
 struct waiter {
@@ -518,7 +557,7 @@ static int call_and_wait(struct cairn_client *c, const Cairn__Request *req, cons
                          struct waiter *w)
 {
     w->done = false;
-    int rv = cairn_call_async(c, req, opts, waiter_cb, w);
+    int rv = call_start(c, req, opts, waiter_cb, w, true); /* waiter_cb only wakes this thread */
     if (rv != 0)
         return rv;
     /* No timeout here: the call's own deadline always completes it. */

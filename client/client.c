@@ -66,6 +66,7 @@ int cairn_open(const struct cairn_config *cfg, struct cairn_client **out,
     c->max_response_bytes =
         cfg->max_response_bytes ? cfg->max_response_bytes : CAIRN_DEFAULT_MAX_RESPONSE_BYTES;
     c->max_in_flight = cfg->max_in_flight ? cfg->max_in_flight : CAIRN_DEFAULT_MAX_IN_FLIGHT;
+    c->inline_callbacks = cfg->inline_callbacks;
     if (cfg->auth_token && cfg->auth_token[0] && !(c->auth_token = strdup(cfg->auth_token))) {
         rv = -ENOMEM;
         goto fail;

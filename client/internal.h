@@ -35,13 +35,14 @@ struct endpoint {
     size_t n_all, cap_all;
 };
 
-enum op_state { OP_IDLE, OP_SENDING, OP_RECEIVING, OP_BACKOFF };
+enum op_state { OP_IDLE, OP_SENDING, OP_RECEIVING, OP_HANDOFF, OP_BACKOFF };
 
 /* One call in flight: its aio is reused from attempt to attempt. */
 struct op {
     struct cairn_client *c;
     nng_aio *aio;       /* sends and receives */
     nng_aio *timer;     /* backoff sleeps: never the same aio (see call.c) */
+    nng_msg *handed;    /* OP_HANDOFF: the reply, taken off the I/O thread (see call.c) */
     enum op_state state;
     struct op *next_free;
     struct op *prev_busy, *next_busy;
@@ -71,6 +72,7 @@ struct cairn_client {
     int call_timeout_ms;
     size_t max_response_bytes;
     unsigned max_in_flight;
+    bool inline_callbacks;
 
     pthread_mutex_t mu;
     pthread_cond_t idle_cv; /* signalled when in_flight drops to 0 while closing */

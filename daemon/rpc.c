@@ -1083,7 +1083,7 @@ int rpc_start(const struct config *cfg, struct node *n, struct reads *rs, struct
             rc = -ENOMEM;
             goto fail;
         }
-        nng_aio_set_inline(s->aio); /* see INLINE_MAX_BYTES */
+        nng_aio_set_inline(s->aio, true); /* see INLINE_MAX_BYTES */
     }
     for (size_t i = 0; i < cfg->listen_client_urls.n; i++) {
         const struct config_url *u = &cfg->listen_client_urls.v[i];

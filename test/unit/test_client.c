@@ -4,7 +4,10 @@
  * fail over, reads retry and writes never resend once sent, deadlines hold,
  * many async calls complete exactly once, and close never hangs.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +16,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "client/cairn.h"
@@ -1017,6 +1021,199 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* Where an async call's callback ran, and what it got. */
+struct where {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done, on_poller, ok;
+    size_t key_len;
+};
+
+static void where_cb(void *arg, int rc, Cairn__Response *resp, const struct cairn_error_detail *err)
+{
+    struct where *w = arg;
+    char name[32] = "";
+    (void)err;
+    pthread_getname_np(pthread_self(), name, sizeof name);
+    pthread_mutex_lock(&w->mu);
+    w->on_poller += strcmp(name, "nng:poll:epoll") == 0;
+    w->ok += rc == 0 && resp->range && resp->range->n_kvs == 1 && resp->range->kvs[0]->key.len == w->key_len;
+    w->done++;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    cairn_response_free(resp);
+}
+
+/* n gets of a key of key_len bytes (the members here send it back), one at
+ * a time; returns how many of their callbacks ran on the poller. */
+static int gets_on_poller(struct cairn_client *c, int n, size_t key_len)
+{
+    static char key[20000];
+    struct where w = {.key_len = key_len};
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    assert_true(key_len <= sizeof key);
+    memset(key, 'k', key_len);
+    for (int i = 0; i < n; i++) {
+        Cairn__RangeRequest q = CAIRN__RANGE_REQUEST__INIT;
+        Cairn__Request req = CAIRN__REQUEST__INIT;
+        q.key = (ProtobufCBinaryData){key_len, (uint8_t *)key};
+        req.body_case = CAIRN__REQUEST__BODY_RANGE;
+        req.range = &q;
+        assert_int_equal(cairn_call_async(c, &req, NULL, where_cb, &w), 0);
+        pthread_mutex_lock(&w.mu);
+        while (w.done < i + 1)
+            pthread_cond_wait(&w.cv, &w.mu);
+        pthread_mutex_unlock(&w.mu);
+    }
+    assert_int_equal(w.ok, n);
+    pthread_cond_destroy(&w.cv);
+    pthread_mutex_destroy(&w.mu);
+    return w.on_poller;
+}
+
+static void test_inline_callbacks_run_on_the_poller(void **state)
+{
+    (void)state;
+    struct mock m;
+    assert_int_equal(mock_start(&m, "tcp://127.0.0.1:0", NULL, 1), 0);
+    m.delay_ms = 5; /* the reply comes after the call's receive is posted, as from a real member */
+    const char *urls[] = {m.url};
+    struct cairn_config cfg = {.endpoints = urls, .n_endpoints = 1, .call_timeout_ms = LONG_MS,
+                               .inline_callbacks = true};
+    struct cairn_client *c = NULL, *plain = open_client(urls, 1, 0, LONG_MS);
+    assert_int_equal(cairn_open(&cfg, &c, NULL), 0);
+    wait_connected(c, 0);
+    wait_connected(plain, 0);
+
+    /* A reply that was in before the receive is handed over on a task
+     * thread, so only "some" is certain; the mock's delay makes that all,
+     * short of a stalled machine. */
+    int n = gets_on_poller(c, 10, 10);
+    if (n < 1)
+        fail_msg("none of 10 replies' callbacks ran on the poller with inline_callbacks");
+    /* Without inline_callbacks the poller never runs a caller's callback. */
+    assert_int_equal(gets_on_poller(plain, 10, 10), 0);
+    /* Blocking calls, whose own callback is marked on either client. */
+    struct cairn_put put = {.key = CAIRN_STR("k"), .value = CAIRN_STR("v")};
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(cairn_put(plain, &put, NULL, NULL, NULL), 0);
+        assert_int_equal(cairn_put(c, &put, NULL, NULL, NULL), 0);
+    }
+    assert_int_equal(mock_count(&m, CAIRN__REQUEST__BODY_PUT), 20);
+    cairn_close(c);
+    cairn_close(plain);
+    mock_stop(&m);
+}
+
+static bool read_full(int fd, void *buf, size_t len)
+{
+    for (size_t got = 0; got < len;) {
+        ssize_t n = read(fd, (uint8_t *)buf + got, len - got);
+        if (n <= 0)
+            return false;
+        got += (size_t)n;
+    }
+    return true;
+}
+
+/*
+ * A member over a raw TCP socket that answers each Range with its key and
+ * writes the reply in two pieces 30 ms apart, so that the poller reads the
+ * end of it and would run the callback itself.
+ */
+struct split_member {
+    int lfd;
+    char url[64];
+    pthread_t thread;
+};
+
+static void *split_member_main(void *arg)
+{
+    struct split_member *s = arg;
+    int fd = accept(s->lfd, NULL, NULL);
+    if (fd < 0)
+        return NULL;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    static const uint8_t hello[8] = {0x00, 'S', 'P', 0x00, 0x00, 0x31, 0x00, 0x00}; /* rep0 */
+    uint8_t peer[8], len8[8];
+    if (!read_full(fd, peer, sizeof peer) || write(fd, hello, sizeof hello) != (ssize_t)sizeof hello)
+        goto out;
+    while (read_full(fd, len8, sizeof len8)) {
+        uint64_t len = 0;
+        for (int i = 0; i < 8; i++)
+            len = len << 8 | len8[i];
+        uint8_t *in = malloc(len), *out = NULL;
+        if (!in || len < 4 || !read_full(fd, in, len)) {
+            free(in);
+            break;
+        }
+        Cairn__Request *req = cairn__request__unpack(NULL, len - 4, in + 4); /* after req0's request id */
+        if (req && req->body_case == CAIRN__REQUEST__BODY_RANGE) {
+            Cairn__KeyValue kv = CAIRN__KEY_VALUE__INIT, *kvs[1] = {&kv};
+            Cairn__RangeResponse range = CAIRN__RANGE_RESPONSE__INIT;
+            Cairn__Response resp = CAIRN__RESPONSE__INIT;
+            kv.key = req->range->key;
+            range.kvs = kvs;
+            range.n_kvs = range.count = 1;
+            resp.body_case = CAIRN__RESPONSE__BODY_RANGE;
+            resp.range = &range;
+            size_t body = 4 + cairn__response__get_packed_size(&resp), total = 8 + body;
+            if ((out = malloc(total))) {
+                for (int i = 0; i < 8; i++)
+                    out[i] = (uint8_t)((uint64_t)body >> (56 - 8 * i));
+                memcpy(out + 8, in, 4);
+                cairn__response__pack(&resp, out + 12);
+                size_t half = total / 2;
+                bool ok = write(fd, out, half) == (ssize_t)half;
+                usleep(30000);
+                ok = ok && write(fd, out + half, total - half) == (ssize_t)(total - half);
+                (void)ok; /* the client notices */
+            }
+        }
+        cairn__request__free_unpacked(req, NULL);
+        free(in);
+        free(out);
+    }
+out:
+    close(fd);
+    return NULL;
+}
+
+static void split_member_start(struct split_member *s)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof a;
+    assert_true((s->lfd = socket(AF_INET, SOCK_STREAM, 0)) >= 0);
+    assert_int_equal(bind(s->lfd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(s->lfd, 1), 0);
+    assert_int_equal(getsockname(s->lfd, (struct sockaddr *)&a, &alen), 0);
+    snprintf(s->url, sizeof s->url, "tcp://127.0.0.1:%u", ntohs(a.sin_port));
+    assert_int_equal(pthread_create(&s->thread, NULL, split_member_main, s), 0);
+}
+
+static void test_a_long_reply_read_by_the_poller_is_handed_to_a_task_thread(void **state)
+{
+    (void)state;
+    static struct split_member s;
+    split_member_start(&s);
+    const char *urls[] = {s.url};
+    struct cairn_config cfg = {.endpoints = urls, .n_endpoints = 1, .call_timeout_ms = LONG_MS,
+                               .inline_callbacks = true};
+    struct cairn_client *c = NULL;
+    assert_int_equal(cairn_open(&cfg, &c, NULL), 0);
+    wait_connected(c, 0);
+    /* A short reply whose end the poller reads: its callback runs there
+     * (all three, unless the machine stalls for the 30 ms between pieces). */
+    assert_true(gets_on_poller(c, 3, 100) >= 1);
+    /* Over 16 KiB: decoded, and the callback run, on a task thread. */
+    assert_int_equal(gets_on_poller(c, 3, 20000), 0);
+    cairn_close(c); /* the member's thread sees the connection end */
+    pthread_join(s.thread, NULL);
+    close(s.lfd);
+}
+
 static void test_blocking_calls_from_many_threads_share_one_client(void **state)
 {
     (void)state;
@@ -1074,6 +1271,8 @@ int main(void)
         cmocka_unit_test(test_call_times_out_when_no_reply_comes),
         cmocka_unit_test(test_nothing_reachable_is_unavailable_and_unsent),
         cmocka_unit_test(test_many_async_calls_complete_exactly_once),
+        cmocka_unit_test(test_inline_callbacks_run_on_the_poller),
+        cmocka_unit_test(test_a_long_reply_read_by_the_poller_is_handed_to_a_task_thread),
         cmocka_unit_test(test_close_with_calls_in_flight_cancels_each_once),
         cmocka_unit_test(test_blocking_calls_from_many_threads_share_one_client),
     };

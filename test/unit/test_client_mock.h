@@ -50,6 +50,7 @@ struct mock {
     bool drop_writes;            /* close the connection on Put/Delete/Txn, no answer */
     int drop_reads;              /* close the connection on this many Ranges */
     bool garbage;                /* answer bytes that are no Response */
+    int delay_ms;                /* wait this long before each answer */
     int64_t revision;
 };
 
@@ -301,7 +302,10 @@ static inline void *mock_thread(void *arg)
         } else if (!m->silent) {
             reply = mock_answer(m, req);
         }
+        int delay_ms = m->delay_ms;
         pthread_mutex_unlock(&m->mu);
+        if (delay_ms > 0)
+            nng_msleep(delay_ms);
         if (drop) {
             /* The member "dies" holding the request: connection gone, no answer. */
             nng_pipe_close(pipe);

@@ -10,7 +10,8 @@
  * peer transport), never req0's, and rep0's only for a receiver that marked
  * its aio (nng_aio_set_inline, third_party/nng/tcp-inline-rep.patch: the
  * daemon's request handlers); such a callback can hand its work on to a
- * task thread with nng_aio_begin and nng_aio_finish.  And replies queued on
+ * task thread with nng_aio_begin and nng_aio_finish.  A req0 receiver's
+ * callback runs there too while its aio is marked (libcairn's calls).  And replies queued on
  * a rep0 pipe leave in one batch (third_party/nng/tcp-rep-batch.patch), each
  * to its own request, over tcp:// and over tls+tcp://, where a message that
  * fits in a TLS record goes as one (tls-one-record.patch).
@@ -486,7 +487,7 @@ static void test_a_marked_rep0_receiver_runs_on_the_poller_and_can_hand_on(void 
     w = (struct marked){.state = M_RECV};
     assert_int_equal(nng_ctx_open(&w.ctx, rs), 0);
     assert_int_equal(nng_aio_alloc(&w.aio, marked_cb, &w), 0);
-    nng_aio_set_inline(w.aio);
+    nng_aio_set_inline(w.aio, true);
     assert_false(nng_aio_inline_now());
     nng_ctx_recv(w.ctx, w.aio);
     assert_int_equal(nng_socket_set_ms(qs, NNG_OPT_RECVTIMEO, LONG_MS), 0);
@@ -518,6 +519,84 @@ static void test_a_marked_rep0_receiver_runs_on_the_poller_and_can_hand_on(void 
     nng_ctx_close(w.ctx);
     nng_close(rs);
     nng_aio_free(w.aio);
+}
+
+/* A req0 context: sends a request, then notes which thread ran its reply's callback. */
+struct asker {
+    nng_ctx ctx;
+    nng_aio *aio;
+    bool sending;
+    atomic_int listening, replies, on_poller, inline_now;
+};
+
+static void asker_cb(void *arg)
+{
+    struct asker *a = arg;
+    if (nng_aio_result(a->aio) != 0)
+        return;
+    if (a->sending) {
+        a->sending = false;
+        nng_ctx_recv(a->ctx, a->aio);
+        atomic_fetch_add(&a->listening, 1);
+        return;
+    }
+    char name[32] = "";
+    pthread_getname_np(pthread_self(), name, sizeof name);
+    atomic_fetch_add(&a->on_poller, strcmp(name, POLLER) == 0);
+    atomic_fetch_add(&a->inline_now, nng_aio_inline_now());
+    nng_msg_free(nng_aio_get_msg(a->aio));
+    nng_aio_set_msg(a->aio, NULL);
+    atomic_fetch_add(&a->replies, 1);
+}
+
+/* n requests from a, each answered by rs only once a's receive is posted
+ * (a reply that came before it would be handed over by the receive itself,
+ * on a task thread); returns how many replies' callbacks ran on the poller. */
+static int ask_and_answer(struct asker *a, nng_socket rs, int n)
+{
+    atomic_store(&a->listening, 0);
+    atomic_store(&a->replies, 0);
+    atomic_store(&a->on_poller, 0);
+    atomic_store(&a->inline_now, 0);
+    for (int i = 0; i < n; i++) {
+        nng_msg *m;
+        assert_int_equal(nng_msg_alloc(&m, 0), 0);
+        assert_int_equal(nng_msg_append_u32(m, (uint32_t)i), 0);
+        a->sending = true;
+        nng_aio_set_msg(a->aio, m);
+        nng_ctx_send(a->ctx, a->aio);
+        nng_msg *q;
+        assert_int_equal(nng_recvmsg(rs, &q, 0), 0);
+        assert_true(WAIT_FOR(atomic_load(&a->listening) == i + 1, LONG_MS));
+        assert_int_equal(nng_sendmsg(rs, q, 0), 0);
+        assert_true(WAIT_FOR(atomic_load(&a->replies) == i + 1, LONG_MS));
+    }
+    assert_int_equal(atomic_load(&a->inline_now), atomic_load(&a->on_poller));
+    return atomic_load(&a->on_poller);
+}
+
+static void test_a_marked_req0_receiver_runs_on_the_poller_until_unmarked(void **state)
+{
+    (void)state;
+    nng_socket rs, qs;
+    rep_and_req(false, &rs, &qs);
+    assert_int_equal(nng_socket_set_ms(rs, NNG_OPT_RECVTIMEO, LONG_MS), 0);
+    static struct asker a; /* static: see test_pull0_callbacks_run_on_the_poller */
+    a = (struct asker){0};
+    assert_int_equal(nng_ctx_open(&a.ctx, qs), 0);
+    assert_int_equal(nng_aio_alloc(&a.aio, asker_cb, &a), 0);
+    nng_aio_set_inline(a.aio, true);
+    int n = ask_and_answer(&a, rs, 20);
+    if (n != 20)
+        fail_msg("%d of 20 marked req0 receive callbacks ran on the poller", n);
+    nng_aio_set_inline(a.aio, false);
+    n = ask_and_answer(&a, rs, 20);
+    if (n != 0)
+        fail_msg("%d of 20 req0 receive callbacks ran on the poller after the mark was taken back", n);
+    nng_close(qs);
+    nng_aio_stop(a.aio);
+    nng_close(rs);
+    nng_aio_free(a.aio);
 }
 
 /* ---------------------------------------------------------------- reply batches */
@@ -721,6 +800,7 @@ int main(void)
         cmocka_unit_test(test_pull0_callbacks_run_on_the_poller),
         cmocka_unit_test(test_req0_and_rep0_callbacks_stay_off_the_poller),
         cmocka_unit_test(test_a_marked_rep0_receiver_runs_on_the_poller_and_can_hand_on),
+        cmocka_unit_test(test_a_marked_req0_receiver_runs_on_the_poller_until_unmarked),
         cmocka_unit_test(test_replies_queued_on_a_rep0_pipe_leave_in_a_batch),
     };
     const struct CMUnitTest tls_tests[] = {
