@@ -466,7 +466,8 @@ static int recover(const struct config *cfg, struct boot_state *bs, char *err, s
      * puts in flight: 163 MB RSS after the load, 222 MB with 64 MiB, the
      * same put rate (docs/performance.md). */
     struct mvcc_options mo = {.min_lease_ttl = (cfg->election_ms * 3 + 1999) / 2000, .finish_compaction = false,
-                              .cache_mb = 8, .value_cache_bytes = (size_t)cfg->value_cache_bytes};
+                              .cache_mb = 8, .value_cache_bytes = (size_t)cfg->value_cache_bytes,
+                              .checkpoint_elsewhere = true}; /* the node's checkpointer (ckpt.h) */
     if ((rc = mvcc_open(bs->db_dir, &mo, &bs->store, why, sizeof why)) < 0)
         return fail(err, len, rc, "cannot open the store: %s", why);
     struct mvcc_status st;

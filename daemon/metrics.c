@@ -602,6 +602,9 @@ static void render_metrics(struct metrics *m, struct sbuf *b)
     family(b, "etcd_disk_backend_commit_duration_seconds", "histogram",
            "Store commit latency, one per apply batch (one SQLite transaction).");
     histogram_samples(b, "etcd_disk_backend_commit_duration_seconds", "", &st.backend_commit);
+    family(b, "cairn_store_checkpoint_duration_seconds", "histogram",
+           "Checkpoints of the store's SQLite WAL, and its syncs before a snapshot, by the checkpointer thread.");
+    histogram_samples(b, "cairn_store_checkpoint_duration_seconds", "", &st.store_checkpoint);
 
     gauge_i(b, "etcd_mvcc_db_total_size_in_bytes", "Size of the store's database file.", in.db_size);
     gauge_i(b, "etcd_mvcc_db_total_size_in_use_in_bytes", "Bytes of the database file holding data (the rest is free pages).",

@@ -25,6 +25,7 @@
 #include "base/deadline.h"
 #include "base/errors.h"
 #include "base/log.h"
+#include "daemon/ckpt.h"
 #include "daemon/msgids.h"
 #include "daemon/kvconv.h"
 #include "daemon/members.h"
@@ -132,6 +133,17 @@ struct node {
     int snap_busy[2 * RAFT_MAX_MEMBERS]; /* unused slots are 0 */
     struct node_reader_slot snap_slot;
     int snap_thread_started;
+
+    /* The store's checkpointer (ckpt.h), and the local snapshot waiting for
+     * its sync (take_snapshot, then snapshot_synced). */
+    struct ckpt *ckpt;
+    struct {
+        int active;               /* node thread */
+        struct raft_snapshot_meta meta;
+        int64_t t0;
+        struct item *done;        /* the IT_CALL the checkpointer queues: made beforehand, so it cannot fail */
+        int rc;                   /* written by the checkpointer before it queues done */
+    } snap_sync;
 };
 
 static int load_members(struct node *n, const struct boot_state *bs);
@@ -255,6 +267,7 @@ void node_get_stats(struct node *n, struct node_stats *st)
     STAT_LOAD(slow_fsyncs);
 #undef STAT_LOAD
     histogram_read(&n->stats.wal_fsync, &st->wal_fsync);
+    histogram_read(&n->stats.store_checkpoint, &st->store_checkpoint);
     histogram_read(&n->stats.backend_commit, &st->backend_commit);
 }
 
@@ -752,6 +765,7 @@ static int install_snapshot(struct node *n, const struct raft_snapshot_meta *sm)
     int64_t t0 = now_ns();
     pthread_rwlock_wrlock(&n->gate);
     close_readers(n);
+    ckpt_store_closing(n->ckpt);
     /* reopened as boot opened it: the lease minimum is applied state, and
      * the page cache's size is the member's RSS */
     struct mvcc_options opts = mvcc_options_of(n->store);
@@ -1493,17 +1507,41 @@ out:
     return rc;
 }
 
-/* A local snapshot: the store is made durable, then the WAL and raft may forget what it covers. */
-static int take_snapshot(struct node *n)
+/*
+ * A local snapshot: the store is made durable, then the WAL and raft may
+ * forget what it covers.  The sync (a checkpoint of SQLite's WAL, then an
+ * fdatasync: 4-36 ms measured at 15k puts/s, every 10,000 entries) runs on
+ * the checkpointer's thread while this one goes on applying; finish_snapshot
+ * takes it from there.  Everything applied up to meta's index was committed
+ * before the sync was asked for, so the sync covers it.
+ */
+static void snapshot_synced(struct node *n, void *arg, int stopping);
+
+static void take_snapshot(struct node *n)
+{
+    struct item *it = calloc(1, sizeof(*it));
+    if (!it) {
+        log_err(NULL, "snapshot at %" PRIu64 " not taken: %s", n->applied, strerror(ENOMEM));
+        n->snap_index = n->applied; /* try again after another snapshot-count entries */
+        return;
+    }
+    it->type = IT_CALL;
+    it->fn = snapshot_synced;
+    n->snap_sync.done = it;
+    n->snap_sync.active = 1;
+    n->snap_sync.t0 = now_ns();
+    n->snap_sync.meta = (struct raft_snapshot_meta){.index = n->applied, .term = n->applied_term};
+    raft_conf_state(n->raft, &n->snap_sync.meta.conf_state);
+    ckpt_sync(n->ckpt, n->applied);
+}
+
+/* The store is durable at least to meta's index: save the snapshot's record and let go of the log below it. */
+static int finish_snapshot(struct node *n, const struct raft_snapshot_meta *snap, int64_t t0)
 {
     uint8_t *conf = NULL;
     size_t conf_len = 0;
     int rc;
-    int64_t t0 = now_ns();
-    struct raft_snapshot_meta meta = {.index = n->applied, .term = n->applied_term};
-    raft_conf_state(n->raft, &meta.conf_state);
-    if ((rc = mvcc_sync(n->store)) < 0)
-        return rc;
+    struct raft_snapshot_meta meta = *snap;
     if ((rc = raftmsg_conf_encode(&meta.conf_state, &conf, &conf_len)) < 0)
         return rc;
     struct wal_snapshot ws = {.index = meta.index, .term = meta.term};
@@ -1595,13 +1633,55 @@ static int handle_ready(struct node *n)
     n->n_unreachable = 0;
     if (n_committed && n->hooks.applied)
         n->hooks.applied(n->hooks.arg, n->applied);
-    if (n->cfg->snapshot_count && n->applied >= n->snap_index + n->cfg->snapshot_count) {
-        if ((rc = take_snapshot(n)) < 0) {
-            log_err(NULL, "snapshot at %" PRIu64 " failed: %s", n->applied, cairn_strerror(rc));
-            n->snap_index = n->applied; /* try again after another snapshot-count entries */
-        }
-    }
+    if (n_committed && mvcc_wal_frames(n->store) >= MVCC_WAL_FRAMES_DUE)
+        ckpt_due(n->ckpt);
+    if (n->cfg->snapshot_count && n->applied >= n->snap_index + n->cfg->snapshot_count && !n->snap_sync.active)
+        take_snapshot(n);
     return 0;
+}
+
+/* The checkpointer's answer to take_snapshot (IT_CALL). */
+static void snapshot_synced(struct node *n, void *arg, int stopping)
+{
+    (void)arg;
+    if (stopping)
+        return;
+    n->snap_sync.active = 0;
+    const struct raft_snapshot_meta *sm = &n->snap_sync.meta;
+    int rc = n->snap_sync.rc;
+    if (sm->index <= n->snap_index)
+        return; /* a snapshot from the leader was installed meanwhile, past this one */
+    if (rc == 0)
+        rc = finish_snapshot(n, sm, n->snap_sync.t0);
+    if (rc < 0) {
+        log_err(NULL, "snapshot at %" PRIu64 " failed: %s", sm->index, cairn_strerror(rc));
+        n->snap_index = n->applied; /* try again after another snapshot-count entries */
+    }
+}
+
+/* The checkpointer's view of the store: the readers' share of the gate. */
+static struct mvcc_store *ckpt_hold(void *arg)
+{
+    struct node *n = arg;
+    pthread_rwlock_rdlock(&n->gate);
+    return n->store;
+}
+
+static void ckpt_release(void *arg)
+{
+    struct node *n = arg;
+    pthread_rwlock_unlock(&n->gate);
+}
+
+static void ckpt_synced(void *arg, uint64_t token, int rc)
+{
+    struct node *n = arg;
+    (void)token; /* one sync at a time: snap_sync says which */
+    struct item *it = n->snap_sync.done;
+    n->snap_sync.done = NULL;
+    n->snap_sync.rc = rc;
+    if (inbox_push(n, it, 0) < 0)
+        free(it); /* stopping */
 }
 
 /* ---------------------------------------------------------------- inbox processing */
@@ -2017,6 +2097,12 @@ int node_start(const struct config *cfg, struct boot_state *bs, struct wait_tabl
         goto fail;
     }
     n->snap_thread_started = 1;
+    struct ckpt_ops ko = {.arg = n, .hold = ckpt_hold, .release = ckpt_release, .synced = ckpt_synced,
+                          .durations = &n->stats.store_checkpoint};
+    if ((rc = ckpt_start(&ko, &n->ckpt)) < 0) {
+        snprintf(err, errlen, "cannot start the checkpointer thread: %s", strerror(-rc));
+        goto fail;
+    }
     if ((rc = -pthread_create(&n->thread, NULL, node_main, n)) < 0) {
         snprintf(err, errlen, "cannot start the node thread: %s", strerror(-rc));
         goto fail;
@@ -2024,6 +2110,7 @@ int node_start(const struct config *cfg, struct boot_state *bs, struct wait_tabl
     *out = n;
     return 0;
 fail:
+    ckpt_stop(n->ckpt);
     if (n->snap_thread_started) {
         pthread_mutex_lock(&n->mu);
         n->stopping = 1;
@@ -2064,6 +2151,7 @@ void node_stop(struct node *n)
     pthread_mutex_unlock(&n->mu);
     pthread_join(n->thread, NULL);
     pthread_join(n->snap_thread, NULL);
+    ckpt_stop(n->ckpt); /* before the store closes: its connection must go first */
     peer_stop(n->peers); /* after this no callback pushes into the inbox */
     node_reader_unregister(n, &n->snap_slot);
     if (n->parked_tail) { /* the writes still waiting for a leader go first, as they came first */

@@ -198,6 +198,7 @@ struct node_stats {
     uint64_t slow_applies, slow_fsyncs;
     struct histogram wal_fsync;       /* one per WAL save that synced */
     struct histogram backend_commit;  /* one per apply batch (one store transaction) */
+    struct histogram store_checkpoint; /* one per checkpoint or sync of SQLite's WAL (daemon/ckpt.h) */
 };
 void node_get_stats(struct node *n, struct node_stats *st);
 

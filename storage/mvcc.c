@@ -375,6 +375,21 @@ static int index_build(struct mvcc_store *s)
     return ix_build_finish(b, &s->ix, &s->st);
 }
 
+/*
+ * After each of the writer's commits.  A checkpoint of MVCC_WAL_FRAMES_DUE
+ * pages holds the committing thread for ~15 ms (~50 for bigger ones), so
+ * with checkpoint_elsewhere the caller's checkpointer runs it, and this
+ * one only past the backstop, should that thread fall behind.
+ */
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
+{
+    struct mvcc_store *s = arg;
+    s->wal_frames = frames;
+    if (frames >= (s->opts.checkpoint_elsewhere ? MVCC_WAL_FRAMES_MAX : MVCC_WAL_FRAMES_DUE))
+        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL); /* as SQLite's own: the result can wait for the next */
+    return SQLITE_OK;
+}
+
 int mvcc_open(const char *dir, const struct mvcc_options *opts, struct mvcc_store **out,
               char *err, size_t errlen)
 {
@@ -402,14 +417,11 @@ int mvcc_open(const char *dir, const struct mvcc_options *opts, struct mvcc_stor
     if ((rc = schema_init(&s->c, true, err, errlen)) < 0)
         goto fail;
     if ((rc = exec_sql(s->c.db, "PRAGMA main.journal_mode = WAL")) < 0 ||
-        (rc = exec_sql(s->c.db, "PRAGMA main.synchronous = NORMAL")) < 0 ||
-        /* 8 MiB of WAL per checkpoint: as fast as bigger ones with appends
-         * only, and the batch that runs it waits ~15 ms, not ~50
-         * (docs/perf/mvcc.md) */
-        (rc = exec_sql(s->c.db, "PRAGMA wal_autocheckpoint = 2000")) < 0) {
+        (rc = exec_sql(s->c.db, "PRAGMA main.synchronous = NORMAL")) < 0) {
         fmt_err(err, errlen, "%s: %s", path, sqlite3_errmsg(s->c.db));
         goto fail;
     }
+    sqlite3_wal_hook(s->c.db, wal_hook, s); /* in place of SQLite's automatic checkpoints */
     if ((rc = state_get(&s->c, &s->st)) < 0) {
         fmt_err(err, errlen, "%s: reading the state row: %s", path,
                 rc == -CAIRN_E_CORRUPT ? "missing" : sqlite3_errmsg(s->c.db));
@@ -476,31 +488,96 @@ struct mvcc_options mvcc_options_of(const struct mvcc_store *s)
     return s->opts;
 }
 
-int mvcc_checkpoint(struct mvcc_store *s)
+/* A passive checkpoint on connection db: 1 at the WAL's end, 0 held back (readers, or another connection's checkpoint). */
+static int checkpoint(sqlite3 *db)
 {
     int log = 0, copied = 0;
-    int rc = sqlite3_wal_checkpoint_v2(s->c.db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
+    int rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
+    if (rc == SQLITE_BUSY)
+        return 0;
     if (rc != SQLITE_OK)
         return sql_err(rc);
     return copied >= log; /* SQLite truncates the file to the store's size when it gets there */
 }
 
-int mvcc_sync(struct mvcc_store *s)
+/*
+ * The committed batches are all in the WAL file: syncing it makes them
+ * durable.  A FULL checkpoint would also do, but it waits for every reader
+ * still on an older snapshot; a passive one copies what it can (syncing what
+ * it copies) and the WAL sync does the rest.  Any connection's handle on the
+ * WAL file will do: fdatasync writes out the file's pages, whoever wrote them.
+ */
+static int sync_wal(sqlite3 *db)
 {
-    /* The committed batches are all in the WAL file: syncing it makes them
-     * durable.  A FULL checkpoint would also do, but it waits for every
-     * reader still on an older snapshot; a passive one copies what it can
-     * (syncing what it copies) and the WAL sync does the rest. */
-    int rc = mvcc_checkpoint(s);
+    int rc = checkpoint(db);
     if (rc < 0)
         return rc;
     sqlite3_file *wal = NULL;
-    rc = sqlite3_file_control(s->c.db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal);
+    rc = sqlite3_file_control(db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal);
     if (rc != SQLITE_OK)
         return sql_err(rc);
-    if (wal && wal->pMethods)
-        rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
-    return sql_err(rc);
+    if (!wal || !wal->pMethods)
+        return -CAIRN_E_IO; /* not reached: every connection here has read, which opens it */
+    return sql_err(wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL));
+}
+
+int mvcc_checkpoint(struct mvcc_store *s)
+{
+    return checkpoint(s->c.db);
+}
+
+int mvcc_sync(struct mvcc_store *s)
+{
+    return sync_wal(s->c.db);
+}
+
+int mvcc_wal_frames(const struct mvcc_store *s)
+{
+    return s->wal_frames;
+}
+
+struct mvcc_checkpointer {
+    struct conn c;
+};
+
+int mvcc_checkpointer_open(struct mvcc_store *s, struct mvcc_checkpointer **out)
+{
+    struct mvcc_checkpointer *k = calloc(1, sizeof(*k));
+    if (!k)
+        return -ENOMEM;
+    struct mvcc_options o = s->opts;
+    o.cache_mb = 1; /* a checkpoint copies from the WAL to the file: no page cache to speak of */
+    int rc = conn_open(&k->c, s->c.path, false, &o, NULL, 0);
+    /* A read opens the connection's handle on the WAL, which the first
+     * checkpoint would not (the connection does not know the journal mode
+     * until it has read), and sync_wal needs. */
+    struct state st;
+    if (rc == 0 && (rc = state_get(&k->c, &st)) < 0)
+        conn_close(&k->c);
+    if (rc < 0) {
+        free(k);
+        return rc;
+    }
+    *out = k;
+    return 0;
+}
+
+int mvcc_checkpointer_run(struct mvcc_checkpointer *k)
+{
+    return checkpoint(k->c.db);
+}
+
+int mvcc_checkpointer_sync(struct mvcc_checkpointer *k)
+{
+    return sync_wal(k->c.db);
+}
+
+void mvcc_checkpointer_close(struct mvcc_checkpointer *k)
+{
+    if (!k)
+        return;
+    conn_close(&k->c);
+    free(k);
 }
 
 /* --- status and size ---------------------------------------------------------- */

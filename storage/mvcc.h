@@ -75,7 +75,17 @@ struct mvcc_options {
      * the store's readers; a hot key's read then skips SQLite), within this
      * many bytes; 0: no cache.  Values over 1/64 of it are not kept. */
     size_t value_cache_bytes;
+    /* The writer's commits leave checkpoints of SQLite's WAL to the
+     * caller, who runs them on a thread of its own through a
+     * struct mvcc_checkpointer when mvcc_wal_frames says one is due.  As a
+     * backstop the writer still checkpoints past MVCC_WAL_FRAMES_MAX. */
+    bool checkpoint_elsewhere;
 };
+
+/* SQLite's own checkpoint size, 2000 pages (8 MiB): as fast per page as
+ * bigger ones with appends only (docs/perf/mvcc.md). */
+#define MVCC_WAL_FRAMES_DUE 2000
+#define MVCC_WAL_FRAMES_MAX (4 * MVCC_WAL_FRAMES_DUE)
 
 /*
  * mvcc_open: open the store in dir (created if missing, with the schema on
@@ -108,8 +118,36 @@ int mvcc_sync(struct mvcc_store *s);
  * readers).  Returns 1 when it reached the WAL's end, so the database file
  * holds every page and has the store's size (pages a defragmentation gave
  * back leave the file only then); 0 when a reader's older snapshot held it
- * back (try again once readers moved on); a negative error. */
+ * back (try again once readers moved on), or another connection's
+ * checkpoint was under way; a negative error. */
 int mvcc_checkpoint(struct mvcc_store *s);
+
+/* mvcc_wal_frames: frames in SQLite's WAL after the writer's last commit
+ * (the writer's thread). */
+int mvcc_wal_frames(const struct mvcc_store *s);
+
+/*
+ * A checkpointer: its own connection to the store's database, for one
+ * thread other than the writer's, which checkpoints SQLite's WAL and makes
+ * committed batches durable while the writer goes on committing (a
+ * checkpoint of 2000 pages holds its thread for ~15 ms).  It must be closed
+ * before the store is (and before mvcc_restore replaces its files).
+ */
+struct mvcc_checkpointer;
+
+/* mvcc_checkpointer_open: open one for store s (reads only s's path). */
+int mvcc_checkpointer_open(struct mvcc_store *s, struct mvcc_checkpointer **out);
+
+/* mvcc_checkpointer_run: as mvcc_checkpoint, on the checkpointer's
+ * connection; 0 also when another checkpoint is under way. */
+int mvcc_checkpointer_run(struct mvcc_checkpointer *k);
+
+/* mvcc_checkpointer_sync: as mvcc_sync for every batch the writer committed
+ * before the call. */
+int mvcc_checkpointer_sync(struct mvcc_checkpointer *k);
+
+/* mvcc_checkpointer_close: NULL is ignored. */
+void mvcc_checkpointer_close(struct mvcc_checkpointer *k);
 
 /* --- requests --------------------------------------------------------------- */
 

@@ -98,6 +98,7 @@ struct mvcc_store {
     size_t ccur_len;
     struct vcache *vc; /* the value cache, or NULL */
     bool no_event_values; /* mvcc_set_event_values(false) */
+    int wal_frames;       /* SQLite's WAL after the last commit (wal_hook) */
 };
 
 struct mvcc_reader {

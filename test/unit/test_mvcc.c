@@ -1713,6 +1713,125 @@ static void test_checkpoint_says_whether_it_reached_the_end(void **state)
     assert_true(st.db_size < before / 2);
 }
 
+/* Reopen f's store with checkpoint_elsewhere. */
+static void fx_reopen_elsewhere(struct fx *f)
+{
+    char err[256];
+    fx_close(f);
+    assert_int_equal(mvcc_open(f->dir, &(struct mvcc_options){.checkpoint_elsewhere = true}, &f->s, err, sizeof err),
+                     0);
+    assert_int_equal(mvcc_reader_open(f->s, &f->r), 0);
+}
+
+/* Put distinct keys of 3 KB values until SQLite's WAL holds at least frames pages; returns how many. */
+static int fill_wal(struct fx *f, int frames)
+{
+    static char v[3000];
+    char k[32];
+    int n = 0;
+    memset(v, 'v', sizeof v - 1);
+    while (mvcc_wal_frames(f->s) < frames) {
+        assert_true(n < 4 * frames); /* each put writes at least one page */
+        snprintf(k, sizeof k, "fill-%d", n++);
+        put(f, k, v);
+    }
+    return n;
+}
+
+/*
+ * With checkpoint_elsewhere the writer's commits leave SQLite's WAL alone
+ * past MVCC_WAL_FRAMES_DUE: the database file does not grow.  A
+ * checkpointer's run copies it all into the file, after which the writer's
+ * next commit starts the WAL over.
+ */
+static void test_checkpoint_elsewhere_leaves_the_wal_to_a_checkpointer(void **state)
+{
+    struct fx *f = *state;
+    fx_reopen_elsewhere(f);
+    int64_t start = file_bytes(f);
+    int n = fill_wal(f, MVCC_WAL_FRAMES_DUE + 200);
+    assert_int_equal(file_bytes(f), start); /* SQLite's own checkpoints would have run at MVCC_WAL_FRAMES_DUE */
+    struct mvcc_checkpointer *k = NULL;
+    assert_int_equal(mvcc_checkpointer_open(f->s, &k), 0);
+    assert_int_equal(mvcc_checkpointer_run(k), 1);
+    assert_true(file_bytes(f) > start + (int64_t)n * 2000);
+    put(f, "after", "1");
+    assert_true(mvcc_wal_frames(f->s) < 100);
+    assert_int_equal(mvcc_checkpointer_sync(k), 0);
+    mvcc_checkpointer_close(k);
+    /* what the checkpoint copied reads back after a reopen */
+    fx_reopen_elsewhere(f);
+    struct mvcc_kv kv;
+    char v[3100];
+    assert_true(get(f, "fill-0", 0, &kv, v, sizeof v));
+    assert_int_equal(strlen(v), 2999);
+    assert_true(get(f, "after", 0, &kv, v, sizeof v));
+}
+
+/* ... and should no checkpointer keep up, the writer checkpoints once the WAL reaches MVCC_WAL_FRAMES_MAX. */
+static void test_checkpoint_elsewhere_has_a_backstop(void **state)
+{
+    struct fx *f = *state;
+    fx_reopen_elsewhere(f);
+    int64_t start = file_bytes(f);
+    int n = fill_wal(f, MVCC_WAL_FRAMES_MAX);
+    assert_true(file_bytes(f) > start + (int64_t)n * 2000);
+    put(f, "after", "1");
+    assert_true(mvcc_wal_frames(f->s) < 100);
+}
+
+struct busy_writer {
+    struct fx *f;
+    atomic_int done;
+};
+
+static void *checkpointer_main(void *arg)
+{
+    struct busy_writer *w = arg;
+    struct mvcc_checkpointer *k = NULL;
+    assert_int_equal(mvcc_checkpointer_open(w->f->s, &k), 0);
+    for (int i = 0; !atomic_load(&w->done); i++) {
+        int rc = i % 4 == 3 ? mvcc_checkpointer_sync(k) : mvcc_checkpointer_run(k);
+        assert_true(rc >= 0);
+    }
+    mvcc_checkpointer_close(k);
+    return NULL;
+}
+
+/* A checkpointer that runs checkpoints and syncs back to back while the
+ * writer commits and a reader reads: every batch reads back, before and
+ * after a reopen. */
+static void test_a_checkpointer_works_beside_the_writer(void **state)
+{
+    struct fx *f = *state;
+    fx_reopen_elsewhere(f);
+    struct busy_writer w = {.f = f};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, checkpointer_main, &w), 0);
+    static char v[1000];
+    char k[32], got[1100];
+    struct mvcc_kv kv;
+    memset(v, 'w', sizeof v - 1);
+    for (int i = 0; i < 3000; i++) {
+        snprintf(k, sizeof k, "busy-%d", i);
+        v[0] = (char)('a' + i % 26);
+        put(f, k, v);
+        if (i % 7 == 0) {
+            assert_true(get(f, k, 0, &kv, got, sizeof got));
+            assert_int_equal(got[0], v[0]);
+        }
+    }
+    atomic_store(&w.done, 1);
+    pthread_join(t, NULL);
+    fx_reopen_elsewhere(f);
+    for (int i = 0; i < 3000; i++) {
+        snprintf(k, sizeof k, "busy-%d", i);
+        assert_true(get(f, k, 0, &kv, got, sizeof got));
+        assert_int_equal(got[0], (char)('a' + i % 26));
+        assert_int_equal(strlen(got), 999);
+    }
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -1756,6 +1875,9 @@ int main(void)
         T(test_open_refuses_foreign_corrupt_and_newer_files),
         T(test_size_and_defragmentation),
         T(test_checkpoint_says_whether_it_reached_the_end),
+        T(test_checkpoint_elsewhere_leaves_the_wal_to_a_checkpointer),
+        T(test_checkpoint_elsewhere_has_a_backstop),
+        T(test_a_checkpointer_works_beside_the_writer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
