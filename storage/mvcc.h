@@ -23,8 +23,9 @@
  * batch stores the consistent index in the same SQLite transaction as the data
  * it produced: after a power loss the store is an older but consistent state,
  * and the applier re-applies the entries above its consistent index.  The one
- * rule for the caller: call mvcc_sync() before purging Raft log entries (or
- * WAL files) at or below the store's consistent index.
+ * rule for the caller: call mvcc_sync() (or mvcc_checkpointer_sync()) before
+ * purging Raft log entries (or WAL files) at or below the store's consistent
+ * index.
  *
  * Revisions are etcd's: the store starts at revision 1; every request that
  * writes gets main revision +1, its operations sub revisions 0, 1, 2, ...; a
@@ -135,7 +136,7 @@ int mvcc_wal_frames(const struct mvcc_store *s);
  */
 struct mvcc_checkpointer;
 
-/* mvcc_checkpointer_open: open one for store s (reads only s's path). */
+/* mvcc_checkpointer_open: open one for store s (reads only s's path and options). */
 int mvcc_checkpointer_open(struct mvcc_store *s, struct mvcc_checkpointer **out);
 
 /* mvcc_checkpointer_run: as mvcc_checkpoint, on the checkpointer's
