@@ -367,10 +367,14 @@ static int on_received(struct op *op, int rv, Cairn__Response **resp)
     if (r->error->member_id)
         op->detail.member_id = r->error->member_id;
     cairn__response__free_unpacked(r, NULL);
-    /* NOT_LEADER is a refusal before anything was proposed (MemberPromote, lease
-     * keep-alives, MoveLeader): safe to take to another member, write or not;
-     * but a call pinned to that member gets the answer (asking again cannot help) */
-    if (((op->is_read && read_retryable(code)) || (code == -CAIRN_E_NOT_LEADER && op->pinned < 0)) &&
+    /* NOT_LEADER and STOPPED are refusals before anything was proposed
+     * (MemberPromote, lease keep-alives and MoveLeader on a follower; any
+     * request to a member that is stopping, which answers a write it had
+     * proposed and not finished TIMEOUT instead): safe to take to another
+     * member, or to this one once it is back, write or not; but a call pinned
+     * to that member gets the answer (asking again cannot help) */
+    if (((op->is_read && read_retryable(code)) ||
+         ((code == -CAIRN_E_NOT_LEADER || code == -CAIRN_E_STOPPED) && op->pinned < 0)) &&
         !c->closing) {
         op->last_rc = code;
         return attempt_next(op);

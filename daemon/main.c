@@ -199,7 +199,11 @@ static void shut_down(const struct config *cfg, struct rpc *rpc, struct reads *r
     lease_free(leases);
     alarm_free(alarms);
     auth_free(auth);
-    wait_free(w, CAIRN_E_STOPPED);
+    /* What still waits was proposed (the node failed the rest, STOPPED): it
+     * may yet be committed and applied, by this member after a restart or
+     * by the others, so its outcome is unknown.  STOPPED stays the answer to
+     * what was refused before it was proposed, which a client may retry. */
+    wait_free(w, CAIRN_E_TIMEOUT);
     rpc_stop(rpc);
     backup_stop(backups);
     metrics_free(metrics);

@@ -272,11 +272,19 @@ static void write_done(void *arg, void *reply, size_t len, int err)
         free(reply);
         return;
     }
-    if (err == CAIRN_E_TIMEOUT)
+    if (err == CAIRN_E_TIMEOUT && __atomic_load_n(&r->draining, __ATOMIC_RELAXED))
+        reply_error(s, err,
+                    "member %s stopped before the write completed; the outcome is unknown: the write may still be "
+                    "applied, read the key before retrying",
+                    r->cfg->name);
+    else if (err == CAIRN_E_TIMEOUT)
         reply_error(s, err,
                     "request timed out after %u ms (--request-timeout); the outcome is unknown: the write may "
                     "still be applied, read the key before retrying",
                     r->cfg->request_timeout_ms);
+    else if (err == CAIRN_E_STOPPED)
+        reply_error(s, err, "member %s is stopping; the write was not proposed: send it to another member",
+                    r->cfg->name);
     else if (err == CAIRN_E_NO_LEADER)
         reply_error(s, err, "no leader: the write was not proposed; check that a majority of members are up and "
                             "connected, then retry");

@@ -137,6 +137,23 @@ class Member:
             self.note_exit()
         self.paused = False
 
+    def terminate(self, timeout=30):
+        """SIGTERM: the member drains and exits.  Anything but a clean exit
+        (status 0 within timeout; past it, kill -9) counts as a crash."""
+        if self.running:
+            if self.paused:
+                self.proc.send_signal(signal.SIGCONT)
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+            self.expect_exit = self.proc.returncode == 0
+            self.note_exit()
+        self.expect_exit = True
+        self.paused = False
+
     def pause(self):
         if self.running:
             self.proc.send_signal(signal.SIGSTOP)

@@ -15,7 +15,7 @@ import cluster_ns
 from cluster_ns import ELECTION_MS, wire
 
 # Every fault kind, in the order of the report.  "mixed" picks among all of them.
-KINDS = ["kill-leader", "kill-follower", "kill-majority", "kill-all", "pause-leader",
+KINDS = ["kill-leader", "kill-follower", "kill-majority", "kill-all", "term-leader", "pause-leader",
          "partition-leader", "partition-split", "partition-asym", "loss", "membership",
          "disk-full", "torn-wal", "compact"]
 
@@ -95,6 +95,19 @@ class Faults:
 
     def kill_all(self):
         self._kill("kill-all", list(self.c))
+
+    def term_leader(self):
+        """SIGTERM the leader under load, then start it again: it refuses what
+        arrives meanwhile with STOPPED (which the recorder counts as not
+        applied, and the checker holds it to), lets what is in flight finish
+        and must exit 0."""
+        m = self.leader()
+        args = "members=%s" % m.name
+        self.start("term-leader", args)
+        m.terminate()
+        self.hold(0.3, 3.0)
+        self.restart([m])
+        self.stop("term-leader", args)
 
     def _kill(self, kind, ms):
         args = "members=" + ",".join(m.name for m in ms)

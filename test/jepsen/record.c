@@ -176,9 +176,11 @@ const char *rec_code_word(int rc, char *buf, size_t len)
  *                     refused by admission or by the apply itself, which then
  *                     changes nothing on any member (the apply is deterministic).
  *  -EAGAIN -EINVAL -ENOMEM  the library refused the call before sending it.
- * Everything else -- TIMEOUT (deadline or connection lost after the send),
- * STOPPED (a stopping member fails every waiting write, proposed or not),
- * ECANCELED, IO, a reply that does not decode -- is unknown.
+ *  STOPPED           a stopping member refusing what it had not proposed (what
+ *                     it had proposed and not finished ends TIMEOUT).
+ * Everything else -- TIMEOUT (deadline, connection lost after the send, or
+ * the member stopped before the write completed), ECANCELED, IO, a reply
+ * that does not decode -- is unknown.
  */
 bool rec_write_not_applied(int rc)
 {
@@ -188,6 +190,7 @@ bool rec_write_not_applied(int rc)
     case CAIRN_E_LEADER_TRANSFER:
     case CAIRN_E_PROPOSAL_DROPPED:
     case CAIRN_E_NOT_LEADER:
+    case CAIRN_E_STOPPED:
     case CAIRN_E_TOO_MANY_REQUESTS:
     case CAIRN_E_LEARNER_NOT_SERVING:
     case CAIRN_E_REQUEST_TOO_LARGE:

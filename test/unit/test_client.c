@@ -606,6 +606,69 @@ static void test_not_leader_refusal_moves_to_the_next_member(void **state)
     mock_stop(&b);
 }
 
+/* A stopping member answers STOPPED only to what it had not proposed: a write
+ * goes on to the next member, or, pinned, gets the answer. */
+static void test_stopped_refusal_moves_a_write_to_the_next_member(void **state)
+{
+    (void)state;
+    struct mock a, b;
+    assert_int_equal(mock_start(&a, "tcp://127.0.0.1:0", NULL, 1), 0);
+    assert_int_equal(mock_start(&b, "tcp://127.0.0.1:0", NULL, 2), 0);
+    a.error_code = CAIRN_E_STOPPED;
+    const char *urls[] = {a.url, b.url};
+    struct cairn_client *c = open_client(urls, 2, 0, LONG_MS);
+    wait_connected(c, 0);
+    wait_connected(c, 1);
+
+    struct cairn_error_detail err;
+    struct cairn_put put = {.key = CAIRN_STR("k"), .value = CAIRN_STR("v")};
+    assert_int_equal(cairn_put(c, &put, NULL, NULL, &err), 0);
+    assert_int_equal(err.endpoint, 1);
+    assert_int_equal(err.attempts, 2);
+    assert_int_equal(mock_count(&a, CAIRN__REQUEST__BODY_PUT), 1);
+    assert_int_equal(mock_count(&b, CAIRN__REQUEST__BODY_PUT), 1);
+    struct cairn_call_opts pin = {.pinned = true, .endpoint = 0};
+    assert_int_equal(cairn_put(c, &put, &pin, NULL, &err), -CAIRN_E_STOPPED);
+    assert_int_equal(err.attempts, 1);
+
+    cairn_close(c);
+    mock_stop(&a);
+    mock_stop(&b);
+}
+
+static void *member_back_after(void *arg)
+{
+    struct mock *m = arg;
+    nng_msleep(150);
+    pthread_mutex_lock(&m->mu);
+    m->error_code = 0;
+    pthread_mutex_unlock(&m->mu);
+    return NULL;
+}
+
+/* With one endpoint, a write refused STOPPED is asked again, after the
+ * round's pause, until the member is back (a restart). */
+static void test_a_write_rides_through_a_member_restart(void **state)
+{
+    (void)state;
+    struct mock a;
+    assert_int_equal(mock_start(&a, "tcp://127.0.0.1:0", NULL, 1), 0);
+    a.error_code = CAIRN_E_STOPPED;
+    const char *urls[] = {a.url};
+    struct cairn_client *c = open_client(urls, 1, 0, LONG_MS);
+    wait_connected(c, 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, member_back_after, &a), 0);
+    struct cairn_error_detail err;
+    struct cairn_put put = {.key = CAIRN_STR("k"), .value = CAIRN_STR("v")};
+    assert_int_equal(cairn_put(c, &put, NULL, NULL, &err), 0);
+    pthread_join(t, NULL);
+    assert_true(err.attempts >= 2);
+    assert_int_equal(mock_count(&a, CAIRN__REQUEST__BODY_PUT), (unsigned)err.attempts);
+    cairn_close(c);
+    mock_stop(&a);
+}
+
 static void test_write_is_not_retried_after_a_member_answered(void **state)
 {
     (void)state;
@@ -1264,6 +1327,8 @@ int main(void)
         cmocka_unit_test(test_read_retries_elsewhere_after_no_leader),
         cmocka_unit_test(test_write_is_not_retried_after_a_member_answered),
         cmocka_unit_test(test_not_leader_refusal_moves_to_the_next_member),
+        cmocka_unit_test(test_stopped_refusal_moves_a_write_to_the_next_member),
+        cmocka_unit_test(test_a_write_rides_through_a_member_restart),
         cmocka_unit_test(test_write_to_a_refused_member_moves_on),
         cmocka_unit_test(test_write_whose_member_dies_after_receiving_it_is_unknown_and_sent_once),
         cmocka_unit_test(test_write_to_a_killed_and_restarted_member_is_never_resent),
