@@ -217,9 +217,9 @@ def test_sigterm_under_client_load_exits_0_and_the_client_comes_back(env, tmp_pa
 
     The load has far more puts than it gets through, and is stopped once it
     has gone on after the second restart: a stopping member answers STOPPED
-    until it exits, and a fast client spent the 6,000 puts it had left on
-    those answers in 0.1 s (a write refused so is not retried: STOPPED also
-    ends writes whose outcome is unknown)."""
+    until it exits, and a fast client that did not retry those spent the
+    6,000 puts it had left on them in 0.1 s (libcairn has retried them since,
+    as STOPPED now always means "not proposed")."""
     c = env.cluster(1)
     m = c[0]
     ack = str(tmp_path / "ack.log")
