@@ -185,6 +185,76 @@ static int lk_cmp(const void *a, const void *b)
     return kcmp(x, xl, y, yl);
 }
 
+/* --- bulk builds --------------------------------------------------------------------- */
+
+/* Feed keys[order[i]]'s first revision for each i, then extra later revisions
+ * of random keys, to a bulk build; its tree must match the reference. */
+static void build_and_check(struct ref *keys, const size_t *order, int extra)
+{
+    struct ixbuild *b = ix_build_new();
+    int64_t main = 0;
+    for (size_t i = 0; i < keys->n; i++)
+        keys->v[i].n = 0;
+    for (size_t i = 0; i < keys->n + (size_t)extra; i++) {
+        struct rkey *rk = &keys->v[i < keys->n ? order[i] : rnd((uint32_t)keys->n)];
+        struct krev r = {.main = ++main, .create = main, .version = rk->n + 1};
+        rk->r = realloc(rk->r, (rk->n + 1) * sizeof(struct krev));
+        rk->r[rk->n++] = r;
+        assert_int_equal(ix_build_row(b, rk->k, rk->len, &r), 0);
+    }
+    struct ix ix;
+    struct state st = {.rev = main};
+    assert_int_equal(ix_build_finish(b, &ix, &st), 0);
+    assert_int_equal(ix.keys, keys->n);
+    check_tree(ix.root, keys, INT64_MAX);
+    ix_destroy(&ix);
+}
+
+/*
+ * A bulk build (a store's open) lays the keys out in key order whether they
+ * first came in that order, which it then takes as it is, or in any other,
+ * which it sorts; later revisions of a key come in any order either way.
+ */
+static void test_a_bulk_build_orders_keys_however_they_came(void **state)
+{
+    (void)state;
+    struct ref keys = {0};
+    while (keys.n < 5000) {
+        unsigned char k[64];
+        size_t len = gen_key(k);
+        bool eq;
+        size_t at = ref_find(&keys, k, len, &eq);
+        if (eq || len == 0)
+            continue;
+        if (keys.n == keys.cap) {
+            keys.cap = keys.cap ? keys.cap * 2 : 64;
+            keys.v = realloc(keys.v, keys.cap * sizeof(*keys.v));
+        }
+        memmove(&keys.v[at + 1], &keys.v[at], (keys.n - at) * sizeof(*keys.v));
+        keys.n++;
+        keys.v[at] = (struct rkey){.len = len};
+        memcpy(keys.v[at].k, k, len);
+    }
+    size_t *order = malloc(keys.n * sizeof(*order));
+    for (size_t i = 0; i < keys.n; i++)
+        order[i] = i;
+    build_and_check(&keys, order, 0);        /* in key order, one revision each */
+    build_and_check(&keys, order, 3000);     /* in key order, then more revisions */
+    size_t t = order[10];                    /* in key order but for one pair */
+    order[10] = order[4000];
+    order[4000] = t;
+    build_and_check(&keys, order, 3000);
+    for (size_t i = keys.n - 1; i > 0; i--) { /* shuffled */
+        size_t j = rnd((uint32_t)(i + 1));
+        t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+    build_and_check(&keys, order, 3000);
+    free(order);
+    ref_free(&keys);
+}
+
 /* --- random batches against the reference ------------------------------------------ */
 
 static void test_random_batches_agree_with_a_sorted_reference(void **state)
@@ -433,6 +503,7 @@ static void test_pinned_versions_stay_whole_while_the_writer_publishes(void **st
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_a_bulk_build_orders_keys_however_they_came),
         cmocka_unit_test(test_random_batches_agree_with_a_sorted_reference),
         cmocka_unit_test(test_pinned_versions_stay_whole_while_the_writer_publishes),
     };
