@@ -1050,7 +1050,7 @@ static void sort_runs(struct keyrec **kr, size_t n)
     for (size_t i = 1; i <= n; i++)
         if (i == n || !kr_before(kr[i - 1], kr[i]))
             ends[runs++] = i;
-    while (runs > 1) { /* merge runs 2k and 2k+1 into tmp, then swap */
+    while (runs > 1) { /* merge runs 2k and 2k+1 into tmp, then copy back */
         size_t merged = 0, start = 0;
         for (size_t r = 0; r < runs; r += 2) {
             size_t mid = ends[r], end = r + 1 < runs ? ends[r + 1] : mid, a = start, b = mid, o = start;
@@ -1062,8 +1062,7 @@ static void sort_runs(struct keyrec **kr, size_t n)
             ends[merged++] = end;
             start = end;
         }
-        struct keyrec **t = kr; /* the merged runs are in tmp: copy back */
-        memcpy(t, tmp, n * sizeof(*kr));
+        memcpy(kr, tmp, n * sizeof(*kr));
         runs = merged;
     }
 out:
