@@ -69,6 +69,19 @@ static size_t ref_find(const struct ref *f, const unsigned char *k, size_t len, 
     return lo;
 }
 
+/* Insert key k (not there yet) at its place at, with no revisions. */
+static void ref_insert(struct ref *f, size_t at, const unsigned char *k, size_t len)
+{
+    if (f->n == f->cap) {
+        f->cap = f->cap ? f->cap * 2 : 64;
+        f->v = realloc(f->v, f->cap * sizeof(*f->v));
+    }
+    memmove(&f->v[at + 1], &f->v[at], (f->n - at) * sizeof(*f->v));
+    f->n++;
+    f->v[at] = (struct rkey){.len = len};
+    memcpy(f->v[at].k, k, len);
+}
+
 static void ref_copy(struct ref *dst, const struct ref *src)
 {
     for (size_t i = 0; i < dst->n; i++)
@@ -224,16 +237,8 @@ static void test_a_bulk_build_orders_keys_however_they_came(void **state)
         size_t len = gen_key(k);
         bool eq;
         size_t at = ref_find(&keys, k, len, &eq);
-        if (eq || len == 0)
-            continue;
-        if (keys.n == keys.cap) {
-            keys.cap = keys.cap ? keys.cap * 2 : 64;
-            keys.v = realloc(keys.v, keys.cap * sizeof(*keys.v));
-        }
-        memmove(&keys.v[at + 1], &keys.v[at], (keys.n - at) * sizeof(*keys.v));
-        keys.n++;
-        keys.v[at] = (struct rkey){.len = len};
-        memcpy(keys.v[at].k, k, len);
+        if (!eq && len > 0)
+            ref_insert(&keys, at, k, len);
     }
     size_t *order = malloc(keys.n * sizeof(*order));
     for (size_t i = 0; i < keys.n; i++)
@@ -293,16 +298,8 @@ static void test_random_batches_agree_with_a_sorted_reference(void **state)
                 struct keyrec *kr = ix_get(ix.root, k, len);
                 assert_true(eq == (kr != NULL));
                 assert_int_equal(ix_add_rev(&ix, kr, k, len, &r), 0);
-                if (!eq) {
-                    if (cur.n == cur.cap) {
-                        cur.cap = cur.cap ? cur.cap * 2 : 64;
-                        cur.v = realloc(cur.v, cur.cap * sizeof(*cur.v));
-                    }
-                    memmove(&cur.v[at + 1], &cur.v[at], (cur.n - at) * sizeof(*cur.v));
-                    cur.n++;
-                    cur.v[at] = (struct rkey){.len = len};
-                    memcpy(cur.v[at].k, k, len);
-                }
+                if (!eq)
+                    ref_insert(&cur, at, k, len);
                 struct rkey *rk = &cur.v[at];
                 rk->r = realloc(rk->r, (rk->n + 1) * sizeof(struct krev));
                 rk->r[rk->n++] = r;
