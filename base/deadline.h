@@ -1,12 +1,21 @@
 /*
  * deadline: the CLOCK_MONOTONIC time a given span from now, for
- * pthread_cond_timedwait on a condition variable set to that clock.
+ * pthread_cond_timedwait on a condition variable set to that clock; and
+ * that clock's time in nanoseconds, for measuring spans.
  */
 #ifndef CAIRN_BASE_DEADLINE_H
 #define CAIRN_BASE_DEADLINE_H
 
 #include <stdint.h>
 #include <time.h>
+
+/* mono_now_ns: CLOCK_MONOTONIC now, in nanoseconds. */
+static inline int64_t mono_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
 
 /* deadline_after_ns: *ts = now (CLOCK_MONOTONIC) + ns; ns >= 0. */
 static inline void deadline_after_ns(struct timespec *ts, int64_t ns)

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "base/deadline.h"
 #include "base/errors.h"
 #include "base/histogram.h"
 #include "base/log.h"
@@ -20,19 +21,11 @@ struct ckpt {
     struct ckpt_ops ops;
     pthread_t thread;
     pthread_mutex_t mu;
-    pthread_cond_t cond;
+    pthread_cond_t cond;              /* on CLOCK_MONOTONIC */
     bool due, sync_wanted, stopping;
-    uint64_t sync_token;
     int64_t last_run_ns;              /* when the last checkpoint began (the thread's) */
     struct mvcc_checkpointer *handle; /* under the owner's hold, or its exclusive hold */
 };
-
-static int64_t mono_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 /* Run fn on the held store's checkpointer connection, opened on first use. */
 static int with_handle(struct ckpt *k, int (*fn)(struct mvcc_checkpointer *))
@@ -61,16 +54,14 @@ static void *ckpt_main(void *arg)
     struct ckpt *k = arg;
     pthread_mutex_lock(&k->mu);
     for (;;) {
-        int64_t now = mono_now(), gap_end = k->last_run_ns + CKPT_MIN_GAP_NS;
+        int64_t now = mono_now_ns(), gap_end = k->last_run_ns + CKPT_MIN_GAP_NS;
         bool run = k->due && now >= gap_end;
         if (k->stopping)
             break;
         if (!run && !k->sync_wanted) {
             if (k->due) { /* due, but within the gap */
                 struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts); /* the condition's clock */
-                int64_t at = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec + (gap_end - now);
-                ts = (struct timespec){.tv_sec = at / 1000000000LL, .tv_nsec = at % 1000000000LL};
+                deadline_after_ns(&ts, gap_end - now);
                 pthread_cond_timedwait(&k->cond, &k->mu, &ts);
             } else {
                 pthread_cond_wait(&k->cond, &k->mu);
@@ -78,7 +69,6 @@ static void *ckpt_main(void *arg)
             continue;
         }
         bool sync = k->sync_wanted;
-        uint64_t token = k->sync_token;
         k->sync_wanted = false;
         if (run || sync) /* a sync checkpoints too */
             k->due = false;
@@ -86,19 +76,19 @@ static void *ckpt_main(void *arg)
         pthread_mutex_unlock(&k->mu);
 
         int rc = with_handle(k, sync ? mvcc_checkpointer_sync : mvcc_checkpointer_run);
-        int64_t took = mono_now() - now;
+        int64_t took = mono_now_ns() - now;
         logged(sync ? "sync" : "checkpoint", rc, took);
         if (rc >= 0 && k->ops.durations)
             histogram_observe_ns(k->ops.durations, (uint64_t)took);
         if (sync)
-            k->ops.synced(k->ops.arg, token, rc < 0 ? rc : 0);
+            k->ops.synced(k->ops.arg, rc < 0 ? rc : 0);
         pthread_mutex_lock(&k->mu);
     }
     bool sync = k->sync_wanted;
     k->sync_wanted = false;
     pthread_mutex_unlock(&k->mu);
     if (sync)
-        k->ops.synced(k->ops.arg, k->sync_token, -CAIRN_E_STOPPED);
+        k->ops.synced(k->ops.arg, -CAIRN_E_STOPPED);
     return NULL;
 }
 
@@ -109,7 +99,11 @@ int ckpt_start(const struct ckpt_ops *ops, struct ckpt **out)
         return -ENOMEM;
     k->ops = *ops;
     pthread_mutex_init(&k->mu, NULL);
-    pthread_cond_init(&k->cond, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&k->cond, &ca);
+    pthread_condattr_destroy(&ca);
     int rc = -pthread_create(&k->thread, NULL, ckpt_main, k);
     if (rc < 0) {
         pthread_cond_destroy(&k->cond);
@@ -131,11 +125,10 @@ void ckpt_due(struct ckpt *k)
     pthread_mutex_unlock(&k->mu);
 }
 
-void ckpt_sync(struct ckpt *k, uint64_t token)
+void ckpt_sync(struct ckpt *k)
 {
     pthread_mutex_lock(&k->mu);
     k->sync_wanted = true;
-    k->sync_token = token;
     pthread_cond_signal(&k->cond);
     pthread_mutex_unlock(&k->mu);
 }

@@ -18,8 +18,6 @@
 #ifndef CAIRN_DAEMON_CKPT_H
 #define CAIRN_DAEMON_CKPT_H
 
-#include <stdint.h>
-
 struct mvcc_store;
 struct histogram;
 struct ckpt;
@@ -29,9 +27,9 @@ struct ckpt_ops {
     /* Hold the store (readers' share) and return it; NULL if there is none. */
     struct mvcc_store *(*hold)(void *arg);
     void (*release)(void *arg);
-    /* The sync ckpt_sync asked for with token: done (rc 0) or failed (rc < 0).
-     * Called on the checkpointer's thread, holding nothing. */
-    void (*synced)(void *arg, uint64_t token, int rc);
+    /* The sync ckpt_sync asked for: done (rc 0) or failed (rc < 0).  Called
+     * on the checkpointer's thread, holding nothing. */
+    void (*synced)(void *arg, int rc);
     struct histogram *durations; /* each checkpoint's or sync's duration, observed here (may be NULL) */
 };
 
@@ -43,9 +41,9 @@ int ckpt_start(const struct ckpt_ops *ops, struct ckpt **out);
 void ckpt_due(struct ckpt *k);
 
 /* ckpt_sync: make every batch the writer committed before this call
- * durable, then ops->synced(token, rc).  One at a time: a second before the
- * first was answered replaces its token. */
-void ckpt_sync(struct ckpt *k, uint64_t token);
+ * durable, then ops->synced(rc).  One at a time: a second asked before the
+ * first was answered is answered with it. */
+void ckpt_sync(struct ckpt *k);
 
 /* ckpt_store_closing: close the checkpointer's connection, with the store
  * held exclusively (so the thread is not between hold and release). */

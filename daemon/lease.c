@@ -15,6 +15,7 @@
 
 #include <openssl/rand.h>
 
+#include "base/deadline.h"
 #include "base/errors.h"
 #include "base/log.h"
 #include "daemon/kvconv.h"
@@ -50,13 +51,6 @@ struct lessor {
     struct node_reader_slot slot;
 };
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 static size_t bucket(int64_t id)
 {
     uint64_t x = (uint64_t)id * 0x9e3779b97f4a7c15ULL;
@@ -77,7 +71,7 @@ static int64_t expiry_of(struct lessor *l, const struct lease *x, int64_t extra_
     if (!l->leader)
         return FOREVER;
     int64_t secs = x->remaining > 0 ? x->remaining : x->ttl;
-    return now_ns() + secs * 1000000000LL + extra_ns;
+    return mono_now_ns() + secs * 1000000000LL + extra_ns;
 }
 
 static void put_lease(struct lessor *l, int64_t id, int64_t ttl, int64_t remaining)
@@ -187,7 +181,7 @@ static void on_leader_changed(void *arg, uint64_t lead, uint64_t term, int is_se
         for (size_t b = 0; b < BUCKETS; b++)
             for (struct lease *x = l->buckets[b]; x; x = x->next)
                 x->expiry_ns = expiry_of(l, x, extra);
-        l->next_checkpoint_ns = now_ns() + (int64_t)LEASE_CHECKPOINT_INTERVAL_MS * 1000000LL;
+        l->next_checkpoint_ns = mono_now_ns() + (int64_t)LEASE_CHECKPOINT_INTERVAL_MS * 1000000LL;
         if (is_self)
             log_info(LOG_FIELDS(LOG_U64("CAIRN_LEASES", l->count)),
                      "lessor: leading %zu lease(s); each extended by the election timeout", l->count);
@@ -236,7 +230,7 @@ static void propose_checkpoints(struct lessor *l, Cairnint__LeaseCheckpoint *cps
 /* One scan: revoke what expired (rate-limited), checkpoint when due.  Called with mu held; drops it to propose. */
 static void scan(struct lessor *l)
 {
-    int64_t now = now_ns();
+    int64_t now = mono_now_ns();
     size_t budget = LEASE_REVOKES_PER_SEC * SCAN_MS / 1000, k = 0;
     int64_t *ids = malloc(budget * sizeof(*ids));
     if (!ids)
@@ -310,7 +304,7 @@ static int64_t random_id(void)
     uint64_t v = 0;
     while (!v) {
         if (RAND_bytes((unsigned char *)&v, sizeof v) != 1)
-            v = (uint64_t)now_ns();
+            v = (uint64_t)mono_now_ns();
         v &= INT64_MAX; /* etcd's IDs are positive int64 */
     }
     return (int64_t)v;
@@ -402,7 +396,7 @@ static void ttl_read(struct rpc_call *c, struct mvcc_reader *r, int err, void *a
         body.granted_ttl = ml->ttl;
         pthread_mutex_lock(&l->mu);
         struct lease *x = find(l, in->id);
-        int64_t now = now_ns();
+        int64_t now = mono_now_ns();
         if (x && x->expiry_ns != FOREVER)
             body.ttl = x->expiry_ns > now ? (x->expiry_ns - now + 999999999) / 1000000000 : 0;
         else /* a follower does not time leases: the last checkpoint, or the granted TTL */

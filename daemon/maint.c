@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/deadline.h"
 #include "base/errors.h"
 #include "base/log.h"
 #include "daemon/msgids.h"
@@ -78,13 +79,6 @@ struct defrag {
 
 static int defrag_busy; /* atomic: a defragment runs on this member */
 
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void defrag_end(struct defrag *d, int code, const char *why)
 {
     if (code)
@@ -105,9 +99,9 @@ static void defrag_step(struct node *n, void *arg, int stopping)
     int rc;
     if (!d->steps && (rc = mvcc_store_status(s, &st)) == 0)
         d->size_before = st.db_size;
-    int64_t remaining = 0, t0 = mono_ns();
+    int64_t remaining = 0, t0 = mono_now_ns();
     rc = mvcc_defrag_step(s, MAINT_DEFRAG_STEP_PAGES, &remaining);
-    int64_t took = mono_ns() - t0;
+    int64_t took = mono_now_ns() - t0;
     d->steps++;
     if (took > d->longest_ns)
         d->longest_ns = took;
@@ -124,14 +118,14 @@ static void defrag_step(struct node *n, void *arg, int stopping)
      * truncates once a checkpoint gets to the WAL's end; a read in progress
      * on an older snapshot stops it short, and the node loop tries again.
      * (No WAL sync: a defragmentation that a power loss undid loses nothing.) */
-    t0 = mono_ns();
+    t0 = mono_now_ns();
     if (mvcc_checkpoint(s) == 0)
         node_checkpoint_owed(n);
-    took = mono_ns() - t0;
+    took = mono_now_ns() - t0;
     if (took > d->longest_ns)
         d->longest_ns = took;
     mvcc_store_status(s, &st);
-    int64_t total_ms = (mono_ns() - d->started_ns) / 1000000;
+    int64_t total_ms = (mono_now_ns() - d->started_ns) / 1000000;
     uint32_t pause_ms = (uint32_t)((d->longest_ns + 999999) / 1000000);
     log_event(LOG_LEVEL_NOTICE, MSGID_DEFRAG,
               LOG_FIELDS(LOG_I64("CAIRN_BYTES", d->size_before), LOG_I64("CAIRN_DURATION_MS", total_ms)),
@@ -165,7 +159,7 @@ static void defragment(void *arg, struct rpc_call *c)
         return;
     }
     d->call = c;
-    d->started_ns = mono_ns();
+    d->started_ns = mono_now_ns();
     int rc = node_call(n, defrag_step, d);
     if (rc < 0)
         defrag_end(d, -rc, "cannot reach the node thread");

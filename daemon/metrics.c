@@ -22,6 +22,7 @@
 #include <nng/nng.h>
 #include <nng/supplemental/http/http.h>
 
+#include "base/deadline.h"
 #include "base/errors.h"
 #include "base/histogram.h"
 #include "base/log.h"
@@ -40,13 +41,6 @@
 #define PROBE_WAIT_NS 1000000000LL    /* a fresh probe of the node loop is waited for this long... */
 #define PROBE_STALL_NS 10000000000LL  /* ...and /livez fails once one has waited this long */
 #define MAX_CHECKS 8
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 /* ---------------------------------------------------------------- types */
 
@@ -237,7 +231,7 @@ static void probe_fn(struct node *n, void *arg, int stopping)
     if (stopping)
         p->stopped = true;
     else
-        p->done_ns = now_ns();
+        p->done_ns = mono_now_ns();
     bool orphan = p->orphaned;
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
@@ -257,7 +251,7 @@ static void probe_fn(struct node *n, void *arg, int stopping)
 static int check_node_loop(struct metrics *m, char *why, size_t len)
 {
     struct probe *p = m->probe;
-    int64_t now = now_ns();
+    int64_t now = mono_now_ns();
     pthread_mutex_lock(&p->mu);
     bool send = !p->outstanding && !p->stopped;
     if (send) {
@@ -279,16 +273,16 @@ static int check_node_loop(struct metrics *m, char *why, size_t len)
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += PROBE_WAIT_NS / 1000000000LL;
-    while (p->outstanding && now_ns() - p->sent_ns < PROBE_STALL_NS)
+    while (p->outstanding && mono_now_ns() - p->sent_ns < PROBE_STALL_NS)
         if (pthread_cond_timedwait(&p->cv, &p->mu, &until) == ETIMEDOUT)
             break;
     int rc = 0;
     if (p->stopped) {
         snprintf(why, len, "the node loop has stopped");
         rc = -1;
-    } else if (p->outstanding && now_ns() - p->sent_ns >= PROBE_STALL_NS) {
+    } else if (p->outstanding && mono_now_ns() - p->sent_ns >= PROBE_STALL_NS) {
         snprintf(why, len, "the node loop has not run a probe given to it %" PRId64 " ms ago",
-                 (now_ns() - p->sent_ns) / 1000000);
+                 (mono_now_ns() - p->sent_ns) / 1000000);
         rc = -1;
     }
     pthread_mutex_unlock(&p->mu);

@@ -150,13 +150,6 @@ static int load_members(struct node *n, const struct boot_state *bs);
 static void sync_peers(struct node *n, const Cairnint__MemberSet *old);
 static Cairnint__MemberSet *copy_set(const Cairnint__MemberSet *s);
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 /* ---------------------------------------------------------------- inbox */
 
 static int inbox_push(struct node *n, struct item *it, int bounded)
@@ -444,13 +437,13 @@ int node_propose_internal(struct node *n, Cairnint__RaftRequest *rr)
 void node_checkpoint_owed(struct node *n)
 {
     n->checkpoint_owed = 1;
-    n->checkpoint_tried_ns = now_ns();
+    n->checkpoint_tried_ns = mono_now_ns();
 }
 
 /* An owed checkpoint, tried again once readers had time to move on. */
 static void retry_checkpoint(struct node *n)
 {
-    int64_t now = now_ns();
+    int64_t now = mono_now_ns();
     if (!n->checkpoint_owed || now - n->checkpoint_tried_ns < CHECKPOINT_RETRY_NS)
         return;
     n->checkpoint_tried_ns = now;
@@ -471,7 +464,7 @@ static void publish(struct node *n)
 {
     struct raft_basic_status bs;
     raft_basic_status(n->raft, &bs);
-    int64_t now = now_ns();
+    int64_t now = mono_now_ns();
     if (n->store_changed || (n->store_grew && now - n->store_sized_ns >= STORE_SIZE_NS)) {
         /* a query on the store: only after it changed, not every turn of the loop */
         n->store_grew = 0;
@@ -554,7 +547,7 @@ static void *snap_main(void *arg)
                  job->msg->snapshot ? job->msg->snapshot->index : 0);
         int err = 0, rc;
         uint64_t copy_index = 0;
-        int64_t t0 = now_ns();
+        int64_t t0 = mono_now_ns();
         struct mvcc_reader *r = node_read_begin(n, &n->snap_slot, &err);
         rc = r ? mvcc_snapshot_write(r, path, &copy_index) : err;
         if (r)
@@ -568,7 +561,7 @@ static void *snap_main(void *arg)
             on_snapshot_done(n, job->to, 0);
         } else {
             log_notice(LOG_FIELDS(LOG_HEX("CAIRN_PEER", job->to), LOG_U64("CAIRN_INDEX", copy_index),
-                                  LOG_U64("CAIRN_DURATION_MS", (now_ns() - t0) / 1000000)),
+                                  LOG_U64("CAIRN_DURATION_MS", (mono_now_ns() - t0) / 1000000)),
                        "sending a snapshot of the store (applied to %" PRIu64 ") to %016" PRIx64, copy_index,
                        job->to);
         }
@@ -762,7 +755,7 @@ static int install_snapshot(struct node *n, const struct raft_snapshot_meta *sm)
                  "raft accepted a snapshot at index %" PRIu64 " whose data is not here", sm->index);
         return -CAIRN_E_CORRUPT;
     }
-    int64_t t0 = now_ns();
+    int64_t t0 = mono_now_ns();
     pthread_rwlock_wrlock(&n->gate);
     close_readers(n);
     ckpt_store_closing(n->ckpt);
@@ -816,7 +809,7 @@ static int install_snapshot(struct node *n, const struct raft_snapshot_meta *sm)
     n->attrs_published = 0;
     log_event(LOG_LEVEL_NOTICE, MSGID_SNAPSHOT_INSTALLED, LOG_FIELDS(LOG_U64("CAIRN_INDEX", sm->index), LOG_U64("CAIRN_TERM", sm->term),
                           LOG_I64("CAIRN_REVISION", st.revision),
-                          LOG_U64("CAIRN_DURATION_MS", (now_ns() - t0) / 1000000)),
+                          LOG_U64("CAIRN_DURATION_MS", (mono_now_ns() - t0) / 1000000)),
                "installed a snapshot at index %" PRIu64 " (store applied to %" PRIu64 ", revision %" PRId64 ")",
                sm->index, st.consistent_index, st.revision);
     return 0;
@@ -1231,7 +1224,7 @@ static int load_members(struct node *n, const struct boot_state *bs)
 /* A started member tells the cluster its name and client URLs (etcd's publish), until its record shows them. */
 static void publish_attributes(struct node *n)
 {
-    if (n->attrs_published || !n->lead || now_ns() < n->attrs_next_ns)
+    if (n->attrs_published || !n->lead || mono_now_ns() < n->attrs_next_ns)
         return;
     const struct config *c = n->cfg;
     const struct config_urls *cu = c->advertise_client_urls.n ? &c->advertise_client_urls : &c->listen_client_urls;
@@ -1257,7 +1250,7 @@ static void publish_attributes(struct node *n)
     rr.request_case = CAIRNINT__RAFT_REQUEST__REQUEST_MEMBER_ATTRIBUTES;
     rr.member_attributes = &m;
     node_propose_internal(n, &rr);
-    n->attrs_next_ns = now_ns() + 2000000000LL; /* until it shows in the set */
+    n->attrs_next_ns = mono_now_ns() + 2000000000LL; /* until it shows in the set */
 }
 
 /* The committed entries of one Ready, decoded for the store and kept until the replies are built. */
@@ -1424,10 +1417,10 @@ static int apply_committed(struct node *n, const struct raft_ready *rd)
         if (obs[k].wants_event_values && obs[k].wants_event_values(obs[k].arg))
             event_values = true;
     mvcc_set_event_values(n->store, event_values);
-    int64_t t0 = now_ns();
+    int64_t t0 = mono_now_ns();
     struct mvcc_result *res = NULL;
     rc = mvcc_apply(n->store, b.ents, b.n, &res);
-    int64_t took = now_ns() - t0;
+    int64_t took = mono_now_ns() - t0;
     if (rc < 0) {
         log_event(LOG_LEVEL_CRIT, MSGID_STORAGE_FAILURE, LOG_FIELDS(LOG_U64("CAIRN_INDEX", b.ents[0].index)),
                  "the store failed to apply entries %" PRIu64 "-%" PRIu64 ": %s; stopping", b.ents[0].index,
@@ -1529,10 +1522,10 @@ static void take_snapshot(struct node *n)
     it->fn = snapshot_synced;
     n->snap_sync.done = it;
     n->snap_sync.active = 1;
-    n->snap_sync.t0 = now_ns();
+    n->snap_sync.t0 = mono_now_ns();
     n->snap_sync.meta = (struct raft_snapshot_meta){.index = n->applied, .term = n->applied_term};
     raft_conf_state(n->raft, &n->snap_sync.meta.conf_state);
-    ckpt_sync(n->ckpt, n->applied);
+    ckpt_sync(n->ckpt);
 }
 
 /* The store is durable at least to meta's index: save the snapshot's record and let go of the log below it. */
@@ -1559,7 +1552,7 @@ static int finish_snapshot(struct node *n, const struct raft_snapshot_meta *snap
                     cairn_strerror(r1 < 0 ? r1 : r2));
     STAT_ADD(n, snapshots_taken, 1);
     log_event(LOG_LEVEL_INFO, MSGID_SNAPSHOT_TAKEN, LOG_FIELDS(LOG_U64("CAIRN_INDEX", meta.index), LOG_U64("CAIRN_TERM", meta.term),
-                        LOG_U64("CAIRN_DURATION_MS", (now_ns() - t0) / 1000000)),
+                        LOG_U64("CAIRN_DURATION_MS", (mono_now_ns() - t0) / 1000000)),
              "snapshot taken at index %" PRIu64 " (term %" PRIu64 ")", meta.index, meta.term);
     return 0;
 }
@@ -1673,10 +1666,10 @@ static void ckpt_release(void *arg)
     pthread_rwlock_unlock(&n->gate);
 }
 
-static void ckpt_synced(void *arg, uint64_t token, int rc)
+/* One sync at a time: snap_sync says which. */
+static void ckpt_synced(void *arg, int rc)
 {
     struct node *n = arg;
-    (void)token; /* one sync at a time: snap_sync says which */
     struct item *it = n->snap_sync.done;
     n->snap_sync.done = NULL;
     n->snap_sync.rc = rc;
@@ -1715,7 +1708,7 @@ static bool parks(int rc)
 
 static void park(struct node *n, struct item **items, size_t k, int rc)
 {
-    int64_t until = now_ns() + (int64_t)n->cfg->request_timeout_ms * 1000000LL / 2;
+    int64_t until = mono_now_ns() + (int64_t)n->cfg->request_timeout_ms * 1000000LL / 2;
     for (size_t i = 0; i < k; i++) {
         struct item *it = items[i];
         it->next = NULL;
@@ -1923,7 +1916,7 @@ static void watchdog(struct node *n)
     int64_t every = __atomic_load_n(&n->watchdog_ns, __ATOMIC_RELAXED);
     if (!every)
         return;
-    int64_t now = now_ns();
+    int64_t now = mono_now_ns();
     if (now - n->watchdog_last >= every) {
         sd_notify(0, "WATCHDOG=1");
         n->watchdog_last = now;
@@ -1940,11 +1933,11 @@ static void *node_main(void *arg)
     pthread_setname_np(pthread_self(), "cairn-node"); /* top -H, perf and gdb show it */
     struct node *n = arg;
     int64_t tick_ns = (int64_t)n->cfg->heartbeat_ms * 1000000LL;
-    n->next_tick_ns = now_ns() + tick_ns;
+    n->next_tick_ns = mono_now_ns() + tick_ns;
     for (;;) {
         pthread_mutex_lock(&n->mu);
         while (!n->head && !n->stopping) {
-            int64_t now = now_ns();
+            int64_t now = mono_now_ns();
             if (now >= n->next_tick_ns || (!__atomic_load_n(&n->held, __ATOMIC_ACQUIRE) && raft_has_ready(n->raft)))
                 break;
             struct timespec ts;
@@ -1961,7 +1954,7 @@ static void *node_main(void *arg)
         pthread_mutex_unlock(&n->mu);
 
         struct item *members = process(n, list);
-        int64_t now = now_ns();
+        int64_t now = mono_now_ns();
         if (now >= n->next_tick_ns) {
             raft_tick(n->raft);
             /* after a long stall (SIGSTOP, a slow disk) tick once, not once per missed interval */

@@ -59,13 +59,6 @@ struct reads {
     atomic_int istopping;           /* set under mu with stopping: no inline run starts after it */
 };
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 static void push(struct list *l, struct read_job *j)
 {
     j->next = NULL;
@@ -95,7 +88,7 @@ static void issue(struct reads *rs)
         return;
     append(&rs->inflight, &rs->pending);
     rs->inflight_ctx = ++rs->next_ctx;
-    rs->inflight_since = now_ns();
+    rs->inflight_since = mono_now_ns();
     if (node_read_index(rs->node, rs->inflight_ctx) < 0)
         rs->inflight_since = 0; /* the timer re-issues */
 }
@@ -284,7 +277,7 @@ static void *timer_main(void *arg)
         pthread_cond_timedwait(&rs->tick, &rs->mu, &ts);
         if (rs->stopping)
             break;
-        int64_t now = now_ns();
+        int64_t now = mono_now_ns();
         struct list failed = {0};
         int code = rs->lead ? CAIRN_E_TIMEOUT : CAIRN_E_NO_LEADER;
         expire(&rs->pending, now, &failed);

@@ -26,6 +26,7 @@
 #include <nng/supplemental/tls/tls.h>
 #include <nng/transport/ipc/ipc.h>
 
+#include "base/deadline.h"
 #include "base/errors.h"
 #include "base/log.h"
 #include "daemon/msgids.h"
@@ -97,13 +98,6 @@ struct rpc {
     int log_window_count;       /* atomic */
 };
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 static void recv_next(struct slot *s);
 static void propose(struct slot *s, Cairnint__RaftRequest *rr);
 static void dispatch(struct slot *s);
@@ -147,7 +141,7 @@ static struct log_limit slow_log = LOG_LIMIT_INIT(20, 10000);
 static void finish(struct slot *s)
 {
     struct rpc *r = s->r;
-    int64_t took_ns = now_ns() - s->start_ns;
+    int64_t took_ns = mono_now_ns() - s->start_ns;
     int64_t took_ms = took_ns / 1000000;
     if (r->hooks.request_done && s->req)
         r->hooks.request_done(r->hooks.done_arg, (int)s->req->body_case, s->code, took_ns);
@@ -249,7 +243,7 @@ static void reply_unreadable(struct slot *s, int err)
 static void log_bad_input(struct slot *s, const char *what, size_t len)
 {
     struct rpc *r = s->r;
-    int64_t now = now_ns();
+    int64_t now = mono_now_ns();
     int64_t start = __atomic_load_n(&r->log_window_start, __ATOMIC_RELAXED);
     if (now - start > 1000000000LL) {
         __atomic_store_n(&r->log_window_start, now, __ATOMIC_RELAXED);
@@ -521,7 +515,7 @@ static void do_read(struct slot *s, void (*run)(struct read_job *, struct mvcc_r
 {
     struct rpc *r = s->r;
     s->job = (struct read_job){.run = run, .fail = read_failed, .linearizable = linearizable, .cheap = cheap,
-                               .deadline_ns = now_ns() + (int64_t)r->cfg->request_timeout_ms * 1000000LL};
+                               .deadline_ns = mono_now_ns() + (int64_t)r->cfg->request_timeout_ms * 1000000LL};
     reads_submit(r->reads, &s->job);
 }
 
@@ -592,7 +586,7 @@ int rpc_call_wait(struct rpc_call *c, uint64_t *id)
     struct slot *s = call_slot(c);
     struct rpc *r = s->r;
     *id = node_next_request_id(r->node);
-    int64_t deadline = now_ns() + (int64_t)r->cfg->request_timeout_ms * 1000000LL;
+    int64_t deadline = mono_now_ns() + (int64_t)r->cfg->request_timeout_ms * 1000000LL;
     if (wait_add(r->waits, *id, deadline, write_done, s, WAIT_DEFER) < 0) {
         reply_error(s, ENOMEM, NULL);
         return -ENOMEM;
@@ -886,7 +880,7 @@ static void slot_cb(void *arg)
         recv_next(s);
         return;
     }
-    s->start_ns = now_ns();
+    s->start_ns = mono_now_ns();
     s->code = 0;
     nng_msg *m = nng_aio_get_msg(s->aio);
     nng_aio_set_msg(s->aio, NULL); /* handle owns it now (rpc_stop frees what an aio still holds) */
