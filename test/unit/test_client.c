@@ -72,6 +72,19 @@ static void wait_connected(struct cairn_client *c, size_t i)
     assert_true(poll_until(is_connected, &a, LONG_MS));
 }
 
+/* Members a (ID 1) and b (ID 2), and a client connected to both; a test
+ * scripts a (error_code, drop_writes, ...) before its first call. */
+static struct cairn_client *two_members(struct mock *a, struct mock *b)
+{
+    assert_int_equal(mock_start(a, "tcp://127.0.0.1:0", NULL, 1), 0);
+    assert_int_equal(mock_start(b, "tcp://127.0.0.1:0", NULL, 2), 0);
+    const char *urls[] = {a->url, b->url};
+    struct cairn_client *c = open_client(urls, 2, 0, LONG_MS);
+    wait_connected(c, 0);
+    wait_connected(c, 1);
+    return c;
+}
+
 static bool bytes_eq(ProtobufCBinaryData b, const char *s)
 {
     return b.len == strlen(s) && memcmp(b.data, s, b.len) == 0;
@@ -494,12 +507,7 @@ static void test_calls_rotate_round_robin_across_two_members(void **state)
 {
     (void)state;
     struct mock a, b;
-    assert_int_equal(mock_start(&a, "tcp://127.0.0.1:0", NULL, 1), 0);
-    assert_int_equal(mock_start(&b, "tcp://127.0.0.1:0", NULL, 2), 0);
-    const char *urls[] = {a.url, b.url};
-    struct cairn_client *c = open_client(urls, 2, 0, LONG_MS);
-    wait_connected(c, 0);
-    wait_connected(c, 1);
+    struct cairn_client *c = two_members(&a, &b);
 
     unsigned a0 = mock_total(&a), b0 = mock_total(&b);
     uint64_t last = 0;
@@ -551,13 +559,8 @@ static void test_read_retries_elsewhere_after_no_leader(void **state)
 {
     (void)state;
     struct mock a, b;
-    assert_int_equal(mock_start(&a, "tcp://127.0.0.1:0", NULL, 1), 0);
-    assert_int_equal(mock_start(&b, "tcp://127.0.0.1:0", NULL, 2), 0);
+    struct cairn_client *c = two_members(&a, &b);
     a.error_code = CAIRN_E_NO_LEADER;
-    const char *urls[] = {a.url, b.url};
-    struct cairn_client *c = open_client(urls, 2, 0, LONG_MS);
-    wait_connected(c, 0);
-    wait_connected(c, 1);
 
     /* The first call starts at endpoint 0. */
     Cairn__Response *resp = NULL;
@@ -580,13 +583,8 @@ static void test_not_leader_refusal_moves_to_the_next_member(void **state)
 {
     (void)state;
     struct mock a, b;
-    assert_int_equal(mock_start(&a, "tcp://127.0.0.1:0", NULL, 1), 0);
-    assert_int_equal(mock_start(&b, "tcp://127.0.0.1:0", NULL, 2), 0);
+    struct cairn_client *c = two_members(&a, &b);
     a.error_code = CAIRN_E_NOT_LEADER;
-    const char *urls[] = {a.url, b.url};
-    struct cairn_client *c = open_client(urls, 2, 0, LONG_MS);
-    wait_connected(c, 0);
-    wait_connected(c, 1);
 
     int64_t ttl = 0;
     struct cairn_error_detail err;
@@ -612,13 +610,8 @@ static void test_stopped_refusal_moves_a_write_to_the_next_member(void **state)
 {
     (void)state;
     struct mock a, b;
-    assert_int_equal(mock_start(&a, "tcp://127.0.0.1:0", NULL, 1), 0);
-    assert_int_equal(mock_start(&b, "tcp://127.0.0.1:0", NULL, 2), 0);
+    struct cairn_client *c = two_members(&a, &b);
     a.error_code = CAIRN_E_STOPPED;
-    const char *urls[] = {a.url, b.url};
-    struct cairn_client *c = open_client(urls, 2, 0, LONG_MS);
-    wait_connected(c, 0);
-    wait_connected(c, 1);
 
     struct cairn_error_detail err;
     struct cairn_put put = {.key = CAIRN_STR("k"), .value = CAIRN_STR("v")};
@@ -673,13 +666,8 @@ static void test_write_is_not_retried_after_a_member_answered(void **state)
 {
     (void)state;
     struct mock a, b;
-    assert_int_equal(mock_start(&a, "tcp://127.0.0.1:0", NULL, 1), 0);
-    assert_int_equal(mock_start(&b, "tcp://127.0.0.1:0", NULL, 2), 0);
+    struct cairn_client *c = two_members(&a, &b);
     a.error_code = CAIRN_E_NO_LEADER;
-    const char *urls[] = {a.url, b.url};
-    struct cairn_client *c = open_client(urls, 2, 0, LONG_MS);
-    wait_connected(c, 0);
-    wait_connected(c, 1);
 
     struct cairn_put put = {.key = CAIRN_STR("k"), .value = CAIRN_STR("v")};
     struct cairn_error_detail err;
@@ -758,13 +746,8 @@ static void test_write_whose_member_dies_after_receiving_it_is_unknown_and_sent_
 {
     (void)state;
     struct mock a, b;
-    assert_int_equal(mock_start(&a, "tcp://127.0.0.1:0", NULL, 1), 0);
-    assert_int_equal(mock_start(&b, "tcp://127.0.0.1:0", NULL, 2), 0);
+    struct cairn_client *c = two_members(&a, &b);
     a.drop_writes = true;
-    const char *urls[] = {a.url, b.url};
-    struct cairn_client *c = open_client(urls, 2, 0, LONG_MS);
-    wait_connected(c, 0);
-    wait_connected(c, 1);
 
     struct cairn_put put = {.key = CAIRN_STR("k"), .value = CAIRN_STR("v")};
     struct cairn_error_detail err;
@@ -832,13 +815,8 @@ static void test_read_whose_connection_dies_is_retried(void **state)
 {
     (void)state;
     struct mock a, b;
-    assert_int_equal(mock_start(&a, "tcp://127.0.0.1:0", NULL, 1), 0);
-    assert_int_equal(mock_start(&b, "tcp://127.0.0.1:0", NULL, 2), 0);
+    struct cairn_client *c = two_members(&a, &b);
     a.drop_reads = 1;
-    const char *urls[] = {a.url, b.url};
-    struct cairn_client *c = open_client(urls, 2, 0, LONG_MS);
-    wait_connected(c, 0);
-    wait_connected(c, 1);
 
     Cairn__Response *resp = NULL;
     const Cairn__KeyValue *kv;
