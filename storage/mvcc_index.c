@@ -18,9 +18,10 @@
 #define BULK_FILL 24
 
 struct ixnode {
-    uint64_t gen; /* the version that created it: changed in place only while it is the working one */
-    uint32_t n;   /* keys (leaf) or children (inner) */
-    uint32_t leaf;
+    uint64_t gen;  /* the version that created it: changed in place only while it is the working one */
+    uint32_t n;    /* keys (leaf) or children (inner) */
+    uint16_t leaf;
+    uint16_t kept; /* kept all its entries when it last split (split_point) */
 };
 
 /*
@@ -460,6 +461,7 @@ static struct ixleaf *leaf_new(void *(*alloc)(void *, size_t), void *ctx, uint64
         l->h.gen = gen;
         l->h.n = 0;
         l->h.leaf = 1;
+        l->h.kept = 0;
         l->skip = 0;
         l->pad_ = 0;
     }
@@ -473,6 +475,7 @@ static struct ixinner *inner_new(void *(*alloc)(void *, size_t), void *ctx, uint
         in->h.gen = gen;
         in->h.n = 0;
         in->h.leaf = 0;
+        in->h.kept = 0;
         in->skip = 0;
         in->pad_ = 0;
     }
@@ -501,6 +504,32 @@ static struct ixsep *sep_between(void *(*alloc)(void *, size_t), void *ctx,
     return s;
 }
 
+static void shape_of(const struct ixnode *n, int depth, struct ixshape *out)
+{
+    if (depth > out->depth)
+        out->depth = depth;
+    if (n->leaf) {
+        out->leaves++;
+        out->keys += n->n;
+        out->bytes += sizeof(struct ixleaf);
+        return;
+    }
+    const struct ixinner *in = (const struct ixinner *)n;
+    out->inners++;
+    out->bytes += sizeof(struct ixinner);
+    for (uint32_t i = 0; i < n->n; i++) {
+        if (i > 0)
+            out->bytes += sizeof(struct ixsep) + in->sep[i - 1]->len;
+        shape_of(in->child[i], depth + 1, out);
+    }
+}
+
+void ix_shape(const struct ixnode *root, struct ixshape *out)
+{
+    *out = (struct ixshape){0};
+    shape_of(root, 1, out);
+}
+
 /* --- tree changes on the working version ------------------------------------------------ */
 
 struct split {
@@ -508,15 +537,48 @@ struct split {
     struct ixnode *right;
 };
 
-static int split_leaf(struct ix *ix, struct ixleaf *l, struct split *sp)
+/*
+ * Where node x of n entries (keys, or children), overflowed by the one at
+ * newcomer, splits: the left node keeps entries [0, h).  In halves, except
+ * when the newcomer went to an end: then it alone starts a node and the
+ * other keeps all x had.  Keys put in ascending (or descending) order, a
+ * load or names with a counter, thus leave full nodes behind them instead of
+ * half-full ones: 1M keys put in order take 19 MB of nodes instead of 40.
+ * (Keys that come shuffled within a window, as a load with 256 puts in
+ * flight sends them, fill nodes about 2/3 full either way.)
+ *
+ * The node that kept everything is marked, and splits in halves the next
+ * time.  Otherwise keys put in descending order just above a full node's
+ * last key (each one lands at its end, below the one before it) would split
+ * off a one-key node each.  A key of a random load that lands at an end by
+ * chance costs a one-key node, which fills like any other.
+ */
+static uint32_t split_point(const struct ixnode *x, uint32_t newcomer)
+{
+    uint32_t n = x->n;
+    if (!x->kept && newcomer == n - 1)
+        return n - 1;
+    if (!x->kept && newcomer == 0)
+        return 1;
+    return n / 2;
+}
+
+/* Mark the halves of a split at h (x: the left one, y: the right one). */
+static void split_mark(struct ixnode *x, struct ixnode *y, uint32_t h)
+{
+    x->kept = y->n == 1;
+    y->kept = h == 1;
+}
+
+static int split_leaf(struct ix *ix, struct ixleaf *l, uint32_t h, struct split *sp)
 {
     struct ixleaf *r = leaf_new(walloc, ix, ix->seq);
     if (!r)
         return -ENOMEM;
-    uint32_t h = l->h.n / 2;
     r->h.n = l->h.n - h;
     memcpy(r->kr, l->kr + h, r->h.n * sizeof(r->kr[0]));
     l->h.n = h;
+    split_mark(&l->h, &r->h, h);
     /* each half may share a longer prefix: longer prefixes, fewer ties */
     leaf_fit(l);
     leaf_fit(r);
@@ -526,18 +588,21 @@ static int split_leaf(struct ix *ix, struct ixleaf *l, struct split *sp)
     return 0;
 }
 
-static int split_inner(struct ix *ix, struct ixinner *in, struct split *sp)
+/* Children [0, h) stay; separator h - 1 moves up.  Either node may have
+ * one child and no separator. */
+static int split_inner(struct ix *ix, struct ixinner *in, uint32_t h, struct split *sp)
 {
     struct ixinner *r = inner_new(walloc, ix, ix->seq);
     if (!r)
         return -ENOMEM;
-    uint32_t n = in->h.n, h = n / 2;
+    uint32_t n = in->h.n;
     r->h.n = n - h;
     memcpy(r->child, in->child + h, (n - h) * sizeof(r->child[0]));
     memcpy(r->sep, in->sep + h, (n - h - 1) * sizeof(r->sep[0]));
     sp->sep = in->sep[h - 1]; /* moves up */
     sp->right = &r->h;
     in->h.n = h;
+    split_mark(&in->h, &r->h, h);
     inner_fit(in);
     inner_fit(r);
     return 0;
@@ -558,7 +623,7 @@ static int ins(struct ix *ix, struct ixnode **slot, const void *key, size_t klen
         if (eq)
             return -EEXIST;
         leaf_insert(l, pos, kr, shares);
-        return n->n > LEAF_MAX ? split_leaf(ix, l, sp) : 0;
+        return n->n > LEAF_MAX ? split_leaf(ix, l, split_point(n, pos), sp) : 0;
     }
     struct ixinner *in = (struct ixinner *)n;
     uint32_t i = inner_child(in, key, klen);
@@ -567,7 +632,9 @@ static int ins(struct ix *ix, struct ixnode **slot, const void *key, size_t klen
     if (rc < 0 || !cs.right)
         return rc;
     inner_insert(in, i, cs.sep, cs.right);
-    return n->n > INNER_MAX ? split_inner(ix, in, sp) : 0;
+    /* the child that will take the next key of a run: the right half of
+     * child i if the run ascends, the left one if it descends */
+    return n->n > INNER_MAX ? split_inner(ix, in, split_point(n, i == 0 ? 0 : i + 1), sp) : 0;
 }
 
 static int tree_insert(struct ix *ix, struct ixnode **root, const void *key, size_t klen,
@@ -681,7 +748,7 @@ static int tree_remove(struct ix *ix, struct ixnode **root, const void *key, siz
 
 static size_t kr_size(size_t klen, uint32_t cap)
 {
-    return offsetof(struct keyrec, key) + ((klen + 7) & ~(size_t)7) + cap * sizeof(struct krev);
+    return kr_revs_at(klen) + cap * sizeof(struct krev);
 }
 
 static struct keyrec *kr_alloc(void *(*alloc)(void *, size_t), void *ctx, const void *key,
@@ -693,7 +760,6 @@ static struct keyrec *kr_alloc(void *(*alloc)(void *, size_t), void *ctx, const 
         atomic_init(&kr->n, 0);
         kr->cap = cap;
         kr->klen = (uint32_t)klen;
-        kr->pad_ = 0;
         if (key && klen)
             memcpy(kr->key, key, klen);
     }
@@ -934,9 +1000,8 @@ int ix_abort(struct ix *ix)
 struct ixbuild {
     struct keyrec **tab; /* open addressing by key hash */
     size_t cap, n;
-    /* Until the finish, each keyrec's pad_ holds its place in the order the
-     * keys first came (see sort_runs); past UINT32_MAX keys, none. */
-    bool placed;
+    /* Until the finish, each keyrec's gen holds its place in the order the
+     * keys first came (see sort_runs). */
 };
 
 static uint64_t key_hash(const void *key, size_t klen)
@@ -955,8 +1020,6 @@ struct ixbuild *ix_build_new(void)
         free(b);
         b = NULL;
     }
-    if (b)
-        b->placed = true;
     return b;
 }
 
@@ -987,9 +1050,7 @@ int ix_build_row(struct ixbuild *b, const void *key, size_t klen, const struct k
         if (!(kr = kr_alloc(plain_alloc, NULL, key, klen, 1, 1)))
             return -ENOMEM;
         *slot = kr;
-        if (b->n >= UINT32_MAX)
-            b->placed = false;
-        kr->pad_ = (uint32_t)b->n++;
+        kr->gen = b->n++;
     }
     uint32_t n = atomic_load_explicit(&kr->n, memory_order_relaxed);
     if (n == kr->cap) {
@@ -1175,12 +1236,9 @@ int ix_build_finish(struct ixbuild *b, struct ix *ix, const struct state *st)
                 kr = tight;
                 kr->cap = n;
             }
-            if (b->placed) /* in the order they came */
-                all[kr->pad_] = kr;
-            else
-                all[m] = kr;
+            all[kr->gen] = kr; /* in the order they came */
+            kr->gen = 1;
             m++;
-            kr->pad_ = 0;
             const struct krev *last = &kr_revs(kr)[n - 1];
             if (last->version != 0)
                 ix->keys++;
@@ -1202,7 +1260,6 @@ int ix_build_finish(struct ixbuild *b, struct ix *ix, const struct state *st)
         atomic_init(&l->n, 0);
         l->cap = 0;
         l->klen = all[i]->klen + 8;
-        l->pad_ = 0;
         ix_lease_key(last->lease, all[i]->key, all[i]->klen, l->key);
         lk[nlk++] = l;
     }

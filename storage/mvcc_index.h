@@ -45,22 +45,28 @@ struct krev {
 
 /*
  * A key and its revisions, oldest first.  One allocation: this header, the
- * key (padded to 8 bytes), then cap revisions.  n is read by readers with
- * acquire; the entries below it never change.  The lease index reuses it
- * with cap 0 (key = 8-byte lease id, then the user key).
+ * key right after klen (byte 20), then cap revisions from the next multiple
+ * of 8 bytes.  n is read by readers with acquire; the entries below it never
+ * change.  The lease index reuses it with cap 0 (key = 8-byte lease id, then
+ * the user key).
  */
 struct keyrec {
     uint64_t gen;        /* the version that created it */
     _Atomic uint32_t n;  /* revisions in use */
     uint32_t cap;
     uint32_t klen;
-    uint32_t pad_;
     unsigned char key[];
 };
 
+/* Where a keyrec's revisions start: after a key of klen bytes. */
+static inline size_t kr_revs_at(size_t klen)
+{
+    return (offsetof(struct keyrec, key) + klen + 7u) & ~(size_t)7u;
+}
+
 static inline struct krev *kr_revs(const struct keyrec *kr)
 {
-    return (struct krev *)((unsigned char *)kr->key + ((kr->klen + 7u) & ~7u));
+    return (struct krev *)((unsigned char *)kr + kr_revs_at(kr->klen));
 }
 
 /* The revisions a reader may look at (acquire: they are fully written). */
@@ -166,6 +172,14 @@ struct ixiter {
 void ix_seek(struct ixiter *it, const struct ixnode *root, const void *key, size_t klen);
 /* The key at the position, then advance; NULL at the end. */
 struct keyrec *ix_next(struct ixiter *it);
+
+/* The tree's shape: for tests, and to see how full its nodes are. */
+struct ixshape {
+    size_t leaves, inners, keys; /* keys: in the leaves */
+    size_t bytes;                /* the nodes' and separators' memory, keyrecs not counted */
+    int depth;                   /* levels, leaves included */
+};
+void ix_shape(const struct ixnode *root, struct ixshape *out);
 
 /* Pin the newest version (p must be unpinned); valid until ix_unpin. */
 const struct ixver *ix_pin(struct ix *ix, struct ixpin *p);

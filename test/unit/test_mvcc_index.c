@@ -260,6 +260,98 @@ static void test_a_bulk_build_orders_keys_however_they_came(void **state)
     ref_free(&keys);
 }
 
+/* --- how full inserts leave the nodes ------------------------------------------------- */
+
+/* Put keys ks[0..n) in that order, 100 per published batch, onto an empty
+ * index; check every key is there in order, and return the tree's shape. */
+static struct ixshape insert_all(char (*ks)[32], size_t n)
+{
+    struct ix ix;
+    struct state st = {.rev = 1};
+    assert_int_equal(ix_build_finish(ix_build_new(), &ix, &st), 0);
+    for (size_t i = 0; i < n; i++) {
+        struct krev r = {.main = (int64_t)i + 2, .create = (int64_t)i + 2, .version = 1};
+        assert_int_equal(ix_add_rev(&ix, NULL, ks[i], strlen(ks[i]), &r), 0);
+        if (i % 100 == 99 || i + 1 == n) {
+            st.rev = r.main;
+            assert_int_equal(ix_prepare(&ix), 0);
+            ix_publish(&ix, &st);
+        }
+    }
+    struct ixiter it;
+    const struct keyrec *kr, *prev = NULL;
+    size_t seen = 0;
+    ix_seek(&it, ix.root, NULL, 0);
+    while ((kr = ix_next(&it))) {
+        if (prev)
+            assert_true(kcmp(prev->key, prev->klen, kr->key, kr->klen) < 0);
+        prev = kr;
+        seen++;
+    }
+    assert_int_equal(seen, n);
+    struct ixshape sh;
+    ix_shape(ix.root, &sh);
+    assert_int_equal(sh.keys, n);
+    print_message("%zu keys: %zu leaves (%.1f keys each), %zu inner nodes, depth %d, %zu bytes\n",
+                  n, sh.leaves, (double)n / (double)sh.leaves, sh.inners, sh.depth, sh.bytes);
+    ix_destroy(&ix);
+    return sh;
+}
+
+/*
+ * Keys put in ascending or descending order leave full leaves behind them
+ * (32 keys; half-full ones if every split went in halves).  Keys put in
+ * descending order just above a full leaf's last key must not split off a
+ * node per key; a random order fills nodes as a B+tree's usually are.
+ */
+static void test_keys_put_in_order_leave_full_nodes(void **state)
+{
+    (void)state;
+    enum { N = 20000 };
+    static char ks[N][32];
+    for (size_t i = 0; i < N; i++)
+        snprintf(ks[i], sizeof(ks[i]), "key%08zu", i);
+    struct ixshape up = insert_all(ks, N);
+    assert_true(up.keys >= 31 * up.leaves);
+    assert_true(up.depth <= 4);
+
+    for (size_t i = 0; i < N; i++)
+        snprintf(ks[i], sizeof(ks[i]), "key%08zu", N - 1 - i);
+    struct ixshape down = insert_all(ks, N);
+    assert_true(down.keys >= 31 * down.leaves);
+    assert_true(down.depth <= 4);
+
+    /* 17,024 keys in order, which leave the last leaf full (532 leaves of
+     * 32), then the rest in descending order, each between the last of those
+     * (M) and the one before: M, j bytes 0x01, then a byte from 0xff down to
+     * 0x02.  Each lands at the end of M's leaf. */
+    size_t m = 32 * 532, len = strlen("key00000000");
+    for (size_t i = 0; i < N; i++) {
+        if (i < m) {
+            snprintf(ks[i], sizeof(ks[i]), "key%08zu", i);
+            continue;
+        }
+        size_t k = i - m, j = k / 254;
+        memcpy(ks[i], ks[m - 1], len);
+        memset(ks[i] + len, 0x01, j);
+        ks[i][len + j] = (char)(0xff - k % 254);
+        ks[i][len + j + 1] = 0;
+    }
+    struct ixshape band = insert_all(ks, N);
+    assert_true(band.keys >= 28 * band.leaves);
+
+    for (size_t i = N - 1; i > 0; i--) {
+        size_t j = rnd((uint32_t)(i + 1));
+        char t[32];
+        memcpy(t, ks[i], sizeof(t));
+        memcpy(ks[i], ks[j], sizeof(t));
+        memcpy(ks[j], t, sizeof(t));
+    }
+    struct ixshape shuffled = insert_all(ks, N);
+    assert_true(shuffled.keys >= 18 * shuffled.leaves);
+    assert_true(shuffled.depth <= 4);
+}
+
 /* --- random batches against the reference ------------------------------------------ */
 
 static void test_random_batches_agree_with_a_sorted_reference(void **state)
@@ -501,6 +593,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_bulk_build_orders_keys_however_they_came),
+        cmocka_unit_test(test_keys_put_in_order_leave_full_nodes),
         cmocka_unit_test(test_random_batches_agree_with_a_sorted_reference),
         cmocka_unit_test(test_pinned_versions_stay_whole_while_the_writer_publishes),
     };
