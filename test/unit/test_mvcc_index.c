@@ -352,6 +352,21 @@ static void test_keys_put_in_order_leave_full_nodes(void **state)
     assert_true(shuffled.depth <= 4);
 }
 
+/* A key's revisions start at the first multiple of 8 past it: a 9-byte key
+ * with one revision takes 72 bytes (80 with the header padded to 24). */
+static void test_a_keyrec_wastes_at_most_7_bytes_before_its_revisions(void **state)
+{
+    (void)state;
+    size_t hdr = offsetof(struct keyrec, key);
+    assert_int_equal(hdr, 20);
+    for (size_t klen = 0; klen < 64; klen++) {
+        size_t at = kr_revs_at(klen);
+        assert_int_equal(at % 8, 0);
+        assert_true(at >= hdr + klen && at < hdr + klen + 8);
+    }
+    assert_int_equal(kr_revs_at(9) + sizeof(struct krev), 72);
+}
+
 /* --- random batches against the reference ------------------------------------------ */
 
 static void test_random_batches_agree_with_a_sorted_reference(void **state)
@@ -594,6 +609,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_bulk_build_orders_keys_however_they_came),
         cmocka_unit_test(test_keys_put_in_order_leave_full_nodes),
+        cmocka_unit_test(test_a_keyrec_wastes_at_most_7_bytes_before_its_revisions),
         cmocka_unit_test(test_random_batches_agree_with_a_sorted_reference),
         cmocka_unit_test(test_pinned_versions_stay_whole_while_the_writer_publishes),
     };
