@@ -337,7 +337,7 @@ int main(int argc, char **argv)
     }
     if (rc == 0 && cfg.listen_metrics_urls.n > 0) {
         struct metrics_sources msrc = {
-            .watches = watches, .leases = leases, .alarm_active = metrics_alarm, .alarm_arg = alarms};
+            .watches = watches, .leases = leases, .reads = rs, .alarm_active = metrics_alarm, .alarm_arg = alarms};
         if ((rc = metrics_start(&cfg, n, &msrc, &metrics, err, sizeof err)) == 0)
             metrics_hooks(metrics, &rpc_hooks);
         else

@@ -28,6 +28,7 @@
 #include "base/log.h"
 #include "daemon/lease.h"
 #include "daemon/peer.h"
+#include "daemon/reads.h"
 #include "daemon/sockclose.h"
 #include "daemon/watch.h"
 #include "proto/cairn.pb-c.h"
@@ -616,6 +617,17 @@ static void render_metrics(struct metrics *m, struct sbuf *b)
                   ms.value_cache_misses);
         gauge_i(b, "cairn_value_cache_bytes", "Memory the value cache holds, its table included.",
                 ms.value_cache_bytes);
+    }
+
+    if (m->src.reads) {
+        struct reads_stats rst;
+        reads_get_stats(m->src.reads, &rst);
+        counter_u(b, "cairn_read_index_rounds_total",
+                  "ReadIndex requests this member sent, each for the linearizable reads that came while the one before was out.",
+                  rst.rounds);
+        counter_u(b, "cairn_reads_solo_total",
+                  "Linearizable reads that took the commit index of this member as the only voter, with no ReadIndex.",
+                  rst.solo);
     }
 
     if (m->src.watches) {

@@ -20,11 +20,13 @@
 struct metrics;
 struct watch_hub;
 struct lessor;
+struct reads;
 
 /* What the endpoints read besides the node.  Every field may be NULL. */
 struct metrics_sources {
     struct watch_hub *watches;
     struct lessor *leases;
+    struct reads *reads;
     /* 1 if an alarm of type (a cairn.AlarmType; 0 = any) is active, else 0.
      * Any thread, must not block.  NULL: no alarm is ever reported. */
     int (*alarm_active)(void *arg, int type);

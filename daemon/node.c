@@ -121,6 +121,7 @@ struct node {
     size_t n_unreachable;
     int64_t watchdog_ns, watchdog_last; /* half of WATCHDOG_USEC; 0: off (atomic) */
     struct node_stats stats; /* counters updated with relaxed atomics */
+    uint64_t solo_read_index; /* raft_solo_read_index, for node_solo_read_index (atomic) */
     Cairnint__MemberSet *mset; /* the member set as of the last apply (node thread) */
     struct item *parked_head, *parked_tail; /* writes waiting for a leader, oldest first (park) */
     int attrs_published;       /* this member's name and client URLs are in the set */
@@ -225,6 +226,17 @@ static int push_small(struct node *n, enum item_type type, uint64_t id, node_cal
 int node_read_index(struct node *n, uint64_t ctx)
 {
     return push_small(n, IT_READ_INDEX, ctx, NULL, NULL);
+}
+
+uint64_t node_solo_read_index(struct node *n)
+{
+    return __atomic_load_n(&n->solo_read_index, __ATOMIC_ACQUIRE);
+}
+
+/* Publish raft's solo read index (raft.h says when it must be). */
+static void publish_solo_read_index(struct node *n)
+{
+    __atomic_store_n(&n->solo_read_index, raft_solo_read_index(n->raft), __ATOMIC_RELEASE);
 }
 
 int node_call(struct node *n, node_call_fn fn, void *arg)
@@ -1323,6 +1335,7 @@ static int apply_committed(struct node *n, const struct raft_ready *rd)
         if (e->type == RAFT_ENTRY_CONF_CHANGE) {
             struct raft_conf_change cc;
             int r = raft_apply_conf_change(n->raft, e, &cc, &n->conf);
+            publish_solo_read_index(n); /* 0 once another voter counts, before anything later is acknowledged */
             if (r < 0)
                 log_err(LOG_FIELDS(LOG_U64("CAIRN_INDEX", e->index)),
                         "conf change at index %" PRIu64 " not applied: %s", e->index, cairn_strerror(r));
@@ -1589,6 +1602,11 @@ static int handle_ready(struct node *n)
     if (rc < 0)
         return rc;
     soft_state(n, &rd);
+    /* Before the entries committed here are applied and acknowledged (a
+     * linearizable read must see them), and before a vote for another
+     * member leaves: linearizable reads on a lone voter take this index
+     * without a round through this thread (daemon/reads.c). */
+    publish_solo_read_index(n);
     /* A leader whose term and vote this Ready leaves alone sends first and
      * writes its own entries while the followers write theirs (the Raft
      * thesis, 10.2.1; raft.h's contract says why that is safe).  The leader's

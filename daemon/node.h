@@ -83,6 +83,14 @@ int node_propose(struct node *n, uint64_t id, void *data, size_t len);
 /* node_read_index: ask for a linearizable read point tagged ctx; the answer comes through hooks.read_ready. */
 int node_read_index(struct node *n, uint64_t ctx);
 
+/*
+ * node_solo_read_index: any thread.  Nonzero while this member is the
+ * leader and the only voter: a read point a linearizable read may take
+ * instead of node_read_index's answer (raft_solo_read_index, published
+ * before any entry above it is acknowledged).  0 otherwise.
+ */
+uint64_t node_solo_read_index(struct node *n);
+
 /* node_info: the latest published state. */
 void node_get_info(struct node *n, struct node_info *info);
 

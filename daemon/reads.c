@@ -8,6 +8,12 @@
  * batched into the next one (etcd's linearizableReadLoop).  A ReadIndex lost
  * to a leader change or a dropped message is re-issued; a read past its
  * deadline fails (NO_LEADER when no leader is known, else TIMEOUT).
+ *
+ * On a leader that is the only voter, a ReadIndex would be answered at once
+ * with the commit index, which the node publishes (node_solo_read_index):
+ * a linearizable read takes it at submission and skips the round through
+ * the node thread.  If the store has applied that index already, a cheap
+ * one runs on the submitting thread like a serializable read.
  */
 #include "daemon/reads.h"
 
@@ -50,7 +56,8 @@ struct reads {
     uint64_t inflight_ctx;   /* 0: none in flight */
     int64_t inflight_since;
     uint64_t next_ctx;
-    uint64_t applied;
+    _Atomic uint64_t applied; /* written under mu; read without it by reads_submit */
+    _Atomic uint64_t rounds, solo; /* struct reads_stats */
     uint64_t lead;
     int running;
     struct node_reader_slot islots[INLINE_SLOTS];
@@ -88,6 +95,7 @@ static void issue(struct reads *rs)
         return;
     append(&rs->inflight, &rs->pending);
     rs->inflight_ctx = ++rs->next_ctx;
+    atomic_fetch_add_explicit(&rs->rounds, 1, memory_order_relaxed);
     rs->inflight_since = mono_now_ns();
     if (node_read_index(rs->node, rs->inflight_ctx) < 0)
         rs->inflight_since = 0; /* the timer re-issues */
@@ -356,7 +364,13 @@ static bool run_inline(struct reads *rs, struct read_job *j)
 
 void reads_submit(struct reads *rs, struct read_job *j)
 {
-    if (j->cheap && !j->linearizable && rs->node && run_inline(rs, j))
+    uint64_t solo = j->linearizable && rs->node ? node_solo_read_index(rs->node) : 0;
+    if (solo) {
+        j->index = solo;
+        atomic_fetch_add_explicit(&rs->solo, 1, memory_order_relaxed);
+    }
+    bool now = !j->linearizable || (solo && solo <= atomic_load(&rs->applied));
+    if (j->cheap && now && rs->node && run_inline(rs, j))
         return;
     pthread_mutex_lock(&rs->mu);
     if (rs->stopping) {
@@ -364,7 +378,10 @@ void reads_submit(struct reads *rs, struct read_job *j)
         j->fail(j, CAIRN_E_STOPPED);
         return;
     }
-    if (j->linearizable) {
+    if (solo) {
+        push(&rs->waiting, j);
+        release_applied(rs);
+    } else if (j->linearizable) {
         push(&rs->pending, j);
         issue(rs);
     } else {
@@ -372,6 +389,12 @@ void reads_submit(struct reads *rs, struct read_job *j)
         pthread_cond_signal(&rs->work);
     }
     pthread_mutex_unlock(&rs->mu);
+}
+
+void reads_get_stats(struct reads *rs, struct reads_stats *st)
+{
+    st->rounds = atomic_load_explicit(&rs->rounds, memory_order_relaxed);
+    st->solo = atomic_load_explicit(&rs->solo, memory_order_relaxed);
 }
 
 int reads_idle(struct reads *rs)

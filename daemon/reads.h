@@ -2,12 +2,13 @@
  * The read path: a pool of reader threads, each with its own read-only store
  * handle, and etcd's linearizable read loop in front of it.  Linearizable
  * reads wait for one ReadIndex round that covers every read that arrived
- * before it was issued (batching), then for the store to apply that index;
- * serializable reads go straight to the pool.  No read runs on the node
- * thread.  A serializable read the caller marks cheap (a point get) runs on
- * the submitting thread itself when one of a few inline store handles is
- * free: no hand-off to a reader thread and back.  The caller owns each
- * struct read_job; it gets exactly one of run() or fail().
+ * before it was issued (batching), or on a lone voter take its commit index
+ * at once, then wait for the store to apply that index; serializable reads
+ * go straight to the pool.  No read runs on the node thread.  A read the
+ * caller marks cheap (a point get) that need not wait runs on the
+ * submitting thread itself when one of a few inline store handles is free:
+ * no hand-off to a reader thread and back.  The caller owns each struct
+ * read_job; it gets exactly one of run() or fail().
  */
 #ifndef CAIRN_DAEMON_READS_H
 #define CAIRN_DAEMON_READS_H
@@ -26,7 +27,7 @@ struct read_job {
     /* Instead of run: the read could not be served (positive CAIRN_E_ code). */
     void (*fail)(struct read_job *j, int code);
     int linearizable;
-    int cheap;                 /* serializable and quick (a point get): may run inside reads_submit */
+    int cheap;                 /* quick (a point get): may run inside reads_submit if it need not wait */
     int64_t deadline_ns;       /* CLOCK_MONOTONIC */
     /* private */
     struct read_job *next;
@@ -45,6 +46,13 @@ int reads_start(struct reads *rs, struct node *n);
 /* reads_submit: queue j, or run a cheap one at once on this thread.  If the
  * read path is stopping, j->fail(STOPPED) is called at once. */
 void reads_submit(struct reads *rs, struct read_job *j);
+
+/* Counters since start (any thread). */
+struct reads_stats {
+    uint64_t rounds; /* ReadIndex requests sent to the node, each for a batch of linearizable reads */
+    uint64_t solo;   /* linearizable reads that took a lone voter's commit index instead */
+};
+void reads_get_stats(struct reads *rs, struct reads_stats *st);
 
 /* reads_idle: nonzero when no read is queued or running. */
 int reads_idle(struct reads *rs);

@@ -820,7 +820,7 @@ static void dispatch(struct slot *s)
     switch (req->body_case) {
     case CAIRN__REQUEST__BODY_RANGE:
         /* a serializable point get runs on this thread when it can (reads.h) */
-        do_read(s, run_range, !req->range->serializable, req->range->serializable && !req->range->range_end.len);
+        do_read(s, run_range, !req->range->serializable, !req->range->range_end.len);
         break;
     case CAIRN__REQUEST__BODY_HISTORY:
         do_read(s, run_history, !req->history->serializable, 0);

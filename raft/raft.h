@@ -380,6 +380,18 @@ int raft_conf_change_decode(const void *data, size_t len, struct raft_conf_chang
 int raft_read_index(struct raft *r, const void *ctx, size_t ctx_len);
 
 /*
+ * raft_solo_read_index: the read point raft_read_index would answer at once,
+ * with no heartbeat round: the commit index when r is the leader, the only
+ * voter, and has committed an entry of its own term; 0 otherwise.  While r
+ * is the only voter no other member can lead or commit, and a configuration
+ * with more voters takes effect only when raft_apply_conf_change applies it.
+ * A caller that publishes the value to other threads must publish it again
+ * after each raft_ready (before it applies or acknowledges the entries, or
+ * sends the messages) and after each raft_apply_conf_change.
+ */
+uint64_t raft_solo_read_index(const struct raft *r);
+
+/*
  * raft_campaign: start an election now (as if the election timeout passed;
  * with pre-vote, a pre-vote first; deferred while a committed conf change
  * is unapplied).  Returns 0, -EINVAL if r cannot campaign (learner,

@@ -1,10 +1,12 @@
 """Membership (issue 7): list with names and client URLs, add a learner that
 refuses clients, promote it once it caught up (and not before), remove the
 old leader (it stops, and cannot come back with its old data), peer URL
-updates, and the strict reconfiguration check."""
+updates, the strict reconfiguration check, and a lone voter's read
+shortcut ending when a second voter joins."""
 import select
 
 from cluster import Member, poll
+from prom import scrape, start_with_metrics
 
 
 def req(wire, **kw):
@@ -235,3 +237,42 @@ def test_strict_reconfig_check_protects_quorum(env, wire):
         m.start()
     c.leader(members=[lead, up])
     assert {x.id for x in member_list(wire, up).members} == {lead.member_id(), up_id}
+
+
+def test_a_lone_voter_stops_reading_off_its_commit_index_once_a_second_voter_counts(env, wire):
+    """A one-member cluster's leader serves linearizable reads off its own
+    commit index, with no ReadIndex round (docs/daemon.md, "A read").  Once
+    a learner is promoted, a second voter counts: from then on every such
+    read on the leader takes a ReadIndex round, and still sees the put
+    acknowledged just before it."""
+    c = start_with_metrics(env, 1)
+    lead = c[0]
+    lead.wait_ready()
+    with lead.client() as cl:
+        assert not wire.is_error(cl.put(b"solo/a", b"1"))
+        assert cl.get(b"solo/a").range.kvs[0].value == b"1"
+    assert scrape(lead).value("cairn_reads_solo_total") >= 1
+
+    m2 = new_member(c, "m2")
+    r = call_ok(wire, lead, req(wire, member_add=wire.pb.MemberAddRequest(peer_urls=[m2.peer_url], is_learner=True)))
+    added = r.member_add.member
+    m2.start()
+    m2.wait_serving()
+
+    def promoted():
+        r = lead.call(req(wire, member_promote=wire.pb.MemberPromoteRequest(id=added.id)))
+        if error_code(wire, r) in (wire.ERRORS["LEARNER_NOT_READY"], wire.ERRORS["PROPOSAL_DROPPED"]):
+            return None
+        assert not wire.is_error(r), r
+        return r
+    poll(promoted, 60, "the learner promoted")
+    b = scrape(lead)
+    with lead.client() as cl:
+        for i in range(10):
+            assert not wire.is_error(cl.put(b"solo/%d" % i, b"v%d" % i))
+            g = cl.get(b"solo/%d" % i)
+            assert not wire.is_error(g), g
+            assert g.range.kvs[0].value == b"v%d" % i
+    a = scrape(lead)
+    assert a.value("cairn_reads_solo_total") == b.value("cairn_reads_solo_total")
+    assert a.value("cairn_read_index_rounds_total") - b.value("cairn_read_index_rounds_total") >= 10

@@ -219,3 +219,39 @@ def test_the_checkpointer_moves_the_store_wal_into_the_file(env, wire):
     with m.client() as cl:
         r = wire.check(cl.get("ckpt/0123"), "range")
         assert r.range.kvs[0].value.startswith(b"0123c")
+
+
+def test_a_lone_voter_serves_linearizable_reads_without_read_index_rounds(env, wire):
+    """A one-member cluster's leader is its only voter: a linearizable read
+    takes its commit index at once (cairn_reads_solo_total), with no
+    ReadIndex round through the node thread, and still sees the put
+    acknowledged just before it.  On three members every linearizable read
+    on the leader goes through a ReadIndex round (several reads may share
+    one) and none takes the shortcut."""
+    c = start_with_metrics(env, 1)
+    m = c[0]
+    m.wait_ready()
+    b = scrape(m)
+    with m.client() as cl:
+        for i in range(50):
+            wire.check(cl.put("solo/%02d" % i, "v%d" % i), "put")
+            r = wire.check(cl.get("solo/%02d" % i), "range")
+            assert r.range.kvs[0].value == b"v%d" % i
+        r = wire.check(cl.range("solo/", "solo0"), "range")  # not a point get: a reader thread runs it
+        assert len(r.range.kvs) == 50
+    a = scrape(m)
+    assert a.value("cairn_reads_solo_total") - b.value("cairn_reads_solo_total") == 51
+    assert a.value("cairn_read_index_rounds_total") == b.value("cairn_read_index_rounds_total")
+    c.kill_all()
+
+    c = start_with_metrics(env, 3)
+    lead = c.wait_ready()
+    b = scrape(lead)
+    with lead.client() as cl:
+        for i in range(20):
+            wire.check(cl.put("multi/%02d" % i, "v%d" % i), "put")
+            r = wire.check(cl.get("multi/%02d" % i), "range")
+            assert r.range.kvs[0].value == b"v%d" % i
+    a = scrape(lead)
+    assert a.value("cairn_read_index_rounds_total") - b.value("cairn_read_index_rounds_total") >= 20
+    assert a.value("cairn_reads_solo_total") == 0

@@ -109,6 +109,46 @@ static void test_single_voter_answers_at_once(void **state)
     t_free(net);
 }
 
+/* The commit index, to a lone voter that leads and has committed in its
+ * term; 0 to everyone else, and from the moment a second voter is applied. */
+static void test_solo_read_index_is_for_a_lone_voter_leader_only(void **state)
+{
+    (void)state;
+    struct tnet *net = t_new(1, 0, 0, 0);
+    assert_int_equal(raft_solo_read_index(net->n[1].r), 0); /* a follower */
+    t_elect(net, 1);
+    assert_int_equal(raft_solo_read_index(net->n[1].r), 2);
+    t_propose(net, 1, "w");
+    t_stabilize(net);
+    assert_int_equal(raft_solo_read_index(net->n[1].r), 3);
+    uint64_t l = t_add_empty(net);
+    assert_int_equal(raft_propose_conf_change(net->n[1].r, RAFT_CC_ADD_LEARNER, l, NULL, 0), 0);
+    t_stabilize(net);
+    assert_int_equal(t_status(net, 1).conf.n_learners, 1);
+    assert_int_equal(raft_solo_read_index(net->n[1].r), t_status(net, 1).commit); /* a learner does not vote */
+    assert_int_equal(raft_solo_read_index(net->n[l].r), 0);
+    assert_int_equal(raft_propose_conf_change(net->n[1].r, RAFT_CC_PROMOTE, l, NULL, 0), 0);
+    t_ready(net, 1); /* the leader appends the promotion; it commits and applies it alone */
+    while (t_status(net, 1).conf.n_voters == 1) {
+        assert_int_not_equal(raft_solo_read_index(net->n[1].r), 0);
+        t_deliver_one(net, 0);
+        t_ready_all(net);
+    }
+    assert_int_equal(raft_solo_read_index(net->n[1].r), 0);
+    t_stabilize(net);
+    assert_int_equal(t_role(net, 1), RAFT_LEADER);
+    assert_int_equal(raft_solo_read_index(net->n[1].r), 0);
+    t_free(net);
+
+    net = t_new(3, 0, 1, 1);
+    t_elect(net, 1);
+    t_propose(net, 1, "w");
+    t_stabilize(net);
+    for (uint64_t id = 1; id <= 3; id++)
+        assert_int_equal(raft_solo_read_index(net->n[id].r), 0);
+    t_free(net);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -118,6 +158,7 @@ int main(void)
         cmocka_unit_test(test_deposed_leader_cannot_answer_reads),
         cmocka_unit_test(test_reads_are_bounded),
         cmocka_unit_test(test_single_voter_answers_at_once),
+        cmocka_unit_test(test_solo_read_index_is_for_a_lone_voter_leader_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
