@@ -18,6 +18,8 @@ from cluster_ns import ELECTION_MS, wire
 KINDS = ["kill-leader", "kill-follower", "kill-majority", "kill-all", "term-leader", "pause-leader",
          "partition-leader", "partition-split", "partition-asym", "loss", "membership",
          "disk-full", "torn-wal", "compact"]
+# What a one-member cluster can be put through (no followers, no network between members).
+SOLO_KINDS = ["kill-leader", "kill-all", "term-leader", "pause-leader", "torn-wal", "compact"]
 
 
 class Skip(Exception):

@@ -12,6 +12,7 @@ tmpfs), temporary files unless the run failed or --keep -- also on Ctrl-C.
 
   harness.py --duration 60 --faults mixed --seed 7
   harness.py --faults pause-leader --duration 120 --members 5
+  harness.py --members 1 --duration 60     (one member: only faults of faults.SOLO_KINDS)
   harness.py --torture --duration 600          (each fault type, then mixed; a table)
 
 Exit status: 0 valid, 1 the checker found a violation or a member crashed,
@@ -92,6 +93,8 @@ class Harness:
         import cluster_ns
         import faults
         kinds = faults.schedule_kinds(a.faults)
+        if a.members == 1:
+            kinds = [k for k in kinds if k in faults.SOLO_KINDS]
         self.dir = tempfile.mkdtemp(prefix="cairn-jepsen-", dir=a.workdir)
         self.history = os.path.join(self.dir, "history.txt")
         self.faults_path = os.path.join(self.dir, "faults.txt")
@@ -316,7 +319,7 @@ def parse(argv):
     ap.add_argument("--check", help="cairn-check (default: BUILD/cairn-check)")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--faults", default="mixed", help="comma list of fault kinds, or mixed (default), or none")
-    ap.add_argument("--members", type=int, default=3, choices=(3, 5))
+    ap.add_argument("--members", type=int, default=3, choices=(1, 3, 5))
     ap.add_argument("--duration", type=float, default=60, help="seconds of load and faults (default 60)")
     ap.add_argument("--processes", type=int, default=6)
     ap.add_argument("--keys", type=int, default=12)
