@@ -41,10 +41,12 @@
  * moved) may send rd.msgs first and persist while they travel (the Raft
  * thesis, 10.2.1; etcd does the same).  That is safe because a leader's
  * messages vouch for nothing of its own disk: MsgApp carries entries and a
- * commit index, and the commit index only counts this leader's log once the
- * acks of a quorum came back, which the one raft thread steps after this
- * Ready's fsync has finished.  A crash between sending and syncing loses
- * uncommitted entries only; raft-sim crashes leaders exactly there.  Every
+ * commit index, and the commit index counts this leader's own log only as
+ * far as raft_advance() said it is durable (another voter's ack is stepped
+ * after the fsync of the Ready that carried the entries anyway; a lone
+ * voter's entries commit in the Ready after the one that persists them).
+ * A crash between sending and syncing loses uncommitted entries only;
+ * raft-sim crashes leaders exactly there.  Every
  * other message - vote grant, append ack, anything from a follower or a
  * candidate - must wait: those do vouch for this member's disk.
  * When must_sync is 0 but hard_state_changed is 1, only the commit index

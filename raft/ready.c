@@ -138,7 +138,11 @@ int raft_advance(struct raft *r, struct raft_ready *rd)
         free((void *)r->rd_reads[i].context);
     r->n_rd_reads = 0;
     r->in_ready = false;
+    bool stabilized = rd->n_entries > 0;
     memset(rd, 0, sizeof(*rd));
+    /* the leader's own entries now count toward commit (maybe_commit) */
+    if (stabilized && r->role == RAFT_LEADER && maybe_commit(r))
+        bcast_append(r);
     return 0;
 }
 

@@ -89,6 +89,15 @@ static int cmp_u64_desc(const void *a, const void *b)
  * Advance commit to the highest index a quorum of voters holds - but only
  * if that entry is of the current term (Raft paper, figure 8: an older
  * term's entry is committed indirectly, never by counting replicas).
+ *
+ * The leader counts its own log only as far as the caller made it durable
+ * (log.stabled, moved by raft_advance).  With other voters that changes
+ * nothing: their acks are stepped after the Ready that carried the entries
+ * was persisted.  A lone voter, though, would otherwise commit an entry the
+ * moment it appends it, and the early-sent messages of that Ready (raft.h's
+ * durability rule) would carry that commit index to its learners before the
+ * entry is on its disk: a crash then loses an entry a learner applied
+ * (raft-sim found it, with seeds that start with one voter).
  */
 bool maybe_commit(struct raft *r)
 {
@@ -96,7 +105,10 @@ bool maybe_commit(struct raft *r)
     uint32_t n = 0;
     for (uint32_t i = 0; i < r->conf.n_voters; i++) {
         struct progress *p = raft_progress(r, r->conf.voters[i]);
-        m[n++] = p ? p->match : 0;
+        uint64_t match = p ? p->match : 0;
+        if (r->conf.voters[i] == r->id && match > r->log.stabled)
+            match = r->log.stabled;
+        m[n++] = match;
     }
     if (n == 0)
         return false;

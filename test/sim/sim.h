@@ -103,6 +103,8 @@ struct sim {
     uint64_t events, commits_seen, reads_done, snaps_installed, elections, crashes, ccs_applied;
     uint64_t early_crashes; /* leaders crashed after sending, before their Ready was durable */
     uint64_t early_sends;   /* Readies a leader sent before persisting */
+    uint64_t solo_checks;   /* moments a lone voter offered a read index (check_solo_reads) */
+    bool liveness_waived;   /* two voters at the deadline (sim.c, two_voters) */
 };
 
 struct lm_slot { uint64_t index, term, fp, prev_term; bool used; };
@@ -113,6 +115,8 @@ struct sim_totals {
     uint64_t events;
     uint64_t early_sends;   /* Readies a leader sent before persisting (raft.h's exception) */
     uint64_t early_crashes; /* leaders crashed between those sends and the fsync */
+    uint64_t solo_checks;   /* lone-voter read indexes checked */
+    uint64_t liveness_waived; /* runs that ended with two voters short of the liveness deadline */
 };
 
 int sim_run(uint64_t seed, int verbose, char *why, size_t why_len, struct sim_totals *totals);
@@ -128,6 +132,7 @@ void check_applied(struct sim *s, struct simnode *n, uint64_t index, uint64_t fp
 void check_snapshot(struct sim *s, struct simnode *n, uint64_t index, const uint64_t *sm);
 void check_new_leader(struct sim *s, struct simnode *n, uint64_t term);
 void check_read(struct sim *s, struct simnode *n, uint64_t read_id, uint64_t index);
+void check_solo_reads(struct sim *s);
 void check_free(struct sim *s);
 
 #endif

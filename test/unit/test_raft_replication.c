@@ -1,6 +1,7 @@
 /* Log replication: commit by quorum, figure 8, fast backtracking, pipelining bounds, probing. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
@@ -237,6 +238,56 @@ static void test_malformed_messages_are_refused(void **state)
     t_free(net);
 }
 
+/*
+ * A lone voter's leader may send a Ready's messages before it persists the
+ * Ready (raft.h), so those messages must not tell its learners that the
+ * Ready's own entries are committed: they are not on the leader's disk yet.
+ * The entries commit once raft_advance says they are durable.
+ */
+static void test_a_lone_voter_commits_its_entries_once_they_are_durable(void **state)
+{
+    (void)state;
+    struct tnet *net = t_new(1, 1, 0, 0);
+    t_elect(net, 1);
+    t_stabilize(net);
+    struct raft *r = net->n[1].r;
+    uint64_t before = t_status(net, 1).commit;
+    assert_int_equal(raft_propose(r, "x", 1), 0);
+    assert_int_equal(t_status(net, 1).commit, before); /* appended, not yet durable */
+    struct raft_ready rd;
+    assert_int_equal(raft_ready(r, &rd), 0);
+    assert_int_equal(rd.n_entries, 1);
+    uint64_t x = rd.entries[0].index;
+    for (size_t i = 0; i < rd.n_committed; i++)
+        assert_true(rd.committed[i].index < x);
+    for (size_t i = 0; i < rd.n_msgs; i++)
+        assert_true(rd.msgs[i].commit < x); /* what may leave before the fsync */
+    t_persist(&net->n[1], &rd);
+    for (size_t i = 0; i < rd.n_msgs; i++)
+        t_send(net, &net->n[1], &rd.msgs[i]);
+    for (size_t i = 0; i < rd.n_committed; i++)
+        t_apply(&net->n[1], &rd.committed[i]);
+    assert_int_equal(raft_advance(r, &rd), 0);
+    assert_int_equal(t_status(net, 1).commit, x); /* durable now: committed */
+    assert_true(raft_has_ready(r));
+    assert_int_equal(raft_ready(r, &rd), 0);
+    assert_int_equal(rd.n_committed, 1);
+    assert_int_equal(rd.committed[0].index, x);
+    bool told = false;
+    for (size_t i = 0; i < rd.n_msgs; i++)
+        told |= rd.msgs[i].to == 2 && rd.msgs[i].commit == x; /* the learner hears of it at once */
+    assert_true(told);
+    t_persist(&net->n[1], &rd);
+    for (size_t i = 0; i < rd.n_msgs; i++)
+        t_send(net, &net->n[1], &rd.msgs[i]);
+    for (size_t i = 0; i < rd.n_committed; i++)
+        t_apply(&net->n[1], &rd.committed[i]);
+    assert_int_equal(raft_advance(r, &rd), 0);
+    t_stabilize(net);
+    assert_string_equal(net->n[2].applied, net->n[1].applied);
+    t_free(net);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -249,6 +300,7 @@ int main(void)
         cmocka_unit_test(test_probe_state_sends_one_message_per_round_trip),
         cmocka_unit_test(test_committed_entries_survive_restart_and_replay),
         cmocka_unit_test(test_malformed_messages_are_refused),
+        cmocka_unit_test(test_a_lone_voter_commits_its_entries_once_they_are_durable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
