@@ -149,25 +149,32 @@ TU void t_apply(struct tnode *n, const struct raft_entry *e)
     }
 }
 
-/* Run n's Ready loop: persist, queue messages, apply, record reads, advance. */
+/* Finish a Ready of member id: persist, queue messages, apply, record reads, advance. */
+TU void t_finish(struct tnet *net, uint64_t id, struct raft_ready *rd)
+{
+    struct tnode *n = &net->n[id];
+    t_persist(n, rd);
+    for (size_t i = 0; i < rd->n_msgs; i++)
+        t_send(net, n, &rd->msgs[i]);
+    for (size_t i = 0; i < rd->n_committed; i++)
+        t_apply(n, &rd->committed[i]);
+    for (size_t i = 0; i < rd->n_reads && n->nreads < 64; i++) {
+        n->read_index[n->nreads] = rd->reads[i].index;
+        snprintf(n->read_ctx[n->nreads], 16, "%.*s", (int)rd->reads[i].context_len,
+                 (const char *)rd->reads[i].context);
+        n->nreads++;
+    }
+    assert_int_equal(raft_advance(n->r, rd), 0);
+}
+
+/* Run n's Ready loop (t_finish each Ready). */
 TU void t_ready(struct tnet *net, uint64_t id)
 {
     struct tnode *n = &net->n[id];
     while (n->up && raft_has_ready(n->r)) {
         struct raft_ready rd;
         assert_int_equal(raft_ready(n->r, &rd), 0);
-        t_persist(n, &rd);
-        for (size_t i = 0; i < rd.n_msgs; i++)
-            t_send(net, n, &rd.msgs[i]);
-        for (size_t i = 0; i < rd.n_committed; i++)
-            t_apply(n, &rd.committed[i]);
-        for (size_t i = 0; i < rd.n_reads && n->nreads < 64; i++) {
-            n->read_index[n->nreads] = rd.reads[i].index;
-            snprintf(n->read_ctx[n->nreads], 16, "%.*s", (int)rd.reads[i].context_len,
-                     (const char *)rd.reads[i].context);
-            n->nreads++;
-        }
-        assert_int_equal(raft_advance(n->r, &rd), 0);
+        t_finish(net, id, &rd);
     }
 }
 

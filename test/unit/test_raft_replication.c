@@ -262,12 +262,7 @@ static void test_a_lone_voter_commits_its_entries_once_they_are_durable(void **s
         assert_true(rd.committed[i].index < x);
     for (size_t i = 0; i < rd.n_msgs; i++)
         assert_true(rd.msgs[i].commit < x); /* what may leave before the fsync */
-    t_persist(&net->n[1], &rd);
-    for (size_t i = 0; i < rd.n_msgs; i++)
-        t_send(net, &net->n[1], &rd.msgs[i]);
-    for (size_t i = 0; i < rd.n_committed; i++)
-        t_apply(&net->n[1], &rd.committed[i]);
-    assert_int_equal(raft_advance(r, &rd), 0);
+    t_finish(net, 1, &rd);
     assert_int_equal(t_status(net, 1).commit, x); /* durable now: committed */
     assert_true(raft_has_ready(r));
     assert_int_equal(raft_ready(r, &rd), 0);
@@ -277,12 +272,7 @@ static void test_a_lone_voter_commits_its_entries_once_they_are_durable(void **s
     for (size_t i = 0; i < rd.n_msgs; i++)
         told |= rd.msgs[i].to == 2 && rd.msgs[i].commit == x; /* the learner hears of it at once */
     assert_true(told);
-    t_persist(&net->n[1], &rd);
-    for (size_t i = 0; i < rd.n_msgs; i++)
-        t_send(net, &net->n[1], &rd.msgs[i]);
-    for (size_t i = 0; i < rd.n_committed; i++)
-        t_apply(&net->n[1], &rd.committed[i]);
-    assert_int_equal(raft_advance(r, &rd), 0);
+    t_finish(net, 1, &rd);
     t_stabilize(net);
     assert_string_equal(net->n[2].applied, net->n[1].applied);
     t_free(net);
