@@ -998,10 +998,13 @@ int ix_abort(struct ix *ix)
 /* --- bulk loading ---------------------------------------------------------------------- */
 
 struct ixbuild {
-    struct keyrec **tab; /* open addressing by key hash */
-    size_t cap, n;
-    /* Until the finish, each keyrec's gen holds its place in the order the
-     * keys first came (see sort_runs). */
+    struct keyrec **kr; /* the keys, in the order they first came (see sort_runs) */
+    size_t n, krcap;
+    /* Open addressing by key hash.  A slot is 0 (empty) or the top 32 bits
+     * of the key's hash, then its index in kr plus one: a probe compares
+     * the hashes' bits before it reads a keyrec, which is a cache miss. */
+    uint64_t *tab;
+    size_t cap;
 };
 
 static uint64_t key_hash(const void *key, size_t klen)
@@ -1023,35 +1026,71 @@ struct ixbuild *ix_build_new(void)
     return b;
 }
 
-static struct keyrec **build_slot(struct keyrec **tab, size_t cap, const void *key, size_t klen)
+/* The slot of tab (cap slots) that holds the key with hash h, or the empty one where it would go. */
+static uint64_t *build_slot(const struct ixbuild *b, uint64_t *tab, size_t cap, uint64_t h, const void *key,
+                            size_t klen)
 {
-    size_t i = key_hash(key, klen) & (cap - 1);
-    while (tab[i] && keycmp(tab[i]->key, tab[i]->klen, key, klen) != 0)
+    uint64_t top = h >> 32;
+    size_t i = h & (cap - 1);
+    while (tab[i]) {
+        if (tab[i] >> 32 == top) {
+            const struct keyrec *kr = b->kr[(uint32_t)tab[i] - 1];
+            if (keycmp(kr->key, kr->klen, key, klen) == 0)
+                break;
+        }
         i = (i + 1) & (cap - 1);
+    }
     return &tab[i];
+}
+
+/* Twice the slots, the keys placed again in the order they came. */
+static int build_grow(struct ixbuild *b)
+{
+    size_t cap = b->cap * 2;
+    uint64_t *nt = calloc(cap, sizeof(*nt));
+    if (!nt)
+        return -ENOMEM;
+    for (size_t k = 0; k < b->n; k++) {
+        uint64_t h = key_hash(b->kr[k]->key, b->kr[k]->klen);
+        size_t i = h & (cap - 1);
+        while (nt[i])
+            i = (i + 1) & (cap - 1);
+        nt[i] = (h >> 32) << 32 | (k + 1);
+    }
+    free(b->tab);
+    b->tab = nt;
+    b->cap = cap;
+    return 0;
 }
 
 int ix_build_row(struct ixbuild *b, const void *key, size_t klen, const struct krev *r)
 {
-    if (2 * (b->n + 1) > b->cap) {
-        size_t cap = b->cap * 2;
-        struct keyrec **nt = calloc(cap, sizeof(*nt));
-        if (!nt)
+    if (2 * (b->n + 1) > b->cap && build_grow(b) < 0)
+        return -ENOMEM;
+    uint64_t h = key_hash(key, klen);
+    uint64_t *slot = build_slot(b, b->tab, b->cap, h, key, klen);
+    size_t at;
+    if (*slot) {
+        at = (uint32_t)*slot - 1;
+    } else {
+        if (b->n >= UINT32_MAX - 1)
+            return -E2BIG;
+        if (b->n == b->krcap) {
+            size_t c = b->krcap ? b->krcap * 2 : 1024;
+            struct keyrec **nk = realloc(b->kr, c * sizeof(*nk));
+            if (!nk)
+                return -ENOMEM;
+            b->kr = nk;
+            b->krcap = c;
+        }
+        struct keyrec *kr = kr_alloc(plain_alloc, NULL, key, klen, 1, 1);
+        if (!kr)
             return -ENOMEM;
-        for (size_t i = 0; i < b->cap; i++)
-            if (b->tab[i])
-                *build_slot(nt, cap, b->tab[i]->key, b->tab[i]->klen) = b->tab[i];
-        free(b->tab);
-        b->tab = nt;
-        b->cap = cap;
+        at = b->n++;
+        b->kr[at] = kr;
+        *slot = (h >> 32) << 32 | (at + 1);
     }
-    struct keyrec **slot = build_slot(b->tab, b->cap, key, klen), *kr = *slot;
-    if (!kr) {
-        if (!(kr = kr_alloc(plain_alloc, NULL, key, klen, 1, 1)))
-            return -ENOMEM;
-        *slot = kr;
-        kr->gen = b->n++;
-    }
+    struct keyrec *kr = b->kr[at];
     uint32_t n = atomic_load_explicit(&kr->n, memory_order_relaxed);
     if (n == kr->cap) {
         if (n >= UINT32_MAX / 2)
@@ -1061,7 +1100,7 @@ int ix_build_row(struct ixbuild *b, const void *key, size_t klen, const struct k
         if (!nk)
             return -ENOMEM;
         nk->cap = cap;
-        *slot = kr = nk;
+        b->kr[at] = kr = nk;
     }
     kr_revs(kr)[n] = *r;
     atomic_store_explicit(&kr->n, n + 1, memory_order_relaxed);
@@ -1072,8 +1111,9 @@ void ix_build_abort(struct ixbuild *b)
 {
     if (!b)
         return;
-    for (size_t i = 0; i < b->cap; i++)
-        free(b->tab[i]);
+    for (size_t i = 0; i < b->n; i++)
+        free(b->kr[i]);
+    free(b->kr);
     free(b->tab);
     free(b);
 }
@@ -1182,7 +1222,8 @@ static struct ixnode *bulk_tree(struct keyrec **kr, size_t m)
             goto out;
         lvl[i] = &l->h;
         l->h.n = (uint32_t)(z - a);
-        memcpy(l->kr, kr + a, (z - a) * sizeof(*kr));
+        if (z > a) /* kr is NULL for an empty store */
+            memcpy(l->kr, kr + a, (z - a) * sizeof(*kr));
         leaf_fit(l);
         if (i > 0 && !(left[i] = sep_between(track_alloc, &made, kr[a - 1], kr[a])))
             goto out;
@@ -1219,32 +1260,27 @@ out:
 
 int ix_build_finish(struct ixbuild *b, struct ix *ix, const struct state *st)
 {
-    struct keyrec **all = NULL, **lk = NULL;
-    size_t m = 0, nlk = 0;
+    struct keyrec **all = b->kr, **lk = NULL; /* all stays b's until the trees are built */
+    size_t m = b->n, nlk = 0;
     int rc = -ENOMEM;
     memset(ix, 0, sizeof(*ix));
     pthread_mutex_init(&ix->pins_mu, NULL);
-    if (!(all = malloc((b->n ? b->n : 1) * sizeof(*all))))
-        goto out;
-    for (size_t i = 0; i < b->cap; i++)
-        if (b->tab[i]) {
-            struct keyrec *kr = b->tab[i], *tight;
-            uint32_t n = atomic_load_explicit(&kr->n, memory_order_relaxed);
-            b->tab[i] = NULL;
-            /* exact size: most keys never change again */
-            if (n < kr->cap && (tight = realloc(kr, kr_size(kr->klen, n)))) {
-                kr = tight;
-                kr->cap = n;
-            }
-            all[kr->gen] = kr; /* in the order they came */
-            kr->gen = 1;
-            m++;
-            const struct krev *last = &kr_revs(kr)[n - 1];
-            if (last->version != 0)
-                ix->keys++;
-            if (last->version != 0 && last->lease != 0)
-                nlk++;
+    free(b->tab);
+    b->tab = NULL;
+    for (size_t i = 0; i < m; i++) {
+        struct keyrec *kr = all[i], *tight;
+        uint32_t n = atomic_load_explicit(&kr->n, memory_order_relaxed);
+        /* exact size: most keys never change again */
+        if (n < kr->cap && (tight = realloc(kr, kr_size(kr->klen, n)))) {
+            all[i] = kr = tight;
+            kr->cap = n;
         }
+        const struct krev *last = &kr_revs(kr)[n - 1];
+        if (last->version != 0)
+            ix->keys++;
+        if (last->version != 0 && last->lease != 0)
+            nlk++;
+    }
     sort_runs(all, m);
     if (!(lk = malloc((nlk ? nlk : 1) * sizeof(*lk))))
         goto out;
@@ -1283,14 +1319,13 @@ out:
         if (ix->lroot)
             tree_free(ix->lroot, false);
         ix->root = ix->lroot = NULL;
-        for (size_t i = 0; all && i < m; i++)
-            free(all[i]);
         for (size_t i = 0; lk && i < nlk; i++)
             free(lk[i]);
+    } else {
+        b->n = 0; /* the keyrecs are the tree's now */
     }
-    free(all);
     free(lk);
-    ix_build_abort(b);
+    ix_build_abort(b); /* all with it, and on failure the keyrecs */
     return rc;
 }
 
