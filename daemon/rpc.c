@@ -665,7 +665,10 @@ static void remote_of(nng_msg *m, char *buf, size_t len)
  * the leader's critical path.  The poller serves every connection of the
  * process, Raft's included, so only work that is short and never blocks
  * stays on it: a write or a linearizable read of at most INLINE_MAX_BYTES,
- * decoded, checked and handed to the node thread or to the read loop.
+ * decoded, checked and handed to the node thread or to the read loop.  (Not
+ * a linearizable read on a lone voter: it takes the commit index at once
+ * and may run then and there, reads.h, so it is a read that touches the
+ * store.)
  * Everything else (reads that touch the store, leases, watches, members,
  * maintenance, and bad input, which gets logged) goes to a task thread,
  * where every request ran before.  TLS and ipc requests always arrive on
@@ -694,7 +697,7 @@ static bool serve_inline(const struct slot *s)
     case CAIRN__REQUEST__BODY_TXN:
         return true;
     case CAIRN__REQUEST__BODY_RANGE:
-        return !req->range->serializable;
+        return !req->range->serializable && !node_solo_read_index(s->r->node);
     default:
         return false;
     }
@@ -819,7 +822,7 @@ static void dispatch(struct slot *s)
     }
     switch (req->body_case) {
     case CAIRN__REQUEST__BODY_RANGE:
-        /* a serializable point get runs on this thread when it can (reads.h) */
+        /* a point get that need not wait for a read index runs on this thread when it can (reads.h) */
         do_read(s, run_range, !req->range->serializable, !req->range->range_end.len);
         break;
     case CAIRN__REQUEST__BODY_HISTORY:
