@@ -1,13 +1,26 @@
 /*
- * deadline: the CLOCK_MONOTONIC time a given span from now, for
- * pthread_cond_timedwait on a condition variable set to that clock; and
- * that clock's time in nanoseconds, for measuring spans.
+ * deadline: a condition variable on CLOCK_MONOTONIC, the time on that clock
+ * a given span from now (for pthread_cond_timedwait on such a condition),
+ * and that clock's time in nanoseconds, for measuring spans.
  */
 #ifndef CAIRN_BASE_DEADLINE_H
 #define CAIRN_BASE_DEADLINE_H
 
+#include <pthread.h>
 #include <stdint.h>
 #include <time.h>
+
+/* mono_cond_init: pthread_cond_init for a condition whose timed waits take
+ * CLOCK_MONOTONIC deadlines (deadline_after_ns), which a wall-clock step
+ * cannot stretch or cut short. */
+static inline void mono_cond_init(pthread_cond_t *c)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(c, &ca);
+    pthread_condattr_destroy(&ca);
+}
 
 /* mono_now_ns: CLOCK_MONOTONIC now, in nanoseconds. */
 static inline int64_t mono_now_ns(void)

@@ -49,7 +49,6 @@ static void *call_main(void *arg)
 int call_within(void (*fn)(void *), void *arg, unsigned ms)
 {
     struct call *c = calloc(1, sizeof(*c));
-    pthread_condattr_t ca;
     pthread_attr_t ta;
     pthread_t t;
     if (!c) {
@@ -59,10 +58,7 @@ int call_within(void (*fn)(void *), void *arg, unsigned ms)
     c->fn = fn;
     c->arg = arg;
     pthread_mutex_init(&c->mu, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    mono_cond_init(&c->cv);
     pthread_attr_init(&ta);
     pthread_attr_setdetachstate(&ta, PTHREAD_CREATE_DETACHED);
     int rc = pthread_create(&t, &ta, call_main, c);

@@ -898,11 +898,7 @@ int alarm_start(const struct config *cfg, struct node *n, struct alarms **out)
     node_get_info(n, &in);
     a->self = in.member_id;
     pthread_mutex_init(&a->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&a->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    mono_cond_init(&a->cond);
     node_reader_register(n, &a->slot);
     struct start_call sc = {.a = a, .rc = 1};
     pthread_mutex_init(&sc.mu, NULL);

@@ -22,6 +22,7 @@
 
 #include <openssl/evp.h>
 
+#include "base/deadline.h"
 #include "base/errors.h"
 #include "base/log.h"
 #include "proto/cairn.pb-c.h"
@@ -319,11 +320,7 @@ int backup_start(const struct config *cfg, struct node *n, struct backups **out)
     }
     remove_copies(b->dir);
     pthread_mutex_init(&b->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&b->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    mono_cond_init(&b->cond);
     int rc = -pthread_create(&b->thread, NULL, expiry_main, b);
     if (rc < 0) {
         pthread_cond_destroy(&b->cond);

@@ -99,11 +99,7 @@ int ckpt_start(const struct ckpt_ops *ops, struct ckpt **out)
         return -ENOMEM;
     k->ops = *ops;
     pthread_mutex_init(&k->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&k->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    mono_cond_init(&k->cond);
     int rc = -pthread_create(&k->thread, NULL, ckpt_main, k);
     if (rc < 0) {
         pthread_cond_destroy(&k->cond);

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/deadline.h"
 #include "base/errors.h"
 #include "base/log.h"
 #include "daemon/msgids.h"
@@ -250,11 +251,7 @@ int compactor_start(const struct config *cfg, struct node *n, struct compactor *
         }
     }
     pthread_mutex_init(&c->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    mono_cond_init(&c->cond);
     if ((rc = -pthread_create(&c->thread, NULL, compactor_main, c)) < 0) {
         compactor_periodic_free(&c->periodic);
         pthread_cond_destroy(&c->cond);

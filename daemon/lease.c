@@ -487,11 +487,7 @@ int lease_start(const struct config *cfg, struct node *n, struct lessor **out)
     l->cfg = cfg;
     l->node = n;
     pthread_mutex_init(&l->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&l->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    mono_cond_init(&l->cond);
     node_reader_register(n, &l->slot);
     /* observe first, then load: nothing applied in between is missed (applying it twice is harmless) */
     struct node_observer o = {.arg = l, .applied = on_applied, .leader_changed = on_leader_changed,

@@ -162,11 +162,7 @@ int lguard_start(nng_socket sock, int (*open_probe)(nng_socket *), const char *w
     g->wait_ms = wait_ms;
     g->restart = restart;
     g->arg = arg;
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&g->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    mono_cond_init(&g->cv);
     pthread_mutex_init(&g->mu, NULL);
     int rv = nng_pipe_notify(sock, NNG_PIPE_EV_ADD_POST, on_pipe, g);
     if (rv == 0 && pthread_create(&g->thread, NULL, guard_main, g) != 0)

@@ -2023,11 +2023,7 @@ int node_start(const struct config *cfg, struct boot_state *bs, struct wait_tabl
     snprintf(n->db_dir, sizeof n->db_dir, "%s", bs->db_dir);
     snprintf(n->incoming_dir, sizeof n->incoming_dir, "%s", bs->incoming_dir);
     pthread_mutex_init(&n->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&n->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    mono_cond_init(&n->cond);
     pthread_cond_init(&n->snap_cond, NULL);
     pthread_rwlock_init(&n->gate, NULL);
     pthread_mutex_init(&n->slots_mu, NULL);

@@ -1700,11 +1700,7 @@ int peer_start(const struct peer_options *o, const struct peer_callbacks *cb, st
     pthread_mutex_init(&t->cfg_mu, NULL);
     pthread_mutex_init(&t->mu, NULL);
     t->log_limit = (struct log_limit)LOG_LIMIT_INIT(LOG_BURST, LOG_WINDOW_MS);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&t->jcv, &ca);
-    pthread_condattr_destroy(&ca);
+    mono_cond_init(&t->jcv);
     t->cluster_id = o->cluster_id;
     t->self_id = o->self_id;
     if (cb)

@@ -178,11 +178,7 @@ struct reads *reads_new(int threads)
     rs->nthreads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
     pthread_mutex_init(&rs->mu, NULL);
     pthread_cond_init(&rs->work, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&rs->tick, &ca);
-    pthread_condattr_destroy(&ca);
+    mono_cond_init(&rs->tick);
     return rs;
 }
 

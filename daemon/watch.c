@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/deadline.h"
 #include "base/errors.h"
 #include "base/log.h"
 #include "daemon/kvconv.h"
@@ -655,15 +656,6 @@ static void on_progress(void *arg, struct rpc_call *call)
 
 /* ---------------------------------------------------------------- life */
 
-static void init_cond(pthread_cond_t *c)
-{
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(c, &ca);
-    pthread_condattr_destroy(&ca);
-}
-
 int watch_start(const struct config *cfg, struct node *n, struct watch_hub **out, char *err, size_t errlen)
 {
     struct watch_hub *h = calloc(1, sizeof(*h));
@@ -681,8 +673,8 @@ int watch_start(const struct config *cfg, struct node *n, struct watch_hub **out
     h->max_per_conn = cfg->max_watchers_per_connection;
     pthread_mutex_init(&h->mu, NULL);
     pthread_mutex_init(&h->ring_mu, NULL);
-    init_cond(&h->sync_cv);
-    init_cond(&h->ring_cv);
+    mono_cond_init(&h->sync_cv);
+    mono_cond_init(&h->ring_cv);
     h->replaced = true; /* until the first status read: revisions before now are not delivered live */
     h->routes[0] = (struct rpc_route){CAIRN__REQUEST__BODY_WATCH_CREATE, on_create, h, 0};
     h->routes[1] = (struct rpc_route){CAIRN__REQUEST__BODY_WATCH_NEXT, on_next, h, 0};

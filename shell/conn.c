@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/deadline.h"
 #include "shell/shell.h"
 
 volatile sig_atomic_t shell_interrupted;
@@ -293,11 +294,7 @@ static int call_once(struct shell *sh, const Cairn__Request *req, const struct c
     if (!p)
         return -ENOMEM;
     pthread_mutex_init(&p->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&p->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    mono_cond_init(&p->cv);
     int rc = cairn_call_async(sh->client, req, opts, pending_cb, p);
     if (rc != 0) {
         pending_free(p);
@@ -318,12 +315,7 @@ static int call_once(struct shell *sh, const Cairn__Request *req, const struct c
             return -EINTR;
         }
         struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += 50 * 1000000L; /* how often Ctrl-C is noticed */
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        deadline_after_ns(&ts, 50 * 1000000LL); /* how often Ctrl-C is noticed */
         pthread_cond_timedwait(&p->cv, &p->mu, &ts);
     }
     pthread_mutex_unlock(&p->mu);
