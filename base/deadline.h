@@ -30,6 +30,12 @@ static inline int64_t mono_now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+/* mono_now_ms: CLOCK_MONOTONIC now, in milliseconds. */
+static inline int64_t mono_now_ms(void)
+{
+    return mono_now_ns() / 1000000;
+}
+
 /* deadline_after_ns: *ts = now (CLOCK_MONOTONIC) + ns; ns >= 0. */
 static inline void deadline_after_ns(struct timespec *ts, int64_t ns)
 {

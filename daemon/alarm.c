@@ -55,13 +55,6 @@ struct alarms {
     int64_t last_nospace_ms; /* admit's rate limit (atomic) */
 };
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---------------------------------------------------------------- the set (pure) */
 
 const char *alarm_type_name(int type)
@@ -569,7 +562,7 @@ static void on_leader_changed(void *arg, uint64_t lead, uint64_t term, int is_se
     (void)term;
     pthread_mutex_lock(&a->mu);
     if (is_self && !a->is_leader)
-        a->next_check_ms = now_ms() + a->cfg->corrupt_check_ms;
+        a->next_check_ms = mono_now_ms() + a->cfg->corrupt_check_ms;
     a->is_leader = is_self;
     pthread_cond_signal(&a->cond);
     pthread_mutex_unlock(&a->mu);
@@ -640,7 +633,7 @@ static void *checker_main(void *arg)
     struct alarms *a = arg;
     pthread_mutex_lock(&a->mu);
     while (!a->stopping) {
-        int64_t now = now_ms();
+        int64_t now = mono_now_ms();
         if (a->reload) {
             a->reload = 0;
             pthread_mutex_unlock(&a->mu);
@@ -715,7 +708,7 @@ static uint64_t alarm_member(struct alarms *a, int type)
 
 static void propose_nospace(struct alarms *a)
 {
-    int64_t now = now_ms(), last = __atomic_load_n(&a->last_nospace_ms, __ATOMIC_RELAXED);
+    int64_t now = mono_now_ms(), last = __atomic_load_n(&a->last_nospace_ms, __ATOMIC_RELAXED);
     if (now - last < NOSPACE_PROPOSE_EVERY_MS ||
         !__atomic_compare_exchange_n(&a->last_nospace_ms, &last, now, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
         return;

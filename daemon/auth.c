@@ -29,6 +29,7 @@
 #include <nng/transport/ipc/ipc.h>
 #include <openssl/rand.h>
 
+#include "base/deadline.h"
 #include "base/errors.h"
 #include "base/log.h"
 #include "daemon/auth_internal.h"
@@ -98,13 +99,6 @@ struct auth {
     int stopping, started;
     pthread_t thread;
 };
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int64_t wall_ms(void)
 {
@@ -221,7 +215,7 @@ static void token_insert(struct auth *a, const uint8_t *hash, const char *user, 
     t->deadline_ms = deadline;
     t->ttl = ttl;
     pthread_mutex_lock(&a->mu);
-    int64_t now = mono_ms();
+    int64_t now = mono_now_ms();
     if (a->n_tokens >= TOKEN_MAX)
         tokens_purge(a, now, 1);
     while (a->n_tokens >= TOKEN_MAX) {
@@ -252,7 +246,7 @@ static int token_lookup(struct auth *a, const Cairnint__AuthStore *st, const cha
     int rc = CAIRN_E_INVALID_TOKEN;
     const char *why = "authentication failed: token invalid";
     pthread_mutex_lock(&a->mu);
-    int64_t now = mono_ms();
+    int64_t now = mono_now_ms();
     struct token **pp = &a->tokens[bucket_of(h)];
     for (; *pp; pp = &(*pp)->next)
         if (!memcmp((*pp)->hash, h, 32))
@@ -306,7 +300,7 @@ static struct limit *limit_of(struct auth *a, const char *client, int64_t now)
 static int limit_allows(struct auth *a, const char *client, int *wait_s, int *log)
 {
     pthread_mutex_lock(&a->mu);
-    int64_t now = mono_ms();
+    int64_t now = mono_now_ms();
     struct limit *l = limit_of(a, client, now);
     int ok = l->tokens >= 1.0;
     if (!ok) {
@@ -323,7 +317,7 @@ static int limit_allows(struct auth *a, const char *client, int *wait_s, int *lo
 static int limit_failed(struct auth *a, const char *client)
 {
     pthread_mutex_lock(&a->mu);
-    struct limit *l = limit_of(a, client, mono_ms());
+    struct limit *l = limit_of(a, client, mono_now_ms());
     l->tokens -= 1.0;
     if (l->tokens < -LIMIT_BURST)
         l->tokens = -LIMIT_BURST; /* a long flood does not lock an address out for hours */
@@ -1109,7 +1103,7 @@ static int apply_token(struct auth *a, const Cairnint__AuthTokenGrant *g, uint64
         left = (int64_t)g->ttl * 1000;
     if (left <= 0)
         return 0;
-    token_insert(a, g->token_hash.data, g->user, st->revision, mono_ms() + left, g->ttl);
+    token_insert(a, g->token_hash.data, g->user, st->revision, mono_now_ms() + left, g->ttl);
     return 0;
 }
 

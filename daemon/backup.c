@@ -53,13 +53,6 @@ struct backups {
     pthread_t thread;
 };
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Remove every backup-* file in dir (copies and their .tmp) a previous run may have left. */
 static void remove_copies(const char *dir)
 {
@@ -110,7 +103,7 @@ static void *expiry_main(void *arg)
         clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_sec += 5;
         pthread_cond_timedwait(&b->cond, &b->mu, &ts);
-        expire(b, now_ms());
+        expire(b, mono_now_ms());
     }
     pthread_mutex_unlock(&b->mu);
     return NULL;
@@ -197,7 +190,7 @@ static void send_chunk(struct rpc_call *c, struct session *s, uint64_t offset)
     free(buf);
     pthread_mutex_lock(&b->mu);
     s->refs--;
-    s->last_ms = now_ms();
+    s->last_ms = mono_now_ms();
     pthread_mutex_unlock(&b->mu);
 }
 
@@ -208,7 +201,7 @@ static void make_copy(struct rpc_call *c, struct mvcc_reader *r, int err, void *
     struct backups *b = s->b;
     char why[512] = "";
     struct mvcc_status st = {0};
-    int64_t t0 = now_ms();
+    int64_t t0 = mono_now_ms();
     int rc = r ? mvcc_snapshot_write(r, s->path, NULL) : err;
     if (rc == 0 && (rc = mvcc_snapshot_check(s->path, false, &st, why, sizeof why)) == 0) {
         s->fd = open(s->path, O_RDONLY | O_CLOEXEC);
@@ -229,10 +222,10 @@ static void make_copy(struct rpc_call *c, struct mvcc_reader *r, int err, void *
     }
     s->revision = st.revision;
     log_notice(LOG_FIELDS(LOG_HEX("CAIRN_SNAPSHOT", s->id), LOG_I64("CAIRN_REVISION", st.revision),
-                          LOG_U64("CAIRN_BYTES", s->size), LOG_I64("CAIRN_DURATION_MS", now_ms() - t0)),
+                          LOG_U64("CAIRN_BYTES", s->size), LOG_I64("CAIRN_DURATION_MS", mono_now_ms() - t0)),
                "snapshot save %016" PRIx64 " for %s: copied the store at revision %" PRId64 " (%" PRIu64
                " bytes) in %" PRId64 " ms",
-               s->id, rpc_call_remote(c), st.revision, s->size, now_ms() - t0);
+               s->id, rpc_call_remote(c), st.revision, s->size, mono_now_ms() - t0);
     pthread_mutex_lock(&b->mu);
     s->state = S_READY;
     s->refs++;
@@ -245,7 +238,7 @@ static void snapshot(void *arg, struct rpc_call *c)
     struct backups *b = arg;
     const Cairn__SnapshotRequest *q = rpc_call_request(c)->snapshot;
     pthread_mutex_lock(&b->mu);
-    expire(b, now_ms());
+    expire(b, mono_now_ms());
     if (b->stopping) {
         pthread_mutex_unlock(&b->mu);
         rpc_call_error(c, CAIRN_E_STOPPED, NULL);
@@ -266,7 +259,7 @@ static void snapshot(void *arg, struct rpc_call *c)
         }
         s->state = S_COPYING;
         s->id = node_next_request_id(b->node);
-        s->last_ms = now_ms();
+        s->last_ms = mono_now_ms();
         snprintf(s->path, sizeof s->path, "%s/backup-%016" PRIx64 ".db", b->dir, s->id);
         pthread_mutex_unlock(&b->mu);
         rpc_call_read(c, 0, make_copy, s);
@@ -294,7 +287,7 @@ static void snapshot(void *arg, struct rpc_call *c)
         return;
     }
     s->refs++;
-    s->last_ms = now_ms();
+    s->last_ms = mono_now_ms();
     pthread_mutex_unlock(&b->mu);
     send_chunk(c, s, q->offset);
 }

@@ -129,13 +129,6 @@ struct compactor {
     pthread_t thread;
 };
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Propose a compaction to rev; 0 once queued. */
 static int propose(struct compactor *c, int64_t rev)
 {
@@ -155,7 +148,7 @@ static int propose(struct compactor *c, int64_t rev)
              "auto-compaction (%s, retention %s): compacting to revision %" PRId64,
              c->mode == AUTO_COMPACTION_PERIODIC ? "periodic" : "revision", c->retention_text, rev);
     c->pending_rev = rev;
-    c->pending_ms = now_ms();
+    c->pending_ms = mono_now_ms();
     return 0;
 }
 
@@ -166,7 +159,7 @@ static void tick(struct compactor *c)
     if (c->pending_rev && in.compact_revision >= c->pending_rev) {
         log_event(LOG_LEVEL_NOTICE, MSGID_COMPACTION,
                   LOG_FIELDS(LOG_I64("CAIRN_REVISION", in.compact_revision),
-                             LOG_I64("CAIRN_DURATION_MS", now_ms() - c->pending_ms)),
+                             LOG_I64("CAIRN_DURATION_MS", mono_now_ms() - c->pending_ms)),
                   "auto-compaction: history compacted up to revision %" PRId64, in.compact_revision);
         c->pending_rev = 0;
     }
@@ -175,11 +168,11 @@ static void tick(struct compactor *c)
         if (!leader)
             return; /* paused: samples go on, no compaction */
         int64_t rev = 0;
-        if (!compactor_periodic_due(&c->periodic, now_ms(), &rev))
+        if (!compactor_periodic_due(&c->periodic, mono_now_ms(), &rev))
             return;
         /* at or below the compact revision is etcd's ErrCompacted: done already, which counts as success */
         if (rev <= in.compact_revision || propose(c, rev) == 0)
-            compactor_periodic_done(&c->periodic, now_ms());
+            compactor_periodic_done(&c->periodic, mono_now_ms());
         return;
     }
     if (!leader)
@@ -235,7 +228,7 @@ int compactor_start(const struct config *cfg, struct node *n, struct compactor *
     c->retention_text = cfg->auto_compaction_retention;
     c->retention = retention;
     if (c->mode == AUTO_COMPACTION_PERIODIC) {
-        if ((rc = compactor_periodic_init(&c->periodic, retention, now_ms())) < 0) {
+        if ((rc = compactor_periodic_init(&c->periodic, retention, mono_now_ms())) < 0) {
             free(c);
             return rc;
         }

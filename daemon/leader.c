@@ -17,6 +17,7 @@
 
 #include <nng/nng.h>
 
+#include "base/deadline.h"
 #include "base/errors.h"
 #include "base/log.h"
 #include "daemon/boot.h"
@@ -42,13 +43,6 @@ struct leader_mover {
     struct move *moves;
     int stopping;
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void reply_ok(struct rpc_call *c)
 {
@@ -89,20 +83,20 @@ static void move_poll(void *arg)
     pthread_mutex_unlock(&lm->mu);
     if (in.lead == m->target) {
         log_notice(LOG_FIELDS(LOG_HEX("CAIRN_LEADER", m->target), LOG_U64("CAIRN_TERM", in.term),
-                              LOG_I64("CAIRN_DURATION_MS", now_ms() - m->started_ms)),
+                              LOG_I64("CAIRN_DURATION_MS", mono_now_ms() - m->started_ms)),
                    "move-leader: %016" PRIx64 " leads now (term %" PRIu64 ", after %" PRId64 " ms)", m->target,
-                   in.term, now_ms() - m->started_ms);
+                   in.term, mono_now_ms() - m->started_ms);
         reply_ok(m->call);
     } else if (stopping) {
         rpc_call_error(m->call, CAIRN_E_STOPPED,
                        "member is stopping; whether leadership moved to %016" PRIx64 " shows in Status", m->target);
-    } else if (now_ms() >= m->deadline_ms) {
+    } else if (mono_now_ms() >= m->deadline_ms) {
         rpc_call_error(m->call, CAIRN_E_TIMEOUT,
                        "leadership did not move to %016" PRIx64 " within %" PRId64 " ms (the leader is %016" PRIx64
                        " now); check that the member is up, reachable and caught up, then retry",
                        m->target, m->deadline_ms - m->started_ms, in.lead);
     } else {
-        if (!m->retried && now_ms() >= m->retry_ms) {
+        if (!m->retried && mono_now_ms() >= m->retry_ms) {
             /* Raft drops a transfer that has not worked within an election timeout; its one MsgTimeoutNow
              * can be lost (a peer connection still coming up), so ask once more before giving up */
             m->retried = 1;
@@ -173,7 +167,7 @@ static void check_target(struct rpc_call *c, struct mvcc_reader *r, int err, voi
     m->lm = lm;
     m->call = c;
     m->target = target;
-    m->started_ms = now_ms();
+    m->started_ms = mono_now_ms();
     /* Raft's transfer gives up after an election timeout; a second attempt starts a little after that
      * (once the first is surely dropped), and half an election timeout more lets the new leader be seen */
     m->retry_ms = m->started_ms + (int64_t)lm->cfg->election_ms * 6 / 5;

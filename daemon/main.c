@@ -18,6 +18,7 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "base/deadline.h"
 #include "base/errors.h"
 #include "base/log.h"
 #include "daemon/msgids.h"
@@ -65,13 +66,6 @@ static struct auth *auth;
 static struct backups *backups;
 static struct leader_mover *mover;
 static struct compactor *compactor;
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* `cairnd wal dump DIR`: the WAL records for an operator (exit 0 intact, 1 torn tail, 2 corrupt, 3 unreadable). */
 static int wal_dump_cmd(const char *dir)
@@ -186,8 +180,8 @@ static void shut_down(const struct config *cfg, struct rpc *rpc, struct reads *r
     rpc_drain(rpc);
     metrics_stop(metrics); /* /readyz and the rest stop answering before anything they read stops */
     watch_stop(watches); /* parked polls answer now instead of holding the drain up */
-    int64_t deadline = now_ms() + cfg->request_timeout_ms;
-    while (rpc_busy(rpc) && now_ms() < deadline)
+    int64_t deadline = mono_now_ms() + cfg->request_timeout_ms;
+    while (rpc_busy(rpc) && mono_now_ms() < deadline)
         usleep(10000);
     leader_stop(mover);
     compactor_stop(compactor);
@@ -402,10 +396,10 @@ int main(int argc, char **argv)
                 log_info(LOG_FIELDS(LOG_U64("CAIRN_INDEX", in.applied)), "ready: applied through %" PRIu64,
                          in.applied);
                 ready = 1;
-            } else if (now_ms() - last_extend > 10000) {
+            } else if (mono_now_ms() - last_extend > 10000) {
                 /* still replaying or catching up: ask systemd for more time */
                 sd_notify(0, "EXTEND_TIMEOUT_USEC=30000000");
-                last_extend = now_ms();
+                last_extend = mono_now_ms();
             }
         }
         struct timespec ts = {.tv_sec = ready ? 1 : 0, .tv_nsec = ready ? 0 : 100000000};

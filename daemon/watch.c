@@ -25,12 +25,6 @@
 #include "daemon/watch_internal.h"
 #include "proto/cairn.pb-c.h"
 
-int64_t whub_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 /* ---------------------------------------------------------------- lists and tables (with mu) */
 
@@ -251,7 +245,7 @@ static struct wreply *detach(struct watch_hub *h, struct watcher *w, bool force)
         r->compact_revision = w->compact_revision;
         snprintf(r->cancel_reason, sizeof r->cancel_reason, "%s", w->cancel_reason);
     }
-    w->active_ns = whub_now_ns();
+    w->active_ns = mono_now_ns();
     if (n && w->state == W_UNSYNCED)
         pthread_cond_signal(&h->sync_cv); /* room for the catch-up thread */
     return r;
@@ -289,7 +283,7 @@ static void detach_empty(struct watch_hub *h, struct watcher *w, int err, struct
     r->progress = wq_progress(&w->q, 0, w->next_rev);
     w->call = NULL;
     h->n_parked--;
-    w->active_ns = whub_now_ns();
+    w->active_ns = mono_now_ns();
     add_reply(replies, r);
 }
 
@@ -439,7 +433,7 @@ static void register_watcher(struct watch_hub *h, struct watcher *w, enum wstate
     h->n_reserved--;
     w->next_rev = next_rev;
     w->state = st;
-    w->active_ns = whub_now_ns();
+    w->active_ns = mono_now_ns();
     list_add(st == W_SYNCED ? &h->synced : &h->unsynced, w);
     table_put(h, w);
     h->n_watchers++;
@@ -565,7 +559,7 @@ static void on_next(void *arg, struct rpc_call *call)
         w->call = call;
         w->call_pipe = rpc_call_pipe(call);
         w->max_bytes = max;
-        w->deadline_ns = whub_now_ns() + (int64_t)ms * 1000000LL;
+        w->deadline_ns = mono_now_ns() + (int64_t)ms * 1000000LL;
         h->n_parked++;
         size_t before = h->n_parked;
         whub_answer(h, w, false, &replies);
@@ -574,7 +568,7 @@ static void on_next(void *arg, struct rpc_call *call)
             w->reply = NULL;
             w->call = NULL;
             h->n_parked--;
-            w->active_ns = whub_now_ns();
+            w->active_ns = mono_now_ns();
             code = CAIRN_E_TOO_MANY_REQUESTS;
             snprintf(msg, sizeof msg, "too many watch polls waiting on member %s (%d, the most it parks so "
                      "other requests keep contexts); poll fewer watches at once or spread them over members",

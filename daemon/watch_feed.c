@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/deadline.h"
 #include "base/log.h"
 #include "daemon/watch_internal.h"
 
@@ -242,7 +243,7 @@ static void dispatch(struct watch_hub *h, struct wbatch *b, struct wreply **repl
 /* Answer polls past their deadline, drop watchers idle too long; returns the next time to look. */
 static int64_t timers(struct watch_hub *h, struct wreply **replies)
 {
-    int64_t now = whub_now_ns(), next = now + IDLE_CHECK_NS;
+    int64_t now = mono_now_ns(), next = now + IDLE_CHECK_NS;
     int64_t idle = (int64_t)h->idle_ms * 1000000LL;
     struct wlist *lists[2] = {&h->synced, &h->unsynced};
     for (int l = 0; l < 2; l++)
@@ -273,7 +274,7 @@ void *watch_disp_main(void *arg)
     int64_t timer_at = 0;
     pthread_mutex_lock(&h->ring_mu);
     for (;;) {
-        while (!h->ring && !h->lost_to && !h->ring_stop && !h->timer_dirty && whub_now_ns() < timer_at) {
+        while (!h->ring && !h->lost_to && !h->ring_stop && !h->timer_dirty && mono_now_ns() < timer_at) {
             struct timespec ts = abs_ts(timer_at);
             pthread_cond_timedwait(&h->ring_cv, &h->ring_mu, &ts);
         }
@@ -287,7 +288,7 @@ void *watch_disp_main(void *arg)
         h->ring_bytes = 0;
         h->lost_from = h->lost_to = 0;
         /* the timers walk every watcher: only when one is due, not on every batch */
-        bool run_timers = h->timer_dirty || whub_now_ns() >= timer_at;
+        bool run_timers = h->timer_dirty || mono_now_ns() >= timer_at;
         h->timer_dirty = false;
         if (run_timers)
             h->disp_wake_ns = 0; /* computing: a poll parked now marks the timers dirty */

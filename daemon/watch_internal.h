@@ -284,7 +284,6 @@ void whub_nudge_timer(struct watch_hub *h, int64_t deadline);
 void whub_wake_dispatcher(struct watch_hub *h);
 /* whub_send: send replies built under the lock (call without it). */
 void whub_send(struct watch_hub *h, struct wreply *replies);
-int64_t whub_now_ns(void);
 
 /* watch_feed.c */
 void watch_feed_observer(struct watch_hub *h, struct node_observer *o);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/deadline.h"
 #include "base/errors.h"
 #include "base/log.h"
 #include "daemon/watch_internal.h"
@@ -201,7 +202,7 @@ static void apply_page(struct watch_hub *h, struct watcher *w, int64_t next_rev,
 
 static void wait_ns(struct watch_hub *h, int64_t ns)
 {
-    int64_t at = whub_now_ns() + ns;
+    int64_t at = mono_now_ns() + ns;
     struct timespec ts = {.tv_sec = at / 1000000000LL, .tv_nsec = at % 1000000000LL};
     pthread_cond_timedwait(&h->sync_cv, &h->mu, &ts);
 }
@@ -209,7 +210,7 @@ static void wait_ns(struct watch_hub *h, int64_t ns)
 static void log_read_failure(const struct watcher *w, int rc)
 {
     static int64_t last;
-    int64_t now = whub_now_ns();
+    int64_t now = mono_now_ns();
     if (now - last < 10000000000LL)
         return; /* one line per 10 s: a store that cannot be read is reported by the node too */
     last = now;
