@@ -1,5 +1,6 @@
 """cairnd's start-up: the command line, configuration errors, and a data
 directory that belongs to another member or cluster (issue 6)."""
+import os
 import re
 import subprocess
 
@@ -98,3 +99,15 @@ def test_wal_dump_subcommand_reads_a_members_log(env):
     r = run_cairnd(m.cluster.cairnd, "wal", "dump", os.path.join(m.data_dir, "member", "wal"))
     assert r.returncode == 0, r
     assert "state" in r.stdout or "STATE" in r.stdout, r.stdout
+
+
+def test_the_member_runs_on_the_allocator_the_build_chose(env):
+    """The Makefile links cairnd with tcmalloc (MALLOC=tcmalloc, the default;
+    docs/performance.md, session 18), except in sanitized builds.  Nothing
+    else would notice a build that silently fell back to glibc's malloc."""
+    c = env.cluster(1)
+    with open("/proc/%d/maps" % c[0].pid) as f:
+        maps = f.read()
+    want = os.environ.get("CAIRN_MALLOC", "tcmalloc") == "tcmalloc" and os.environ.get("CAIRN_SANITIZE") != "1"
+    assert ("libtcmalloc" in maps) == want, "CAIRN_MALLOC=%s CAIRN_SANITIZE=%s" % (
+        os.environ.get("CAIRN_MALLOC"), os.environ.get("CAIRN_SANITIZE"))
