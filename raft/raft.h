@@ -58,6 +58,10 @@
  *
  * Apply rule: rd.committed entries are durable on a quorum; apply them only
  * after step 4 (they may also appear in rd.entries of the same Ready).
+ * Except: when raft_ready_committed_durable(&rd), every committed entry is
+ * already durable on this member, from an earlier Ready, and step 6 may
+ * run before or while steps 2-4 do (the daemon applies while another
+ * thread writes the WAL).
  *
  * Applying on another thread is fine: copy rd.committed, call
  * raft_apply_conf_change() for its conf changes on the raft thread before
@@ -420,6 +424,14 @@ int raft_ready(struct raft *r, struct raft_ready *rd);
 
 /* raft_advance: the caller has done everything rd asked; frees rd's memory.  0 or -EINVAL. */
 int raft_advance(struct raft *r, struct raft_ready *rd);
+
+/* raft_ready_committed_durable: nonzero if rd has committed entries, no
+ * snapshot, and every committed entry lies below the first entry rd asks
+ * to persist (or rd asks to persist none), so each is on this member's
+ * disk since an earlier Ready; see the apply rule above.  A follower that
+ * catches up gets entries and a commit index covering them in one Ready:
+ * then 0. */
+int raft_ready_committed_durable(const struct raft_ready *rd);
 
 /*
  * raft_compact: the application has a durable snapshot described by meta

@@ -112,6 +112,13 @@ int raft_ready(struct raft *r, struct raft_ready *rd)
     return 0;
 }
 
+int raft_ready_committed_durable(const struct raft_ready *rd)
+{
+    if (!rd->n_committed || rd->snapshot)
+        return 0;
+    return !rd->n_entries || rd->committed[rd->n_committed - 1].index < rd->entries[0].index;
+}
+
 int raft_advance(struct raft *r, struct raft_ready *rd)
 {
     if (!r->in_ready || !rd)

@@ -104,6 +104,9 @@ struct sim {
     uint64_t early_crashes; /* leaders crashed after sending, before their Ready was durable */
     uint64_t early_sends;   /* Readies a leader sent before persisting */
     uint64_t solo_checks;   /* moments a lone voter offered a read index (check_solo_reads) */
+    uint64_t applied_first; /* Readies applied before their entries were persisted (raft_ready_committed_durable) */
+    uint64_t applied_first_crashes; /* members crashed between that apply and the persist */
+    uint64_t rng2;          /* sim_rand2's stream (sim.c) */
     bool liveness_waived;   /* two voters at the deadline (sim.c, two_voters) */
 };
 
@@ -116,6 +119,8 @@ struct sim_totals {
     uint64_t early_sends;   /* Readies a leader sent before persisting (raft.h's exception) */
     uint64_t early_crashes; /* leaders crashed between those sends and the fsync */
     uint64_t solo_checks;   /* lone-voter read indexes checked */
+    uint64_t applied_first; /* Readies applied while (before) their entries were persisted */
+    uint64_t applied_first_crashes; /* members crashed in between */
     uint64_t liveness_waived; /* runs that ended with two voters short of the liveness deadline */
 };
 
