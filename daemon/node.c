@@ -1616,8 +1616,8 @@ static int persist_job(void *arg)
  * In a leader's steady state each Ready writes the proposals that came in
  * and applies what the one before it committed; one after the other, the
  * rest of the process waited on the node thread for both.  Done at once,
- * three members took 11% more puts at 64 in flight (docs/performance.md,
- * session 18).
+ * three members took 11-24% more puts at 64 in flight, and one member no
+ * fewer (docs/performance.md, session 18).
  *
  * Only when the apply cannot depend on the write: every committed entry is
  * on this member's disk since an earlier Ready (raft.h's apply rule, and
