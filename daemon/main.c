@@ -209,7 +209,7 @@ static void shut_down(const struct config *cfg, struct rpc *rpc, struct reads *r
  * boot_open's key index build frees its scaffolding (a hash table and an
  * array of the keys) when it is done.  glibc hands blocks that large back
  * to the system at once; tcmalloc, which the Makefile links (MALLOC), keeps
- * them for later allocations unless asked: 9 MB of RSS with 1M keys
+ * them for later allocations unless asked: 5-7 MB of RSS with 1M keys
  * (docs/performance.md, session 18).  Looked up, not linked, so a build
  * with glibc's malloc has nothing to call.
  */

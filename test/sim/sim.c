@@ -21,26 +21,22 @@ enum { EV_TICK, EV_READY, EV_DELIVER, EV_CHAOS };
 
 /* ------------------------------------------------------------------ basics */
 
-uint64_t sim_rand(struct sim *s)
+static uint64_t splitmix64(uint64_t *state)
 {
-    uint64_t z = (s->rng += 0x9E3779B97F4A7C15ull);
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
 
+uint64_t sim_rand(struct sim *s) { return splitmix64(&s->rng); }
+
 static uint64_t rnd(struct sim *s, uint64_t n) { return n ? sim_rand(s) % n : 0; }
+static bool chance(struct sim *s, int pct) { return (int)rnd(s, 100) < pct; }
 
 /* A second stream, for choices added after the regression seeds were
  * found: drawing them from sim_rand would change what every seed does. */
-static uint64_t rnd2(struct sim *s, uint64_t n)
-{
-    uint64_t z = (s->rng2 += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return (z ^ (z >> 31)) % n;
-}
-static bool chance(struct sim *s, int pct) { return (int)rnd(s, 100) < pct; }
+static uint64_t rnd2(struct sim *s, uint64_t n) { return splitmix64(&s->rng2) % n; }
 
 void sim_fail(struct sim *s, const char *fmt, ...)
 {
