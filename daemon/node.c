@@ -2086,6 +2086,47 @@ static void *node_main(void *arg)
 
 /* ---------------------------------------------------------------- start and stop */
 
+/*
+ * The store never applies an entry before the WAL holds it durably, so on a
+ * sound disk the store's applied index is at most the WAL's last index.  A
+ * store ahead of its WAL means the WAL lost writes an fdatasync had vouched
+ * for.  With other voters that is survivable: those entries were committed,
+ * the leader sends them again, and the apply skips what the store has.  The
+ * only voter, though, would append new entries at those indexes and skip
+ * them as applied, acknowledged writes dropped without a word: it does not
+ * start.  test_wal_failure.py plays such a disk.
+ */
+static int check_store_within_wal(struct node *n, char *err, size_t errlen)
+{
+    uint64_t last = wal_last_index(n->wal);
+    if (n->applied <= last)
+        return 0;
+    size_t voters = 0;
+    bool me = false;
+    for (size_t i = 0; n->mset && i < n->mset->n_members; i++) {
+        if (n->mset->members[i]->is_learner)
+            continue;
+        voters++;
+        me |= n->mset->members[i]->id == n->self_id;
+    }
+    if (voters > 1 || !me) {
+        log_event(LOG_LEVEL_ERR, MSGID_CORRUPTION,
+                  LOG_FIELDS(LOG_U64("CAIRN_INDEX", n->applied), LOG_U64("CAIRN_WAL_INDEX", last)),
+                  "the store has applied entries up to index %" PRIu64 " but the WAL in %s ends at %" PRIu64
+                  ": the WAL lost writes its fdatasync had reported durable (check the disk); the leader "
+                  "will send those entries again",
+                  n->applied, n->wal_dir, last);
+        return 0;
+    }
+    snprintf(err, errlen,
+             "the store has applied entries up to index %" PRIu64 " but the WAL in %s ends at %" PRIu64
+             ": the WAL lost writes its fdatasync had reported durable (check the disk), and as the only "
+             "voter this member would give those indexes to new writes and drop them; restore it from a "
+             "backup (cairnd restore)",
+             n->applied, n->wal_dir, last);
+    return -CAIRN_E_CORRUPT;
+}
+
 int node_start(const struct config *cfg, struct boot_state *bs, struct wait_table *waits,
                const struct node_hooks *hooks, struct node **out, char *err, size_t errlen)
 {
@@ -2160,6 +2201,8 @@ int node_start(const struct config *cfg, struct boot_state *bs, struct wait_tabl
         rc = -CAIRN_E_CONFIG;
         goto fail;
     }
+    if ((rc = check_store_within_wal(n, err, errlen)) < 0)
+        goto fail;
 
     struct peer_options po = {
         .cluster_id = n->cluster_id,

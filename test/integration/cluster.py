@@ -254,6 +254,7 @@ class Member:
         self.token = None      # --initial-cluster-token for this member alone
         self.state = "new"     # --initial-cluster-state: "existing" for a member added to a running cluster
         self.extra = []
+        self.env = {}          # environment variables added to child_env() for this member
         self.link = None       # a HeldLink the other members reach this one's peer listener through
         self.pick_ports()
 
@@ -325,7 +326,8 @@ class Member:
         with open(self.log_path, "a") as log:
             log.write("==== cairnd %s started by the test at %s\n" % (self.name, time.strftime("%H:%M:%S")))
             log.flush()
-            self.proc = self.cluster.registry.spawn(self.argv(), stdout=log, stderr=subprocess.STDOUT)
+            self.proc = self.cluster.registry.spawn(self.argv(), stdout=log, stderr=subprocess.STDOUT,
+                                                    env={**child_env(), **self.env})
         return self
 
     @property
