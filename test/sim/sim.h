@@ -106,7 +106,7 @@ struct sim {
     uint64_t solo_checks;   /* moments a lone voter offered a read index (check_solo_reads) */
     uint64_t applied_first; /* Readies applied before their entries were persisted (raft_ready_committed_durable) */
     uint64_t applied_first_crashes; /* members crashed between that apply and the persist */
-    uint64_t rng2;          /* sim_rand2's stream (sim.c) */
+    uint64_t rng2;          /* rnd2's stream (sim.c) */
     bool liveness_waived;   /* two voters at the deadline (sim.c, two_voters) */
 };
 

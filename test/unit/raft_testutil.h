@@ -254,19 +254,25 @@ TU void t_free(struct tnet *net)
     free(net);
 }
 
-TU void t_remove_msg(struct tnet *net, int i)
+/* Take message i out of the queue; the caller frees it (t_free_msg). */
+TU struct tmsg t_take(struct tnet *net, int i)
 {
-    t_free_msg(&net->q[i]);
+    struct tmsg t = net->q[i];
     memmove(&net->q[i], &net->q[i + 1], (size_t)(net->nq - i - 1) * sizeof(net->q[0]));
     net->nq--;
+    return t;
+}
+
+TU void t_remove_msg(struct tnet *net, int i)
+{
+    struct tmsg t = t_take(net, i);
+    t_free_msg(&t);
 }
 
 /* Deliver message i (out of the queue), then run the receiver's Ready. */
 TU void t_deliver_one(struct tnet *net, int i)
 {
-    struct tmsg t = net->q[i];
-    memmove(&net->q[i], &net->q[i + 1], (size_t)(net->nq - i - 1) * sizeof(net->q[0]));
-    net->nq--;
+    struct tmsg t = t_take(net, i);
     struct tnode *to = &net->n[t.m.to];
     if (to->up && !net->cut[t.m.from][t.m.to]) {
         if (t.m.type == RAFT_MSG_SNAP) {

@@ -337,9 +337,7 @@ static void test_a_ready_says_whether_its_committed_entries_are_already_durable(
             continue;
         }
         /* delivered by hand: t_deliver_one would run 3's Ready loop itself */
-        struct tmsg t = net->q[0];
-        memmove(&net->q[0], &net->q[1], (size_t)(net->nq - 1) * sizeof(net->q[0]));
-        net->nq--;
+        struct tmsg t = t_take(net, 0);
         assert_int_equal(raft_step(net->n[3].r, &t.m), 0);
         t_free_msg(&t);
         if (!raft_has_ready(net->n[3].r))
