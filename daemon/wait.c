@@ -12,6 +12,8 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
+#include <nng/nng.h>
+
 #define WAIT_BUCKETS 1024 /* a power of two */
 
 struct waiter {
@@ -99,15 +101,22 @@ static size_t fail_list(struct waiter *list, int err)
     return n;
 }
 
-/* Make the held calls of list, in order, and free their records. */
+/*
+ * Make the held calls of list, in order, and free their records.  They send
+ * replies: inside one nng_defer_begin scope, the replies to a connection
+ * after the first queue behind it and leave together in one write when the
+ * scope ends, and no task thread is woken for their sends' completions.
+ */
 static void call_held(struct waiter *list)
 {
+    nng_defer_begin();
     while (list) {
         struct waiter *next = list->next;
         list->fn(list->arg, list->reply, list->len, list->err);
         free(list);
         list = next;
     }
+    nng_defer_end();
 }
 
 static void *sender_main(void *arg)

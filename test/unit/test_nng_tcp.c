@@ -14,7 +14,13 @@
  * callback runs there too while its aio is marked (libcairn's calls).  And replies queued on
  * a rep0 pipe leave in one batch (third_party/nng/tcp-rep-batch.patch), each
  * to its own request, over tcp:// and over tls+tcp://, where a message that
- * fits in a TLS record goes as one (tls-one-record.patch).
+ * fits in a TLS record goes as one (tls-one-record.patch).  And a send the
+ * sending thread writes at once completes the transport's and the
+ * protocol's callbacks on that thread when nng_send_aio, nng_ctx_send or an
+ * nng_defer_begin scope ends (tcp-send-defer.patch): a push0 pipe is free
+ * again when nng_send_aio returns, and replies sent in one scope leave in
+ * one write after the first, while the callers' own callbacks stay on the
+ * task threads.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -779,6 +785,131 @@ static void replies_leave_in_a_batch(bool tls)
     }
 }
 
+/* Small replies to 21 requests, sent in one nng_defer_begin scope. */
+static pthread_t sender;
+static atomic_int sent_on_sender;
+
+static void sent_cb(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&sent_on_sender, pthread_equal(pthread_self(), sender) != 0);
+}
+
+static void test_replies_sent_in_a_defer_scope_leave_together(void **state)
+{
+    (void)state;
+    nng_socket rs, qs;
+    static nng_ctx sctx[QUEUED + 1], cctx[QUEUED + 1];
+    static nng_aio *saio[QUEUED + 1], *caio[QUEUED + 1];
+    rep_and_req(false, &rs, &qs);
+    for (int i = 0; i <= QUEUED; i++) {
+        assert_int_equal(nng_ctx_open(&sctx[i], rs), 0);
+        assert_int_equal(nng_ctx_open(&cctx[i], qs), 0);
+        assert_int_equal(nng_aio_alloc(&saio[i], sent_cb, NULL), 0);
+        assert_int_equal(nng_aio_alloc(&caio[i], NULL, NULL), 0);
+        nng_aio_set_timeout(caio[i], LONG_MS);
+    }
+    for (uint32_t i = 0; i <= QUEUED; i++) {
+        nng_msg *m;
+        assert_int_equal(nng_msg_alloc(&m, 0), 0);
+        assert_int_equal(nng_msg_append_u32(m, i), 0);
+        nng_aio_set_msg(caio[i], m);
+        nng_ctx_send(cctx[i], caio[i]);
+        nng_aio_wait(caio[i]);
+        assert_int_equal(nng_aio_result(caio[i]), 0);
+        nng_ctx_recv(cctx[i], caio[i]);
+    }
+    int pipe_id = -1;
+    for (int i = 0; i <= QUEUED; i++) { /* the requests, one to each server context */
+        nng_aio_set_timeout(saio[i], LONG_MS);
+        nng_ctx_recv(sctx[i], saio[i]);
+        nng_aio_wait(saio[i]);
+        assert_int_equal(nng_aio_result(saio[i]), 0);
+        nng_msg *m = nng_aio_get_msg(saio[i]);
+        pipe_id = nng_pipe_id(nng_msg_get_pipe(m));
+        nng_aio_set_msg(saio[i], m); /* the request back as its reply */
+    }
+    atomic_store(&sent_on_sender, 0);
+    sender = pthread_self();
+    nng_defer_begin();
+    for (int i = 0; i <= QUEUED; i++)
+        nng_ctx_send(sctx[i], saio[i]);
+    nng_defer_end();
+    for (int i = 0; i <= QUEUED; i++) {
+        nng_aio_wait(saio[i]);
+        assert_int_equal(nng_aio_result(saio[i]), 0);
+    }
+    for (uint32_t i = 0; i <= QUEUED; i++) {
+        nng_aio_wait(caio[i]);
+        if (nng_aio_result(caio[i]) != 0)
+            fail_msg("request %u: no reply: %s", i, nng_strerror(nng_aio_result(caio[i])));
+        nng_msg *m = nng_aio_get_msg(caio[i]);
+        uint32_t k = UINT32_MAX;
+        assert_int_equal(nng_msg_trim_u32(m, &k), 0);
+        assert_int_equal(k, i);
+        assert_int_equal(nng_msg_len(m), 0);
+        nng_msg_free(m);
+    }
+    /* The first went at once; its completion waited for the scope's end,
+     * and the pipe with it, so the other 20 queued and went in one write. */
+    nng_stat *st = NULL;
+    uint64_t tx = 0;
+    assert_int_equal(nng_stats_get(&st), 0);
+    assert_true(pipe_stat(st, pipe_id, "tx_msgs", &tx));
+    nng_stats_free(st);
+    if (tx != 2)
+        fail_msg("the server's pipe sent %" PRIu64 " times for %d replies, not 2", tx, QUEUED + 1);
+    /* and the senders' own callbacks ran on task threads, not here */
+    assert_int_equal(atomic_load(&sent_on_sender), 0);
+    nng_close(qs);
+    nng_close(rs);
+    for (int i = 0; i <= QUEUED; i++) {
+        nng_aio_free(saio[i]);
+        nng_aio_free(caio[i]);
+    }
+}
+
+/* cairnd's peer sends: no buffer, no callback, no wait; each must find the pipe free. */
+static void test_a_push0_pipe_is_free_again_when_nng_send_aio_returns(void **state)
+{
+    (void)state;
+    char url[64];
+    nng_socket pl = listen_pull(url, sizeof url, 0), ps;
+    assert_int_equal(nng_push0_open(&ps), 0);
+    assert_int_equal(nng_socket_set_int(ps, NNG_OPT_SENDBUF, 0), 0);
+    assert_int_equal(nng_dial(ps, url, NULL, 0), 0);
+    uint8_t first[4];
+    fill(first, 0, sizeof first);
+    assert_int_equal(nng_send(ps, first, sizeof first, 0), 0); /* waits for the connection */
+    expect_msg(pl, 0, sizeof first);
+    uint32_t k;
+    nng_aio *aio;
+    assert_int_equal(nng_aio_alloc(&aio, NULL, NULL), 0);
+    for (k = 1; k <= 50; k++) {
+        nng_msg *m;
+        assert_int_equal(nng_msg_alloc(&m, 0), 0);
+        assert_int_equal(nng_msg_append(m, &k, sizeof k), 0);
+        nng_aio_set_msg(aio, m);
+        nng_aio_set_timeout(aio, NNG_DURATION_ZERO);
+        nng_send_aio(ps, aio);
+        nng_aio_wait(aio);
+        if (nng_aio_result(aio) != 0)
+            fail_msg("send %u right after the one before: %s", k, nng_strerror(nng_aio_result(aio)));
+    }
+    for (k = 1; k <= 50; k++) {
+        nng_msg *m = NULL;
+        assert_int_equal(nng_recvmsg(pl, &m, 0), 0);
+        uint32_t got;
+        assert_int_equal(nng_msg_len(m), sizeof got);
+        memcpy(&got, nng_msg_body(m), sizeof got);
+        assert_int_equal(got, k);
+        nng_msg_free(m);
+    }
+    nng_aio_free(aio);
+    nng_close(ps);
+    nng_close(pl);
+}
+
 static void test_replies_queued_on_a_rep0_pipe_leave_in_a_batch(void **state)
 {
     (void)state;
@@ -802,6 +933,8 @@ int main(void)
         cmocka_unit_test(test_a_marked_rep0_receiver_runs_on_the_poller_and_can_hand_on),
         cmocka_unit_test(test_a_marked_req0_receiver_runs_on_the_poller_until_unmarked),
         cmocka_unit_test(test_replies_queued_on_a_rep0_pipe_leave_in_a_batch),
+        cmocka_unit_test(test_replies_sent_in_a_defer_scope_leave_together),
+        cmocka_unit_test(test_a_push0_pipe_is_free_again_when_nng_send_aio_returns),
     };
     const struct CMUnitTest tls_tests[] = {
         cmocka_unit_test(test_tls_messages_around_the_record_size_arrive_whole),
