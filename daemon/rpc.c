@@ -551,6 +551,16 @@ uint32_t rpc_call_pipe(const struct rpc_call *c)
     return call_slot(c)->pipe;
 }
 
+void rpc_batch_begin(void)
+{
+    nng_defer_begin();
+}
+
+void rpc_batch_end(void)
+{
+    nng_defer_end();
+}
+
 void rpc_call_reply(struct rpc_call *c, Cairn__Response *resp, int64_t revision)
 {
     struct slot *s = call_slot(c);

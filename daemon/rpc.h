@@ -51,6 +51,15 @@ uint32_t rpc_call_pipe(const struct rpc_call *c);
 void rpc_call_reply(struct rpc_call *c, struct Cairn__Response *resp, int64_t revision);
 /* Reply with an error: code is a positive CAIRN_E_ value; fmt NULL for the code's own text. */
 void rpc_call_error(struct rpc_call *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/*
+ * Replies sent on this thread between rpc_batch_begin and rpc_batch_end
+ * (they nest): the first to a connection goes at once, the rest to it queue
+ * behind it and leave together in one write at rpc_batch_end, and no thread
+ * is woken for nng's own completion of any of them (nng_defer_begin).  For
+ * a loop sending many replies; nothing in between may block.
+ */
+void rpc_batch_begin(void);
+void rpc_batch_end(void);
 /* Reply that the store cannot be read (err negative, as given to an rpc_read_fn). */
 void rpc_call_unreadable(struct rpc_call *c, int err);
 /* Send rr through Raft (id and proposer set here, its oneof borrowed); the reply is the applied result. */

@@ -12,7 +12,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
-#include <nng/nng.h>
+#include "daemon/rpc.h"
 
 #define WAIT_BUCKETS 1024 /* a power of two */
 
@@ -103,20 +103,19 @@ static size_t fail_list(struct waiter *list, int err)
 
 /*
  * Make the held calls of list, in order, and free their records.  They send
- * replies: inside one nng_defer_begin scope, the replies to a connection
- * after the first queue behind it and leave together in one write when the
- * scope ends, and no task thread is woken for their sends' completions.
+ * replies, in one batch (rpc_batch_begin): those to one connection leave
+ * together.
  */
 static void call_held(struct waiter *list)
 {
-    nng_defer_begin();
+    rpc_batch_begin();
     while (list) {
         struct waiter *next = list->next;
         list->fn(list->arg, list->reply, list->len, list->err);
         free(list);
         list = next;
     }
-    nng_defer_end();
+    rpc_batch_end();
 }
 
 static void *sender_main(void *arg)

@@ -332,6 +332,7 @@ static void send_next(struct watch_hub *h, struct wreply *r)
 
 void whub_send(struct watch_hub *h, struct wreply *replies)
 {
+    rpc_batch_begin(); /* the replies to one connection leave together */
     while (replies) {
         struct wreply *r = replies;
         replies = r->next;
@@ -347,6 +348,7 @@ void whub_send(struct watch_hub *h, struct wreply *replies)
         free(r->ev);
         free(r);
     }
+    rpc_batch_end();
 }
 
 /* ---------------------------------------------------------------- routes (nng threads, reader threads) */
