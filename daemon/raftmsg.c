@@ -137,6 +137,7 @@ int raftmsg_to_pb(const struct raft_message *m, Cairnpeer__Message *pb, struct r
     pb->commit = m->commit;
     pb->reject = m->reject != 0;
     pb->reject_hint = m->reject_hint;
+    pb->commit_only = m->type == RAFT_MSG_APP && m->commit_only;
     /* raft carries a rejected MsgAppResp's hint term in log_term; the wire
      * has a field of its own for it. */
     if (m->type == RAFT_MSG_APP_RESP && m->reject) {
@@ -204,6 +205,7 @@ int raftmsg_from_pb(const Cairnpeer__Message *pb, struct raft_message *m, struct
     m->commit = pb->commit;
     m->reject = pb->reject ? 1 : 0;
     m->reject_hint = pb->reject_hint;
+    m->commit_only = m->type == RAFT_MSG_APP && pb->commit_only && pb->n_entries == 0;
     if (m->type == RAFT_MSG_APP_RESP && m->reject)
         m->log_term = pb->reject_hint_term;
     if (pb->context.len) {

@@ -39,6 +39,7 @@ void progress_reset(struct progress *p, uint64_t next)
     p->probe_sent = false;
     p->recent_active = false;
     p->pending_snapshot = 0;
+    p->commit_sent = 0;
     ins_reset(p);
 }
 

@@ -187,6 +187,10 @@ struct raft_message {
     uint64_t commit;
     uint64_t reject_hint;   /* APP_RESP reject: follower's guess of the match index,
                              * with log_term = its term there (0 if unknown) */
+    uint32_t commit_only;   /* APP: no entries, and index is the follower's match as the
+                             * leader knows it: the message only moves the follower's
+                             * commit index.  Accepted, it is not answered (the answer
+                             * would tell the leader nothing); rejected, it is. */
     const struct raft_entry *entries;
     size_t n_entries;
     const struct raft_snapshot_meta *snapshot;   /* RAFT_MSG_SNAP only, else NULL */

@@ -57,6 +57,7 @@ struct progress {
     bool recent_active;
     bool is_learner;
     uint64_t pending_snapshot;
+    uint64_t commit_sent;        /* the commit index the last MsgApp to this peer carried */
     struct inflight *ins;        /* ring of max_count */
     uint32_t ins_start, ins_count, ins_max;
     uint64_t ins_bytes, ins_max_bytes;
@@ -162,6 +163,7 @@ void leader_on_app_resp(struct raft *r, const struct raft_message *m, struct pro
 int follower_append(struct raft *r, const struct raft_message *m);
 int follower_snapshot(struct raft *r, const struct raft_message *m);
 void bcast_append(struct raft *r);
+void bcast_commit(struct raft *r);
 void bcast_heartbeat(struct raft *r, const void *ctx, size_t ctx_len);
 bool maybe_commit(struct raft *r);
 

@@ -149,7 +149,7 @@ int raft_advance(struct raft *r, struct raft_ready *rd)
     memset(rd, 0, sizeof(*rd));
     /* the leader's own entries now count toward commit (maybe_commit) */
     if (stabilized && r->role == RAFT_LEADER && maybe_commit(r))
-        bcast_append(r);
+        bcast_commit(r);
     return 0;
 }
 

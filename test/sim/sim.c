@@ -290,6 +290,8 @@ static void net_send(struct sim *s, struct simnode *from, const struct raft_mess
         return;
     }
     bool snap = m->type == RAFT_MSG_SNAP;
+    if (m->type == RAFT_MSG_APP && m->commit_only)
+        s->commit_notices++;
     if (snap && (!m->snapshot || m->snapshot->index != from->snap.index)) {
         sim_fail(s, "member %llu sent a snapshot (%llu) it has not persisted (%llu)", (unsigned long long)from->id,
                  (unsigned long long)(m->snapshot ? m->snapshot->index : 0), (unsigned long long)from->snap.index);
@@ -1040,6 +1042,7 @@ int sim_run(uint64_t seed, int verbose, char *why, size_t why_len, struct sim_to
         totals->solo_checks += s->solo_checks;
         totals->applied_first += s->applied_first;
         totals->applied_first_crashes += s->applied_first_crashes;
+        totals->commit_notices += s->commit_notices;
         totals->liveness_waived += s->liveness_waived;
     }
     teardown(s);

@@ -268,11 +268,17 @@ static void test_a_lone_voter_commits_its_entries_once_they_are_durable(void **s
     assert_int_equal(raft_ready(r, &rd), 0);
     assert_int_equal(rd.n_committed, 1);
     assert_int_equal(rd.committed[0].index, x);
-    bool told = false;
-    for (size_t i = 0; i < rd.n_msgs; i++)
-        told |= rd.msgs[i].to == 2 && rd.msgs[i].commit == x; /* the learner hears of it at once */
-    assert_true(told);
     t_finish(net, 1, &rd);
+    /* The learner hears of it as it acknowledges x (bcast_commit), by a
+     * notice it does not answer. */
+    assert_int_equal(t_count(net, RAFT_MSG_APP, 1), 1);
+    t_deliver_type(net, RAFT_MSG_APP);
+    assert_int_equal(t_count(net, RAFT_MSG_APP_RESP, 2), 1);
+    t_deliver_type(net, RAFT_MSG_APP_RESP);
+    assert_int_equal(net->nq, 1);
+    assert_int_equal(net->q[0].m.to, 2);
+    assert_int_equal(net->q[0].m.commit, x);
+    assert_true(net->q[0].m.commit_only);
     t_stabilize(net);
     assert_string_equal(net->n[2].applied, net->n[1].applied);
     t_free(net);
@@ -355,6 +361,78 @@ static void test_a_ready_says_whether_its_committed_entries_are_already_durable(
     t_free(net);
 }
 
+/* The MsgApp messages in flight from `from` to `to`: how many, and how many marked commit_only. */
+static int apps_to(struct tnet *net, uint64_t from, uint64_t to, int *commit_only)
+{
+    int n = 0;
+    *commit_only = 0;
+    for (int i = 0; i < net->nq; i++) {
+        const struct raft_message *m = &net->q[i].m;
+        if (m->type == RAFT_MSG_APP && m->from == from && m->to == to) {
+            n++;
+            *commit_only += m->commit_only != 0;
+        }
+    }
+    return n;
+}
+
+static void test_a_commit_notice_to_a_follower_known_to_match_is_not_answered(void **state)
+{
+    (void)state;
+    struct tnet *net = t_new(3, 0, 0, 0);
+    t_elect(net, 1);
+    t_tick(net, 1, 1);
+    t_stabilize(net); /* both followers in replicate state, matched */
+    int marked;
+    assert_int_equal(t_propose(net, 1, "a"), 0);
+    assert_int_equal(apps_to(net, 1, 2, &marked), 1);
+    assert_int_equal(marked, 0); /* entries: always answered */
+    t_deliver_type(net, RAFT_MSG_APP);
+    assert_int_equal(t_count(net, RAFT_MSG_APP_RESP, 0), 2);
+    t_deliver_type(net, RAFT_MSG_APP_RESP); /* "a" commits: the leader tells both */
+    assert_int_equal(t_status(net, 1).commit, 3);
+    assert_int_equal(apps_to(net, 1, 2, &marked), 1);
+    assert_int_equal(marked, 1);
+    assert_int_equal(apps_to(net, 1, 3, &marked), 1);
+    assert_int_equal(marked, 1);
+    t_deliver_type(net, RAFT_MSG_APP);
+    /* each follower took the commit, and answered nothing */
+    assert_int_equal(net->nq, 0);
+    assert_int_equal(t_status(net, 2).commit, 3);
+    assert_int_equal(t_status(net, 3).commit, 3);
+    assert_string_equal(net->n[2].applied, "a");
+
+    /* a notice that does not match the follower's log is answered: the leader must hear the reject */
+    struct raft_message m = {.type = RAFT_MSG_APP, .from = 1, .to = 2, .term = t_status(net, 1).term,
+                             .index = 9, .log_term = t_status(net, 1).term, .commit = 3, .commit_only = 1};
+    assert_int_equal(raft_step(net->n[2].r, &m), 0);
+    t_ready(net, 2);
+    assert_int_equal(t_count(net, RAFT_MSG_APP_RESP, 2), 1);
+    assert_true(net->q[0].m.reject);
+    t_stabilize(net);
+
+    /* a follower in probe state gets unmarked messages: its answer matters */
+    t_isolate(net, 3);
+    raft_report_unreachable(net->n[1].r, 3);
+    assert_int_equal(t_propose(net, 1, "b"), 0);
+    t_stabilize(net);
+    t_heal(net);
+    t_tick(net, 1, 1); /* the heartbeat's answer sends 3 what it lacks */
+    for (int i = 0; i < 20 && net->nq; i++) {
+        for (int k = 0; k < net->nq; k++)
+            if (net->q[k].m.type == RAFT_MSG_APP && net->q[k].m.to == 3 && t_role(net, 1) == RAFT_LEADER) {
+                struct raft_status st = t_status(net, 1);
+                for (uint32_t j = 0; j < st.n_progress; j++)
+                    if (st.progress[j].id == 3 && st.progress[j].state == RAFT_PROGRESS_PROBE)
+                        assert_int_equal(net->q[k].m.commit_only, 0);
+            }
+        t_deliver_one(net, 0);
+    }
+    t_stabilize(net);
+    assert_string_equal(net->n[3].applied, "a,b");
+    t_free(net);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -369,6 +447,7 @@ int main(void)
         cmocka_unit_test(test_malformed_messages_are_refused),
         cmocka_unit_test(test_a_lone_voter_commits_its_entries_once_they_are_durable),
         cmocka_unit_test(test_a_ready_says_whether_its_committed_entries_are_already_durable),
+        cmocka_unit_test(test_a_commit_notice_to_a_follower_known_to_match_is_not_answered),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -73,6 +73,7 @@ static void round_trip(const struct raft_message *m)
     assert_int_equal(m2.index, m->index);
     assert_int_equal(m2.commit, m->commit);
     assert_int_equal(m2.reject_hint, m->reject_hint);
+    assert_int_equal(m2.commit_only, m->commit_only ? 1 : 0);
     assert_int_equal(m2.n_entries, m->n_entries);
     assert_same_entries(m->entries, m2.entries, m->n_entries);
     assert_int_equal(m2.context_len, m->context_len);
@@ -176,6 +177,42 @@ static void test_rejected_app_resp_carries_the_hint_term_in_its_own_field(void *
     assert_int_equal(pb.log_term, 4);
     assert_int_equal(pb.reject_hint_term, 0);
     round_trip(&m);
+    raftmsg_buf_release(&b);
+}
+
+/* A commit notice keeps its mark; a mark on anything else (from a confused or hostile peer) is dropped. */
+static void test_a_commit_notice_is_marked_on_the_wire(void **state)
+{
+    (void)state;
+    struct raft_message m = {.type = RAFT_MSG_APP, .from = 1, .to = 2, .term = 5, .index = 100, .log_term = 5,
+                             .commit = 100, .commit_only = 1};
+    struct raftmsg_buf b = RAFTMSG_BUF_INIT;
+    Cairnpeer__Message pb;
+    assert_int_equal(raftmsg_to_pb(&m, &pb, &b), 0);
+    assert_true(pb.commit_only);
+    round_trip(&m);
+    m.commit_only = 0;
+    round_trip(&m);
+
+    struct raft_message out;
+    struct raftmsg_buf b2 = RAFTMSG_BUF_INIT;
+    static const char d[] = "x";
+    Cairnpeer__Entry e = CAIRNPEER__ENTRY__INIT, *ep = &e;
+    e.term = 5;
+    e.index = 101;
+    e.data.data = (uint8_t *)d;
+    e.data.len = 1;
+    pb.commit_only = 1;
+    pb.n_entries = 1;
+    pb.entries = &ep;
+    assert_int_equal(raftmsg_from_pb(&pb, &out, &b2), 0);
+    assert_int_equal(out.commit_only, 0); /* entries must be answered */
+    pb.n_entries = 0;
+    pb.entries = NULL;
+    pb.type = CAIRNPEER__MESSAGE_TYPE__MSG_HEARTBEAT;
+    assert_int_equal(raftmsg_from_pb(&pb, &out, &b2), 0);
+    assert_int_equal(out.commit_only, 0);
+    raftmsg_buf_release(&b2);
     raftmsg_buf_release(&b);
 }
 
@@ -459,6 +496,7 @@ int main(void)
         cmocka_unit_test(test_every_message_type_round_trips),
         cmocka_unit_test(test_type_mapping_is_explicit_where_the_enums_differ),
         cmocka_unit_test(test_rejected_app_resp_carries_the_hint_term_in_its_own_field),
+        cmocka_unit_test(test_a_commit_notice_is_marked_on_the_wire),
         cmocka_unit_test(test_a_buffer_is_reused_across_conversions),
         cmocka_unit_test(test_to_pb_refuses_what_raft_cannot_produce),
         cmocka_unit_test(test_hostile_messages_are_malformed),
