@@ -703,41 +703,92 @@ static void test_tls_messages_around_the_record_size_arrive_whole(void **state)
     nng_close(rs);
 }
 
-static void replies_leave_in_a_batch(bool tls)
-{
+/* QUEUED + 1 requests in flight on one connection, each carrying its number, each taken by a server context of its own. */
+struct in_flight {
     nng_socket rs, qs;
-    static nng_ctx sctx[QUEUED + 1], cctx[QUEUED + 1];
-    static nng_aio *saio[QUEUED + 1], *caio[QUEUED + 1];
-    rep_and_req(tls, &rs, &qs);
-    assert_int_equal(nng_socket_set_size(qs, NNG_OPT_RECVMAXSZ, 0), 0); /* the 8 MiB reply */
+    nng_ctx sctx[QUEUED + 1], cctx[QUEUED + 1];
+    nng_aio *saio[QUEUED + 1], *caio[QUEUED + 1];
+};
+
+static void requests_in_flight(struct in_flight *f, bool tls, void (*server_cb)(void *))
+{
+    rep_and_req(tls, &f->rs, &f->qs);
+    assert_int_equal(nng_socket_set_size(f->qs, NNG_OPT_RECVMAXSZ, 0), 0); /* replies of any size */
     for (int i = 0; i <= QUEUED; i++) {
-        assert_int_equal(nng_ctx_open(&sctx[i], rs), 0);
-        assert_int_equal(nng_ctx_open(&cctx[i], qs), 0);
-        assert_int_equal(nng_aio_alloc(&saio[i], NULL, NULL), 0);
-        assert_int_equal(nng_aio_alloc(&caio[i], NULL, NULL), 0);
-        nng_aio_set_timeout(saio[i], LONG_MS);
-        nng_aio_set_timeout(caio[i], LONG_MS);
-        nng_ctx_recv(sctx[i], saio[i]);
+        assert_int_equal(nng_ctx_open(&f->sctx[i], f->rs), 0);
+        assert_int_equal(nng_ctx_open(&f->cctx[i], f->qs), 0);
+        assert_int_equal(nng_aio_alloc(&f->saio[i], server_cb, NULL), 0);
+        assert_int_equal(nng_aio_alloc(&f->caio[i], NULL, NULL), 0);
+        nng_aio_set_timeout(f->saio[i], LONG_MS);
+        nng_aio_set_timeout(f->caio[i], LONG_MS);
+        nng_ctx_recv(f->sctx[i], f->saio[i]);
     }
-    /* 21 requests in flight on one connection, each carrying its number */
     for (uint32_t i = 0; i <= QUEUED; i++) {
         nng_msg *m;
         assert_int_equal(nng_msg_alloc(&m, 0), 0);
         assert_int_equal(nng_msg_append_u32(m, i), 0);
-        nng_aio_set_msg(caio[i], m);
-        nng_ctx_send(cctx[i], caio[i]);
-        nng_aio_wait(caio[i]);
-        assert_int_equal(nng_aio_result(caio[i]), 0);
-        nng_ctx_recv(cctx[i], caio[i]);
+        nng_aio_set_msg(f->caio[i], m);
+        nng_ctx_send(f->cctx[i], f->caio[i]);
+        nng_aio_wait(f->caio[i]);
+        assert_int_equal(nng_aio_result(f->caio[i]), 0);
+        nng_ctx_recv(f->cctx[i], f->caio[i]);
     }
+}
+
+/* Every server context's send done; then the reply to request i, checked to carry its number (trimmed off). */
+static void sends_done(struct in_flight *f)
+{
+    for (int i = 0; i <= QUEUED; i++) {
+        nng_aio_wait(f->saio[i]);
+        assert_int_equal(nng_aio_result(f->saio[i]), 0);
+    }
+}
+
+static nng_msg *reply_to(struct in_flight *f, uint32_t i)
+{
+    nng_aio_wait(f->caio[i]);
+    if (nng_aio_result(f->caio[i]) != 0)
+        fail_msg("request %u: no reply: %s", i, nng_strerror(nng_aio_result(f->caio[i])));
+    nng_msg *m = nng_aio_get_msg(f->caio[i]);
+    uint32_t k = UINT32_MAX;
+    assert_int_equal(nng_msg_trim_u32(m, &k), 0);
+    assert_int_equal(k, i);
+    return m;
+}
+
+/* How many times the server's pipe pipe_id sent. */
+static uint64_t pipe_sends(int pipe_id)
+{
+    nng_stat *st = NULL;
+    uint64_t tx = 0;
+    assert_int_equal(nng_stats_get(&st), 0);
+    assert_true(pipe_stat(st, pipe_id, "tx_msgs", &tx));
+    nng_stats_free(st);
+    return tx;
+}
+
+static void in_flight_close(struct in_flight *f)
+{
+    nng_close(f->qs);
+    nng_close(f->rs);
+    for (int i = 0; i <= QUEUED; i++) {
+        nng_aio_free(f->saio[i]);
+        nng_aio_free(f->caio[i]);
+    }
+}
+
+static void replies_leave_in_a_batch(bool tls)
+{
+    static struct in_flight f; /* static: see test_pull0_callbacks_run_on_the_poller */
+    requests_in_flight(&f, tls, NULL);
     /* Each server context took one; the first answered takes a while to
      * write, so the other 20 replies queue on the pipe behind it. */
     uint32_t asked[QUEUED + 1];
     int pipe_id = -1;
     for (int i = 0; i <= QUEUED; i++) {
-        nng_aio_wait(saio[i]);
-        assert_int_equal(nng_aio_result(saio[i]), 0);
-        nng_msg *m = nng_aio_get_msg(saio[i]);
+        nng_aio_wait(f.saio[i]);
+        assert_int_equal(nng_aio_result(f.saio[i]), 0);
+        nng_msg *m = nng_aio_get_msg(f.saio[i]);
         assert_int_equal(nng_msg_trim_u32(m, &asked[i]), 0);
         pipe_id = nng_pipe_id(nng_msg_get_pipe(m));
         nng_msg_clear(m);
@@ -747,20 +798,11 @@ static void replies_leave_in_a_batch(bool tls)
         memset((uint8_t *)nng_msg_body(m) + 4, (int)asked[i], len - 4);
     }
     for (int i = 0; i <= QUEUED; i++)
-        nng_ctx_send(sctx[i], saio[i]);
-    for (int i = 0; i <= QUEUED; i++) {
-        nng_aio_wait(saio[i]);
-        assert_int_equal(nng_aio_result(saio[i]), 0);
-    }
+        nng_ctx_send(f.sctx[i], f.saio[i]);
+    sends_done(&f);
     /* each reply reached its own request, whole */
     for (uint32_t i = 0; i <= QUEUED; i++) {
-        nng_aio_wait(caio[i]);
-        if (nng_aio_result(caio[i]) != 0)
-            fail_msg("request %u: no reply: %s", i, nng_strerror(nng_aio_result(caio[i])));
-        nng_msg *m = nng_aio_get_msg(caio[i]);
-        uint32_t k = UINT32_MAX;
-        assert_int_equal(nng_msg_trim_u32(m, &k), 0);
-        assert_int_equal(k, i);
+        nng_msg *m = reply_to(&f, i);
         size_t want = i == asked[0] ? BIG_REPLY - 4 : (size_t)i * 37;
         assert_int_equal(nng_msg_len(m), want);
         for (size_t j = 0; j < want; j++)
@@ -769,20 +811,11 @@ static void replies_leave_in_a_batch(bool tls)
         nng_msg_free(m);
     }
     /* fewer sends than replies on the server's pipe: the queued ones went together */
-    nng_stat *st = NULL;
-    uint64_t tx = 0;
-    assert_int_equal(nng_stats_get(&st), 0);
-    assert_true(pipe_stat(st, pipe_id, "tx_msgs", &tx));
-    nng_stats_free(st);
+    uint64_t tx = pipe_sends(pipe_id);
     print_message("the server's pipe sent %" PRIu64 " times for %d replies (%s)\n", tx, QUEUED + 1, tls ? "tls+tcp" : "tcp");
     if (tx >= QUEUED + 1)
         fail_msg("%" PRIu64 " sends for %d replies: none went in a batch", tx, QUEUED + 1);
-    nng_close(qs);
-    nng_close(rs);
-    for (int i = 0; i <= QUEUED; i++) {
-        nng_aio_free(saio[i]);
-        nng_aio_free(caio[i]);
-    }
+    in_flight_close(&f);
 }
 
 /* Small replies to 21 requests, sent in one nng_defer_begin scope. */
@@ -798,75 +831,34 @@ static void sent_cb(void *arg)
 static void test_replies_sent_in_a_defer_scope_leave_together(void **state)
 {
     (void)state;
-    nng_socket rs, qs;
-    static nng_ctx sctx[QUEUED + 1], cctx[QUEUED + 1];
-    static nng_aio *saio[QUEUED + 1], *caio[QUEUED + 1];
-    rep_and_req(false, &rs, &qs);
-    for (int i = 0; i <= QUEUED; i++) {
-        assert_int_equal(nng_ctx_open(&sctx[i], rs), 0);
-        assert_int_equal(nng_ctx_open(&cctx[i], qs), 0);
-        assert_int_equal(nng_aio_alloc(&saio[i], sent_cb, NULL), 0);
-        assert_int_equal(nng_aio_alloc(&caio[i], NULL, NULL), 0);
-        nng_aio_set_timeout(caio[i], LONG_MS);
-    }
-    for (uint32_t i = 0; i <= QUEUED; i++) {
-        nng_msg *m;
-        assert_int_equal(nng_msg_alloc(&m, 0), 0);
-        assert_int_equal(nng_msg_append_u32(m, i), 0);
-        nng_aio_set_msg(caio[i], m);
-        nng_ctx_send(cctx[i], caio[i]);
-        nng_aio_wait(caio[i]);
-        assert_int_equal(nng_aio_result(caio[i]), 0);
-        nng_ctx_recv(cctx[i], caio[i]);
-    }
+    static struct in_flight f; /* static: see test_pull0_callbacks_run_on_the_poller */
+    requests_in_flight(&f, false, sent_cb);
     int pipe_id = -1;
-    for (int i = 0; i <= QUEUED; i++) { /* the requests, one to each server context */
-        nng_aio_set_timeout(saio[i], LONG_MS);
-        nng_ctx_recv(sctx[i], saio[i]);
-        nng_aio_wait(saio[i]);
-        assert_int_equal(nng_aio_result(saio[i]), 0);
-        nng_msg *m = nng_aio_get_msg(saio[i]);
-        pipe_id = nng_pipe_id(nng_msg_get_pipe(m));
-        nng_aio_set_msg(saio[i], m); /* the request back as its reply */
+    for (int i = 0; i <= QUEUED; i++) { /* each request goes back as its reply */
+        nng_aio_wait(f.saio[i]);
+        assert_int_equal(nng_aio_result(f.saio[i]), 0);
+        pipe_id = nng_pipe_id(nng_msg_get_pipe(nng_aio_get_msg(f.saio[i])));
     }
     atomic_store(&sent_on_sender, 0);
     sender = pthread_self();
     nng_defer_begin();
     for (int i = 0; i <= QUEUED; i++)
-        nng_ctx_send(sctx[i], saio[i]);
+        nng_ctx_send(f.sctx[i], f.saio[i]);
     nng_defer_end();
-    for (int i = 0; i <= QUEUED; i++) {
-        nng_aio_wait(saio[i]);
-        assert_int_equal(nng_aio_result(saio[i]), 0);
-    }
+    sends_done(&f);
     for (uint32_t i = 0; i <= QUEUED; i++) {
-        nng_aio_wait(caio[i]);
-        if (nng_aio_result(caio[i]) != 0)
-            fail_msg("request %u: no reply: %s", i, nng_strerror(nng_aio_result(caio[i])));
-        nng_msg *m = nng_aio_get_msg(caio[i]);
-        uint32_t k = UINT32_MAX;
-        assert_int_equal(nng_msg_trim_u32(m, &k), 0);
-        assert_int_equal(k, i);
+        nng_msg *m = reply_to(&f, i);
         assert_int_equal(nng_msg_len(m), 0);
         nng_msg_free(m);
     }
     /* The first went at once; its completion waited for the scope's end,
      * and the pipe with it, so the other 20 queued and went in one write. */
-    nng_stat *st = NULL;
-    uint64_t tx = 0;
-    assert_int_equal(nng_stats_get(&st), 0);
-    assert_true(pipe_stat(st, pipe_id, "tx_msgs", &tx));
-    nng_stats_free(st);
+    uint64_t tx = pipe_sends(pipe_id);
     if (tx != 2)
         fail_msg("the server's pipe sent %" PRIu64 " times for %d replies, not 2", tx, QUEUED + 1);
     /* and the senders' own callbacks ran on task threads, not here */
     assert_int_equal(atomic_load(&sent_on_sender), 0);
-    nng_close(qs);
-    nng_close(rs);
-    for (int i = 0; i <= QUEUED; i++) {
-        nng_aio_free(saio[i]);
-        nng_aio_free(caio[i]);
-    }
+    in_flight_close(&f);
 }
 
 /* cairnd's peer sends: no buffer, no callback, no wait; each must find the pipe free. */
