@@ -703,14 +703,15 @@ static void test_tls_messages_around_the_record_size_arrive_whole(void **state)
     nng_close(rs);
 }
 
-/* QUEUED + 1 requests in flight on one connection, each carrying its number, each taken by a server context of its own. */
+/* QUEUED + 1 requests on one connection, each carrying its number, each taken by a server context of its own. */
 struct in_flight {
     nng_socket rs, qs;
     nng_ctx sctx[QUEUED + 1], cctx[QUEUED + 1];
     nng_aio *saio[QUEUED + 1], *caio[QUEUED + 1];
 };
 
-static void requests_in_flight(struct in_flight *f, bool tls, void (*server_cb)(void *))
+/* Sets up f and waits for every server context to hold its request; returns the server's pipe. */
+static int requests_in_flight(struct in_flight *f, bool tls, void (*server_cb)(void *))
 {
     rep_and_req(tls, &f->rs, &f->qs);
     assert_int_equal(nng_socket_set_size(f->qs, NNG_OPT_RECVMAXSZ, 0), 0); /* replies of any size */
@@ -733,9 +734,16 @@ static void requests_in_flight(struct in_flight *f, bool tls, void (*server_cb)(
         assert_int_equal(nng_aio_result(f->caio[i]), 0);
         nng_ctx_recv(f->cctx[i], f->caio[i]);
     }
+    int pipe_id = -1;
+    for (int i = 0; i <= QUEUED; i++) {
+        nng_aio_wait(f->saio[i]);
+        assert_int_equal(nng_aio_result(f->saio[i]), 0);
+        pipe_id = nng_pipe_id(nng_msg_get_pipe(nng_aio_get_msg(f->saio[i])));
+    }
+    return pipe_id;
 }
 
-/* Every server context's send done; then the reply to request i, checked to carry its number (trimmed off). */
+/* Every server context's reply sent. */
 static void sends_done(struct in_flight *f)
 {
     for (int i = 0; i <= QUEUED; i++) {
@@ -744,6 +752,7 @@ static void sends_done(struct in_flight *f)
     }
 }
 
+/* The reply to request i, checked to carry its number, which is trimmed off. */
 static nng_msg *reply_to(struct in_flight *f, uint32_t i)
 {
     nng_aio_wait(f->caio[i]);
@@ -780,17 +789,13 @@ static void in_flight_close(struct in_flight *f)
 static void replies_leave_in_a_batch(bool tls)
 {
     static struct in_flight f; /* static: see test_pull0_callbacks_run_on_the_poller */
-    requests_in_flight(&f, tls, NULL);
-    /* Each server context took one; the first answered takes a while to
-     * write, so the other 20 replies queue on the pipe behind it. */
+    int pipe_id = requests_in_flight(&f, tls, NULL);
+    /* The first answered takes a while to write, so the other 20 replies
+     * queue on the pipe behind it. */
     uint32_t asked[QUEUED + 1];
-    int pipe_id = -1;
     for (int i = 0; i <= QUEUED; i++) {
-        nng_aio_wait(f.saio[i]);
-        assert_int_equal(nng_aio_result(f.saio[i]), 0);
         nng_msg *m = nng_aio_get_msg(f.saio[i]);
         assert_int_equal(nng_msg_trim_u32(m, &asked[i]), 0);
-        pipe_id = nng_pipe_id(nng_msg_get_pipe(m));
         nng_msg_clear(m);
         size_t len = i == 0 ? BIG_REPLY : 4 + (size_t)asked[i] * 37; /* sizes that differ */
         assert_int_equal(nng_msg_append_u32(m, asked[i]), 0);
@@ -832,13 +837,7 @@ static void test_replies_sent_in_a_defer_scope_leave_together(void **state)
 {
     (void)state;
     static struct in_flight f; /* static: see test_pull0_callbacks_run_on_the_poller */
-    requests_in_flight(&f, false, sent_cb);
-    int pipe_id = -1;
-    for (int i = 0; i <= QUEUED; i++) { /* each request goes back as its reply */
-        nng_aio_wait(f.saio[i]);
-        assert_int_equal(nng_aio_result(f.saio[i]), 0);
-        pipe_id = nng_pipe_id(nng_msg_get_pipe(nng_aio_get_msg(f.saio[i])));
-    }
+    int pipe_id = requests_in_flight(&f, false, sent_cb); /* each request goes back as its reply */
     atomic_store(&sent_on_sender, 0);
     sender = pthread_self();
     nng_defer_begin();
