@@ -242,6 +242,9 @@ struct raft_config {
     uint64_t max_inflight_bytes; /* in-flight entry bytes per follower; 0 = unbounded */
     uint64_t max_msg_bytes;      /* entry bytes per MsgApp; 0 = 1 MiB; always >= 1 entry */
     uint64_t max_committed_bytes;   /* entry bytes per rd.committed; 0 = 64 MiB */
+    uint32_t solo_ready_entries; /* a leader that is the only voter: new entries per
+                                  * rd.entries; 0 = all (see docs/raft.md, "Applying
+                                  * while persisting") */
     uint64_t max_uncommitted_bytes; /* leader: proposals beyond this are dropped; 0 = unbounded */
     uint32_t max_pending_reads;  /* queued ReadIndex requests; 0 = 4096 */
 };

@@ -36,6 +36,12 @@ void free_pmsg(struct pmsg *p)
     }
 }
 
+/* A leader whose own log is the commit: the only voter. */
+static bool sole_voter(const struct raft *r)
+{
+    return r->role == RAFT_LEADER && r->conf.n_voters == 1 && r->conf.voters[0] == r->id;
+}
+
 int raft_ready(struct raft *r, struct raft_ready *rd)
 {
     if (r->in_ready)
@@ -55,6 +61,15 @@ int raft_ready(struct raft *r, struct raft_ready *rd)
     if (r->log.stabled < last) {
         rd->entries = log_slice(&r->log, r->log.stabled + 1);
         rd->n_entries = last - r->log.stabled;
+        /* A lone voter commits what it persists, so a burst of proposals
+         * written in one Ready is applied in the next, with nothing to
+         * write beside it.  Handed out a slice at a time, the burst
+         * becomes a pipeline: each Ready applies the slice the one before
+         * made durable and asks for the next to be written, and a caller
+         * that writes while it applies (raft_ready_committed_durable)
+         * does both at once.  The rest stays unstable for the next Ready. */
+        if (r->cfg.solo_ready_entries && rd->n_entries > r->cfg.solo_ready_entries && sole_voter(r))
+            rd->n_entries = r->cfg.solo_ready_entries;
     }
     uint64_t from = (r->log.applied > r->log.snap_index ? r->log.applied : r->log.snap_index) + 1;
     if (r->log.committed >= from) {

@@ -91,6 +91,8 @@ int main(int argc, char **argv)
            (unsigned long long)tot.applied_first_crashes);
     printf("raft-sim: %llu commit notices sent that a follower does not answer\n",
            (unsigned long long)tot.commit_notices);
+    printf("raft-sim: %llu Readies of a lone voter left entries for the next (solo_ready_entries)\n",
+           (unsigned long long)tot.sliced_readies);
     printf("raft-sim: %llu read indexes a lone voter offered were checked; %llu runs ended with two voters, "
            "not held to the liveness deadline\n", (unsigned long long)tot.solo_checks,
            (unsigned long long)tot.liveness_waived);

@@ -428,6 +428,12 @@ static void process_ready(struct sim *s, struct simnode *n)
             sim_fail(s, "member %llu: raft_ready failed", (unsigned long long)n->id);
             return;
         }
+        if (rd.n_entries) {
+            struct raft_status st;
+            raft_status(n->r, &st);
+            if (rd.entries[rd.n_entries - 1].index < st.last_index)
+                s->sliced_readies++;
+        }
         /* The leader's exception to the durability rule (raft.h): it may send
          * before persisting when this Ready keeps its term and vote.  A crash
          * now - the messages gone, this Ready's entries not yet durable - is
@@ -930,6 +936,9 @@ static void setup(struct sim *s)
         .max_msg_bytes = 32 + rnd(s, 512),
         .max_committed_bytes = chance(s, 50) ? 0 : 64 + rnd(s, 1024),
         .max_pending_reads = 64,
+        /* from the seed, not a draw, so the other draws stay as they were;
+         * lone voters (seed % 8 == 5) get each of 0-3 in turn */
+        .solo_ready_entries = (uint32_t)((s->seed / 8) % 4),
     };
     s->max_delay = 2 + (int)rnd(s, 10);
     s->chaos_end = 30000 + rnd(s, 120000);
@@ -1043,6 +1052,7 @@ int sim_run(uint64_t seed, int verbose, char *why, size_t why_len, struct sim_to
         totals->applied_first += s->applied_first;
         totals->applied_first_crashes += s->applied_first_crashes;
         totals->commit_notices += s->commit_notices;
+        totals->sliced_readies += s->sliced_readies;
         totals->liveness_waived += s->liveness_waived;
     }
     teardown(s);

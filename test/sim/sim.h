@@ -107,6 +107,7 @@ struct sim {
     uint64_t applied_first; /* Readies applied before their entries were persisted (raft_ready_committed_durable) */
     uint64_t applied_first_crashes; /* members crashed between that apply and the persist */
     uint64_t commit_notices; /* MsgApp sent marked commit_only (not answered when accepted) */
+    uint64_t sliced_readies; /* Readies whose entries stop short of the log's end (solo_ready_entries) */
     uint64_t rng2;          /* rnd2's stream (sim.c) */
     bool liveness_waived;   /* two voters at the deadline (sim.c, two_voters) */
 };
@@ -123,6 +124,7 @@ struct sim_totals {
     uint64_t applied_first; /* Readies applied while (before) their entries were persisted */
     uint64_t applied_first_crashes; /* members crashed in between */
     uint64_t commit_notices; /* commit-only MsgApp sent */
+    uint64_t sliced_readies; /* a lone voter's Readies that left entries for the next */
     uint64_t liveness_waived; /* runs that ended with two voters short of the liveness deadline */
 };
 

@@ -361,6 +361,60 @@ static void test_a_ready_says_whether_its_committed_entries_are_already_durable(
     t_free(net);
 }
 
+/*
+ * solo_ready_entries: a lone voter hands out a burst of proposals a slice at
+ * a time, each Ready writing the next slice while it applies the one before
+ * (so raft_ready_committed_durable holds), and commits only what was
+ * handed out and persisted.  A leader with other voters writes all at once.
+ */
+static void test_a_lone_voter_writes_a_burst_a_slice_per_ready(void **state)
+{
+    (void)state;
+    struct raft_config cfg = { .election_tick = 10, .heartbeat_tick = 1, .max_inflight_msgs = 256,
+                               .solo_ready_entries = 3 };
+    struct tnet *net = t_new_cfg(1, 1, cfg); /* a learner: the early messages must not run ahead */
+    t_elect(net, 1);
+    t_stabilize(net);
+    struct raft *r = net->n[1].r;
+    const char *props[] = { "a", "b", "c", "d", "e", "f", "g", "h" };
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(raft_propose(r, props[i], 1), 0);
+    uint64_t last = t_status(net, 1).last_index, first = last - 7;
+    size_t slices[] = { 3, 3, 2, 0 }, applied[] = { 0, 3, 3, 2 };
+    for (int k = 0; k < 4; k++) {
+        struct raft_ready rd = next_ready(net, 1);
+        assert_int_equal(rd.n_entries, slices[k]);
+        if (rd.n_entries)
+            assert_int_equal(rd.entries[0].index, first + 3 * (uint64_t)k);
+        assert_int_equal(rd.n_committed, applied[k]);
+        if (k > 0)
+            assert_true(raft_ready_committed_durable(&rd)); /* applied while the next slice is written */
+        uint64_t durable = first + 3 * (uint64_t)k - 1; /* the last entry an earlier Ready handed out */
+        assert_int_equal(t_status(net, 1).commit, durable < last ? durable : last);
+        for (size_t i = 0; i < rd.n_msgs; i++)
+            assert_true(rd.msgs[i].commit <= t_status(net, 1).commit);
+        t_finish(net, 1, &rd);
+    }
+    assert_int_equal(t_status(net, 1).commit, last);
+    t_stabilize(net);
+    assert_string_equal(net->n[1].applied, "a,b,c,d,e,f,g,h");
+    assert_string_equal(net->n[2].applied, net->n[1].applied);
+    t_free(net);
+
+    /* with other voters the leader's own write is not the commit: no slices */
+    net = t_new_cfg(3, 0, cfg);
+    t_elect(net, 1);
+    t_stabilize(net);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(raft_propose(net->n[1].r, props[i], 1), 0);
+    struct raft_ready rd = next_ready(net, 1);
+    assert_int_equal(rd.n_entries, 8);
+    t_finish(net, 1, &rd);
+    t_stabilize(net);
+    assert_string_equal(net->n[3].applied, "a,b,c,d,e,f,g,h");
+    t_free(net);
+}
+
 /* The MsgApp messages in flight from `from` to `to`: how many, and how many marked commit_only. */
 static int apps_to(struct tnet *net, uint64_t from, uint64_t to, int *commit_only)
 {
@@ -463,6 +517,7 @@ int main(void)
         cmocka_unit_test(test_malformed_messages_are_refused),
         cmocka_unit_test(test_a_lone_voter_commits_its_entries_once_they_are_durable),
         cmocka_unit_test(test_a_ready_says_whether_its_committed_entries_are_already_durable),
+        cmocka_unit_test(test_a_lone_voter_writes_a_burst_a_slice_per_ready),
         cmocka_unit_test(test_a_commit_notice_to_a_follower_known_to_match_is_not_answered),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
