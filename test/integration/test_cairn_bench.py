@@ -4,6 +4,7 @@ with counts that add up and no errors.  Nothing here asserts a timing:
 performance is measured by bench/run-suite.py and written in docs/."""
 import json
 import subprocess
+import sys
 
 import pytest
 
@@ -124,3 +125,26 @@ def test_bad_usage_exits_2(cairn_bench_path):
                  ["put", "--format", "yaml"], ["put", "--total"], []):
         rc, _, err = run(cairn_bench_path, *args)
         assert rc == 2, (args, err)
+
+
+def test_suite_reports_the_median_of_several_pairs(build_dir, root_dir, tmp_path):
+    """bench/run-suite.py --pairs N: a row compared with echo runs N times,
+    each time with its echo right after, and the table shows the pair with
+    the median share of echo and the range of all N."""
+    out = tmp_path / "suite.json"
+    p = subprocess.run([sys.executable, str(root_dir / "bench" / "run-suite.py"), "--build", str(build_dir),
+                        "--only", "1 put 1", "--pairs", "3", "--duration", "0.3", "--json-out", str(out)],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    rows = [line for line in p.stdout.decode().splitlines() if line.startswith("| 1 | put 1 |")]
+    assert len(rows) == 1, p.stdout
+    res = json.loads(out.read_text())
+    pairs = res["1 put 1: every pair"]
+    assert len(pairs) == 3
+    shares = sorted(x["row"]["ops_per_s"] / x["echo"]["ops_per_s"] for x in pairs)
+    shown = res["1 put 1"]["ops_per_s"] / res["1 put 1: echo 1 beside it"]["ops_per_s"]
+    assert shown == shares[1], (shown, shares)
+    assert "%.0f%% of echo" % (100 * shown) in rows[0], rows[0]
+    assert "the median of 3 pairs, %.0f-%.0f%%" % (100 * shares[0], 100 * shares[2]) in rows[0], rows[0]
+    for x in pairs:
+        assert x["row"]["ok"] > 0 and x["row"]["failed"] == 0 and x["echo"]["failed"] == 0, x
