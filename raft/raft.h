@@ -244,7 +244,7 @@ struct raft_config {
     uint64_t max_committed_bytes;   /* entry bytes per rd.committed; 0 = 64 MiB */
     uint32_t solo_ready_entries; /* a leader that is the only voter: new entries per
                                   * rd.entries; 0 = all (see docs/raft.md, "Applying
-                                  * while persisting") */
+                                  * while persisting"); raft_set_solo_ready_entries */
     uint64_t max_uncommitted_bytes; /* leader: proposals beyond this are dropped; 0 = unbounded */
     uint32_t max_pending_reads;  /* queued ReadIndex requests; 0 = 4096 */
 };
@@ -431,6 +431,10 @@ int raft_ready(struct raft *r, struct raft_ready *rd);
 
 /* raft_advance: the caller has done everything rd asked; frees rd's memory.  0 or -EINVAL. */
 int raft_advance(struct raft *r, struct raft_ready *rd);
+
+/* raft_set_solo_ready_entries: change raft_config.solo_ready_entries from the
+ * next Ready on (a caller may size the slice from how fast its disk syncs). */
+void raft_set_solo_ready_entries(struct raft *r, uint32_t n);
 
 /* raft_ready_committed_durable: nonzero if rd has committed entries, no
  * snapshot, and every committed entry lies below the first entry rd asks

@@ -42,6 +42,11 @@ static bool sole_voter(const struct raft *r)
     return r->role == RAFT_LEADER && r->conf.n_voters == 1 && r->conf.voters[0] == r->id;
 }
 
+void raft_set_solo_ready_entries(struct raft *r, uint32_t n)
+{
+    r->cfg.solo_ready_entries = n;
+}
+
 int raft_ready(struct raft *r, struct raft_ready *rd)
 {
     if (r->in_ready)

@@ -6,7 +6,9 @@
  * file fail with EIO; only on a thread named $FAIL_SYNC_THREAD, if that is
  * set.  The failing sync takes 5 ms, as a failing disk is slow to say so
  * (and requests pile up meanwhile).  With $FAIL_SYNC_MODE=lie the syncs
- * succeed instead: a disk that loses synced writes without a word.
+ * succeed instead: a disk that loses synced writes without a word.  With
+ * $FAIL_SYNC_MODE=slow nothing is lost or fails: each sync of a WAL file
+ * takes $FAIL_SYNC_SLOW_US (default 20000) longer, a slow disk.
  * Everything else goes to libc.
  */
 #include <dlfcn.h>
@@ -43,6 +45,12 @@ static int lies(void)
     return mode && !strcmp(mode, "lie");
 }
 
+static int slow(void)
+{
+    const char *mode = getenv("FAIL_SYNC_MODE");
+    return mode && !strcmp(mode, "slow");
+}
+
 static int failed_sync(void)
 {
     usleep(5000);
@@ -50,11 +58,26 @@ static int failed_sync(void)
     return -1;
 }
 
+/* -1 when fd's sync fails here, else 0 after the slow disk's delay (if any): go on to libc. */
+static int sync_here(int fd)
+{
+    if (!fails(fd))
+        return 0;
+    if (slow()) {
+        const char *us = getenv("FAIL_SYNC_SLOW_US");
+        usleep(us ? (useconds_t)atoi(us) : 20000);
+        return 0;
+    }
+    if (lies())
+        return 0;
+    return failed_sync();
+}
+
 ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
 {
     ssize_t (*real)(int, const void *, size_t, off_t) =
         (ssize_t(*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT, "pwrite");
-    if (fails(fd))
+    if (!slow() && fails(fd))
         return (ssize_t)n; /* lost on the way to the disk */
     return real(fd, buf, n, off);
 }
@@ -62,15 +85,11 @@ ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
 int fdatasync(int fd)
 {
     int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
-    if (fails(fd) && !lies())
-        return failed_sync();
-    return real(fd);
+    return sync_here(fd) < 0 ? -1 : real(fd);
 }
 
 int fsync(int fd)
 {
     int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
-    if (fails(fd) && !lies())
-        return failed_sync();
-    return real(fd);
+    return sync_here(fd) < 0 ? -1 : real(fd);
 }

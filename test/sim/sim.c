@@ -424,6 +424,9 @@ static void process_ready(struct sim *s, struct simnode *n)
     while (n->up && !s->failed && raft_has_ready(n->r)) {
         struct raft_ready rd;
         uint64_t unreach = 0, snap_fail = 0;
+        /* the daemon resizes a lone voter's slice between Readies: so does this, 1-4 */
+        if (s->base_cfg.solo_ready_entries)
+            raft_set_solo_ready_entries(n->r, 1 + (uint32_t)(s->events % 4));
         if (raft_ready(n->r, &rd) < 0) {
             sim_fail(s, "member %llu: raft_ready failed", (unsigned long long)n->id);
             return;
