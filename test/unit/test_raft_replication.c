@@ -367,18 +367,37 @@ static void test_a_ready_says_whether_its_committed_entries_are_already_durable(
  * (so raft_ready_committed_durable holds), and commits only what was
  * handed out and persisted.  A leader with other voters writes all at once.
  */
+static const char *const burst[] = { "a", "b", "c", "d", "e", "f", "g", "h" };
+
+/* A cluster of voters and learners under cfg, member 1 leading, with the 8 proposals of burst made. */
+static struct tnet *leader_with_a_burst(int voters, int learners, struct raft_config cfg)
+{
+    struct tnet *net = t_new_cfg(voters, learners, cfg);
+    t_elect(net, 1);
+    t_stabilize(net);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(raft_propose(net->n[1].r, burst[i], 1), 0);
+    return net;
+}
+
+/* The leader's next Ready writes the burst's n unwritten entries at once;
+ * then member `check` applies all of it.  Frees net. */
+static void rest_of_the_burst_in_one_ready(struct tnet *net, size_t n, uint64_t check)
+{
+    struct raft_ready rd = next_ready(net, 1);
+    assert_int_equal(rd.n_entries, n);
+    t_finish(net, 1, &rd);
+    t_stabilize(net);
+    assert_string_equal(net->n[check].applied, "a,b,c,d,e,f,g,h");
+    t_free(net);
+}
+
 static void test_a_lone_voter_writes_a_burst_a_slice_per_ready(void **state)
 {
     (void)state;
     struct raft_config cfg = { .election_tick = 10, .heartbeat_tick = 1, .max_inflight_msgs = 256,
                                .solo_ready_entries = 3 };
-    struct tnet *net = t_new_cfg(1, 1, cfg); /* a learner: the early messages must not run ahead */
-    t_elect(net, 1);
-    t_stabilize(net);
-    struct raft *r = net->n[1].r;
-    const char *props[] = { "a", "b", "c", "d", "e", "f", "g", "h" };
-    for (int i = 0; i < 8; i++)
-        assert_int_equal(raft_propose(r, props[i], 1), 0);
+    struct tnet *net = leader_with_a_burst(1, 1, cfg); /* a learner: the early messages must not run ahead */
     uint64_t last = t_status(net, 1).last_index, first = last - 7;
     size_t slices[] = { 3, 3, 2, 0 }, applied[] = { 0, 3, 3, 2 };
     for (int k = 0; k < 4; k++) {
@@ -402,35 +421,15 @@ static void test_a_lone_voter_writes_a_burst_a_slice_per_ready(void **state)
     t_free(net);
 
     /* the caller may resize the slice between Readies (daemon/node.c sizes it from its disk) */
-    net = t_new_cfg(1, 0, cfg);
-    t_elect(net, 1);
-    t_stabilize(net);
-    r = net->n[1].r;
-    for (int i = 0; i < 8; i++)
-        assert_int_equal(raft_propose(r, props[i], 1), 0);
+    net = leader_with_a_burst(1, 0, cfg);
     struct raft_ready rd = next_ready(net, 1);
     assert_int_equal(rd.n_entries, 3);
     t_finish(net, 1, &rd);
-    raft_set_solo_ready_entries(r, 0); /* all */
-    rd = next_ready(net, 1);
-    assert_int_equal(rd.n_entries, 5);
-    t_finish(net, 1, &rd);
-    t_stabilize(net);
-    assert_string_equal(net->n[1].applied, "a,b,c,d,e,f,g,h");
-    t_free(net);
+    raft_set_solo_ready_entries(net->n[1].r, 0); /* all */
+    rest_of_the_burst_in_one_ready(net, 5, 1);
 
     /* with other voters the leader's own write is not the commit: no slices */
-    net = t_new_cfg(3, 0, cfg);
-    t_elect(net, 1);
-    t_stabilize(net);
-    for (int i = 0; i < 8; i++)
-        assert_int_equal(raft_propose(net->n[1].r, props[i], 1), 0);
-    rd = next_ready(net, 1);
-    assert_int_equal(rd.n_entries, 8);
-    t_finish(net, 1, &rd);
-    t_stabilize(net);
-    assert_string_equal(net->n[3].applied, "a,b,c,d,e,f,g,h");
-    t_free(net);
+    rest_of_the_burst_in_one_ready(leader_with_a_burst(3, 0, cfg), 8, 3);
 }
 
 /* The MsgApp messages in flight from `from` to `to`: how many, and how many marked commit_only. */
