@@ -54,6 +54,12 @@ uint32_t raft_quorum(const struct raft *r)
     return r->conf.n_voters / 2 + 1;
 }
 
+/* This member is the only voter: its own log is the quorum. */
+bool raft_solo(const struct raft *r)
+{
+    return r->conf.n_voters == 1 && raft_is_voter(r, r->id);
+}
+
 bool committed_in_term(const struct raft *r)
 {
     uint64_t t;

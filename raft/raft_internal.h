@@ -151,6 +151,7 @@ bool raft_is_voter(const struct raft *r, uint64_t id);
 bool raft_is_learner(const struct raft *r, uint64_t id);
 bool raft_promotable(const struct raft *r);
 uint32_t raft_quorum(const struct raft *r);
+bool raft_solo(const struct raft *r);
 void become_follower(struct raft *r, uint64_t term, uint64_t lead);
 int rebuild_progress(struct raft *r);
 bool committed_in_term(const struct raft *r);

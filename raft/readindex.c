@@ -92,20 +92,15 @@ static int push(struct read_req **arr, uint32_t *n, uint32_t max, uint64_t from,
     return 0;
 }
 
-static bool solo(const struct raft *r)
-{
-    return r->conf.n_voters == 1 && raft_is_voter(r, r->id);
-}
-
 uint64_t raft_solo_read_index(const struct raft *r)
 {
-    return r->role == RAFT_LEADER && solo(r) && committed_in_term(r) ? r->log.committed : 0;
+    return r->role == RAFT_LEADER && raft_solo(r) && committed_in_term(r) ? r->log.committed : 0;
 }
 
 /* Start the quorum round for a read (leader, own-term entry committed). */
 static int start_round(struct raft *r, uint64_t from, const void *ctx, size_t len)
 {
-    if (solo(r))
+    if (raft_solo(r))
         return respond(r, from, r->log.committed, ctx, len);
     for (uint32_t i = 0; i < r->n_reads; i++)
         if (r->reads[i].ctx_len == len && (len == 0 || memcmp(r->reads[i].ctx, ctx, len) == 0))

@@ -36,12 +36,6 @@ void free_pmsg(struct pmsg *p)
     }
 }
 
-/* A leader whose own log is the commit: the only voter. */
-static bool sole_voter(const struct raft *r)
-{
-    return r->role == RAFT_LEADER && r->conf.n_voters == 1 && r->conf.voters[0] == r->id;
-}
-
 void raft_set_solo_ready_entries(struct raft *r, uint32_t n)
 {
     r->cfg.solo_ready_entries = n;
@@ -73,7 +67,8 @@ int raft_ready(struct raft *r, struct raft_ready *rd)
          * made durable and asks for the next to be written, and a caller
          * that writes while it applies (raft_ready_committed_durable)
          * does both at once.  The rest stays unstable for the next Ready. */
-        if (r->cfg.solo_ready_entries && rd->n_entries > r->cfg.solo_ready_entries && sole_voter(r))
+        if (r->cfg.solo_ready_entries && rd->n_entries > r->cfg.solo_ready_entries &&
+            r->role == RAFT_LEADER && raft_solo(r))
             rd->n_entries = r->cfg.solo_ready_entries;
     }
     uint64_t from = (r->log.applied > r->log.snap_index ? r->log.applied : r->log.snap_index) + 1;
