@@ -10,12 +10,17 @@ import cluster
 
 # ---------------------------------------------------------------- HTTP
 
+def serve_metrics(m):
+    """Before m starts: it will serve metrics on a loopback port of its own (m.metrics_port)."""
+    m.metrics_port = cluster.free_port()
+    m.extra.append("--listen-metrics-urls=tcp://127.0.0.1:%d" % m.metrics_port)
+
+
 def start_with_metrics(env, n, extra=()):
     """A cluster of n members, each serving metrics on a loopback port of its own (m.metrics_port)."""
     c = env.cluster(n, start=False, extra=extra)
     for m in c:
-        m.metrics_port = cluster.free_port()
-        m.extra.append("--listen-metrics-urls=tcp://127.0.0.1:%d" % m.metrics_port)
+        serve_metrics(m)
     c.start()
     return c
 

@@ -108,8 +108,7 @@ def test_a_lone_member_on_a_slow_disk_writes_a_burst_in_few_syncs(env, root_dir,
     trigger.touch()
     c = env.cluster(1, start=False)
     m = c[0]
-    m.metrics_port = cluster.free_port()
-    m.extra.append("--listen-metrics-urls=tcp://127.0.0.1:%d" % m.metrics_port)
+    prom.serve_metrics(m)
     preload(m, root_dir, tmp_path, trigger, FAIL_SYNC_MODE="slow")
     c.start()
     warm = env.load.put(c, total=1024, inflight=256, key_prefix="warm/", ack_log=str(tmp_path / "warm.log"),
