@@ -3,6 +3,7 @@ revisions and response headers, transactions, history and compaction; then
 crashes: kill -9 in the middle of a cairn-load run loses no acknowledged
 write, the revision keeps growing across restarts, SIGTERM exits 0; a removed data
 directory stops the member with 78."""
+import os
 import shutil
 import signal
 import time
@@ -285,3 +286,41 @@ def test_a_member_whose_data_directory_is_removed_stops_with_78(member, wire):
     rc = member.proc.wait(timeout=30)
     assert rc == 78, member.log_tail()
     assert "was removed while the member ran" in member.log_text(), member.log_tail()
+
+
+SCHED_OTHER, SCHED_BATCH, SCHED_IDLE = 0, 3, 5
+
+
+def scheduling_policies(pid):
+    """{thread name: its threads' scheduling policies} for process pid (/proc's stat, field 41)."""
+    out = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                stat = f.read()
+        except OSError:
+            continue  # the thread exited
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        out.setdefault(name, set()).add(int(stat[stat.rindex(")") + 2:].split()[38]))
+    return out
+
+
+def test_nng_task_threads_never_preempt_on_waking(member, wire):
+    """nng's task threads run at SCHED_BATCH (daemon/main.c says why); the member's own threads do not."""
+    with member.client() as c:
+        wire.check(c.put("k", "v"), "put")
+    pol = scheduling_policies(member.pid)
+    assert pol.get("nng:task") == {SCHED_BATCH}, pol
+    for name in ("cairn-node", "cairn-wal", "cairnd"):
+        assert pol.get(name) == {SCHED_OTHER}, (name, pol)
+
+
+def test_a_member_started_at_another_policy_keeps_it(env):
+    """An operator's choice (a unit's CPUSchedulingPolicy=) is left alone: every thread keeps it."""
+    c = env.cluster(1, start=False)
+    m = c[0]
+    argv = m.argv
+    m.argv = lambda: ["chrt", "--idle", "0"] + argv()
+    c.start()
+    pol = scheduling_policies(m.pid)
+    assert pol.get("nng:task") == {SCHED_IDLE} and pol.get("cairn-node") == {SCHED_IDLE}, pol
