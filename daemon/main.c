@@ -235,9 +235,10 @@ static void return_free_memory(void)
  * when the CPU's current thread blocks or its time slice ends, and then
  * finds several tasks queued.  Its share of the CPU is the same (fairness
  * is unchanged; only wake-up preemption is off).  Measured on a 2-vCPU
- * guest (docs/performance.md, session 21): the member's CPU per put at 256
- * and 64 in flight 8% lower, per serializable get 4% lower, three members'
- * put 64 6% more puts/s, one in flight unchanged.
+ * guest (docs/performance.md, session 21): the member's CPU per put 7-14%
+ * lower at 256 in flight and 8% at 64, per get 4% (serializable) to 10%
+ * (linearizable) lower; three members' put 64 3-6% more puts/s; one
+ * request in flight unchanged.
  *
  * Only threads at the normal policy change: a unit that set another one
  * (CPUSchedulingPolicy=) keeps it.  nng starts its task threads when the

@@ -2,7 +2,7 @@
 revisions and response headers, transactions, history and compaction; then
 crashes: kill -9 in the middle of a cairn-load run loses no acknowledged
 write, the revision keeps growing across restarts, SIGTERM exits 0; a removed data
-directory stops the member with 78."""
+directory stops the member with 78; nng's task threads' scheduling policy."""
 import os
 import shutil
 import signal
