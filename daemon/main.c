@@ -243,8 +243,10 @@ static void return_free_memory(void)
  * Only threads at the normal policy change: a unit that set another one
  * (CPUSchedulingPolicy=) keeps it.  nng starts its task threads when the
  * first socket opens and never more, so one pass after the sockets are
- * open finds them all.  Returns how many changed; a failure is logged and
- * the member runs on as before.
+ * open finds them all.  Done here, not in third_party/nng's taskq patch:
+ * that nng is also libcairn's and cairn-bench's, and a client library has
+ * no business changing its application's threads.  Returns how many
+ * changed; a failure is logged and the member runs on as before.
  */
 static int batch_nng_task_threads(void)
 {
