@@ -82,7 +82,9 @@
     X(AUTH_RATE_LIMITED, 110, "authentication failed: too many failed attempts from this client; wait and retry") \
     X(ROLE_NOT_GRANTED, 111, "role is not granted to the user")                \
     X(PERMISSION_NOT_GRANTED, 112, "permission is not granted to the role")    \
-    X(INVALID_AUTH_MGMT, 113, "invalid auth management: the root user and the root role cannot be removed while auth is enabled")
+    X(INVALID_AUTH_MGMT, 113, "invalid auth management: the root user and the root role cannot be removed while auth is enabled") \
+    X(TOO_MANY_CHANGES, 114, "the request would change more than 1048576 keys in one revision; delete the range in parts") \
+    X(REVISIONS_EXHAUSTED, 115, "the store has reached its last revision (2^43 - 1) and takes no more writes; reads still work")
 
 enum cairn_error {
 #define CAIRN_ERRENUM_(name, off, msg) CAIRN_E_##name = CAIRN_ERR_BASE + (off),

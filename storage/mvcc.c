@@ -41,8 +41,8 @@ static const char *const stmt_sql[ST_COUNT_] = {
     [ST_STATE_SET] = "UPDATE state SET rev = ?1, compact_rev = ?2, compact_done = ?3, "
                      "consistent_index = ?4, consistent_term = ?5 WHERE id = 1",
     /* ST_REV_INSERT* are made by rev_insert_sql */
-    [ST_REV_VALUE] = "SELECT value FROM rev WHERE main = ?1 AND sub = ?2",
-    [ST_REV_ALL] = "SELECT key, main, sub, create_rev, version, lease FROM rev ORDER BY main, sub",
+    [ST_REV_VALUE] = "SELECT value FROM rev WHERE id = ?1",
+    [ST_REV_ALL] = "SELECT key, main, sub, create_rev, version, lease FROM rev ORDER BY id",
     [ST_LEASE_GET] = "SELECT id, ttl, remaining FROM lease WHERE id = ?1",
     [ST_LEASE_INSERT] = "INSERT INTO lease(id, ttl, remaining) VALUES (?1, ?2, 0)",
     [ST_LEASE_DELETE] = "DELETE FROM lease WHERE id = ?1",
@@ -52,16 +52,16 @@ static const char *const stmt_sql[ST_COUNT_] = {
     [ST_RECORD_DELETE] = "DELETE FROM record WHERE ns = ?1 AND name = ?2",
     [ST_RECORD_GET] = "SELECT name, value FROM record WHERE ns = ?1 AND name = ?2",
     [ST_RECORD_LIST] = "SELECT name, value FROM record WHERE ns = ?1 ORDER BY name",
-    [ST_COMPACT_DELETE] = "DELETE FROM rev WHERE main = ?1 AND sub = ?2",
-    /* rows come as (key, main, create_rev, version, lease, value, sub) */
+    [ST_COMPACT_DELETE] = "DELETE FROM rev WHERE id = ?1",
+    /* rows come as (key, main, create_rev, version, lease, value, sub); ids
+     * (rev_id) from ?2 to ?3 and after ?4 */
     [ST_HIST_RANGE] = "SELECT key, main, create_rev, version, lease, value, sub FROM rev "
-                      "WHERE key >= ?1 AND key < ?6 AND main >= ?2 AND main <= ?3 "
-                      "AND (main, sub) > (?4, ?5) ORDER BY main, sub",
+                      "WHERE key >= ?1 AND key < ?5 AND id >= ?2 AND id <= ?3 AND id > ?4 ORDER BY id",
     [ST_HIST_FROM] = "SELECT key, main, create_rev, version, lease, value, sub FROM rev "
-                     "WHERE key >= ?1 AND main >= ?2 AND main <= ?3 "
-                     "AND (main, sub) > (?4, ?5) ORDER BY main, sub",
+                     "WHERE key >= ?1 AND id >= ?2 AND id <= ?3 AND id > ?4 ORDER BY id",
+    /* ids up to ?1 */
     [ST_HASH] = "SELECT key, main, create_rev, version, lease, value, sub FROM rev "
-                "WHERE main <= ?1 ORDER BY main, sub",
+                "WHERE id <= ?1 ORDER BY id",
     /* PRAGMA statements, not the pragma_* table functions: those prepare a
      * statement of their own on every run (three per status, after every
      * apply batch: 26k instructions a batch) */
@@ -70,18 +70,23 @@ static const char *const stmt_sql[ST_COUNT_] = {
     [ST_PAGE_SIZE] = "PRAGMA main.page_size",
 };
 
+/* one row per key revision, in revision order (id: rev_id(main, sub)): a
+ * batch appends; main and sub are there for SQL, computed, not stored */
+#define REV_TABLE_SQL(name)                                                                    \
+    "CREATE TABLE " #name " ("                                                                 \
+    " id INTEGER PRIMARY KEY, key BLOB NOT NULL,"                                              \
+    " create_rev INTEGER NOT NULL, version INTEGER NOT NULL, lease INTEGER NOT NULL,"          \
+    " value BLOB,"                                                                             \
+    " main INTEGER GENERATED ALWAYS AS (id >> 20) VIRTUAL,"                                    \
+    " sub INTEGER GENERATED ALWAYS AS (id & 1048575) VIRTUAL)"
+
 static const char schema_sql[] =
     "CREATE TABLE state ("
     " id INTEGER PRIMARY KEY CHECK (id = 1),"
     " rev INTEGER NOT NULL, compact_rev INTEGER NOT NULL, compact_done INTEGER NOT NULL,"
     " consistent_index INTEGER NOT NULL, consistent_term INTEGER NOT NULL);"
     "INSERT INTO state VALUES (1, 1, 0, 0, 0, 0);"
-    /* one row per key revision, in revision order: a batch appends */
-    "CREATE TABLE rev ("
-    " main INTEGER NOT NULL, sub INTEGER NOT NULL, key BLOB NOT NULL,"
-    " create_rev INTEGER NOT NULL, version INTEGER NOT NULL, lease INTEGER NOT NULL,"
-    " value BLOB,"
-    " PRIMARY KEY (main, sub)) WITHOUT ROWID;"
+    REV_TABLE_SQL(rev) ";"
     "CREATE TABLE lease (id INTEGER PRIMARY KEY, ttl INTEGER NOT NULL,"
     " remaining INTEGER NOT NULL);"
     "CREATE TABLE record (ns BLOB NOT NULL, name BLOB NOT NULL, value BLOB NOT NULL,"
@@ -115,12 +120,12 @@ int sql_err(int rc)
     }
 }
 
-/* INSERT INTO rev of n rows, parameters (main, sub, key, create_rev,
- * version, lease, value) per row. */
+/* INSERT INTO rev of n rows, parameters (id, key, create_rev, version,
+ * lease, value) per row. */
 static char *rev_insert_sql(int n)
 {
-    static const char head[] = "INSERT INTO rev(main, sub, key, create_rev, version, lease, value) VALUES ";
-    static const char row[] = "(?,?,?,?,?,?,?)";
+    static const char head[] = "INSERT INTO rev(id, key, create_rev, version, lease, value) VALUES ";
+    static const char row[] = "(?,?,?,?,?,?)";
     char *sql = malloc(sizeof(head) + (size_t)n * sizeof(row));
     if (sql) {
         size_t at = sizeof(head) - 1;
@@ -285,6 +290,51 @@ static int pragma_int(sqlite3 *db, const char *sql, int64_t *v)
     return rc;
 }
 
+/*
+ * Schema 2 to 3: rev was a WITHOUT ROWID table keyed by (main, sub); its
+ * rows move to the rowid table, in one transaction, so a crash leaves
+ * either schema whole.  The pages freed are given back to the file system
+ * before the store opens.  Rows that schema 3 cannot number are refused
+ * before anything changes.
+ */
+static int schema_upgrade_v2(struct conn *c, char *err, size_t errlen)
+{
+    int64_t bad = 0;
+    char sql[1024];
+    int rc = exec_sql(c->db, "BEGIN IMMEDIATE");
+    if (rc < 0)
+        goto sqlfail;
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM rev WHERE sub < 0 OR sub >= %d OR main < 0 OR main > %lld",
+             MVCC_MAX_CHANGES, (long long)MVCC_MAX_REV);
+    if ((rc = pragma_int(c->db, sql, &bad)) != SQLITE_OK) {
+        rc = sql_err(rc);
+        goto sqlfail;
+    }
+    if (bad) {
+        exec_sql(c->db, "ROLLBACK");
+        if (err && errlen)
+            snprintf(err, errlen,
+                     "%s: cannot upgrade the MVCC schema from version 2: %lld rows lie past revision %lld or past "
+                     "the %d changes of one revision, which version %d cannot store; the file is left as it was",
+                     c->path, (long long)bad, (long long)MVCC_MAX_REV, MVCC_MAX_CHANGES, MVCC_SCHEMA_VERSION);
+        return -CAIRN_E_SCHEMA;
+    }
+    snprintf(sql, sizeof sql,
+             "%s; INSERT INTO rev_v3(id, key, create_rev, version, lease, value)"
+             " SELECT (main << %d) | sub, key, create_rev, version, lease, value FROM rev ORDER BY main, sub;"
+             " DROP TABLE rev; ALTER TABLE rev_v3 RENAME TO rev; PRAGMA user_version = %d; COMMIT",
+             REV_TABLE_SQL(rev_v3), MVCC_SUB_BITS, MVCC_SCHEMA_VERSION);
+    if ((rc = exec_sql(c->db, sql)) < 0)
+        goto sqlfail;
+    if ((rc = exec_sql(c->db, "PRAGMA main.incremental_vacuum")) < 0)
+        fmt_err(err, errlen, "%s: upgraded the MVCC schema from version 2, then: %s", c->path, sqlite3_errmsg(c->db));
+    return rc;
+sqlfail:
+    fmt_err(err, errlen, "%s: upgrading the MVCC schema from version 2: %s", c->path, sqlite3_errmsg(c->db));
+    exec_sql(c->db, "ROLLBACK");
+    return rc;
+}
+
 /* Create the schema in an empty database, or check the one there. */
 int schema_init(struct conn *c, bool create, char *err, size_t errlen)
 {
@@ -329,7 +379,11 @@ int schema_init(struct conn *c, bool create, char *err, size_t errlen)
         fmt_err(err, errlen, "%s: not a Cairn MVCC database (%s)", c->path, why);
         return -CAIRN_E_SCHEMA;
     }
-    if (ver != MVCC_SCHEMA_VERSION) {
+    if (ver == MVCC_SCHEMA_V2 && create)
+        return schema_upgrade_v2(c, err, errlen);
+    /* a version 2 file read as it is (a snapshot checked or restored) is
+     * upgraded when a store opens it */
+    if (ver != MVCC_SCHEMA_VERSION && !(ver == MVCC_SCHEMA_V2 && !create)) {
         char why[96];
         snprintf(why, sizeof(why), "schema version %lld, this Cairn knows %d", (long long)ver,
                  MVCC_SCHEMA_VERSION);

@@ -29,7 +29,12 @@
  *
  * Revisions are etcd's: the store starts at revision 1; every request that
  * writes gets main revision +1, its operations sub revisions 0, 1, 2, ...; a
- * request that writes nothing does not move the revision.
+ * request that writes nothing does not move the revision.  Two limits follow
+ * from how rows are numbered on disk: a request changes at most
+ * MVCC_MAX_CHANGES keys (a larger delete, lease revoke or txn is refused
+ * with CAIRN_E_TOO_MANY_CHANGES and writes nothing), and the revision stops
+ * at MVCC_MAX_REV (later writes are refused with CAIRN_E_REVISIONS_EXHAUSTED;
+ * 8.8 x 10^12 revisions: four years at 70,000 writes a second).
  *
  * Memory.  Byte strings in requests are borrowed for the duration of the call.
  * Every result (struct mvcc_result, mvcc_range_result, ...) is one allocation
@@ -45,6 +50,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* The limits above (storage/mvcc_internal.h: MVCC_SUB_BITS) */
+#define MVCC_MAX_CHANGES (1 << 20)
+#define MVCC_MAX_REV ((INT64_C(1) << 43) - 1)
 
 struct mvcc_store;  /* the writer: opaque, owned by one thread */
 struct mvcc_reader; /* a read-only handle: opaque, owned by one thread */

@@ -48,6 +48,8 @@ static bool request_error(int rc)
     case CAIRN_E_LEASE_EXISTS:
     case CAIRN_E_LEASE_TTL_TOO_LARGE:
     case CAIRN_E_INVALID_ARGUMENT:
+    case CAIRN_E_TOO_MANY_CHANGES:
+    case CAIRN_E_REVISIONS_EXHAUSTED:
         return true;
     default:
         return false;
@@ -135,8 +137,8 @@ static int lease_exists(struct applier *w, int64_t id, bool *exists)
 static int write_rev(struct applier *w, struct keyrec *kr, const struct mvcc_kv *kv, int64_t sub)
 {
     struct pending *p = &w->s->pend;
-    if (sub > UINT32_MAX)
-        return -E2BIG;
+    if (sub >= MVCC_MAX_CHANGES || kv->mod_revision > MVCC_MAX_REV)
+        return -E2BIG; /* may_write let it through: a bug, not the request's fault */
     if (p->n == p->cap) {
         size_t cap = p->cap ? p->cap * 2 : 256;
         struct pending_row *nv = realloc(p->v, cap * sizeof(*nv));
@@ -168,15 +170,14 @@ static int flush_rows(struct applier *w)
             return db_err(w);
         for (size_t j = 0; j < sizes[k].n; j++) {
             const struct pending_row *r = &p->v[i + j];
-            int b = (int)j * 7;
-            sqlite3_bind_int64(st, b + 1, r->main);
-            sqlite3_bind_int64(st, b + 2, r->sub);
-            bind_buf(st, b + 3, r->kv.key);
-            sqlite3_bind_int64(st, b + 4, r->kv.create_revision);
-            sqlite3_bind_int64(st, b + 5, r->kv.version);
-            sqlite3_bind_int64(st, b + 6, r->kv.lease);
+            int b = (int)j * 6;
+            sqlite3_bind_int64(st, b + 1, rev_id(r->main, r->sub));
+            bind_buf(st, b + 2, r->kv.key);
+            sqlite3_bind_int64(st, b + 3, r->kv.create_revision);
+            sqlite3_bind_int64(st, b + 4, r->kv.version);
+            sqlite3_bind_int64(st, b + 5, r->kv.lease);
             if (r->kv.version != 0)
-                bind_buf(st, b + 7, r->kv.value);
+                bind_buf(st, b + 6, r->kv.value);
         }
         int rc = step_done(st);
         if (rc < 0)
@@ -221,6 +222,23 @@ static int buf_copy(struct applier *w, struct mvcc_buf in, struct mvcc_buf *out)
         return -ENOMEM;
     out->data = d;
     out->len = in.len;
+    return 0;
+}
+
+/*
+ * Whether the request may change `changes` more keys: rev_id numbers at
+ * most MVCC_MAX_CHANGES in one revision, and revisions up to MVCC_MAX_REV.
+ * Asked before the first of them is written, since a refused request must
+ * have written nothing (a txn asks for all of its changes at once).
+ */
+static int may_write(const struct applier *w, size_t changes)
+{
+    if (changes == 0)
+        return 0;
+    if (w->begin_rev >= MVCC_MAX_REV)
+        return -CAIRN_E_REVISIONS_EXHAUSTED;
+    if (changes > MVCC_MAX_CHANGES - (size_t)w->sub)
+        return -CAIRN_E_TOO_MANY_CHANGES;
     return 0;
 }
 
@@ -287,6 +305,8 @@ static int do_put(struct applier *w, const struct mvcc_put_req *r, struct mvcc_r
         return rc;
     if ((r->ignore_value || r->ignore_lease) && !p.live)
         return -CAIRN_E_KEY_NOT_FOUND; /* checked before; kept as a guard */
+    if ((rc = may_write(w, 1)) < 0)
+        return rc;
     int64_t rev = w->begin_rev + 1;
     struct mvcc_kv kv = {
         .key = key,
@@ -390,7 +410,7 @@ static int do_delete(struct applier *w, const struct mvcc_delete_req *r,
     size_t n;
     /* the old values: for the response and for watchers' events (see do_put) */
     int rc = live_rows(w, r->key, r->range_end, r->prev_kv || event_values(w), &rows, &n);
-    if (rc < 0)
+    if (rc < 0 || (rc = may_write(w, n)) < 0)
         return rc;
     struct mvcc_kv *prevs = NULL;
     if (r->prev_kv && n && !(prevs = arena_zalloc(w->a, n * sizeof(*prevs))))
@@ -707,6 +727,32 @@ static int path_check(struct applier *w, const struct mvcc_txn_req *t, const str
     return 0;
 }
 
+/* How many keys the txn's path changes: one per put, the live keys of each
+ * delete's range as they are before the txn (its deletes may overlap: an
+ * upper bound then). */
+static int path_changes(struct applier *w, const struct mvcc_txn_req *t, const struct path *p, size_t *pi,
+                        size_t *changes)
+{
+    bool ok = p->v[(*pi)++];
+    const struct mvcc_request *ops = ok ? t->success : t->failure;
+    size_t n = ok ? t->n_success : t->n_failure;
+    int rc;
+    for (size_t i = 0; i < n; i++) {
+        if (ops[i].type == MVCC_REQ_PUT) {
+            (*changes)++;
+        } else if (ops[i].type == MVCC_REQ_DELETE_RANGE) {
+            struct prevrow *rows;
+            size_t k;
+            if ((rc = live_rows(w, ops[i].del.key, ops[i].del.range_end, false, &rows, &k)) < 0)
+                return rc;
+            *changes += k;
+        } else if (ops[i].type == MVCC_REQ_TXN && (rc = path_changes(w, &ops[i].txn, p, pi, changes)) < 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
 static int do_range(struct applier *w, const struct mvcc_range_req *r, struct mvcc_response *resp)
 {
     struct view v = writer_view(w);
@@ -768,6 +814,10 @@ static int do_txn(struct applier *w, const struct mvcc_txn_req *t, struct mvcc_r
         return rc;
     pi = 0;
     if ((rc = path_check(w, t, &p, &pi, false)) < 0)
+        return rc;
+    size_t changes = 0;
+    pi = 0;
+    if ((rc = path_changes(w, t, &p, &pi, &changes)) < 0 || (rc = may_write(w, changes)) < 0)
         return rc;
     pi = 0;
     if ((rc = txn_exec(w, t, &p, &pi, resp)) < 0)
@@ -837,6 +887,8 @@ static int do_lease_revoke(struct applier *w, const struct mvcc_lease_revoke_req
         if ((rc = buf_copy(w, (struct mvcc_buf){lk->key + 8, lk->klen - 8}, &keys[n++])) < 0)
             return rc;
     }
+    if ((rc = may_write(w, n)) < 0)
+        return rc; /* the lease index lists live keys only: n is the count */
     for (size_t i = 0; i < n; i++) {
         struct prevrow p;
         if ((rc = kv_latest(w, keys[i], event_values(w), &p)) < 0)

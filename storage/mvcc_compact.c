@@ -122,8 +122,7 @@ int mvcc_compact_step(struct mvcc_store *s, size_t max_rows, bool *done)
                 rc = sql_err(sqlite3_errcode(s->c.db));
                 goto fail;
             }
-            sqlite3_bind_int64(q, 1, r[j].main);
-            sqlite3_bind_int64(q, 2, r[j].sub);
+            sqlite3_bind_int64(q, 1, rev_id(r[j].main, r[j].sub));
             rc = sqlite3_step(q);
             sqlite3_reset(q);
             if (rc != SQLITE_DONE) {

@@ -17,12 +17,27 @@
 
 /* 'CAIR': PRAGMA application_id, so a foreign SQLite file is told apart. */
 #define MVCC_APP_ID 0x43414952
-#define MVCC_SCHEMA_VERSION 2
+#define MVCC_SCHEMA_VERSION 3
+#define MVCC_SCHEMA_V2 2 /* upgraded at open: rev keyed by (main, sub) WITHOUT ROWID */
 #define MVCC_DB_NAME "mvcc.db"
 /* etcd's lease.MaxLeaseTTL */
 #define MVCC_MAX_LEASE_TTL 9000000000LL
 /* etcd's CompactionBatchLimit */
 #define MVCC_COMPACT_BATCH 1000
+
+/*
+ * A row of rev is keyed by its revision packed into the rowid: the main
+ * revision above MVCC_SUB_BITS, the sub revision below (mvcc.h's limits
+ * follow from it).  A rowid table, not a WITHOUT ROWID one keyed by
+ * (main, sub): its interior pages hold rowids only, not whole rows, and an
+ * append fills a new rightmost page without rebalancing its neighbours
+ * (docs/storage-mvcc.md, "Layout").
+ */
+#define MVCC_SUB_BITS 20
+static inline int64_t rev_id(int64_t main, int64_t sub)
+{
+    return (int64_t)((uint64_t)main << MVCC_SUB_BITS | (uint64_t)sub);
+}
 
 /* --- connections ---------------------------------------------------------- */
 

@@ -118,8 +118,7 @@ int view_value(const struct view *v, struct arena *a, int64_t main, uint32_t sub
     sqlite3_stmt *q = conn_stmt(c, ST_REV_VALUE);
     if (!q)
         return sql_err(sqlite3_errcode(c->db));
-    sqlite3_bind_int64(q, 1, main);
-    sqlite3_bind_int64(q, 2, sub);
+    sqlite3_bind_int64(q, 1, rev_id(main, sub));
     rc = sqlite3_step(q);
     if (rc == SQLITE_ROW)
         rc = col_buf(a, q, 0, out);
@@ -558,6 +557,18 @@ static bool after(const struct hist_q *q, int64_t main, int64_t sub)
     return main > q->after_main || (main == q->after_main && sub > q->after_sub);
 }
 
+/* The largest row id that after() excludes (-1: none; the last: every row). */
+static int64_t after_id(const struct hist_q *q)
+{
+    if (q->after_main < 0)
+        return -1;
+    if (q->after_main > MVCC_MAX_REV)
+        return INT64_MAX;
+    if (q->after_sub < 0)
+        return rev_id(q->after_main, 0) - 1;
+    return rev_id(q->after_main, q->after_sub < MVCC_MAX_CHANGES ? q->after_sub : MVCC_MAX_CHANGES - 1);
+}
+
 /* One key's history, from the index. */
 static int history_key(const struct view *v, struct arena *a, struct mvcc_buf key,
                        const struct hist_q *q, struct mvcc_history_result *res)
@@ -603,13 +614,14 @@ static int history_scan(const struct view *v, struct arena *a, const struct mvcc
     int rc;
     if (!st)
         return sql_err(sqlite3_errcode(v->c->db));
+    if (q->lo > q->hi)
+        return 0; /* hi is at most the store's revision, which rev_id can number */
     bind_buf(st, 1, req->key);
-    sqlite3_bind_int64(st, 2, q->lo);
-    sqlite3_bind_int64(st, 3, q->hi);
-    sqlite3_bind_int64(st, 4, q->after_main);
-    sqlite3_bind_int64(st, 5, q->after_sub);
+    sqlite3_bind_int64(st, 2, rev_id(q->lo, 0));
+    sqlite3_bind_int64(st, 3, rev_id(q->hi, MVCC_MAX_CHANGES - 1));
+    sqlite3_bind_int64(st, 4, after_id(q));
     if (kind == RK_BOUNDED)
-        bind_buf(st, 6, req->range_end);
+        bind_buf(st, 5, req->range_end);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         struct mvcc_buf key = {sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0)};
         bool kept;
@@ -729,7 +741,7 @@ int mvcc_hash_kv(struct mvcc_reader *r, int64_t rev, uint32_t *hash, int64_t *cu
         rc = sql_err(sqlite3_errcode(r->c.db));
         goto out;
     }
-    sqlite3_bind_int64(q, 1, rev);
+    sqlite3_bind_int64(q, 1, rev_id(rev, MVCC_MAX_CHANGES - 1));
     uint32_t crc = crc32c_extend(0, "kv", 2);
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
         struct mvcc_buf key = {sqlite3_column_blob(q, 0), (size_t)sqlite3_column_bytes(q, 0)};

@@ -1609,6 +1609,214 @@ static void test_open_refuses_foreign_corrupt_and_newer_files(void **state)
 }
 
 /* 300 keys of 2 KiB put, deleted and compacted away: their pages are free, still in the file. */
+/* Turn a closed store's file back into schema 2: rev keyed by (main, sub), WITHOUT ROWID. */
+static void to_schema_2(const char *path)
+{
+    sql_on(path, "BEGIN;"
+                 "CREATE TABLE rev_v2 (main INTEGER NOT NULL, sub INTEGER NOT NULL, key BLOB NOT NULL,"
+                 " create_rev INTEGER NOT NULL, version INTEGER NOT NULL, lease INTEGER NOT NULL, value BLOB,"
+                 " PRIMARY KEY (main, sub)) WITHOUT ROWID;"
+                 "INSERT INTO rev_v2 SELECT main, sub, key, create_rev, version, lease, value FROM rev;"
+                 "DROP TABLE rev; ALTER TABLE rev_v2 RENAME TO rev; PRAGMA user_version = 2; COMMIT");
+}
+
+static int64_t sql_int(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    return v;
+}
+
+/* Every row of the store's history, as "main.sub key version" lines. */
+static void history_text(struct fx *f, char *out, size_t len)
+{
+    struct mvcc_history_req q = {.key = B("\x01"), .range_end = B("\xff"), .limit = 1000};
+    struct mvcc_history_result *h;
+    size_t at = 0;
+    assert_int_equal(mvcc_history(f->r, &q, &h), 0);
+    for (size_t i = 0; i < h->n_rows && at < len; i++)
+        at += (size_t)snprintf(out + at, len - at, "%lld.%lld %.*s %lld\n", (long long)h->rows[i].kv.mod_revision,
+                               (long long)h->rows[i].sub_revision, (int)h->rows[i].kv.key.len,
+                               (const char *)h->rows[i].kv.key.data, (long long)h->rows[i].kv.version);
+    mvcc_history_result_free(h);
+}
+
+static void test_a_schema_2_store_is_upgraded_at_open_and_reads_the_same(void **state)
+{
+    struct fx *f = *state;
+    char path[128], before[4096], after[4096];
+    snprintf(path, sizeof(path), "%s/mvcc.db", f->dir);
+    lease_grant(f, 7, 60);
+    put(f, "a", "1");
+    put_lease(f, "b", "1", 7);
+    put(f, "a", "2");
+    put(f, "d", "1");
+    put(f, "e", "1");
+    assert_int_equal(del(f, "d", "f")->del.deleted, 2); /* one revision, sub revisions 0 and 1 */
+    put(f, "a", "3");
+    uint32_t h1, h2;
+    int64_t cur1, cur2;
+    assert_int_equal(mvcc_hash_kv(f->r, 0, &h1, &cur1, NULL), 0);
+    history_text(f, before, sizeof before);
+    fx_close(f);
+    to_schema_2(path);
+    fx_open(f);
+    assert_int_equal(mvcc_hash_kv(f->r, 0, &h2, &cur2, NULL), 0);
+    assert_int_equal(h1, h2);
+    assert_int_equal(cur1, cur2);
+    history_text(f, after, sizeof after);
+    assert_string_equal(before, after);
+    assert_non_null(strstr(after, "7.1 e 0\n"));
+    struct mvcc_kv kv;
+    char v[8];
+    assert_true(get(f, "a", 4, &kv, v, sizeof(v))); /* an old value, read by its row */
+    assert_string_equal(v, "2");
+    struct mvcc_lease_list *l;
+    assert_int_equal(mvcc_lease_get(f->r, 7, &l), 0);
+    assert_int_equal(l->leases[0].n_keys, 1);
+    mvcc_lease_list_free(l);
+    assert_int_equal(put(f, "a", "4"), cur1 + 1);
+    fx_close(f);
+    assert_int_equal(sql_int(path, "PRAGMA user_version"), MVCC_SCHEMA_VERSION);
+    assert_int_equal(sql_int(path, "SELECT count(*) FROM sqlite_schema WHERE name LIKE 'rev%'"), 1);
+    assert_int_equal(sql_int(path, "SELECT count(*) FROM rev WHERE main = 7 AND sub = 1 AND key = CAST('e' AS BLOB)"), 1);
+    fx_open(f);
+}
+
+static void test_a_schema_2_store_it_cannot_number_is_refused_untouched(void **state)
+{
+    struct fx *f = *state;
+    char path[128], err[512];
+    struct mvcc_store *s = NULL;
+    snprintf(path, sizeof(path), "%s/mvcc.db", f->dir);
+    put(f, "a", "1");
+    fx_close(f);
+    to_schema_2(path);
+    sql_on(path, "INSERT INTO rev VALUES (3, 1048576, 'x', 3, 1, 0, 'v')");
+    assert_int_equal(mvcc_open(f->dir, NULL, &s, err, sizeof(err)), -CAIRN_E_SCHEMA);
+    assert_non_null(strstr(err, path));
+    assert_non_null(strstr(err, "cannot upgrade"));
+    assert_int_equal(sql_int(path, "PRAGMA user_version"), 2);
+    assert_int_equal(sql_int(path, "SELECT count(*) FROM rev"), 2);
+    sql_on(path, "DELETE FROM rev WHERE main = 3");
+    fx_open(f);
+    struct mvcc_kv kv;
+    char v[8];
+    assert_true(get(f, "a", 0, &kv, v, sizeof(v)));
+    assert_string_equal(v, "1");
+}
+
+static void test_writes_past_the_last_revision_are_refused_and_reads_go_on(void **state)
+{
+    struct fx *f = *state;
+    char path[128], sql[128];
+    snprintf(path, sizeof(path), "%s/mvcc.db", f->dir);
+    lease_grant(f, 9, 60);
+    put(f, "a", "1");
+    fx_close(f);
+    snprintf(sql, sizeof sql, "UPDATE state SET rev = %lld", (long long)(MVCC_MAX_REV - 1));
+    sql_on(path, sql);
+    fx_open(f);
+    assert_int_equal(put_lease(f, "a", "2", 9), MVCC_MAX_REV);
+    struct mvcc_response *r =
+        apply(f, (struct mvcc_request){.type = MVCC_REQ_PUT, .put = {.key = B("b"), .value = B("1")}});
+    assert_int_equal(r->err, -CAIRN_E_REVISIONS_EXHAUSTED);
+    assert_int_equal(r->revision, MVCC_MAX_REV);
+    assert_int_equal(del(f, "a", NULL)->err, -CAIRN_E_REVISIONS_EXHAUSTED);
+    assert_int_equal(del(f, "zz", NULL)->err, 0); /* changes nothing */
+    struct mvcc_request ops[] = {{.type = MVCC_REQ_PUT, .put = {.key = B("c"), .value = B("1")}}};
+    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_TXN, .txn = {.success = ops, .n_success = 1}});
+    assert_int_equal(r->err, -CAIRN_E_REVISIONS_EXHAUSTED);
+    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_LEASE_REVOKE, .lease_revoke = {9}});
+    assert_int_equal(r->err, -CAIRN_E_REVISIONS_EXHAUSTED);
+    lease_grant(f, 10, 60); /* no revision needed */
+    assert_int_equal(rev_now(f), MVCC_MAX_REV);
+    struct mvcc_kv kv;
+    char v[8];
+    assert_true(get(f, "a", 0, &kv, v, sizeof(v)));
+    assert_string_equal(v, "2");
+    assert_int_equal(kv.mod_revision, MVCC_MAX_REV);
+    assert_true(get(f, "a", MVCC_MAX_REV - 1, &kv, v, sizeof(v)));
+    assert_string_equal(v, "1");
+    char hist[512];
+    history_text(f, hist, sizeof hist);
+    assert_non_null(strstr(hist, "8796093022207.0 a 2\n"));
+    uint32_t h;
+    assert_int_equal(mvcc_hash_kv(f->r, MVCC_MAX_REV, &h, NULL, NULL), 0);
+    compact(f, MVCC_MAX_REV, 0);
+    compact_finish(f);
+    fx_close(f);
+    fx_open(f);
+    assert_true(get(f, "a", 0, &kv, v, sizeof(v)));
+    assert_string_equal(v, "2");
+}
+
+/* n keys "k%07d" with lease, put in big batches */
+static void put_many(struct fx *f, int n, int64_t lease)
+{
+    enum { BATCH = 8192 };
+    static char keys[BATCH][16];
+    struct mvcc_entry *e = calloc(BATCH, sizeof(*e));
+    for (int i = 0; i < n; i += BATCH) {
+        int k = n - i < BATCH ? n - i : BATCH;
+        for (int j = 0; j < k; j++) {
+            snprintf(keys[j], sizeof keys[j], "k%07d", i + j);
+            e[j] = (struct mvcc_entry){.index = ++f->index, .term = 1,
+                                       .req = {.type = MVCC_REQ_PUT,
+                                               .put = {.key = B(keys[j]), .value = B("v"), .lease = lease}}};
+        }
+        struct mvcc_result *res;
+        assert_int_equal(mvcc_apply(f->s, e, (size_t)k, &res), 0);
+        mvcc_result_free(res);
+    }
+    free(e);
+}
+
+static void test_a_request_changing_too_many_keys_is_refused_whole(void **state)
+{
+    struct fx *f = *state;
+    lease_grant(f, 5, 60);
+    put_many(f, MVCC_MAX_CHANGES + 1, 5);
+    int64_t rev = rev_now(f);
+    char last[16];
+    snprintf(last, sizeof last, "k%07d", MVCC_MAX_CHANGES);
+    struct mvcc_response *r = del(f, "k", "l");
+    assert_int_equal(r->err, -CAIRN_E_TOO_MANY_CHANGES);
+    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_LEASE_REVOKE, .lease_revoke = {5}});
+    assert_int_equal(r->err, -CAIRN_E_TOO_MANY_CHANGES);
+    /* a txn counts its puts and its deletes together */
+    struct mvcc_request ops[] = {
+        {.type = MVCC_REQ_DELETE_RANGE, .del = {.key = B("k"), .range_end = B(last)}},
+        {.type = MVCC_REQ_PUT, .put = {.key = B("x"), .value = B("1")}},
+    };
+    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_TXN, .txn = {.success = ops, .n_success = 2}});
+    assert_int_equal(r->err, -CAIRN_E_TOO_MANY_CHANGES);
+    assert_int_equal(rev_now(f), rev);
+    struct mvcc_range_result *res = rng(f, (struct mvcc_range_req){.key = B("k"), .range_end = B("l"), .count_only = true});
+    assert_int_equal(res->resp.count, MVCC_MAX_CHANGES + 1);
+    mvcc_range_result_free(res);
+    /* exactly the limit: one revision, sub revisions up to the last */
+    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_TXN, .txn = {.success = ops, .n_success = 1}});
+    assert_int_equal(r->err, 0);
+    assert_int_equal(r->revision, rev + 1);
+    assert_int_equal(f->last->n_events, MVCC_MAX_CHANGES);
+    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_LEASE_REVOKE, .lease_revoke = {5}});
+    assert_int_equal(r->err, 0);
+    assert_int_equal(rev_now(f), rev + 2);
+    fx_close(f);
+    fx_open(f);
+    struct mvcc_kv kv;
+    char v[8];
+    assert_false(get(f, last, 0, &kv, v, sizeof(v)));
+    assert_true(get(f, last, rev, &kv, v, sizeof(v)));
+}
+
 static void free_pages_in_the_file(struct fx *f)
 {
     char big[2048];
@@ -1873,6 +2081,10 @@ int main(void)
         T(test_readers_see_whole_batches_while_the_writer_applies_and_compacts),
         T(test_writer_is_not_held_up_by_a_reader_parked_mid_range),
         T(test_open_refuses_foreign_corrupt_and_newer_files),
+        T(test_a_schema_2_store_is_upgraded_at_open_and_reads_the_same),
+        T(test_a_schema_2_store_it_cannot_number_is_refused_untouched),
+        T(test_writes_past_the_last_revision_are_refused_and_reads_go_on),
+        T(test_a_request_changing_too_many_keys_is_refused_whole),
         T(test_size_and_defragmentation),
         T(test_checkpoint_says_whether_it_reached_the_end),
         T(test_checkpoint_elsewhere_leaves_the_wal_to_a_checkpointer),
