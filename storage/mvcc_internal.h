@@ -34,6 +34,8 @@
  * (docs/storage-mvcc.md, "Layout").
  */
 #define MVCC_SUB_BITS 20
+_Static_assert(MVCC_MAX_CHANGES == 1 << MVCC_SUB_BITS && MVCC_MAX_REV == (INT64_MAX >> MVCC_SUB_BITS),
+               "mvcc.h's limits, and mvcc.c's REV_TABLE_SQL (id >> 20, id & 1048575), are MVCC_SUB_BITS's");
 static inline int64_t rev_id(int64_t main, int64_t sub)
 {
     return (int64_t)((uint64_t)main << MVCC_SUB_BITS | (uint64_t)sub);
