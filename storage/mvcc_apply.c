@@ -340,24 +340,29 @@ static int do_put(struct applier *w, const struct mvcc_put_req *r, struct mvcc_r
 /* --- DeleteRange ---------------------------------------------------------------------- */
 
 /* The live keys of a range, in key order, before any of them is deleted;
- * with their values if with_values. */
+ * with their values if with_values.  rows NULL: only count them (*n). */
 static int live_rows(struct applier *w, struct mvcc_buf key, struct mvcc_buf end, bool with_values,
                      struct prevrow **rows, size_t *n)
 {
     enum range_kind kind = range_kind(key, end);
     size_t cap = 0;
     int rc;
-    *rows = NULL;
+    if (rows)
+        *rows = NULL;
     *n = 0;
     if (kind == RK_EMPTY)
         return 0;
     if (kind == RK_SINGLE) {
         struct prevrow p;
-        struct mvcc_buf k;
-        if ((rc = buf_copy(w, key, &k)) < 0 || (rc = kv_latest(w, k, with_values, &p)) < 0)
+        struct mvcc_buf k = key;
+        if ((rows && (rc = buf_copy(w, key, &k)) < 0) || (rc = kv_latest(w, k, rows && with_values, &p)) < 0)
             return rc;
         if (!p.live)
             return 0;
+        if (!rows) {
+            *n = 1;
+            return 0;
+        }
         if (!(*rows = arena_zalloc(w->a, sizeof(p))))
             return -ENOMEM;
         **rows = p;
@@ -374,6 +379,10 @@ static int live_rows(struct applier *w, struct mvcc_buf key, struct mvcc_buf end
         uint32_t nr = kr_count(kr);
         if (nr == 0 || kr_revs(kr)[nr - 1].version == 0)
             continue;
+        if (!rows) {
+            (*n)++;
+            continue;
+        }
         if (*n == cap) {
             size_t ncap = cap ? cap * 2 : 16;
             struct prevrow *g = arena_zalloc(w->a, ncap * sizeof(*g));
@@ -395,7 +404,7 @@ static int live_rows(struct applier *w, struct mvcc_buf key, struct mvcc_buf end
     }
     /* values once the index walk is over */
     struct view v = writer_view(w);
-    for (size_t i = 0; with_values && i < *n; i++) {
+    for (size_t i = 0; rows && with_values && i < *n; i++) {
         struct prevrow *p = &(*rows)[i];
         if ((rc = view_value(&v, w->a, p->r.main, p->r.sub, &p->kv.value)) < 0)
             return rc;
@@ -741,9 +750,8 @@ static int path_changes(struct applier *w, const struct mvcc_txn_req *t, const s
         if (ops[i].type == MVCC_REQ_PUT) {
             (*changes)++;
         } else if (ops[i].type == MVCC_REQ_DELETE_RANGE) {
-            struct prevrow *rows;
             size_t k;
-            if ((rc = live_rows(w, ops[i].del.key, ops[i].del.range_end, false, &rows, &k)) < 0)
+            if ((rc = live_rows(w, ops[i].del.key, ops[i].del.range_end, false, NULL, &k)) < 0)
                 return rc;
             *changes += k;
         } else if (ops[i].type == MVCC_REQ_TXN && (rc = path_changes(w, &ops[i].txn, p, pi, changes)) < 0) {
