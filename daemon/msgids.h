@@ -25,6 +25,11 @@
  * PRIORITY is err and the message says which file). Fields: CAIRN_MEMBER. */
 #define MSGID_RELOADED "a4bffe15b9c04ab0b92542e7c8bb1eea"
 
+/* The store's schema is upgraded at start: logged when the copy of every
+ * revision begins and when it has committed; the member serves after.
+ * Fields: CAIRN_FILE, CAIRN_ROWS, CAIRN_DURATION_MS (when done). */
+#define MSGID_STORE_UPGRADE "d6b5eb80e081417b9159be4d75fa7723"
+
 /* ---- Raft leadership and membership */
 
 /* A leader is known at a new term (this member or another).

@@ -27,6 +27,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/deadline.h"
 #include "base/errors.h"
 
 /* --- statements ----------------------------------------------------------------- */
@@ -275,7 +276,8 @@ int state_put(struct conn *c, const struct state *st)
 
 /* --- open ------------------------------------------------------------------------- */
 
-static int pragma_int(sqlite3 *db, const char *sql, int64_t *v)
+/* The first n columns of sql's first row, as integers. */
+static int query_ints(sqlite3 *db, const char *sql, int64_t *v, int n)
 {
     sqlite3_stmt *st;
     int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
@@ -283,11 +285,42 @@ static int pragma_int(sqlite3 *db, const char *sql, int64_t *v)
         return rc;
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
-        *v = sqlite3_column_int64(st, 0);
+        for (int i = 0; i < n; i++)
+            v[i] = sqlite3_column_int64(st, i);
         rc = SQLITE_OK;
     }
     sqlite3_finalize(st);
     return rc;
+}
+
+static int pragma_int(sqlite3 *db, const char *sql, int64_t *v)
+{
+    return query_ints(db, sql, v, 1);
+}
+
+/* An upgrade's reports to mvcc_options' on_upgrade (struct mvcc_upgrade). */
+struct upgrade_report {
+    const struct mvcc_options *o;
+    struct mvcc_upgrade u;
+    int64_t t0, last;
+};
+
+static void upgrade_tell(struct upgrade_report *r, enum mvcc_upgrade_phase phase)
+{
+    r->last = mono_now_ns();
+    r->u.elapsed_ns = r->last - r->t0;
+    r->u.phase = phase;
+    if (r->o && r->o->on_upgrade)
+        r->o->on_upgrade(r->o->on_upgrade_arg, &r->u);
+}
+
+/* SQLite's progress handler while the rows are copied: a report a second. */
+static int upgrade_progress(void *arg)
+{
+    struct upgrade_report *r = arg;
+    if (mono_now_ns() - r->last >= 1000000000)
+        upgrade_tell(r, MVCC_UPGRADE_RUNNING);
+    return 0; /* go on */
 }
 
 /*
@@ -297,38 +330,52 @@ static int pragma_int(sqlite3 *db, const char *sql, int64_t *v)
  * before the store opens.  Rows that schema 3 cannot number are refused
  * before anything changes.
  */
-static int schema_upgrade_v2(struct conn *c, char *err, size_t errlen)
+static int schema_upgrade_v2(struct conn *c, const struct mvcc_options *o, char *err, size_t errlen)
 {
-    int64_t bad = 0;
+    int64_t rows[2] = {0, 0}; /* all, and those schema 3 cannot number */
+    struct upgrade_report rep = {.o = o, .u = {.path = c->path, .from = MVCC_SCHEMA_V2, .to = MVCC_SCHEMA_VERSION},
+                                 .t0 = mono_now_ns()};
     char sql[1024];
     int rc = exec_sql(c->db, "BEGIN IMMEDIATE");
     if (rc < 0)
         goto sqlfail;
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM rev WHERE sub < 0 OR sub >= %d OR main < 0 OR main > %lld",
+    snprintf(sql, sizeof sql,
+             "SELECT count(*), count(*) FILTER (WHERE sub < 0 OR sub >= %d OR main < 0 OR main > %lld) FROM rev",
              MVCC_MAX_CHANGES, (long long)MVCC_MAX_REV);
-    if ((rc = pragma_int(c->db, sql, &bad)) != SQLITE_OK) {
+    if ((rc = query_ints(c->db, sql, rows, 2)) != SQLITE_OK) {
         rc = sql_err(rc);
         goto sqlfail;
     }
-    if (bad) {
+    if (rows[1]) {
         exec_sql(c->db, "ROLLBACK");
         if (err && errlen)
             snprintf(err, errlen,
                      "%s: cannot upgrade the MVCC schema from version 2: %lld rows lie past revision %lld or past "
                      "the %d changes of one revision, which version %d cannot store; the file is left as it was",
-                     c->path, (long long)bad, (long long)MVCC_MAX_REV, MVCC_MAX_CHANGES, MVCC_SCHEMA_VERSION);
+                     c->path, (long long)rows[1], (long long)MVCC_MAX_REV, MVCC_MAX_CHANGES, MVCC_SCHEMA_VERSION);
         return -CAIRN_E_SCHEMA;
     }
+    rep.u.rows = rows[0];
+    upgrade_tell(&rep, MVCC_UPGRADE_BEGIN);
     snprintf(sql, sizeof sql,
              "%s; INSERT INTO rev_v3(id, key, create_rev, version, lease, value)"
              " SELECT (main << %d) | sub, key, create_rev, version, lease, value FROM rev ORDER BY main, sub;"
              " DROP TABLE rev; ALTER TABLE rev_v3 RENAME TO rev; PRAGMA user_version = %d; COMMIT",
              REV_TABLE_SQL(rev_v3), MVCC_SUB_BITS, MVCC_SCHEMA_VERSION);
-    if ((rc = exec_sql(c->db, sql)) < 0)
+    if (o && o->on_upgrade)
+        sqlite3_progress_handler(c->db, 10000, upgrade_progress, &rep);
+    if ((rc = exec_sql(c->db, sql)) < 0) {
+        sqlite3_progress_handler(c->db, 0, NULL, NULL);
         goto sqlfail;
-    if ((rc = exec_sql(c->db, "PRAGMA main.incremental_vacuum")) < 0)
+    }
+    rc = exec_sql(c->db, "PRAGMA main.incremental_vacuum"); /* reported on too: seconds for a large store */
+    sqlite3_progress_handler(c->db, 0, NULL, NULL);
+    if (rc < 0) {
         fmt_err(err, errlen, "%s: upgraded the MVCC schema from version 2, then: %s", c->path, sqlite3_errmsg(c->db));
-    return rc;
+        return rc;
+    }
+    upgrade_tell(&rep, MVCC_UPGRADE_DONE);
+    return 0;
 sqlfail:
     fmt_err(err, errlen, "%s: upgrading the MVCC schema from version 2: %s", c->path, sqlite3_errmsg(c->db));
     exec_sql(c->db, "ROLLBACK");
@@ -336,7 +383,7 @@ sqlfail:
 }
 
 /* Create the schema in an empty database, or check the one there. */
-int schema_init(struct conn *c, bool create, char *err, size_t errlen)
+int schema_init(struct conn *c, bool create, const struct mvcc_options *o, char *err, size_t errlen)
 {
     int64_t app = 0, ver = 0, tables = 0;
     int rc = pragma_int(c->db, "PRAGMA application_id", &app);
@@ -380,7 +427,7 @@ int schema_init(struct conn *c, bool create, char *err, size_t errlen)
         return -CAIRN_E_SCHEMA;
     }
     if (ver == MVCC_SCHEMA_V2 && create)
-        return schema_upgrade_v2(c, err, errlen);
+        return schema_upgrade_v2(c, o, err, errlen);
     /* a version 2 file read as it is (a snapshot checked or restored) is
      * upgraded when a store opens it */
     if (ver != MVCC_SCHEMA_VERSION && !(ver == MVCC_SCHEMA_V2 && !create)) {
@@ -468,7 +515,7 @@ int mvcc_open(const char *dir, const struct mvcc_options *opts, struct mvcc_stor
     }
     if ((rc = conn_open(&s->c, path, false, &s->opts, err, errlen)) < 0)
         goto fail;
-    if ((rc = schema_init(&s->c, true, err, errlen)) < 0)
+    if ((rc = schema_init(&s->c, true, &s->opts, err, errlen)) < 0)
         goto fail;
     if ((rc = exec_sql(s->c.db, "PRAGMA main.journal_mode = WAL")) < 0 ||
         (rc = exec_sql(s->c.db, "PRAGMA main.synchronous = NORMAL")) < 0) {

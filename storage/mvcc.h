@@ -76,6 +76,30 @@ struct mvcc_kv {
 
 /* --- opening -------------------------------------------------------------- */
 
+/*
+ * A schema upgrade mvcc_open makes before the store opens (storage has no
+ * logger: the caller reports it).  It copies every revision once: about
+ * 9 s for 1M keys of 256 bytes on the machine of docs/performance.md.
+ */
+enum mvcc_upgrade_phase {
+    MVCC_UPGRADE_BEGIN,   /* the rows are counted and checked; the copy starts */
+    MVCC_UPGRADE_RUNNING, /* about once a second while it copies and gives space back */
+    MVCC_UPGRADE_DONE,    /* committed: the last call */
+};
+
+struct mvcc_upgrade {
+    enum mvcc_upgrade_phase phase;
+    const char *path;   /* the database file */
+    int from, to;       /* schema versions */
+    int64_t rows;       /* revisions to copy */
+    int64_t elapsed_ns; /* since the upgrade began */
+};
+
+/* Called with BEGIN and DONE once each, and RUNNING about once a second
+ * between them.  A failed upgrade gets no DONE: mvcc_open returns its error.  Runs on mvcc_open's
+ * thread, inside SQLite's work on the store: it must not call into it. */
+typedef void (*mvcc_upgrade_fn)(void *arg, const struct mvcc_upgrade *u);
+
 struct mvcc_options {
     int64_t min_lease_ttl;  /* grants below are raised to it (etcd: 1.5 x election timeout); 0: none */
     int cache_mb;           /* SQLite page cache per connection, MiB; 0: 64 */
@@ -90,6 +114,8 @@ struct mvcc_options {
      * struct mvcc_checkpointer when mvcc_wal_frames says one is due.  As a
      * backstop the writer still checkpoints past MVCC_WAL_FRAMES_MAX. */
     bool checkpoint_elsewhere;
+    mvcc_upgrade_fn on_upgrade; /* optional: told of a schema upgrade (struct mvcc_upgrade) */
+    void *on_upgrade_arg;
 };
 
 /* SQLite's own checkpoint size, 2000 pages (8 MiB): as fast per page as

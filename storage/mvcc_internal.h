@@ -82,7 +82,7 @@ int state_get(struct conn *c, struct state *st);
 int state_put(struct conn *c, const struct state *st);
 /* Create the schema in an empty database (if create) or check the one there;
  * errors name the file. */
-int schema_init(struct conn *c, bool create, char *err, size_t errlen);
+int schema_init(struct conn *c, bool create, const struct mvcc_options *o, char *err, size_t errlen);
 /* The state row and the page counts. */
 int status_read(struct conn *c, struct mvcc_status *st);
 

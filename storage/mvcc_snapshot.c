@@ -136,7 +136,7 @@ int mvcc_restore(const char *dir, const char *snapshot_path, char *err, size_t e
     if ((rc = conn_open(&c, snapshot_path, true, &(struct mvcc_options){.cache_mb = 1, .mmap_mb = -1}, err, errlen)) < 0)
         goto out;
     struct state st;
-    if ((rc = schema_init(&c, false, err, errlen)) < 0)
+    if ((rc = schema_init(&c, false, NULL, err, errlen)) < 0)
         goto out;
     if ((rc = state_get(&c, &st)) < 0) {
         if (err && errlen)
@@ -194,7 +194,7 @@ int mvcc_snapshot_check(const char *path, bool full, struct mvcc_status *st, cha
     }
     if ((rc = conn_open(&c, path, true, &(struct mvcc_options){.cache_mb = 4, .mmap_mb = -1}, err, errlen)) < 0)
         goto out;
-    if ((rc = schema_init(&c, false, err, errlen)) < 0)
+    if ((rc = schema_init(&c, false, NULL, err, errlen)) < 0)
         goto out;
     if (full) {
         /* integrity_check reports up to N problems as rows; "ok" alone means none */

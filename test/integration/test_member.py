@@ -1,11 +1,13 @@
 """One cairnd member end to end through cairnwire: KV operations with their
 revisions and response headers, transactions, history and compaction; then
 crashes: kill -9 in the middle of a cairn-load run loses no acknowledged
-write, the revision keeps growing across restarts, SIGTERM exits 0; a removed data
-directory stops the member with 78; nng's task threads' scheduling policy."""
+write, the revision keeps growing across restarts, SIGTERM exits 0; a store of the
+older schema is upgraded at start; a removed data directory stops the member with
+78; nng's task threads' scheduling policy."""
 import os
 import shutil
 import signal
+import sqlite3
 import time
 
 import cluster
@@ -274,6 +276,56 @@ def test_sigterm_exits_0_and_a_restart_serves_the_data(member, wire):
     with member.client() as c:
         kv = only_kv(wire, c.get("kept"))
         assert (kv.value, kv.mod_revision) == (b"yes", r)
+
+
+# The store as a version with schema 2 wrote it (storage/mvcc.c: `rev` was
+# keyed by (main, sub) WITHOUT ROWID), made from this version's own file.
+TO_SCHEMA_2 = """BEGIN;
+CREATE TABLE rev_v2 (main INTEGER NOT NULL, sub INTEGER NOT NULL, key BLOB NOT NULL,
+  create_rev INTEGER NOT NULL, version INTEGER NOT NULL, lease INTEGER NOT NULL, value BLOB,
+  PRIMARY KEY (main, sub)) WITHOUT ROWID;
+INSERT INTO rev_v2 SELECT main, sub, key, create_rev, version, lease, value FROM rev;
+DROP TABLE rev; ALTER TABLE rev_v2 RENAME TO rev; PRAGMA user_version = 2; COMMIT;"""
+
+
+def test_a_store_of_schema_2_is_upgraded_at_start_and_the_journal_says_so(member, wire):
+    """The first start of this version on an older store copies its revisions
+    to schema 3 before serving, says when it begins and when it is done (the
+    file, how many revisions, how long), and then serves the same keys, the
+    same history and the next revision."""
+    with member.client() as c:
+        for i in range(30):
+            wire.check(c.put("k%d" % (i % 7), "v%d" % i), "put")
+        wire.check(c.delete("k5", "k7"), "delete_range")
+        last = rev(wire.check(c.put("k0", "last"), "put"))
+        old = only_kv(wire, c.get("k3", revision=12))
+        hist = wire.check(c.history("k", "l"), "history")
+    assert member.terminate() == 0, member.log_tail()
+    db = os.path.join(member.data_dir, "member", "db", "mvcc.db")
+    con = sqlite3.connect(db)
+    con.executescript(TO_SCHEMA_2)
+    rows = con.execute("SELECT count(*) FROM rev").fetchone()[0]
+    con.close()
+    assert rows > 30 and len(hist.history.records) == rows
+    member.restart()
+    with member.client() as c:
+        assert only_kv(wire, c.get("k3", revision=12)) == old
+        assert wire.check(c.history("k", "l"), "history").history == hist.history
+        assert rev(wire.check(c.put("k1", "after"), "put")) == last + 1
+    log = member.log_text()
+    begun = [x for x in log.splitlines() if "upgrading the store" in x]
+    done = [x for x in log.splitlines() if "upgraded the store" in x]
+    assert len(begun) == 1 and len(done) == 1, member.log_tail()
+    assert db in begun[0] and "from schema 2 to 3" in begun[0] and "%d revisions" % rows in begun[0], begun
+    assert db in done[0] and "%d revisions in " % rows in done[0], done
+    assert log.index(done[0]) < log.index("serving clients on", log.index(done[0])), member.log_tail()
+    # upgraded once: the next start says nothing of it
+    assert member.terminate() == 0
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == 3
+    con.close()
+    member.restart()
+    assert member.log_text().count("upgrading the store") == 1
 
 
 def test_a_member_whose_data_directory_is_removed_stops_with_78(member, wire):

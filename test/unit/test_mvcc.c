@@ -41,13 +41,17 @@ static void rm_rf(const char *dir)
 
 /* Every test's reads go through a value cache (cairnd's configuration);
  * test_mvcc_model's even seeds and the other tests read without one. */
-static void fx_open(struct fx *f)
+static void fx_open_with(struct fx *f, struct mvcc_options o)
 {
     char err[256];
-    assert_int_equal(mvcc_open(f->dir, &(struct mvcc_options){.value_cache_bytes = 1 << 20}, &f->s, err,
-                               sizeof(err)),
-                     0);
+    o.value_cache_bytes = 1 << 20;
+    assert_int_equal(mvcc_open(f->dir, &o, &f->s, err, sizeof(err)), 0);
     assert_int_equal(mvcc_reader_open(f->s, &f->r), 0);
+}
+
+static void fx_open(struct fx *f)
+{
+    fx_open_with(f, (struct mvcc_options){0});
 }
 
 static void fx_close(struct fx *f)
@@ -1633,6 +1637,30 @@ static int64_t sql_int(const char *path, const char *sql)
     return v;
 }
 
+/* What a schema upgrade told mvcc_open's caller (mvcc_options' on_upgrade). */
+struct upgrade_seen {
+    int calls, begins, dones;
+    enum mvcc_upgrade_phase first, last;
+    int from, to;
+    int64_t rows, elapsed_ns;
+    char path[128];
+};
+
+static void see_upgrade(void *arg, const struct mvcc_upgrade *u)
+{
+    struct upgrade_seen *w = arg;
+    if (!w->calls++)
+        w->first = u->phase;
+    w->last = u->phase;
+    w->begins += u->phase == MVCC_UPGRADE_BEGIN;
+    w->dones += u->phase == MVCC_UPGRADE_DONE;
+    w->from = u->from;
+    w->to = u->to;
+    w->rows = u->rows;
+    w->elapsed_ns = u->elapsed_ns;
+    snprintf(w->path, sizeof w->path, "%s", u->path);
+}
+
 /* Every row of the store's history, as "main.sub key version" lines. */
 static void history_text(struct fx *f, char *out, size_t len)
 {
@@ -1666,7 +1694,20 @@ static void test_a_schema_2_store_is_upgraded_at_open_and_reads_the_same(void **
     history_text(f, before, sizeof before);
     fx_close(f);
     to_schema_2(path);
-    fx_open(f);
+    int64_t rows = sql_int(path, "SELECT count(*) FROM rev");
+    struct upgrade_seen seen = {0};
+    fx_open_with(f, (struct mvcc_options){.on_upgrade = see_upgrade, .on_upgrade_arg = &seen});
+    /* the caller heard of it: when it began, and when it was done */
+    assert_int_equal(seen.begins, 1);
+    assert_int_equal(seen.dones, 1);
+    assert_int_equal(seen.first, MVCC_UPGRADE_BEGIN);
+    assert_int_equal(seen.last, MVCC_UPGRADE_DONE);
+    assert_int_equal(seen.from, 2);
+    assert_int_equal(seen.to, MVCC_SCHEMA_VERSION);
+    assert_int_equal(seen.rows, rows);
+    assert_true(rows >= 8);
+    assert_true(seen.elapsed_ns > 0);
+    assert_string_equal(seen.path, path);
     assert_int_equal(mvcc_hash_kv(f->r, 0, &h2, &cur2, NULL), 0);
     assert_int_equal(h1, h2);
     assert_int_equal(cur1, cur2);
@@ -1686,7 +1727,9 @@ static void test_a_schema_2_store_is_upgraded_at_open_and_reads_the_same(void **
     assert_int_equal(sql_int(path, "PRAGMA user_version"), MVCC_SCHEMA_VERSION);
     assert_int_equal(sql_int(path, "SELECT count(*) FROM sqlite_schema WHERE name LIKE 'rev%'"), 1);
     assert_int_equal(sql_int(path, "SELECT count(*) FROM rev WHERE main = 7 AND sub = 1 AND key = CAST('e' AS BLOB)"), 1);
-    fx_open(f);
+    seen = (struct upgrade_seen){0};
+    fx_open_with(f, (struct mvcc_options){.on_upgrade = see_upgrade, .on_upgrade_arg = &seen});
+    assert_int_equal(seen.calls, 0); /* nothing left to upgrade */
 }
 
 static void test_a_schema_2_store_it_cannot_number_is_refused_untouched(void **state)
@@ -1699,7 +1742,10 @@ static void test_a_schema_2_store_it_cannot_number_is_refused_untouched(void **s
     fx_close(f);
     to_schema_2(path);
     sql_on(path, "INSERT INTO rev VALUES (3, 1048576, 'x', 3, 1, 0, 'v')");
-    assert_int_equal(mvcc_open(f->dir, NULL, &s, err, sizeof(err)), -CAIRN_E_SCHEMA);
+    struct upgrade_seen seen = {0};
+    struct mvcc_options o = {.on_upgrade = see_upgrade, .on_upgrade_arg = &seen};
+    assert_int_equal(mvcc_open(f->dir, &o, &s, err, sizeof(err)), -CAIRN_E_SCHEMA);
+    assert_int_equal(seen.calls, 0); /* refused before it began */
     assert_non_null(strstr(err, path));
     assert_non_null(strstr(err, "cannot upgrade"));
     assert_int_equal(sql_int(path, "PRAGMA user_version"), 2);
