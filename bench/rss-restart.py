@@ -7,7 +7,12 @@ cairn-bench read succeeds (polled), and from exec to its "serving" log line.
 Finally the RSS of the restarted member.
 
     bench/rss-restart.py [--build DIR] [--cairnd PATH[,PATH...]] [--keys N]
-                         [--runs R] [--json]
+                         [--runs R] [--restart-cairnd PATH] [--json]
+
+--restart-cairnd restarts the member with another build than the one that
+loaded it: with an older build loading, the restart's times include what
+the newer one does to the older data at its first start (a store schema
+upgrade, docs/storage-mvcc.md).
 
 With several cairnd paths the runs alternate between them (A B, B A, ...),
 so two builds meet the same minutes of a shared machine.  RSS is /proc's
@@ -50,7 +55,7 @@ def serving_at(log_text):
     return None
 
 
-def one_run(cairnd, bench, keys):
+def one_run(cairnd, bench, keys, restart_cairnd=None):
     cl = suite.Cluster(cairnd, 1, bench).start()
     try:
         m, ep = cl.members[0], cl.members[0]["client"]
@@ -68,7 +73,8 @@ def one_run(cairnd, bench, keys):
         p.wait(timeout=60)
         with open(m["log"], "a") as log:
             t0, wall0 = time.monotonic(), time.time()
-            cl.procs[0] = subprocess.Popen(p.args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            argv = ([restart_cairnd] + list(p.args[1:])) if restart_cairnd else p.args
+            cl.procs[0] = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                            env=suite.child_env(), preexec_fn=suite.die_with_parent)
         while True:
             r = subprocess.run([bench, "range", "--total", "1", "--endpoints", ep, "--format", "json",
@@ -83,7 +89,8 @@ def one_run(cairnd, bench, keys):
         first_read = time.monotonic() - t0
         time.sleep(1)
         served = serving_at(cl.log(m))
-        return {"cairnd": cairnd, "keys": keys, "load_puts_per_s": rate, "rss_after_load_kib": after_load,
+        return {"cairnd": cairnd, "restart_cairnd": restart_cairnd or cairnd, "keys": keys,
+                "load_puts_per_s": rate, "rss_after_load_kib": after_load,
                 "first_read_s": first_read, "exec_to_serving_s": served - wall0 if served else None,
                 "rss_after_restart_kib": rss_kib(cl.procs[0].pid)}
     finally:
@@ -96,20 +103,21 @@ def main():
     ap.add_argument("--cairnd", help="cairnd to measure (comma list: alternate); default BUILD/cairnd")
     ap.add_argument("--keys", type=int, default=1000000)
     ap.add_argument("--runs", type=int, default=1, help="runs per cairnd")
+    ap.add_argument("--restart-cairnd", help="restart with this cairnd instead of the one that loaded the keys")
     ap.add_argument("--json", action="store_true", help="one JSON object per run instead of text")
     a = ap.parse_args()
     builds = a.cairnd.split(",") if a.cairnd else [os.path.join(a.build, "cairnd")]
     bench = os.path.join(a.build, "cairn-bench")
     for i in range(a.runs):
         for cairnd in (builds if i % 2 == 0 else builds[::-1]):
-            r = one_run(cairnd, bench, a.keys)
+            r = one_run(cairnd, bench, a.keys, a.restart_cairnd)
             if a.json:
                 print(json.dumps(r), flush=True)
                 continue
             serving = "%.2f s" % r["exec_to_serving_s"] if r["exec_to_serving_s"] is not None else "?"
-            print("%s: %d keys at %.0f puts/s; RSS after the load %d KiB (%.1f MB); restart: first read %.2f s, "
+            print("%s%s: %d keys at %.0f puts/s; RSS after the load %d KiB (%.1f MB); restart: first read %.2f s, "
                   "exec to serving %s; RSS after the restart %d KiB (%.1f MB)" %
-                  (cairnd, r["keys"], r["load_puts_per_s"], r["rss_after_load_kib"], r["rss_after_load_kib"] / 1000,
+                  (cairnd, " (restarted with %s)" % a.restart_cairnd if a.restart_cairnd else "", r["keys"], r["load_puts_per_s"], r["rss_after_load_kib"], r["rss_after_load_kib"] / 1000,
                    r["first_read_s"], serving, r["rss_after_restart_kib"], r["rss_after_restart_kib"] / 1000),
                   flush=True)
     return 0
