@@ -3,6 +3,7 @@
 with counts that add up and no errors.  Nothing here asserts a timing:
 performance is measured by bench/run-suite.py and written in docs/."""
 import json
+import re
 import subprocess
 import sys
 
@@ -148,3 +149,39 @@ def test_suite_reports_the_median_of_several_pairs(build_dir, root_dir, tmp_path
     assert "the median of 3 pairs, %.0f-%.0f%%" % (100 * shares[0], 100 * shares[2]) in rows[0], rows[0]
     for x in pairs:
         assert x["row"]["ok"] > 0 and x["row"]["failed"] == 0 and x["echo"]["failed"] == 0, x
+
+
+def test_thread_cost_reports_every_members_threads(build_dir, root_dir):
+    """bench/thread-cost.py: per op, each member's CPU, its wait for a CPU and
+    its busiest threads, the leader first, with the node thread among them."""
+    p = subprocess.run([sys.executable, str(root_dir / "bench" / "thread-cost.py"), "--build", str(build_dir),
+                        "--members", "3", "--duration", "1", "--top", "3", "--",
+                        "put", "--clients", "4", "--key-space", "100"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    lines = p.stdout.decode().splitlines()
+    assert len(lines) == 4 and re.match(r"\d+/s, p50 [\d.]+ ms, p99 [\d.]+ ms; .*the machine idle \d+%", lines[0]), lines
+    for line, who in zip(lines[1:], ("leader", "member 2", "member 3")):
+        m = re.match(r"  %s: ([\d.]+) us CPU, ([\d.]+) us waiting per op; by thread .*: (.*)$" % who, line)
+        assert m and float(m.group(1)) > 0, line
+        shown = re.findall(r"(\S+) ([\d.]+)/([\d.]+)/([\d.]+)", m.group(3))
+        assert len(shown) == 3 and "cairn-node" in [t[0] for t in shown], line
+        assert sum(float(t[1]) for t in shown) <= float(m.group(1)) + 0.1, line
+
+
+def test_rss_restart_restarts_with_another_build(build_dir, root_dir, tmp_path):
+    """bench/rss-restart.py --restart-cairnd: the keys are loaded by one
+    cairnd and the member restarted by another (here a wrapper that records
+    that it ran), and the restart is timed as usual."""
+    ran = tmp_path / "ran"
+    wrapper = tmp_path / "cairnd-wrapper"
+    wrapper.write_text("#!/bin/sh\necho yes > %s\nexec %s \"$@\"\n" % (ran, build_dir / "cairnd"))
+    wrapper.chmod(0o755)
+    p = subprocess.run([sys.executable, str(root_dir / "bench" / "rss-restart.py"), "--build", str(build_dir),
+                        "--keys", "2000", "--restart-cairnd", str(wrapper), "--json"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    r = json.loads(p.stdout.decode().splitlines()[-1])
+    assert r["cairnd"] == str(build_dir / "cairnd") and r["restart_cairnd"] == str(wrapper), r
+    assert r["keys"] == 2000 and r["first_read_s"] > 0 and r["rss_after_restart_kib"] > 0, r
+    assert ran.read_text() == "yes\n"
