@@ -84,7 +84,8 @@
     X(PERMISSION_NOT_GRANTED, 112, "permission is not granted to the role")    \
     X(INVALID_AUTH_MGMT, 113, "invalid auth management: the root user and the root role cannot be removed while auth is enabled") \
     X(TOO_MANY_CHANGES, 114, "the request would change more than 1048576 keys in one revision; delete the range in parts") \
-    X(REVISIONS_EXHAUSTED, 115, "the store has reached its last revision (2^43 - 1) and takes no more writes; reads still work")
+    X(REVISIONS_EXHAUSTED, 115, "the store has reached its last revision (2^43 - 1) and takes no more writes; reads still work") \
+    X(LEASE_TOO_MANY_KEYS, 116, "the lease already holds 1048576 keys, as many as its revoke can delete in one revision; attach the key to another lease")
 
 enum cairn_error {
 #define CAIRN_ERRENUM_(name, off, msg) CAIRN_E_##name = CAIRN_ERR_BASE + (off),

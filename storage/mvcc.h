@@ -34,7 +34,10 @@
  * MVCC_MAX_CHANGES keys (a larger delete, lease revoke or txn is refused
  * with CAIRN_E_TOO_MANY_CHANGES and writes nothing), and the revision stops
  * at MVCC_MAX_REV (later writes are refused with CAIRN_E_REVISIONS_EXHAUSTED;
- * 8.8 x 10^12 revisions: four years at 70,000 writes a second).
+ * 8.8 x 10^12 revisions: four years at 70,000 writes a second).  Since a
+ * lease's revoke deletes its keys in one revision, a lease holds at most
+ * MVCC_MAX_CHANGES keys: a put (or a txn's puts) that would attach more is
+ * refused with CAIRN_E_LEASE_TOO_MANY_KEYS.
  *
  * Memory.  Byte strings in requests are borrowed for the duration of the call.
  * Every result (struct mvcc_result, mvcc_range_result, ...) is one allocation

@@ -50,6 +50,7 @@ static bool request_error(int rc)
     case CAIRN_E_INVALID_ARGUMENT:
     case CAIRN_E_TOO_MANY_CHANGES:
     case CAIRN_E_REVISIONS_EXHAUSTED:
+    case CAIRN_E_LEASE_TOO_MANY_KEYS:
         return true;
     default:
         return false;
@@ -242,6 +243,28 @@ static int may_write(const struct applier *w, size_t changes)
     return 0;
 }
 
+/*
+ * The lease a put attaches its key to, or 0 when it attaches none (no
+ * lease, ignore_lease, or the key is on that lease already).  A lease's
+ * revoke deletes every key of it in one revision, which holds at most
+ * MVCC_MAX_CHANGES changes: a lease with more keys could never be revoked,
+ * and its keys would outlive it.  So a put that would give a lease more
+ * is refused (etcd has no such limit).
+ */
+static int64_t attaches_to(const struct mvcc_put_req *r, const struct prevrow *p)
+{
+    int64_t lease = r->ignore_lease ? 0 : r->lease; /* ignore_lease keeps the key where it is */
+    return lease && !(p->live && p->kv.lease == lease) ? lease : 0;
+}
+
+/* Whether lease may take `adding` more keys (a txn counts its puts first). */
+static int lease_room(const struct applier *w, int64_t lease, int64_t adding)
+{
+    if (lease && ix_lease_count(&w->s->ix, lease) > MVCC_MAX_CHANGES - adding)
+        return -CAIRN_E_LEASE_TOO_MANY_KEYS;
+    return 0;
+}
+
 /* Delete one live key at the current write revision. */
 static int delete_one(struct applier *w, struct prevrow *p, struct mvcc_kv **prev_out)
 {
@@ -305,7 +328,7 @@ static int do_put(struct applier *w, const struct mvcc_put_req *r, struct mvcc_r
         return rc;
     if ((r->ignore_value || r->ignore_lease) && !p.live)
         return -CAIRN_E_KEY_NOT_FOUND; /* checked before; kept as a guard */
-    if ((rc = may_write(w, 1)) < 0)
+    if ((rc = may_write(w, 1)) < 0 || (rc = lease_room(w, attaches_to(r, &p), 1)) < 0)
         return rc;
     int64_t rev = w->begin_rev + 1;
     struct mvcc_kv kv = {
@@ -736,11 +759,48 @@ static int path_check(struct applier *w, const struct mvcc_txn_req *t, const str
     return 0;
 }
 
-/* How many keys the txn's path changes: one per put, the live keys of each
- * delete's range as they are before the txn (its deletes may overlap: an
- * upper bound then). */
+/* Keys a txn's puts attach to each lease (struct lease_add), for lease_room. */
+struct lease_adds {
+    struct lease_add {
+        int64_t lease, n;
+    } *v;
+    size_t n, cap;
+};
+
+static int count_attach(struct applier *w, struct lease_adds *la, const struct mvcc_put_req *r)
+{
+    struct prevrow p;
+    if (!r->lease || r->ignore_lease)
+        return 0; /* attaches nothing: no lookup */
+    int rc = kv_latest(w, r->key, false, &p);
+    int64_t lease = rc < 0 ? 0 : attaches_to(r, &p);
+    if (!lease)
+        return rc;
+    for (size_t i = 0; i < la->n; i++)
+        if (la->v[i].lease == lease) {
+            la->v[i].n++;
+            return 0;
+        }
+    if (la->n == la->cap) {
+        size_t cap = la->cap ? la->cap * 2 : 8;
+        struct lease_add *v = arena_zalloc(w->a, cap * sizeof(*v));
+        if (!v)
+            return -ENOMEM;
+        if (la->n)
+            memcpy(v, la->v, la->n * sizeof(*v));
+        la->v = v;
+        la->cap = cap;
+    }
+    la->v[la->n++] = (struct lease_add){lease, 1};
+    return 0;
+}
+
+/* What the chosen path of a txn changes, before any of it is written: how
+ * many keys (for may_write: one per put, the live keys of each delete's
+ * range as they are before the txn; its deletes may overlap, an upper bound
+ * then), and how many keys its puts attach to each lease (for lease_room). */
 static int path_changes(struct applier *w, const struct mvcc_txn_req *t, const struct path *p, size_t *pi,
-                        size_t *changes)
+                        size_t *changes, struct lease_adds *la)
 {
     bool ok = p->v[(*pi)++];
     const struct mvcc_request *ops = ok ? t->success : t->failure;
@@ -749,12 +809,14 @@ static int path_changes(struct applier *w, const struct mvcc_txn_req *t, const s
     for (size_t i = 0; i < n; i++) {
         if (ops[i].type == MVCC_REQ_PUT) {
             (*changes)++;
+            if ((rc = count_attach(w, la, &ops[i].put)) < 0)
+                return rc;
         } else if (ops[i].type == MVCC_REQ_DELETE_RANGE) {
             size_t k;
             if ((rc = live_rows(w, ops[i].del.key, ops[i].del.range_end, false, NULL, &k)) < 0)
                 return rc;
             *changes += k;
-        } else if (ops[i].type == MVCC_REQ_TXN && (rc = path_changes(w, &ops[i].txn, p, pi, changes)) < 0) {
+        } else if (ops[i].type == MVCC_REQ_TXN && (rc = path_changes(w, &ops[i].txn, p, pi, changes, la)) < 0) {
             return rc;
         }
     }
@@ -824,9 +886,13 @@ static int do_txn(struct applier *w, const struct mvcc_txn_req *t, struct mvcc_r
     if ((rc = path_check(w, t, &p, &pi, false)) < 0)
         return rc;
     size_t changes = 0;
+    struct lease_adds la = {0};
     pi = 0;
-    if ((rc = path_changes(w, t, &p, &pi, &changes)) < 0 || (rc = may_write(w, changes)) < 0)
+    if ((rc = path_changes(w, t, &p, &pi, &changes, &la)) < 0 || (rc = may_write(w, changes)) < 0)
         return rc;
+    for (size_t i = 0; i < la.n; i++)
+        if ((rc = lease_room(w, la.v[i].lease, la.v[i].n)) < 0)
+            return rc;
     pi = 0;
     if ((rc = txn_exec(w, t, &p, &pi, resp)) < 0)
         return rc;

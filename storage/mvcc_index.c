@@ -855,6 +855,108 @@ void ix_lease_key(int64_t lease, const void *key, size_t klen, unsigned char *ou
         memcpy(out + 8, key, klen);
 }
 
+/* --- lease key counts (struct lease_counts) --- */
+
+static size_t lc_home(const struct lease_counts *c, int64_t id)
+{
+    return (size_t)(((uint64_t)id * UINT64_C(0x9E3779B97F4A7C15)) >> 32) & (c->cap - 1);
+}
+
+/* The slot holding id, or the empty slot where it would go (cap > 0). */
+static struct lease_count *lc_slot(const struct lease_counts *c, int64_t id)
+{
+    size_t i = lc_home(c, id);
+    while (c->v[i].id != 0 && c->v[i].id != id)
+        i = (i + 1) & (c->cap - 1);
+    return &c->v[i];
+}
+
+static int lc_grow(struct lease_counts *c)
+{
+    size_t cap = c->cap ? c->cap * 2 : 64;
+    struct lease_counts nc = {.v = calloc(cap, sizeof(*nc.v)), .cap = cap, .used = c->used};
+    if (!nc.v)
+        return -ENOMEM;
+    for (size_t i = 0; i < c->cap; i++)
+        if (c->v[i].id)
+            *lc_slot(&nc, c->v[i].id) = c->v[i];
+    free(c->v);
+    *c = nc;
+    return 0;
+}
+
+/* Empty slot e, moving back the entries of its run that belong before it. */
+static void lc_remove(struct lease_counts *c, struct lease_count *e)
+{
+    size_t hole = (size_t)(e - c->v), i = hole;
+    for (;;) {
+        i = (i + 1) & (c->cap - 1);
+        if (c->v[i].id == 0)
+            break;
+        size_t home = lc_home(c, c->v[i].id);
+        /* the entry at i may fill the hole if its home is not in (hole, i] */
+        if ((i > hole && (home <= hole || home > i)) || (i < hole && home <= hole && home > i)) {
+            c->v[hole] = c->v[i];
+            hole = i;
+        }
+    }
+    c->v[hole] = (struct lease_count){0, 0};
+    c->used--;
+}
+
+/* Add d to lease's count; a count that reaches 0 leaves the table.  Only an
+ * increment can fail (-ENOMEM). */
+static int lc_add(struct lease_counts *c, int64_t lease, int64_t d)
+{
+    if (lease == 0) {
+        c->n0 += d;
+        return 0;
+    }
+    if (d > 0 && (c->used + 1) * 4 > c->cap * 3 && lc_grow(c) < 0)
+        return -ENOMEM;
+    if (!c->cap)
+        return 0;
+    struct lease_count *e = lc_slot(c, lease);
+    if (!e->id) {
+        if (d <= 0)
+            return 0;
+        e->id = lease;
+        c->used++;
+    }
+    if ((e->n += d) <= 0)
+        lc_remove(c, e);
+    return 0;
+}
+
+static int64_t lease_of(const unsigned char *k)
+{
+    uint64_t u = 0;
+    for (int i = 0; i < 8; i++)
+        u = u << 8 | k[i];
+    return (int64_t)(u ^ (UINT64_C(1) << 63));
+}
+
+/* Count afresh from the working lease index (at open, and after a batch was dropped). */
+static int lc_rebuild(struct ix *ix)
+{
+    struct ixiter it;
+    struct keyrec *lk;
+    free(ix->lc.v);
+    ix->lc = (struct lease_counts){0};
+    ix_seek(&it, ix->lroot, NULL, 0);
+    while ((lk = ix_next(&it)))
+        if (lk->klen >= 8 && lc_add(&ix->lc, lease_of(lk->key), 1) < 0)
+            return -ENOMEM;
+    return 0;
+}
+
+int64_t ix_lease_count(const struct ix *ix, int64_t lease)
+{
+    if (lease == 0)
+        return ix->lc.n0;
+    return ix->lc.cap ? lc_slot(&ix->lc, lease)->n : 0;
+}
+
 int ix_lease_add(struct ix *ix, int64_t lease, const void *key, size_t klen)
 {
     if (ix->poisoned)
@@ -863,7 +965,10 @@ int ix_lease_add(struct ix *ix, int64_t lease, const void *key, size_t klen)
     if (!kr)
         return -ENOMEM;
     ix_lease_key(lease, key, klen, kr->key);
-    return tree_insert(ix, &ix->lroot, kr->key, kr->klen, kr);
+    int rc = lc_add(&ix->lc, lease, 1);
+    if (rc == 0 && (rc = tree_insert(ix, &ix->lroot, kr->key, kr->klen, kr)) < 0)
+        lc_add(&ix->lc, lease, -1);
+    return rc;
 }
 
 int ix_lease_del(struct ix *ix, int64_t lease, const void *key, size_t klen)
@@ -876,8 +981,10 @@ int ix_lease_del(struct ix *ix, int64_t lease, const void *key, size_t klen)
     ix_lease_key(lease, key, klen, lk);
     struct keyrec *kr = ix_get(ix->lroot, lk, klen + 8);
     int rc = kr ? tree_remove(ix, &ix->lroot, lk, klen + 8) : -ENOENT;
-    if (rc == 0)
+    if (rc == 0) {
+        lc_add(&ix->lc, lease, -1);
         rc = retire(ix, kr);
+    }
     if (lk != small)
         free(lk);
     return rc;
@@ -955,14 +1062,14 @@ int ix_abort(struct ix *ix)
     ix->root = ix->pub->root;
     ix->lroot = ix->pub->lroot;
     ix->keys = ix->pub->keys;
-    if (ix->nlog == 0)
+    int rc = lc_rebuild(ix); /* the counts followed the dropped batch */
+    if (rc == 0 && ix->nlog == 0)
         return 0;
     /* Published keyrecs got revisions of the dropped batch in place.  Readers
      * skip them by revision, but the next batch must not see them: give each
      * such key a copy with its revisions from before the batch.  The old
      * entries are never written again, so no reader sees one change. */
     qsort(ix->log, ix->nlog, sizeof(*ix->log), log_cmp);
-    int rc = 0;
     for (size_t i = 0; i < ix->nlog && rc == 0; i++) {
         if (i > 0 && ix->log[i].kr == ix->log[i - 1].kr)
             continue; /* the first entry of a key has its count before the batch */
@@ -1326,6 +1433,8 @@ out:
     }
     free(lk);
     ix_build_abort(b); /* all with it, and on failure the keyrecs */
+    if (rc == 0 && lc_rebuild(ix) < 0)
+        return -ENOMEM; /* the trees are whole: ix_destroy frees them */
     return rc;
 }
 
@@ -1347,6 +1456,7 @@ void ix_destroy(struct ix *ix)
     free(ix->retired.v);
     free(ix->log);
     free(ix->q);
+    free(ix->lc.v);
     pthread_mutex_destroy(&ix->pins_mu);
     memset(ix, 0, sizeof(*ix));
 }

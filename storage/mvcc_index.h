@@ -120,6 +120,20 @@ struct ixretired {
     void *p;
 };
 
+/* The writer's count of live keys per lease in its working version (the
+ * lease index holds the pairs; this says how many without a walk).  Open
+ * addressing over nonzero lease IDs. */
+struct lease_count {
+    int64_t id; /* 0: an empty slot */
+    int64_t n;
+};
+
+struct lease_counts {
+    struct lease_count *v;
+    size_t cap, used; /* cap: 0 or a power of two */
+    int64_t n0;       /* lease 0's count: its ID marks an empty slot (the store never attaches to it) */
+};
+
 struct ix {
     /* published: readers load these */
     _Atomic(struct ixver *) cur;
@@ -136,6 +150,7 @@ struct ix {
     size_t nlog, caplog;
     struct ixretired *q;          /* retired by published versions, oldest first */
     size_t qhead, qn, qcap;
+    struct lease_counts lc;       /* live keys per lease, working version */
     bool poisoned;                /* a failed batch could not be undone */
     pthread_mutex_t pins_mu;      /* guards the pin list (reader open/close, reclaim scan) */
     struct ixpin *pins;
@@ -196,6 +211,8 @@ int ix_drop_revs(struct ix *ix, struct keyrec *kr, uint32_t k);
 /* The lease index: (lease, key) pairs for live keys with a lease. */
 int ix_lease_add(struct ix *ix, int64_t lease, const void *key, size_t klen);
 int ix_lease_del(struct ix *ix, int64_t lease, const void *key, size_t klen);
+/* How many live keys lease has in the working version (the writer's). */
+int64_t ix_lease_count(const struct ix *ix, int64_t lease);
 /* The lease index key for (lease, key): 8 bytes then the key; out has klen + 8 bytes. */
 void ix_lease_key(int64_t lease, const void *key, size_t klen, unsigned char *out);
 void ix_lease_prefix(int64_t lease, unsigned char out[8]);

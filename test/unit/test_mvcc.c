@@ -1828,13 +1828,25 @@ static void test_a_request_changing_too_many_keys_is_refused_whole(void **state)
 {
     struct fx *f = *state;
     lease_grant(f, 5, 60);
-    put_many(f, MVCC_MAX_CHANGES + 1, 5);
-    int64_t rev = rev_now(f);
+    lease_grant(f, 6, 60);
+    put_many(f, MVCC_MAX_CHANGES, 5); /* as many keys as a lease can hold */
     char last[16];
     snprintf(last, sizeof last, "k%07d", MVCC_MAX_CHANGES);
-    struct mvcc_response *r = del(f, "k", "l");
-    assert_int_equal(r->err, -CAIRN_E_TOO_MANY_CHANGES);
-    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_LEASE_REVOKE, .lease_revoke = {5}});
+    /* one more key on lease 5 would make it unrevocable: refused, also after a reopen (the counts are rebuilt) */
+    int64_t rev = rev_now(f);
+    struct mvcc_response *r = apply(f, (struct mvcc_request){.type = MVCC_REQ_PUT, .put = {.key = B(last), .value = B("v"), .lease = 5}});
+    assert_int_equal(r->err, -CAIRN_E_LEASE_TOO_MANY_KEYS);
+    fx_close(f);
+    fx_open(f);
+    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_PUT, .put = {.key = B(last), .value = B("v"), .lease = 5}});
+    assert_int_equal(r->err, -CAIRN_E_LEASE_TOO_MANY_KEYS);
+    assert_int_equal(rev_now(f), rev);
+    /* a key already on lease 5, put again with it, attaches nothing */
+    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_PUT, .put = {.key = B("k0000007"), .value = B("w"), .lease = 5}});
+    assert_int_equal(r->err, 0);
+    put(f, last, "v"); /* one key past the limit, on no lease */
+    rev = rev_now(f);
+    r = del(f, "k", "l");
     assert_int_equal(r->err, -CAIRN_E_TOO_MANY_CHANGES);
     /* a txn counts its puts and its deletes together */
     struct mvcc_request ops[] = {
@@ -1843,24 +1855,47 @@ static void test_a_request_changing_too_many_keys_is_refused_whole(void **state)
     };
     r = apply(f, (struct mvcc_request){.type = MVCC_REQ_TXN, .txn = {.success = ops, .n_success = 2}});
     assert_int_equal(r->err, -CAIRN_E_TOO_MANY_CHANGES);
+    /* ... and its puts per lease: one key moved to lease 6 makes room on 5
+     * for one, not for the two this txn would attach there */
+    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_PUT, .put = {.key = B("k0000001"), .value = B("v"), .lease = 6}});
+    assert_int_equal(r->err, 0);
+    rev = rev_now(f);
+    struct mvcc_request two[] = {
+        {.type = MVCC_REQ_PUT, .put = {.key = B("y"), .value = B("1"), .lease = 5}},
+        {.type = MVCC_REQ_PUT, .put = {.key = B("z"), .value = B("1"), .lease = 5}},
+    };
+    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_TXN, .txn = {.success = two, .n_success = 2}});
+    assert_int_equal(r->err, -CAIRN_E_LEASE_TOO_MANY_KEYS);
     assert_int_equal(rev_now(f), rev);
     struct mvcc_range_result *res = rng(f, (struct mvcc_range_req){.key = B("k"), .range_end = B("l"), .count_only = true});
     assert_int_equal(res->resp.count, MVCC_MAX_CHANGES + 1);
     mvcc_range_result_free(res);
-    /* exactly the limit: one revision, sub revisions up to the last */
-    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_TXN, .txn = {.success = ops, .n_success = 1}});
+    res = rng(f, (struct mvcc_range_req){.key = B("y"), .range_end = B("{"), .count_only = true});
+    assert_int_equal(res->resp.count, 0);
+    mvcc_range_result_free(res);
+    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_TXN, .txn = {.success = two, .n_success = 1}});
+    assert_int_equal(r->err, 0);
+    /* the full lease is revoked in one revision: exactly the limit of changes */
+    rev = rev_now(f);
+    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_LEASE_REVOKE, .lease_revoke = {5}});
     assert_int_equal(r->err, 0);
     assert_int_equal(r->revision, rev + 1);
     assert_int_equal(f->last->n_events, MVCC_MAX_CHANGES);
-    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_LEASE_REVOKE, .lease_revoke = {5}});
-    assert_int_equal(r->err, 0);
-    assert_int_equal(rev_now(f), rev + 2);
     fx_close(f);
     fx_open(f);
     struct mvcc_kv kv;
     char v[8];
-    assert_false(get(f, last, 0, &kv, v, sizeof(v)));
-    assert_true(get(f, last, rev, &kv, v, sizeof(v)));
+    assert_false(get(f, "y", 0, &kv, v, sizeof(v)));
+    assert_false(get(f, "k0000000", 0, &kv, v, sizeof(v)));
+    assert_true(get(f, "k0000001", 0, &kv, v, sizeof(v))); /* moved to lease 6 */
+    assert_true(get(f, last, 0, &kv, v, sizeof(v)));
+    res = rng(f, (struct mvcc_range_req){.key = B("k"), .range_end = B("l"), .count_only = true});
+    assert_int_equal(res->resp.count, 2);
+    mvcc_range_result_free(res);
+    /* the lease is gone, and a new one takes keys from none */
+    lease_grant(f, 5, 60);
+    r = apply(f, (struct mvcc_request){.type = MVCC_REQ_PUT, .put = {.key = B("k0000000"), .value = B("v"), .lease = 5}});
+    assert_int_equal(r->err, 0);
 }
 
 static void free_pages_in_the_file(struct fx *f)

@@ -367,6 +367,64 @@ static void test_a_keyrec_wastes_at_most_7_bytes_before_its_revisions(void **sta
     assert_int_equal(kr_revs_at(9) + sizeof(struct krev), 72);
 }
 
+/* ix_lease_count for every lease the test uses (-3..3) against the pairs in lk. */
+static void check_lease_counts(const struct ix *ix, unsigned char (*lk)[72], const size_t *lklen, size_t nl)
+{
+    for (int64_t lease = -3; lease <= 3; lease++) {
+        unsigned char prefix[8];
+        int64_t n = 0;
+        ix_lease_prefix(lease, prefix);
+        for (size_t i = 0; i < nl; i++)
+            n += lklen[i] >= 8 && memcmp(lk[i], prefix, 8) == 0;
+        assert_int_equal(ix_lease_count(ix, lease), n);
+    }
+}
+
+/* The writer's per-lease counts over many leases: the table grows, and
+ * counts that reach zero leave it without losing the entries after them. */
+static void test_lease_counts_follow_adds_and_removes_over_many_leases(void **state)
+{
+    (void)state;
+    enum { LEASES = 3000, KEYS = 6 };
+    static int64_t id[LEASES];
+    static bool on[LEASES][KEYS];
+    static int64_t n[LEASES];
+    struct ixbuild *b = ix_build_new();
+    struct ix ix;
+    struct state st = {.rev = 1};
+    assert_int_equal(ix_build_finish(b, &ix, &st), 0);
+    for (int i = 0; i < LEASES; i++) /* IDs of every size and sign, none 0 */
+        id[i] = (int64_t)(((uint64_t)rnd(1u << 31) << 33) ^ ((uint64_t)rnd(1u << 31) << 2) ^ (uint64_t)i) | 1;
+    for (int op = 1; op <= 200000; op++) {
+        int l = (int)rnd(op < 100000 ? LEASES : 40); /* later: a few leases filled and emptied often */
+        int k = (int)rnd(KEYS);
+        char key[8];
+        snprintf(key, sizeof key, "k%d", k);
+        if (on[l][k]) {
+            assert_int_equal(ix_lease_del(&ix, id[l], key, strlen(key)), 0);
+            n[l]--;
+        } else {
+            assert_int_equal(ix_lease_add(&ix, id[l], key, strlen(key)), 0);
+            n[l]++;
+        }
+        on[l][k] = !on[l][k];
+        if (op % 1000 == 0) {
+            assert_int_equal(ix_prepare(&ix), 0);
+            st.rev++;
+            ix_publish(&ix, &st);
+        }
+        if (op % 20000 == 0)
+            for (int i = 0; i < LEASES; i++)
+                assert_int_equal(ix_lease_count(&ix, id[i]), n[i]);
+    }
+    size_t live = 0;
+    for (int i = 0; i < LEASES; i++)
+        live += n[i] != 0;
+    assert_int_equal(ix.lc.used, live); /* emptied leases left the table */
+    assert_int_equal(ix_lease_count(&ix, 12345678), 0);
+    ix_destroy(&ix);
+}
+
 /* --- random batches against the reference ------------------------------------------ */
 
 static void test_random_batches_agree_with_a_sorted_reference(void **state)
@@ -464,6 +522,7 @@ static void test_random_batches_agree_with_a_sorted_reference(void **state)
         }
         /* the writer reads its working version as it is */
         check_tree(ix.root, &cur, INT64_MAX);
+        check_lease_counts(&ix, lk, lklen, nl);
         if (rnd(5) == 0) {
             /* a failed batch: everything goes back to the last publish */
             assert_int_equal(ix_abort(&ix), 0);
@@ -473,6 +532,7 @@ static void test_random_batches_agree_with_a_sorted_reference(void **state)
             nl = pnl;
             aborts++;
             rev--;
+            check_lease_counts(&ix, lk, lklen, nl); /* counted again from what was published */
         } else {
             assert_int_equal(ix_prepare(&ix), 0);
             st.rev = rev;
@@ -610,6 +670,7 @@ int main(void)
         cmocka_unit_test(test_a_bulk_build_orders_keys_however_they_came),
         cmocka_unit_test(test_keys_put_in_order_leave_full_nodes),
         cmocka_unit_test(test_a_keyrec_wastes_at_most_7_bytes_before_its_revisions),
+        cmocka_unit_test(test_lease_counts_follow_adds_and_removes_over_many_leases),
         cmocka_unit_test(test_random_batches_agree_with_a_sorted_reference),
         cmocka_unit_test(test_pinned_versions_stay_whole_while_the_writer_publishes),
     };
