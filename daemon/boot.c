@@ -408,10 +408,10 @@ static int check_identity(const struct config *cfg, const struct wal_contents *w
  * The store's schema upgrade at open (mvcc_upgrade_fn): in the journal when
  * it begins and when it is done, and systemd told how far it is and given
  * more time meanwhile, since the member is not ready before it ends: the
- * units' TimeoutStartSec= is 2 min, 1M keys take about 9 s, and a stop
+ * units' TimeoutStartSec= is 2 min, 1M keys take about 8 s, and a stop
  * rolls the copy back.  Each report asks for two more minutes, not one
- * report's interval: SQLite reports nothing while it drops the old table
- * and commits, half of the 9 s (docs/storage-mvcc.md, "Layout").
+ * report's interval: SQLite reports nothing while it commits, a sixth of
+ * the time (docs/storage-mvcc.md, "Layout"), longer on a slow disk.
  */
 static void store_upgrade(void *arg, const struct mvcc_upgrade *u)
 {
@@ -430,7 +430,7 @@ static void store_upgrade(void *arg, const struct mvcc_upgrade *u)
         log_event(LOG_LEVEL_NOTICE, MSGID_STORE_UPGRADE,
                   LOG_FIELDS(LOG_STR("CAIRN_FILE", u->path), LOG_I64("CAIRN_ROWS", u->rows)),
                   "upgrading the store %s from schema %d to %d: copying its %" PRId64
-                  " revisions once before serving (about 9 s per million; a stop starts it over)",
+                  " revisions once before serving (about 8 s per million; a stop starts it over)",
                   u->path, u->from, u->to, u->rows);
     sd_notifyf(0, "EXTEND_TIMEOUT_USEC=120000000\nSTATUS=upgrading the store's schema (%" PRId64 " revisions): %" PRId64
                   " s so far", u->rows, ms / 1000);

@@ -82,7 +82,7 @@ struct mvcc_kv {
 /*
  * A schema upgrade mvcc_open makes before the store opens (storage has no
  * logger: the caller reports it).  It copies every revision once: about
- * 9 s for 1M keys of 256 bytes on the machine of docs/performance.md.
+ * 8 s for 1M keys of 256 bytes on the machine of docs/performance.md.
  */
 enum mvcc_upgrade_phase {
     MVCC_UPGRADE_BEGIN,   /* the rows are counted and checked; the copy starts */
