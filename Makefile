@@ -203,7 +203,7 @@ include $(sort $(wildcard mk/*.mk))
 
 # --- top-level targets ------------------------------------------------------
 
-.PHONY: all tests check run asan bench deps clean install sim _check _bench bench-suite _bench_suite
+.PHONY: all tests check run asan bench deps clean install sim _check _bench bench-suite _bench_suite bench-etcd
 .DEFAULT_GOAL := all
 .SECONDARY:
 
@@ -240,6 +240,14 @@ bench-suite: deps
 
 _bench_suite: all
 	@echo "== bench/run-suite.py"; $(PYTHON) bench/run-suite.py --build $(BUILD)
+
+# Cairn against etcd 3.4 on this machine, in the same minutes
+# (bench/etcd-compare.py, about two minutes); installs etcd and Go from Debian.
+ETCD_PACKAGES = etcd-server etcd-client golang-go golang-etcd-server-dev
+bench-etcd: deps
+	@$(MAKE) --no-print-directory DEB_PACKAGES="$(ETCD_PACKAGES)" deps
+	@$(MAKE) --no-print-directory all
+	$(PYTHON) bench/etcd-compare.py --build $(BUILD)
 
 run: deps
 	@if [ ! -f daemon/main.c ]; then echo "make run: cairnd is not in this tree yet (issue 6 brings it)"; exit 1; fi

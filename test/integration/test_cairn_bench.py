@@ -3,6 +3,7 @@
 with counts that add up and no errors.  Nothing here asserts a timing:
 performance is measured by bench/run-suite.py and written in docs/."""
 import json
+import os
 import re
 import subprocess
 import sys
@@ -185,3 +186,26 @@ def test_rss_restart_restarts_with_another_build(build_dir, root_dir, tmp_path):
     assert r["cairnd"] == str(build_dir / "cairnd") and r["restart_cairnd"] == str(wrapper), r
     assert r["keys"] == 2000 and r["first_read_s"] > 0 and r["rss_after_restart_kib"] > 0, r
     assert ran.read_text() == "yes\n"
+
+
+def test_etcd_compare_runs_a_row_against_both(build_dir, root_dir, tmp_path):
+    """bench/etcd-compare.py: one row against a fresh etcd and a fresh Cairn.
+    It needs etcd and Go from Debian (make bench-etcd installs them), which
+    the test suite does not install: skipped where they are missing."""
+    import shutil
+    if not (shutil.which("etcd") and shutil.which("etcdctl") and shutil.which("go")
+            and os.path.isdir("/usr/share/gocode/src/go.etcd.io/etcd/clientv3")):
+        pytest.skip("etcd, etcdctl, go or golang-etcd-server-dev is missing (make bench-etcd installs them)")
+    build = tmp_path / "build"
+    build.mkdir()
+    for name in ("cairnd", "cairn-bench"):
+        (build / name).symlink_to(build_dir / name)
+    p = subprocess.run([sys.executable, str(root_dir / "bench" / "etcd-compare.py"), "--build", str(build),
+                        "--only", "3 4", "--duration", "1", "--json"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=600)
+    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    r = json.loads(p.stdout.decode().splitlines()[-1])
+    assert (r["members"], r["clients"]) == (3, 4), r
+    for side in ("etcd", "cairn"):
+        assert r[side]["ops_per_s"] > 0 and r[side]["errors"] == 0 and 0 < r[side]["p50"] <= r[side]["p99"], r
+    assert (build / "etcdput").exists()  # built from bench/etcd/etcdput.go

@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Cairn against etcd on the same machine, in the same minutes: for each row
+(members, puts in flight) a fresh etcd cluster takes the puts from
+bench/etcd/etcdput.go (etcd's own Go client), then a fresh Cairn cluster the
+same puts from cairn-bench; rows alternate so both meet the same moments of
+a shared machine.  256-byte values over 100,000 keys, to the leader, one
+connection: issue 10's workload.  Every process is stopped and every
+directory removed, as in run-suite.py, whose Cluster this uses.
+
+    bench/etcd-compare.py [--build DIR] [--rounds R] [--duration S]
+                          [--only "MEMBERS CLIENTS"] [--json]
+
+It needs etcd 3.4 and Go with etcd's client sources, from Debian:
+`apt-get install etcd-server etcd-client golang-go golang-etcd-server-dev`
+(`make bench-etcd` installs them).  etcdput is built into BUILD/etcdput.
+etcd runs with its defaults (heartbeat 100 ms, election 1 s), as cairnd.
+"""
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+_spec = importlib.util.spec_from_file_location("run_suite", os.path.join(HERE, "run-suite.py"))
+suite = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(suite)
+
+ROWS = [(1, 1), (1, 64), (1, 256), (3, 1), (3, 16), (3, 64)]
+GOPATH = "/usr/share/gocode"  # golang-etcd-server-dev's sources and their dependencies
+
+
+def build_etcdput(build):
+    """BUILD/etcdput from bench/etcd/etcdput.go, rebuilt when the source is newer."""
+    src = os.path.join(HERE, "etcd", "etcdput.go")
+    out = os.path.abspath(os.path.join(build, "etcdput"))
+    if os.path.exists(out) and os.path.getmtime(out) >= os.path.getmtime(src):
+        return out
+    for tool, pkg in (("go", "golang-go"), ("etcd", "etcd-server"), ("etcdctl", "etcd-client")):
+        if not shutil.which(tool):
+            sys.exit("etcd-compare: %s is missing (apt-get install %s, or make bench-etcd)" % (tool, pkg))
+    if not os.path.isdir(os.path.join(GOPATH, "src", "go.etcd.io", "etcd", "clientv3")):
+        sys.exit("etcd-compare: etcd's Go client is missing (apt-get install golang-etcd-server-dev)")
+    with tempfile.TemporaryDirectory(prefix="etcdput-") as d:
+        shutil.copy(src, os.path.join(d, "main.go"))
+        env = dict(os.environ, GOPATH=GOPATH, GO111MODULE="off", GOFLAGS="", GOCACHE=os.path.join(d, "cache"))
+        p = subprocess.run(["go", "build", "-o", out, "."], cwd=d, env=env, capture_output=True, text=True)
+        if p.returncode != 0:
+            sys.exit("etcd-compare: building etcdput failed:\n" + p.stderr[-3000:])
+    return out
+
+
+class EtcdCluster:
+    """n etcd members on loopback ports, data and logs under one temp dir."""
+
+    def __init__(self, n):
+        self.n = n
+        self.dir = tempfile.mkdtemp(prefix="etcd-compare-%d-" % n)
+        self.procs = []
+        self.members = [{"name": "e%d" % (i + 1), "client": "http://127.0.0.1:%d" % suite.free_port(),
+                         "peer": "http://127.0.0.1:%d" % suite.free_port()} for i in range(n)]
+
+    def start(self, timeout=30):
+        initial = ",".join("%s=%s" % (m["name"], m["peer"]) for m in self.members)
+        for m in self.members:
+            argv = ["etcd", "--name", m["name"], "--data-dir", os.path.join(self.dir, m["name"]),
+                    "--listen-client-urls", m["client"], "--advertise-client-urls", m["client"],
+                    "--listen-peer-urls", m["peer"], "--initial-advertise-peer-urls", m["peer"],
+                    "--initial-cluster", initial, "--initial-cluster-state", "new",
+                    "--initial-cluster-token", "compare-%d" % os.getpid(), "--logger", "zap", "--log-level", "error"]
+            with open(os.path.join(self.dir, m["name"] + ".log"), "w") as log:
+                self.procs.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                                   stderr=subprocess.STDOUT, preexec_fn=suite.die_with_parent))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lead = self.leader()
+            if lead:
+                return lead
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("etcd: no leader within %d s" % timeout)
+
+    def leader(self):
+        """The leader's client URL, or None (etcdctl endpoint status)."""
+        p = subprocess.run(["etcdctl", "--endpoints", ",".join(m["client"] for m in self.members),
+                            "--command-timeout", "2s", "endpoint", "status", "-w", "json"],
+                           capture_output=True, text=True, env=dict(os.environ, ETCDCTL_API="3"))
+        try:
+            st = json.loads(p.stdout)
+        except ValueError:
+            return None
+        leads = [s["Endpoint"] for s in st if s["Status"]["leader"] == s["Status"]["header"]["member_id"]]
+        return leads[0] if len(leads) == 1 and len(st) == self.n else None
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def etcd_row(etcdput, members, clients, duration):
+    cl = EtcdCluster(members)
+    lead = cl.start()
+    try:
+        p = subprocess.run([etcdput, "--endpoints", lead, "--clients", str(clients), "--val-size", "256",
+                            "--key-space", "100000", "--duration", "%gs" % duration],
+                           capture_output=True, text=True, timeout=duration + 120)
+    finally:
+        cl.stop()
+    lines = [x for x in p.stdout.splitlines() if x.startswith("{")]
+    if p.returncode != 0 or not lines:
+        raise RuntimeError("etcdput failed: %s" % p.stderr[-2000:])
+    r = json.loads(lines[-1])
+    return {"ops_per_s": r["ops_per_s"], "p50": r["p50_ms"], "p99": r["p99_ms"], "errors": r["errors"]}
+
+
+def cairn_row(build, members, clients, duration):
+    bench = os.path.join(build, "cairn-bench")
+    cl = suite.Cluster(os.path.join(build, "cairnd"), members, bench).start()
+    try:
+        r = suite.run_row(bench, cl.leader()["client"],
+                          ["put", "--clients", str(clients), "--val-size", "256", "--key-space", "100000"], duration)
+    finally:
+        cl.stop()
+    return {"ops_per_s": r["ops_per_s"], "p50": r["latency_ms"]["p50"], "p99": r["latency_ms"]["p99"],
+            "errors": r["failed"]}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--build", default=os.path.join(suite.ROOT, "build"))
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--duration", type=float, default=5)
+    ap.add_argument("--only", help='one row, "MEMBERS CLIENTS"')
+    ap.add_argument("--json", action="store_true", help="one JSON object per row instead of text")
+    a = ap.parse_args()
+    rows = ROWS
+    if a.only:
+        rows = [tuple(int(x) for x in a.only.split())]
+    etcdput = build_etcdput(a.build)
+    if not a.json:
+        print("| members | puts in flight | etcd puts/s | p50 ms | p99 ms | Cairn puts/s | p50 ms | p99 ms | Cairn / etcd |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for _ in range(a.rounds):
+        for members, clients in rows:
+            e = etcd_row(etcdput, members, clients, a.duration)
+            c = cairn_row(a.build, members, clients, a.duration)
+            if a.json:
+                print(json.dumps({"members": members, "clients": clients, "etcd": e, "cairn": c}), flush=True)
+                continue
+            print("| %d | %d | %.0f | %.2f | %.2f | %.0f | %.2f | %.2f | %.1fx |" % (
+                members, clients, e["ops_per_s"], e["p50"], e["p99"], c["ops_per_s"], c["p50"], c["p99"],
+                c["ops_per_s"] / e["ops_per_s"]), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
