@@ -138,12 +138,33 @@ static int load(struct lessor *l)
 
 /* ---------------------------------------------------------------- node observer (node thread) */
 
+/*
+ * A revoke the store refused (not "not found": that one was revoked
+ * already).  The lease stays, and the lessor proposes it again every
+ * REVOKE_RETRY_NS: say so, at most a few times a minute.  Only a store
+ * from before leases were limited to MVCC_MAX_CHANGES keys can hold a
+ * lease too big to revoke (TOO_MANY_CHANGES, docs/storage-mvcc.md).
+ */
+static struct log_limit revoke_log = LOG_LIMIT_INIT(3, 60000);
+static void revoke_refused(int64_t id, int err)
+{
+    uint64_t suppressed;
+    if (!log_limit_pass(&revoke_log, &suppressed))
+        return;
+    log_warning(NULL, "the revoke of lease %016" PRIx64 " was refused: %s; the lease and its keys stay (an expired "
+                      "lease's revoke is proposed again every %d s)%s",
+                (uint64_t)id, cairn_strerror(err), (int)(REVOKE_RETRY_NS / 1000000000), LOG_LIMIT_NOTE(suppressed));
+}
+
 static void on_applied(void *arg, const struct mvcc_entry *ents, size_t n, const struct mvcc_result *res)
 {
     struct lessor *l = arg;
     pthread_mutex_lock(&l->mu);
     for (size_t i = 0; i < n && i < res->n_entries; i++) {
         const struct mvcc_applied *ap = &res->entries[i];
+        if (!ap->skipped && ap->resp.err && ents[i].req.type == MVCC_REQ_LEASE_REVOKE && l->leader &&
+            ap->resp.err != -CAIRN_E_LEASE_NOT_FOUND)
+            revoke_refused(ents[i].req.lease_revoke.id, ap->resp.err);
         if (ap->skipped || ap->resp.err)
             continue;
         switch (ents[i].req.type) {

@@ -120,3 +120,38 @@ def test_ten_thousand_leases_expiring_together_are_all_revoked_while_writes_go_o
     assert writes > 0
     ls = member.call(wire.pb.Request(lease_leases=wire.pb.LeaseLeasesRequest()))
     assert not set(ids) & {x.id for x in ls.lease_leases.leases}
+
+
+def test_a_lease_too_big_to_revoke_from_an_older_store_is_reported_and_refuses_more_keys(member, wire):
+    """A store written before a lease was limited to 2^20 keys (one revoke's
+    worth) may hold a bigger one.  Its revoke is refused every time: the
+    leader says so in the log (rate-limited) and goes on serving; a key
+    more for that lease is refused with LEASE_TOO_MANY_KEYS."""
+    import os
+    import sqlite3
+    lid, _ = grant(wire, member, 1)
+    with member.client() as c:
+        assert not wire.is_error(c.put(b"big/first", b"v", lease=lid))
+    assert member.terminate() == 0, member.log_tail()
+    db = sqlite3.connect(os.path.join(member.data_dir, "member", "db", "mvcc.db"))
+    rev = db.execute("SELECT rev FROM state").fetchone()[0]
+    # 2^20 keys at the next revision (sub revisions 0 .. 2^20-1) and one more at the one after
+    db.execute("""WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 1048575)
+                  INSERT INTO rev(id, key, create_rev, version, lease, value)
+                  SELECT ((? + 1) << 20) | i, CAST(printf('big/%07d', i) AS BLOB), ? + 1, 1, ?, CAST('v' AS BLOB) FROM n""",
+               (rev, rev, lid))
+    db.execute("INSERT INTO rev(id, key, create_rev, version, lease, value) VALUES (?, CAST('big/last' AS BLOB), ?, 1, ?, "
+               "CAST('v' AS BLOB))", ((rev + 2) << 20, rev + 2, lid))
+    db.execute("UPDATE state SET rev = ?", (rev + 2,))
+    db.commit()
+    db.close()
+    member.restart()
+    poll(lambda: "the revoke of lease %016x was refused" % lid in member.log_text(), 60,
+         "the refused revoke to be logged")
+    line = [x for x in member.log_text().splitlines() if "the revoke of lease" in x][0]
+    assert "1048576 keys in one revision" in line, line  # TOO_MANY_CHANGES's message
+    assert count(wire, member, b"big/") == 1048578
+    with member.client() as c:
+        more = c.put(b"big/more", b"v", lease=lid)
+        assert wire.is_error(more) and more.error.code == wire.ERRORS["LEASE_TOO_MANY_KEYS"], more
+        assert not wire.is_error(c.put(b"other", b"v"))
