@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """Cairn against etcd on the same machine, in the same minutes: for each row
-(members, puts in flight) a fresh etcd cluster takes the puts from
-bench/etcd/etcdput.go (etcd's own Go client), then a fresh Cairn cluster the
-same puts from cairn-bench; rows alternate so both meet the same moments of
-a shared machine.  256-byte values over 100,000 keys, to the leader, one
-connection: issue 10's workload.  Every process is stopped and every
+a fresh etcd cluster takes the load from bench/etcd/etcdput.go (etcd's own
+Go client), then a fresh Cairn cluster the same load from cairn-bench; rows
+alternate so both meet the same moments of a shared machine.  Issue 10's
+workloads: puts of 256-byte values over 100,000 keys to the leader over one
+connection, with 1 to 256 in flight; and 100 watchers on the key prefix with
+a writer keeping 1, 8 or 32 puts in flight, over 10 connections (etcd's
+watchers share one HTTP/2 connection badly: over one, its events came
+tens of milliseconds late at any rate).  Every process is stopped and every
 directory removed, as in run-suite.py, whose Cluster this uses.
 
     bench/etcd-compare.py [--build DIR] [--rounds R] [--duration S]
-                          [--only "MEMBERS CLIENTS"] [--json]
+                          [--only "put|watch MEMBERS CLIENTS"] [--json]
 
 It needs etcd 3.4 and Go with etcd's client sources, from Debian:
 `apt-get install etcd-server etcd-client golang-go golang-etcd-server-dev`
@@ -30,7 +33,9 @@ _spec = importlib.util.spec_from_file_location("run_suite", os.path.join(HERE, "
 suite = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(suite)
 
-ROWS = [(1, 1), (1, 64), (1, 256), (3, 1), (3, 16), (3, 64)]
+ROWS = [("put", 1, 1), ("put", 1, 64), ("put", 1, 256), ("put", 3, 1), ("put", 3, 16), ("put", 3, 64),
+        ("watch", 1, 1), ("watch", 1, 8), ("watch", 1, 32)]
+WATCHERS, WATCH_CONNS = 100, 10
 GOPATH = "/usr/share/gocode"  # golang-etcd-server-dev's sources and their dependencies
 
 
@@ -109,31 +114,41 @@ class EtcdCluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def etcd_row(etcdput, members, clients, duration):
+def etcd_row(etcdput, kind, members, clients, duration):
     cl = EtcdCluster(members)
     lead = cl.start()
+    argv = [etcdput, "--endpoints", lead, "--clients", str(clients), "--val-size", "256", "--key-space", "100000",
+            "--duration", "%gs" % duration]
+    if kind == "watch":
+        argv += ["--watchers", str(WATCHERS), "--conns", str(WATCH_CONNS)]
     try:
-        p = subprocess.run([etcdput, "--endpoints", lead, "--clients", str(clients), "--val-size", "256",
-                            "--key-space", "100000", "--duration", "%gs" % duration],
-                           capture_output=True, text=True, timeout=duration + 120)
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 120)
     finally:
         cl.stop()
     lines = [x for x in p.stdout.splitlines() if x.startswith("{")]
     if p.returncode != 0 or not lines:
         raise RuntimeError("etcdput failed: %s" % p.stderr[-2000:])
     r = json.loads(lines[-1])
-    return {"ops_per_s": r["ops_per_s"], "p50": r["p50_ms"], "p99": r["p99_ms"], "errors": r["errors"]}
+    if kind == "watch":
+        return {"per_s": r["events_per_s"], "p50": r["p50_ms"], "p99": r["p99_ms"],
+                "errors": r["errors"] + r["expected"] - r["events"]}
+    return {"per_s": r["ops_per_s"], "p50": r["p50_ms"], "p99": r["p99_ms"], "errors": r["errors"]}
 
 
-def cairn_row(build, members, clients, duration):
+def cairn_row(build, kind, members, clients, duration):
     bench = os.path.join(build, "cairn-bench")
+    args = ["put", "--clients", str(clients), "--val-size", "256", "--key-space", "100000"]
+    if kind == "watch":
+        args = ["watch", "--watchers", str(WATCHERS), "--conns", str(WATCH_CONNS)] + args[1:]
     cl = suite.Cluster(os.path.join(build, "cairnd"), members, bench).start()
     try:
-        r = suite.run_row(bench, cl.leader()["client"],
-                          ["put", "--clients", str(clients), "--val-size", "256", "--key-space", "100000"], duration)
+        r = suite.run_row(bench, cl.leader()["client"], args, duration)
     finally:
         cl.stop()
-    return {"ops_per_s": r["ops_per_s"], "p50": r["latency_ms"]["p50"], "p99": r["latency_ms"]["p99"],
+    if kind == "watch":
+        return {"per_s": r["events_per_s"], "p50": r["delay_ms"]["p50"], "p99": r["delay_ms"]["p99"],
+                "errors": r["failed"] + r["expected"] - r["events"]}
+    return {"per_s": r["ops_per_s"], "p50": r["latency_ms"]["p50"], "p99": r["latency_ms"]["p99"],
             "errors": r["failed"]}
 
 
@@ -142,26 +157,32 @@ def main():
     ap.add_argument("--build", default=os.path.join(suite.ROOT, "build"))
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--duration", type=float, default=5)
-    ap.add_argument("--only", help='one row, "MEMBERS CLIENTS"')
+    ap.add_argument("--only", help='one row: "put MEMBERS CLIENTS" or "watch MEMBERS CLIENTS"')
     ap.add_argument("--json", action="store_true", help="one JSON object per row instead of text")
     a = ap.parse_args()
     rows = ROWS
     if a.only:
-        rows = [tuple(int(x) for x in a.only.split())]
+        kind, members, clients = a.only.split()
+        if kind not in ("put", "watch"):
+            ap.error('--only: "put MEMBERS CLIENTS" or "watch MEMBERS CLIENTS"')
+        rows = [(kind, int(members), int(clients))]
     etcdput = build_etcdput(a.build)
     if not a.json:
-        print("| members | puts in flight | etcd puts/s | p50 ms | p99 ms | Cairn puts/s | p50 ms | p99 ms | Cairn / etcd |")
+        print("| members | row | etcd per s | p50 ms | p99 ms | Cairn per s | p50 ms | p99 ms | Cairn / etcd |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for _ in range(a.rounds):
-        for members, clients in rows:
-            e = etcd_row(etcdput, members, clients, a.duration)
-            c = cairn_row(a.build, members, clients, a.duration)
+        for kind, members, clients in rows:
+            e = etcd_row(etcdput, kind, members, clients, a.duration)
+            c = cairn_row(a.build, kind, members, clients, a.duration)
             if a.json:
-                print(json.dumps({"members": members, "clients": clients, "etcd": e, "cairn": c}), flush=True)
+                print(json.dumps({"kind": kind, "members": members, "clients": clients, "etcd": e, "cairn": c}),
+                      flush=True)
                 continue
-            print("| %d | %d | %.0f | %.2f | %.2f | %.0f | %.2f | %.2f | %.1fx |" % (
-                members, clients, e["ops_per_s"], e["p50"], e["p99"], c["ops_per_s"], c["p50"], c["p99"],
-                c["ops_per_s"] / e["ops_per_s"]), flush=True)
+            label = ("put %d" % clients if kind == "put" else
+                     "watch %d (events; delay), writer %d" % (WATCHERS, clients))
+            print("| %d | %s | %.0f | %.2f | %.2f | %.0f | %.2f | %.2f | %.1fx |" % (
+                members, label, e["per_s"], e["p50"], e["p99"], c["per_s"], c["p50"], c["p99"],
+                c["per_s"] / e["per_s"]), flush=True)
     return 0
 
 
