@@ -85,6 +85,22 @@ void *arena_zalloc(struct arena *a, size_t size)
     return p;
 }
 
+void *arena_grow(struct arena *a, void *arr, size_t n, size_t *cap, size_t elem)
+{
+    if (n < *cap)
+        return arr;
+    size_t ncap = *cap ? *cap * 2 : 16;
+    if (ncap < *cap || (elem && ncap > SIZE_MAX / elem))
+        return NULL;
+    void *na = arena_zalloc(a, ncap * elem);
+    if (!na)
+        return NULL;
+    if (n)
+        memcpy(na, arr, n * elem);
+    *cap = ncap;
+    return na;
+}
+
 void *arena_dup(struct arena *a, const void *p, size_t n)
 {
     if (n == SIZE_MAX)

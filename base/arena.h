@@ -57,6 +57,14 @@ void *arena_zalloc(struct arena *a, size_t size);
 /* arena_dup: a copy of n bytes at p followed by a NUL byte; NULL if out of memory. */
 void *arena_dup(struct arena *a, const void *p, size_t n);
 
+/*
+ * arena_grow: room for one more element in a growable array in the arena,
+ * n elements of elem bytes used of *cap: arr itself while n < *cap, else a
+ * zeroed copy with twice the room (16 elements at first; the old copy is
+ * left to the arena) and *cap updated; NULL if out of memory.
+ */
+void *arena_grow(struct arena *a, void *arr, size_t n, size_t *cap, size_t elem);
+
 /* arena_free: free every block; every pointer into the arena dies.  The
  * arena is left empty, with its buffer and sizes, and may be used again.
  * Safe to call twice. */

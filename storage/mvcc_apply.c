@@ -191,16 +191,8 @@ static int flush_rows(struct applier *w)
 static int add_event(struct applier *w, enum mvcc_event_type type, const struct mvcc_kv *kv,
                      struct mvcc_kv *prev)
 {
-    if (w->n_events == w->cap_events) {
-        size_t cap = w->cap_events ? w->cap_events * 2 : 64;
-        struct mvcc_event *ev = arena_zalloc(w->a, cap * sizeof(*ev));
-        if (!ev)
-            return -ENOMEM;
-        if (w->n_events)
-            memcpy(ev, w->events, w->n_events * sizeof(*ev));
-        w->events = ev;
-        w->cap_events = cap;
-    }
+    if (!(w->events = arena_grow(w->a, w->events, w->n_events, &w->cap_events, sizeof(*w->events))))
+        return -ENOMEM;
     struct mvcc_event *e = &w->events[w->n_events++];
     e->type = type;
     e->kv = *kv;
@@ -406,16 +398,8 @@ static int live_rows(struct applier *w, struct mvcc_buf key, struct mvcc_buf end
             (*n)++;
             continue;
         }
-        if (*n == cap) {
-            size_t ncap = cap ? cap * 2 : 16;
-            struct prevrow *g = arena_zalloc(w->a, ncap * sizeof(*g));
-            if (!g)
-                return -ENOMEM;
-            if (*n)
-                memcpy(g, *rows, *n * sizeof(*g));
-            *rows = g;
-            cap = ncap;
-        }
+        if (!(*rows = arena_grow(w->a, *rows, *n, &cap, sizeof(**rows))))
+            return -ENOMEM;
         struct prevrow *p = &(*rows)[(*n)++];
         memset(p, 0, sizeof(*p));
         p->live = true;
@@ -532,32 +516,18 @@ static int keyset_add(struct arena *a, struct keyset *s, struct mvcc_buf k)
 {
     if (keyset_has(s, k))
         return 0;
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 8;
-        struct mvcc_buf *nk = arena_zalloc(a, cap * sizeof(*nk));
-        if (!nk)
-            return -ENOMEM;
-        if (s->n)
-            memcpy(nk, s->k, s->n * sizeof(*nk));
-        s->k = nk;
-        s->cap = cap;
-    }
-    ((struct mvcc_buf *)s->k)[s->n++] = k;
+    struct mvcc_buf *nk = arena_grow(a, (void *)s->k, s->n, &s->cap, sizeof(*nk));
+    if (!nk)
+        return -ENOMEM;
+    nk[s->n++] = k;
+    s->k = nk;
     return 0;
 }
 
 static int ivl_add(struct arena *a, struct ivlset *s, struct ivl iv)
 {
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 8;
-        struct ivl *nv = arena_zalloc(a, cap * sizeof(*nv));
-        if (!nv)
-            return -ENOMEM;
-        if (s->n)
-            memcpy(nv, s->v, s->n * sizeof(*nv));
-        s->v = nv;
-        s->cap = cap;
-    }
+    if (!(s->v = arena_grow(a, s->v, s->n, &s->cap, sizeof(*s->v))))
+        return -ENOMEM;
     s->v[s->n++] = iv;
     return 0;
 }
@@ -716,16 +686,8 @@ static int path_build(struct applier *w, const struct mvcc_txn_req *t, struct pa
     for (size_t i = 0; i < t->n_compares && ok; i++)
         if ((rc = apply_compare(w, &t->compares[i], &ok)) < 0)
             return rc;
-    if (p->n == p->cap) {
-        size_t cap = p->cap ? p->cap * 2 : 8;
-        bool *nv = arena_zalloc(w->a, cap);
-        if (!nv)
-            return -ENOMEM;
-        if (p->n)
-            memcpy(nv, p->v, p->n);
-        p->v = nv;
-        p->cap = cap;
-    }
+    if (!(p->v = arena_grow(w->a, p->v, p->n, &p->cap, sizeof(*p->v))))
+        return -ENOMEM;
     p->v[p->n++] = ok;
     const struct mvcc_request *ops = ok ? t->success : t->failure;
     size_t n = ok ? t->n_success : t->n_failure;
@@ -781,16 +743,8 @@ static int count_attach(struct applier *w, struct lease_adds *la, const struct m
             la->v[i].n++;
             return 0;
         }
-    if (la->n == la->cap) {
-        size_t cap = la->cap ? la->cap * 2 : 8;
-        struct lease_add *v = arena_zalloc(w->a, cap * sizeof(*v));
-        if (!v)
-            return -ENOMEM;
-        if (la->n)
-            memcpy(v, la->v, la->n * sizeof(*v));
-        la->v = v;
-        la->cap = cap;
-    }
+    if (!(la->v = arena_grow(w->a, la->v, la->n, &la->cap, sizeof(*la->v))))
+        return -ENOMEM;
     la->v[la->n++] = (struct lease_add){lease, 1};
     return 0;
 }
@@ -948,16 +902,8 @@ static int do_lease_revoke(struct applier *w, const struct mvcc_lease_revoke_req
     size_t n = 0, cap = 0;
     ix_seek(&it, w->s->ix.lroot, prefix, sizeof(prefix));
     while ((lk = ix_next(&it)) && lk->klen >= 8 && memcmp(lk->key, prefix, 8) == 0) {
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 16;
-            struct mvcc_buf *nk = arena_zalloc(w->a, ncap * sizeof(*nk));
-            if (!nk)
-                return -ENOMEM;
-            if (n)
-                memcpy(nk, keys, n * sizeof(*nk));
-            keys = nk;
-            cap = ncap;
-        }
+        if (!(keys = arena_grow(w->a, keys, n, &cap, sizeof(*keys))))
+            return -ENOMEM;
         if ((rc = buf_copy(w, (struct mvcc_buf){lk->key + 8, lk->klen - 8}, &keys[n++])) < 0)
             return rc;
     }

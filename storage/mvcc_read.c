@@ -73,21 +73,6 @@ enum range_kind range_kind(struct mvcc_buf key, struct mvcc_buf end)
     return buf_cmp(end, key) <= 0 ? RK_EMPTY : RK_BOUNDED;
 }
 
-/* A growable array inside an arena (the old copy is left to the arena). */
-static void *grow(struct arena *a, void *arr, size_t n, size_t *cap, size_t elem)
-{
-    if (n < *cap)
-        return arr;
-    size_t ncap = *cap ? *cap * 2 : 16;
-    void *na = arena_zalloc(a, ncap * elem);
-    if (!na)
-        return NULL;
-    if (n)
-        memcpy(na, arr, n * elem);
-    *cap = ncap;
-    return na;
-}
-
 static struct mvcc_buf kr_key(const struct keyrec *kr)
 {
     return (struct mvcc_buf){kr->key, kr->klen};
@@ -219,7 +204,7 @@ static int collect(const struct view *v, struct arena *a, const struct mvcc_rang
             break;
         if (!(r = visible_at(kr, rev)))
             continue;
-        if (!(*out = grow(a, *out, *n, &cap, sizeof(**out))))
+        if (!(*out = arena_grow(a, *out, *n, &cap, sizeof(**out))))
             return -ENOMEM;
         (*out)[(*n)++] = (struct hit){.kr = kr, .r = r};
     }
@@ -587,7 +572,7 @@ static int history_key(const struct view *v, struct arena *a, struct mvcc_buf ke
             res->more = true;
             break;
         }
-        if (!(res->rows = grow(a, res->rows, res->n_rows, &cap, sizeof(*res->rows))))
+        if (!(res->rows = arena_grow(a, res->rows, res->n_rows, &cap, sizeof(*res->rows))))
             return -ENOMEM;
         struct mvcc_history_row *row = &res->rows[res->n_rows++];
         row->kv = (struct mvcc_kv){.mod_revision = r[i].main, .create_revision = r[i].create,
@@ -633,7 +618,7 @@ static int history_scan(const struct view *v, struct arena *a, const struct mvcc
             res->more = true;
             break;
         }
-        if (!(res->rows = grow(a, res->rows, res->n_rows, &cap, sizeof(*res->rows)))) {
+        if (!(res->rows = arena_grow(a, res->rows, res->n_rows, &cap, sizeof(*res->rows)))) {
             rc = -ENOMEM;
             goto out;
         }
@@ -774,7 +759,7 @@ static int lease_rows(struct conn *c, struct arena *a, sqlite3_stmt *q, struct m
     size_t cap = 0;
     int rc;
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-        if (!(l->leases = grow(a, l->leases, l->n, &cap, sizeof(*l->leases))))
+        if (!(l->leases = arena_grow(a, l->leases, l->n, &cap, sizeof(*l->leases))))
             return -ENOMEM;
         struct mvcc_lease *le = &l->leases[l->n++];
         le->id = sqlite3_column_int64(q, 0);
@@ -823,7 +808,7 @@ static int lease_query(struct mvcc_reader *r, bool one, int64_t id, struct mvcc_
     ix_seek(&it, v.lroot, prefix, sizeof(prefix));
     while ((kr = ix_next(&it)) && kr->klen >= 8 && memcmp(kr->key, prefix, 8) == 0) {
         struct mvcc_buf *k;
-        if (!(le->keys = grow(&a, le->keys, le->n_keys, &cap, sizeof(*le->keys))) ||
+        if (!(le->keys = arena_grow(&a, le->keys, le->n_keys, &cap, sizeof(*le->keys))) ||
             !((k = &le->keys[le->n_keys])->data = arena_dup(&a, kr->key + 8, kr->klen - 8))) {
             rc = -ENOMEM;
             break;
@@ -882,7 +867,7 @@ int mvcc_record_list(struct mvcc_reader *r, struct mvcc_buf ns, struct mvcc_buf 
         bind_buf(q, 2, name);
     size_t cap = 0;
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-        if (!(l->records = grow(&a, l->records, l->n, &cap, sizeof(*l->records))) ||
+        if (!(l->records = arena_grow(&a, l->records, l->n, &cap, sizeof(*l->records))) ||
             col_buf(&a, q, 0, &l->records[l->n].name) < 0 ||
             col_buf(&a, q, 1, &l->records[l->n].value) < 0) {
             rc = -ENOMEM;

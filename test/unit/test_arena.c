@@ -116,6 +116,37 @@ static void test_pieces_of_every_size_are_zeroed_aligned_and_disjoint(void **sta
     assert_null(a.blocks);
 }
 
+static void test_grow_keeps_the_elements_and_doubles_the_room(void **state)
+{
+    (void)state;
+    struct arena a = {0};
+    int *v = NULL;
+    size_t cap = 0;
+    for (int i = 0; i < 1000; i++) {
+        int *before = v;
+        size_t had = cap;
+        v = arena_grow(&a, v, (size_t)i, &cap, sizeof(*v));
+        assert_non_null(v);
+        if ((size_t)i < had) {
+            assert_ptr_equal(v, before); /* room left: the same array */
+            assert_int_equal(cap, had);
+        } else {
+            assert_int_equal(cap, had ? had * 2 : 16);
+            for (int j = 0; j < i; j++)
+                assert_int_equal(v[j], j); /* moved whole */
+            for (size_t j = (size_t)i; j < cap; j++)
+                assert_int_equal(v[j], 0); /* the new room is zeroed */
+        }
+        v[i] = i;
+    }
+    assert_int_equal(cap, 1024);
+    /* a size no arena can hold: NULL, and the capacity is left alone */
+    size_t huge = SIZE_MAX / 2 + 1;
+    assert_null(arena_grow(&a, v, huge, &huge, 4));
+    assert_int_equal(huge, SIZE_MAX / 2 + 1);
+    arena_free(&a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -124,6 +155,7 @@ int main(void)
         cmocka_unit_test(test_the_callers_buffer_is_served_first_and_again_after_a_free),
         cmocka_unit_test(test_zalloc_zeroes_and_dup_copies_with_a_nul),
         cmocka_unit_test(test_pieces_of_every_size_are_zeroed_aligned_and_disjoint),
+        cmocka_unit_test(test_grow_keeps_the_elements_and_doubles_the_room),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
