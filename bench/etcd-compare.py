@@ -43,11 +43,13 @@ def build_etcdput(build):
     """BUILD/etcdput from bench/etcd/etcdput.go, rebuilt when the source is newer."""
     src = os.path.join(HERE, "etcd", "etcdput.go")
     out = os.path.abspath(os.path.join(build, "etcdput"))
-    if os.path.exists(out) and os.path.getmtime(out) >= os.path.getmtime(src):
-        return out
-    for tool, pkg in (("go", "golang-go"), ("etcd", "etcd-server"), ("etcdctl", "etcd-client")):
+    for tool, pkg in (("etcd", "etcd-server"), ("etcdctl", "etcd-client")):
         if not shutil.which(tool):
             sys.exit("etcd-compare: %s is missing (apt-get install %s, or make bench-etcd)" % (tool, pkg))
+    if os.path.exists(out) and os.path.getmtime(out) >= os.path.getmtime(src):
+        return out
+    if not shutil.which("go"):
+        sys.exit("etcd-compare: go is missing (apt-get install golang-go, or make bench-etcd)")
     if not os.path.isdir(os.path.join(GOPATH, "src", "go.etcd.io", "etcd", "clientv3")):
         sys.exit("etcd-compare: etcd's Go client is missing (apt-get install golang-etcd-server-dev)")
     with tempfile.TemporaryDirectory(prefix="etcdput-") as d:
