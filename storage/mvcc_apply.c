@@ -735,9 +735,11 @@ static int count_attach(struct applier *w, struct lease_adds *la, const struct m
     if (!r->lease || r->ignore_lease)
         return 0; /* attaches nothing: no lookup */
     int rc = kv_latest(w, r->key, false, &p);
-    int64_t lease = rc < 0 ? 0 : attaches_to(r, &p);
-    if (!lease)
+    if (rc < 0)
         return rc;
+    int64_t lease = attaches_to(r, &p);
+    if (!lease)
+        return 0;
     for (size_t i = 0; i < la->n; i++)
         if (la->v[i].lease == lease) {
             la->v[i].n++;
@@ -893,6 +895,11 @@ static int do_lease_revoke(struct applier *w, const struct mvcc_lease_revoke_req
         return rc;
     if (!exists || r->id == 0)
         return -CAIRN_E_LEASE_NOT_FOUND;
+    /* Refused before the keys are copied: a lease from an older store too
+     * big to revoke is proposed again every few seconds.  The lease index
+     * lists live keys only, so its count is the number of changes. */
+    if ((rc = may_write(w, (size_t)ix_lease_count(&w->s->ix, r->id))) < 0)
+        return rc;
     /* the keys first: deleting them changes the lease index */
     unsigned char prefix[8];
     ix_lease_prefix(r->id, prefix);
@@ -907,8 +914,6 @@ static int do_lease_revoke(struct applier *w, const struct mvcc_lease_revoke_req
         if ((rc = buf_copy(w, (struct mvcc_buf){lk->key + 8, lk->klen - 8}, &keys[n++])) < 0)
             return rc;
     }
-    if ((rc = may_write(w, n)) < 0)
-        return rc; /* the lease index lists live keys only: n is the count */
     for (size_t i = 0; i < n; i++) {
         struct prevrow p;
         if ((rc = kv_latest(w, keys[i], event_values(w), &p)) < 0)
