@@ -324,17 +324,15 @@ static int upgrade_progress(void *arg)
 }
 
 /*
- * Schema 2 to 3: rev was a WITHOUT ROWID table keyed by (main, sub); its
- * rows move to the rowid table, in one transaction, so a crash leaves
- * either schema whole.  The pages freed are given back to the file system
- * before the store opens.  Rows that schema 3 cannot number are refused
- * before anything changes.
+ * Schema 2 to 3, the copy: rev was a WITHOUT ROWID table keyed by (main,
+ * sub); its rows move to the rowid table, in one transaction, so a crash
+ * leaves either schema whole.  Rows that schema 3 cannot number are refused
+ * before anything changes.  On failure the transaction is rolled back and
+ * err says why.
  */
-static int schema_upgrade_v2(struct conn *c, const struct mvcc_options *o, char *err, size_t errlen)
+static int upgrade_copy(struct conn *c, struct upgrade_report *rep, char *err, size_t errlen)
 {
     int64_t rows[2] = {0, 0}; /* all, and those schema 3 cannot number */
-    struct upgrade_report rep = {.o = o, .u = {.path = c->path, .from = MVCC_SCHEMA_V2, .to = MVCC_SCHEMA_VERSION},
-                                 .t0 = mono_now_ns()};
     char sql[1024];
     int rc = exec_sql(c->db, "BEGIN IMMEDIATE");
     if (rc < 0)
@@ -355,41 +353,48 @@ static int schema_upgrade_v2(struct conn *c, const struct mvcc_options *o, char 
                      c->path, (long long)rows[1], (long long)MVCC_MAX_REV, MVCC_MAX_CHANGES, MVCC_SCHEMA_VERSION);
         return -CAIRN_E_SCHEMA;
     }
-    rep.u.rows = rows[0];
-    upgrade_tell(&rep, MVCC_UPGRADE_BEGIN);
+    rep->u.rows = rows[0];
+    upgrade_tell(rep, MVCC_UPGRADE_BEGIN);
+    if (rep->o && rep->o->on_upgrade)
+        sqlite3_progress_handler(c->db, 10000, upgrade_progress, rep);
     snprintf(sql, sizeof sql,
              "%s; INSERT INTO rev_v3(id, key, create_rev, version, lease, value)"
              " SELECT (main << %d) | sub, key, create_rev, version, lease, value FROM rev ORDER BY main, sub;"
              " DROP TABLE rev; ALTER TABLE rev_v3 RENAME TO rev; PRAGMA user_version = %d; COMMIT",
              REV_TABLE_SQL(rev_v3), MVCC_SUB_BITS, MVCC_SCHEMA_VERSION);
-    if (o && o->on_upgrade)
-        sqlite3_progress_handler(c->db, 10000, upgrade_progress, &rep);
-    /* Debian builds SQLite with secure_delete on: dropping the old table
-     * would write zeros over each of its pages first (2.9 of 10 s for 1M
-     * keys, docs/storage-mvcc.md).  The vacuum below writes over those pages
-     * or cuts them off the file anyway. */
+    if ((rc = exec_sql(c->db, sql)) == 0)
+        return 0;
+sqlfail:
+    fmt_err(err, errlen, "%s: upgrading the MVCC schema from version 2: %s", c->path, sqlite3_errmsg(c->db));
+    sqlite3_progress_handler(c->db, 0, NULL, NULL); /* no report after a failure */
+    exec_sql(c->db, "ROLLBACK");
+    return rc;
+}
+
+/*
+ * Schema 2 to 3: the copy, then the pages freed are given back to the file
+ * system before the store opens.  The caller hears of it through
+ * mvcc_options' on_upgrade.
+ *
+ * Debian builds SQLite with secure_delete on: dropping the old table would
+ * write zeros over each of its pages first (2.9 of 10 s for 1M keys,
+ * docs/storage-mvcc.md).  The vacuum writes over those pages or cuts them
+ * off the file anyway, so the copy runs with it off.
+ */
+static int schema_upgrade_v2(struct conn *c, const struct mvcc_options *o, char *err, size_t errlen)
+{
+    struct upgrade_report rep = {.o = o, .u = {.path = c->path, .from = MVCC_SCHEMA_V2, .to = MVCC_SCHEMA_VERSION},
+                                 .t0 = mono_now_ns()};
     int64_t secure = 0;
     pragma_int(c->db, "PRAGMA main.secure_delete", &secure);
     exec_sql(c->db, "PRAGMA main.secure_delete = 0");
-    if ((rc = exec_sql(c->db, sql)) < 0) {
-        sqlite3_progress_handler(c->db, 0, NULL, NULL);
-        fmt_err(err, errlen, "%s: upgrading the MVCC schema from version 2: %s", c->path, sqlite3_errmsg(c->db));
-        exec_sql(c->db, "ROLLBACK");
-        exec_sql(c->db, secure ? "PRAGMA main.secure_delete = 1" : "PRAGMA main.secure_delete = 0");
-        return rc;
-    }
+    int rc = upgrade_copy(c, &rep, err, errlen);
     exec_sql(c->db, secure ? "PRAGMA main.secure_delete = 1" : "PRAGMA main.secure_delete = 0");
-    rc = exec_sql(c->db, "PRAGMA main.incremental_vacuum"); /* reported on too: seconds for a large store */
-    sqlite3_progress_handler(c->db, 0, NULL, NULL);
-    if (rc < 0) {
+    if (rc == 0 && (rc = exec_sql(c->db, "PRAGMA main.incremental_vacuum")) < 0) /* reported on: seconds for 1M keys */
         fmt_err(err, errlen, "%s: upgraded the MVCC schema from version 2, then: %s", c->path, sqlite3_errmsg(c->db));
-        return rc;
-    }
-    upgrade_tell(&rep, MVCC_UPGRADE_DONE);
-    return 0;
-sqlfail:
-    fmt_err(err, errlen, "%s: upgrading the MVCC schema from version 2: %s", c->path, sqlite3_errmsg(c->db));
-    exec_sql(c->db, "ROLLBACK");
+    sqlite3_progress_handler(c->db, 0, NULL, NULL);
+    if (rc == 0)
+        upgrade_tell(&rep, MVCC_UPGRADE_DONE);
     return rc;
 }
 
