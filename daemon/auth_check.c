@@ -183,6 +183,7 @@ int auth_check_request(const Cairnint__AuthStore *st, const char *user, const Ca
 
     /* any authenticated user (etcd: watches, leases and the member list need no permission) */
     case CAIRN__REQUEST__BODY_WATCH_NEXT:
+    case CAIRN__REQUEST__BODY_WATCH_POLL:
     case CAIRN__REQUEST__BODY_WATCH_CANCEL:
     case CAIRN__REQUEST__BODY_WATCH_PROGRESS:
     case CAIRN__REQUEST__BODY_LEASE_GRANT:

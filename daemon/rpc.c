@@ -145,10 +145,11 @@ static void finish(struct slot *s)
     int64_t took_ms = took_ns / 1000000;
     if (r->hooks.request_done && s->req)
         r->hooks.request_done(r->hooks.done_arg, (int)s->req->body_case, s->code, took_ns);
-    /* a WatchNext waits on purpose (a long poll): never "slow" */
+    /* a WatchNext or WatchPoll waits on purpose (a long poll): never "slow" */
     uint64_t refused;
     if (took_ms >= (int64_t)r->cfg->slow_request_ms && s->req &&
-        s->req->body_case != CAIRN__REQUEST__BODY_WATCH_NEXT && log_limit_pass(&slow_log, &refused)) {
+        s->req->body_case != CAIRN__REQUEST__BODY_WATCH_NEXT && s->req->body_case != CAIRN__REQUEST__BODY_WATCH_POLL &&
+        log_limit_pass(&slow_log, &refused)) {
         char key[160] = "";
         const ProtobufCBinaryData *k = request_key(s->req);
         if (k)

@@ -1,7 +1,8 @@
 /*
  * daemon/watch: the hub.  It owns every watch of this member and serves the
- * four watch requests (routes on nng's threads, never blocking): creating,
- * parking and answering polls, canceling; it starts and stops the rest.
+ * five watch requests (routes on nng's threads, never blocking): creating,
+ * parking and answering polls (one watch's WatchNext, several watches'
+ * WatchPoll), canceling; it starts and stops the rest.
  * Feeding synced watchers from the applier is watch_feed.c's, catching up
  * from the store watch_sync.c's, queues and reply cutting watch_buf.c's.
  * Locks: mu (watchers) before ring_mu (the ring); the observer takes ring_mu
@@ -179,6 +180,16 @@ static void free_watcher_memory(struct watcher *w)
     free(w);
 }
 
+/* w leaves the WatchPoll it is in, which stays parked for the others. */
+static void group_leave(struct watcher *w)
+{
+    struct wgroup *g = w->group;
+    for (size_t i = 0; i < g->n; i++)
+        if (g->w[i] == w)
+            g->w[i] = NULL;
+    w->group = NULL;
+}
+
 /* Forget w: out of the table, lists and counts; freed now, or by the catch-up thread if it is busy with it. */
 void whub_remove(struct watch_hub *h, struct watcher *w)
 {
@@ -193,6 +204,8 @@ void whub_remove(struct watch_hub *h, struct watcher *w)
         h->n_parked--;
         w->call = NULL;
     }
+    if (w->group)
+        group_leave(w);
     if (w->busy)
         w->dead = true;
     else
@@ -207,27 +220,22 @@ void whub_free_watcher(struct watch_hub *h, struct watcher *w)
 
 /* ---------------------------------------------------------------- answering polls (with mu) */
 
-/*
- * Detach w's parked poll into its reply with what can go now: events, or
- * the cancellation once nothing else can, or (force) an empty progress
- * reply.  Returns NULL (nothing detached) when there is nothing to say and
- * force is false.
- */
-static struct wreply *detach(struct watch_hub *h, struct watcher *w, bool force)
+/* How many of w's queued events a reply of max bytes takes (and whether it cuts a revision): 0, nothing yet. */
+static size_t plan(const struct watcher *w, size_t max, bool *frag)
 {
-    if (!w->call)
-        return NULL;
-    bool frag = false;
-    size_t max = w->max_bytes;
     size_t frag_min = max < WATCH_QUEUE_BYTES ? max : WATCH_QUEUE_BYTES;
-    size_t n = wq_plan(&w->q, w->next_rev, max, w->prev_kv, w->fragment, frag_min, &frag);
-    if (!n && !w->canceled && !force)
-        return NULL;
-    struct wreply *r = w->reply;
-    w->reply = NULL;
-    r->call = w->call;
-    w->call = NULL;
-    h->n_parked--;
+    *frag = false;
+    return wq_plan(&w->q, w->next_rev, max, w->prev_kv, w->fragment, frag_min, frag);
+}
+
+/*
+ * Move the n events plan() chose from w's queue into r, with the progress
+ * revision and, when end is set (nothing else can go), w's cancellation.
+ * Returns the bytes the events were charged.
+ */
+static size_t fill(struct watch_hub *h, struct watcher *w, struct wreply *r, size_t n, bool frag, bool end)
+{
+    size_t taken = 0;
     r->watch_id = w->id;
     r->prev_kv = w->prev_kv;
     if (n && !(r->ev = malloc(n * sizeof(*r->ev))))
@@ -236,11 +244,12 @@ static struct wreply *detach(struct watch_hub *h, struct watcher *w, bool force)
         size_t bytes = wev_bytes(wq_at(&w->q, 0), w->prev_kv);
         r->ev[i] = wq_pop(&w->q, bytes);
         h->total_bytes -= bytes < h->total_bytes ? bytes : h->total_bytes;
+        taken += bytes;
     }
     r->n = n;
     r->fragment = frag;
     r->progress = wq_progress(&w->q, 0, w->next_rev);
-    if (!n && w->canceled) {
+    if (!n && end) {
         r->canceled = true;
         r->compact_revision = w->compact_revision;
         snprintf(r->cancel_reason, sizeof r->cancel_reason, "%s", w->cancel_reason);
@@ -248,6 +257,29 @@ static struct wreply *detach(struct watch_hub *h, struct watcher *w, bool force)
     w->active_ns = mono_now_ns();
     if (n && w->state == W_UNSYNCED)
         pthread_cond_signal(&h->sync_cv); /* room for the catch-up thread */
+    return taken;
+}
+
+/*
+ * Detach w's parked WatchNext into its reply with what can go now: events,
+ * or the cancellation once nothing else can, or (force) an empty progress
+ * reply.  Returns NULL (nothing detached) when there is nothing to say and
+ * force is false.
+ */
+static struct wreply *detach(struct watch_hub *h, struct watcher *w, bool force)
+{
+    if (!w->call)
+        return NULL;
+    bool frag;
+    size_t n = plan(w, w->max_bytes, &frag);
+    if (!n && !w->canceled && !force)
+        return NULL;
+    struct wreply *r = w->reply;
+    w->reply = NULL;
+    r->call = w->call;
+    w->call = NULL;
+    h->n_parked--;
+    fill(h, w, r, n, frag, w->canceled);
     return r;
 }
 
@@ -267,9 +299,23 @@ void whub_answer(struct watch_hub *h, struct watcher *w, bool force, struct wrep
         whub_remove(h, w);
 }
 
+/* w is in a WatchPoll: mark the poll ready if w has something to say. */
+static void mark_ready(struct watch_hub *h, struct watcher *w)
+{
+    struct wgroup *g = w->group;
+    bool frag;
+    if (!g->ready && (w->canceled || plan(w, g->max_bytes, &frag))) {
+        g->ready = true;
+        h->n_ready++;
+    }
+}
+
 void whub_wake(struct watch_hub *h, struct watcher *w, struct wreply **replies)
 {
-    whub_answer(h, w, false, replies);
+    if (w->group)
+        mark_ready(h, w);
+    else
+        whub_answer(h, w, false, replies);
 }
 
 /* End w's parked poll with no events (err 0: an empty progress reply; else that error). */
@@ -287,7 +333,160 @@ static void detach_empty(struct watch_hub *h, struct watcher *w, int err, struct
     add_reply(replies, r);
 }
 
+/* ---------------------------------------------------------------- WatchPolls (with mu) */
+
+static void group_link(struct watch_hub *h, struct wgroup *g)
+{
+    g->next = NULL;
+    g->prev = h->groups_tail;
+    if (h->groups_tail)
+        h->groups_tail->next = g;
+    else
+        h->groups = g;
+    h->groups_tail = g;
+    h->n_parked++;
+}
+
+/* Take g out of the hub and its members out of g; returns its reply, bound to its call. */
+static struct wreply *group_unpark(struct watch_hub *h, struct wgroup *g)
+{
+    if (g->prev)
+        g->prev->next = g->next;
+    else
+        h->groups = g->next;
+    if (g->next)
+        g->next->prev = g->prev;
+    else
+        h->groups_tail = g->prev;
+    h->n_parked--;
+    if (g->ready)
+        h->n_ready--;
+    int64_t now = mono_now_ns();
+    for (size_t i = 0; i < g->n; i++)
+        if (g->w[i] && g->w[i]->group == g) {
+            g->w[i]->group = NULL;
+            g->w[i]->active_ns = now;
+        }
+    struct wreply *r = calloc(1, sizeof(*r));
+    if (r) {
+        r->call = g->call;
+        r->poll = true;
+    }
+    return r;
+}
+
+static void group_free(struct wgroup *g)
+{
+    free(g->w);
+    free(g);
+}
+
+/*
+ * Answer g: a part for each member with something to say (with force, for
+ * every member: its progress), while the reply has room.  The members start
+ * at one that moves on from answer to answer, so a member left out for room
+ * goes first in a later one.  A told cancellation ends its watcher.
+ */
+static void group_answer(struct watch_hub *h, struct wgroup *g, bool force, struct wreply **replies)
+{
+    struct watcher **members = g->w;
+    size_t n = g->n, used = 0, start = n ? h->poll_rr++ % n : 0;
+    struct rpc_call *call = g->call;
+    struct wreply *r = group_unpark(h, g);
+    if (!r) {
+        /* nothing is taken from any queue: the events wait for the next poll */
+        rpc_call_error(call, ENOMEM, NULL);
+        group_free(g);
+        return;
+    }
+    struct wreply **tail = &r->parts;
+    for (size_t k = 0; k < n; k++) {
+        struct watcher *w = members[(start + k) % n];
+        if (!w)
+            continue;
+        bool frag = false, room = used < g->max_bytes;
+        size_t n_ev = room ? plan(w, g->max_bytes - used, &frag) : 0;
+        bool end = !n_ev && w->canceled && (room || !w->q.n);
+        if (!n_ev && !end && !force)
+            continue;
+        struct wreply *p = calloc(1, sizeof(*p));
+        if (!p)
+            continue; /* its events stay queued for the next poll */
+        used += fill(h, w, p, n_ev, frag, end);
+        *tail = p;
+        tail = &p->next;
+        if (p->canceled)
+            whub_remove(h, w);
+    }
+    group_free(g);
+    add_reply(replies, r);
+}
+
+/* End g with no events: an empty answer (err 0; the client gave up on it) or that error. */
+static void group_end(struct watch_hub *h, struct wgroup *g, int err, struct wreply **replies)
+{
+    struct rpc_call *call = g->call;
+    struct wreply *r = group_unpark(h, g);
+    group_free(g);
+    if (!r) {
+        rpc_call_error(call, err ? err : ENOMEM, NULL);
+        return;
+    }
+    r->err = err;
+    add_reply(replies, r);
+}
+
+void whub_flush(struct watch_hub *h, struct wreply **replies)
+{
+    for (struct wgroup *g = h->groups, *nx; g && h->n_ready; g = nx) {
+        nx = g->next;
+        if (g->ready)
+            group_answer(h, g, false, replies);
+    }
+}
+
+int64_t whub_group_timers(struct watch_hub *h, int64_t now, int64_t next, struct wreply **replies)
+{
+    for (struct wgroup *g = h->groups, *nx; g; g = nx) {
+        nx = g->next;
+        if (g->deadline_ns <= now)
+            group_answer(h, g, true, replies);
+        else if (g->deadline_ns < next)
+            next = g->deadline_ns;
+    }
+    return next;
+}
+
+
 /* ---------------------------------------------------------------- sending (without mu) */
+
+/* r as a WatchNextResponse in body, its strings and events in a.  0, or -ENOMEM. */
+static int build_next(const struct wreply *r, Cairn__WatchNextResponse *body, struct kvconv_arena *a)
+{
+    Cairn__Event **evs = NULL;
+    if (r->n) {
+        Cairn__Event *ev = kvconv_arena_alloc(a, r->n * sizeof(*ev));
+        evs = kvconv_arena_alloc(a, r->n * sizeof(*evs));
+        if (!ev || !evs)
+            return -ENOMEM;
+        for (size_t i = 0; i < r->n; i++) {
+            const struct wev *e = r->ev[i];
+            struct mvcc_event me = {.type = e->type, .kv = e->kv, .prev_kv = e->has_prev ? (struct mvcc_kv *)&e->prev : NULL};
+            if (kvconv_event(&me, r->prev_kv, &ev[i], a) < 0)
+                return -ENOMEM;
+            evs[i] = &ev[i];
+        }
+    }
+    body->watch_id = r->watch_id;
+    body->events = evs;
+    body->n_events = r->n;
+    body->fragment = r->fragment;
+    body->canceled = r->canceled;
+    body->compact_revision = r->compact_revision;
+    body->cancel_reason = (char *)r->cancel_reason;
+    body->progress_revision = r->progress;
+    return 0;
+}
 
 static void send_next(struct watch_hub *h, struct wreply *r)
 {
@@ -295,39 +494,68 @@ static void send_next(struct watch_hub *h, struct wreply *r)
     Cairn__WatchNextResponse body = CAIRN__WATCH_NEXT_RESPONSE__INIT;
     struct kvconv_arena a;
     kvconv_arena_init(&a);
-    Cairn__Event **evs = NULL;
-    if (r->n) {
-        Cairn__Event *ev = kvconv_arena_alloc(&a, r->n * sizeof(*ev));
-        evs = kvconv_arena_alloc(&a, r->n * sizeof(*evs));
-        for (size_t i = 0; ev && evs && i < r->n; i++) {
-            const struct wev *e = r->ev[i];
-            struct mvcc_event me = {.type = e->type, .kv = e->kv, .prev_kv = e->has_prev ? (struct mvcc_kv *)&e->prev : NULL};
-            if (kvconv_event(&me, r->prev_kv, &ev[i], &a) < 0)
-                ev = NULL;
-            else
-                evs[i] = &ev[i];
-        }
-        if (!ev || !evs) {
-            /* the events are gone from the queue: the client resumes from its last progress revision */
-            rpc_call_error(r->call, ENOMEM, "out of memory building the reply of watch %" PRId64 "; resume it from "
-                           "your last progress_revision + 1", r->watch_id);
-            kvconv_arena_free(&a);
-            return;
-        }
+    if (build_next(r, &body, &a) < 0) {
+        /* the events are gone from the queue: the client resumes from its last progress revision */
+        rpc_call_error(r->call, ENOMEM, "out of memory building the reply of watch %" PRId64 "; resume it from "
+                       "your last progress_revision + 1", r->watch_id);
+        kvconv_arena_free(&a);
+        return;
     }
-    body.watch_id = r->watch_id;
-    body.events = evs;
-    body.n_events = r->n;
-    body.fragment = r->fragment;
-    body.canceled = r->canceled;
-    body.compact_revision = r->compact_revision;
-    body.cancel_reason = r->cancel_reason;
-    body.progress_revision = r->progress;
     resp.body_case = CAIRN__RESPONSE__BODY_WATCH_NEXT;
     resp.watch_next = &body;
     rpc_call_reply(r->call, &resp, 0);
     kvconv_arena_free(&a);
     __atomic_add_fetch(&h->events_delivered, r->n, __ATOMIC_RELAXED);
+}
+
+static void send_poll(struct watch_hub *h, struct wreply *r)
+{
+    Cairn__Response resp = CAIRN__RESPONSE__INIT;
+    Cairn__WatchPollResponse body = CAIRN__WATCH_POLL_RESPONSE__INIT;
+    struct kvconv_arena a;
+    kvconv_arena_init(&a);
+    size_t n = 0, events = 0;
+    for (const struct wreply *p = r->parts; p; p = p->next)
+        n++;
+    Cairn__WatchNextResponse *parts = n ? kvconv_arena_alloc(&a, n * sizeof(*parts)) : NULL;
+    Cairn__WatchNextResponse **ptrs = n ? kvconv_arena_alloc(&a, n * sizeof(*ptrs)) : NULL;
+    int rc = n && (!parts || !ptrs) ? -ENOMEM : 0;
+    size_t i = 0;
+    for (const struct wreply *p = r->parts; p && rc == 0; p = p->next, i++) {
+        parts[i] = (Cairn__WatchNextResponse)CAIRN__WATCH_NEXT_RESPONSE__INIT;
+        rc = build_next(p, &parts[i], &a);
+        ptrs[i] = &parts[i];
+        events += p->n;
+    }
+    if (rc < 0) {
+        rpc_call_error(r->call, ENOMEM, "out of memory building the reply of a WatchPoll; resume its watches from "
+                       "your last progress_revision + 1");
+        kvconv_arena_free(&a);
+        return;
+    }
+    body.watches = ptrs;
+    body.n_watches = n;
+    body.missing = r->missing;
+    body.n_missing = r->n_missing;
+    resp.body_case = CAIRN__RESPONSE__BODY_WATCH_POLL;
+    resp.watch_poll = &body;
+    rpc_call_reply(r->call, &resp, 0);
+    kvconv_arena_free(&a);
+    __atomic_add_fetch(&h->events_delivered, events, __ATOMIC_RELAXED);
+}
+
+static void wreply_free(struct wreply *r)
+{
+    while (r) {
+        struct wreply *nx = r->next;
+        for (size_t i = 0; i < r->n; i++)
+            wev_unref(r->ev[i]);
+        free(r->ev);
+        wreply_free(r->parts);
+        free(r->missing);
+        free(r);
+        r = nx;
+    }
 }
 
 void whub_send(struct watch_hub *h, struct wreply *replies)
@@ -336,17 +564,20 @@ void whub_send(struct watch_hub *h, struct wreply *replies)
     while (replies) {
         struct wreply *r = replies;
         replies = r->next;
-        if (r->err == CAIRN_E_STOPPED)
+        r->next = NULL;
+        if (r->err == CAIRN_E_STOPPED && r->poll)
+            rpc_call_error(r->call, r->err, "member %s is stopping; resume the watches on another member from "
+                           "their last progress_revision + 1", h->cfg->name);
+        else if (r->err == CAIRN_E_STOPPED)
             rpc_call_error(r->call, r->err, "member %s is stopping; resume the watch on another member from "
                            "revision %" PRId64, h->cfg->name, r->progress + 1);
         else if (r->err)
             rpc_call_error(r->call, r->err, NULL);
+        else if (r->poll)
+            send_poll(h, r);
         else
             send_next(h, r);
-        for (size_t i = 0; i < r->n; i++)
-            wev_unref(r->ev[i]);
-        free(r->ev);
-        free(r);
+        wreply_free(r);
     }
     rpc_batch_end();
 }
@@ -556,6 +787,8 @@ static void on_next(void *arg, struct rpc_call *call)
     } else {
         if (w->call)
             detach_empty(h, w, 0, &replies); /* the client gave up on it: it must not carry events */
+        if (w->group)
+            group_end(h, w->group, 0, &replies); /* the same for a WatchPoll it was in */
         w->reply = r;
         r = NULL;
         w->call = call;
@@ -586,6 +819,146 @@ static void on_next(void *arg, struct rpc_call *call)
         rpc_call_error(call, code, "%s", msg);
 }
 
+static int cmp_id(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* A WatchPoll's IDs are distinct and within bounds: 0, or a CAIRN_E_ code with msg. */
+static int check_poll_ids(const Cairn__WatchPollRequest *q, char *msg, size_t len)
+{
+    if (!q->n_watch_ids || q->n_watch_ids > WATCH_POLL_MAX_IDS) {
+        snprintf(msg, len, "a WatchPoll names %zu watches; it takes 1 to %d", q->n_watch_ids, WATCH_POLL_MAX_IDS);
+        return CAIRN_E_INVALID_ARGUMENT;
+    }
+    int64_t *ids = malloc(q->n_watch_ids * sizeof(*ids));
+    if (!ids) {
+        snprintf(msg, len, "out of memory");
+        return ENOMEM;
+    }
+    memcpy(ids, q->watch_ids, q->n_watch_ids * sizeof(*ids));
+    qsort(ids, q->n_watch_ids, sizeof(*ids), cmp_id);
+    int code = 0;
+    for (size_t i = 1; i < q->n_watch_ids && !code; i++)
+        if (ids[i] == ids[i - 1]) {
+            snprintf(msg, len, "a WatchPoll names watch %" PRId64 " twice", ids[i]);
+            code = CAIRN_E_INVALID_ARGUMENT;
+        }
+    free(ids);
+    return code;
+}
+
+/*
+ * Find the poll's watchers into g->w (with mu).  0; or IDs this member
+ * does not have into r->missing; or a CAIRN_E_ code with msg.
+ */
+static int find_members(struct watch_hub *h, struct rpc_call *call, const Cairn__WatchPollRequest *q,
+                        struct wgroup *g, struct wreply *r, char *msg, size_t len)
+{
+    for (size_t i = 0; i < q->n_watch_ids; i++) {
+        struct watcher *w = table_get(h, q->watch_ids[i]);
+        if (w && !owner(w, call)) {
+            snprintf(msg, len, "permission denied: watch %" PRId64 " was created by another user", q->watch_ids[i]);
+            return CAIRN_E_PERMISSION_DENIED;
+        }
+        if (!w && !r->missing && !(r->missing = malloc(q->n_watch_ids * sizeof(*r->missing)))) {
+            snprintf(msg, len, "out of memory");
+            return ENOMEM;
+        }
+        if (!w)
+            r->missing[r->n_missing++] = q->watch_ids[i];
+        g->w[i] = w;
+    }
+    return 0;
+}
+
+/* Park g with its members (with mu); answer it at once if one has something to say. */
+static int park_group(struct watch_hub *h, struct wgroup *g, struct wreply **replies, char *msg, size_t len)
+{
+    /* the client gave up on the polls its watches were in: they end empty first, then the watches join g */
+    for (size_t i = 0; i < g->n; i++) {
+        struct watcher *w = g->w[i];
+        if (w->call)
+            detach_empty(h, w, 0, replies);
+        if (w->group)
+            group_end(h, w->group, 0, replies);
+    }
+    for (size_t i = 0; i < g->n; i++)
+        g->w[i]->group = g;
+    group_link(h, g);
+    for (size_t i = 0; i < g->n && !g->ready; i++)
+        mark_ready(h, g->w[i]);
+    if (g->ready) {
+        group_answer(h, g, false, replies);
+        return 0;
+    }
+    if (h->n_parked > WATCH_MAX_PARKED) {
+        free(group_unpark(h, g));
+        group_free(g);
+        snprintf(msg, len, "too many watch polls waiting on member %s (%d, the most it parks so other requests "
+                 "keep contexts); poll fewer watches at once or spread them over members",
+                 h->cfg->name, WATCH_MAX_PARKED);
+        return CAIRN_E_TOO_MANY_REQUESTS;
+    }
+    whub_nudge_timer(h, g->deadline_ns);
+    return 0;
+}
+
+static void on_poll(void *arg, struct rpc_call *call)
+{
+    struct watch_hub *h = arg;
+    const Cairn__WatchPollRequest *q = rpc_call_request(call)->watch_poll;
+    char msg[300] = "";
+    int code = check_poll_ids(q, msg, sizeof msg);
+    if (code) {
+        rpc_call_error(call, code, "%s", msg);
+        return;
+    }
+    struct wgroup *g = calloc(1, sizeof(*g));
+    struct wreply *r = calloc(1, sizeof(*r)), *replies = NULL;
+    if (!g || !r || !(g->w = calloc(q->n_watch_ids, sizeof(*g->w)))) {
+        free(g);
+        free(r);
+        rpc_call_error(call, ENOMEM, NULL);
+        return;
+    }
+    uint32_t ms = q->timeout_ms ? (q->timeout_ms < WATCH_POLL_MAX_MS ? q->timeout_ms : WATCH_POLL_MAX_MS)
+                                : WATCH_POLL_DEFAULT_MS;
+    size_t max = q->max_bytes ? q->max_bytes : WATCH_REPLY_DEFAULT;
+    g->max_bytes = max < WATCH_REPLY_MIN ? WATCH_REPLY_MIN : max > WATCH_REPLY_MAX ? WATCH_REPLY_MAX : max;
+    g->n = q->n_watch_ids;
+    g->call = call;
+    g->pipe = rpc_call_pipe(call);
+    g->deadline_ns = mono_now_ns() + (int64_t)ms * 1000000LL;
+    pthread_mutex_lock(&h->mu);
+    if (h->stopping) {
+        code = CAIRN_E_STOPPED;
+        snprintf(msg, sizeof msg, "member %s is stopping; resume the watches on another member", h->cfg->name);
+    } else {
+        code = find_members(h, call, q, g, r, msg, sizeof msg);
+    }
+    if (!code && !r->n_missing) {
+        code = park_group(h, g, &replies, msg, sizeof msg);
+        g = NULL; /* parked, answered or freed */
+    }
+    pthread_mutex_unlock(&h->mu);
+    whub_send(h, replies);
+    if (g)
+        group_free(g);
+    if (code) {
+        rpc_call_error(call, code, "%s", msg);
+        wreply_free(r);
+    } else if (r->n_missing) {
+        /* nothing parked: the client makes the missing watches again and polls anew */
+        r->call = call;
+        r->poll = true;
+        whub_send(h, r);
+    } else {
+        wreply_free(r);
+    }
+}
+
 static void on_cancel(void *arg, struct rpc_call *call)
 {
     struct watch_hub *h = arg;
@@ -600,15 +973,19 @@ static void on_cancel(void *arg, struct rpc_call *call)
         return;
     }
     if (w) {
-        if (w->call) {
+        if (w->call || w->group) {
             h->total_bytes -= w->q.bytes < h->total_bytes ? w->q.bytes : h->total_bytes;
             wq_clear(&w->q);
             w->canceled = true;
             w->compact_revision = 0;
             snprintf(w->cancel_reason, sizeof w->cancel_reason, "canceled by WatchCancel");
-            add_reply(&replies, detach(h, w, true));
         }
-        whub_remove(h, w);
+        if (w->group) {
+            group_answer(h, w->group, false, &replies); /* tells w's end, and what the others have, and removes w */
+        } else {
+            add_reply(&replies, detach(h, w, true));
+            whub_remove(h, w);
+        }
     }
     bool stopping = h->stopping;
     pthread_mutex_unlock(&h->mu);
@@ -641,6 +1018,11 @@ static void on_progress(void *arg, struct rpc_call *call)
             if (w->call && w->call_pipe == pipe)
                 whub_answer(h, w, true, &replies);
         }
+    for (struct wgroup *g = h->groups, *nx; g; g = nx) {
+        nx = g->next;
+        if (g->pipe == pipe)
+            group_answer(h, g, true, &replies);
+    }
     pthread_mutex_unlock(&h->mu);
     whub_send(h, replies);
     Cairn__Response resp = CAIRN__RESPONSE__INIT;
@@ -676,6 +1058,7 @@ int watch_start(const struct config *cfg, struct node *n, struct watch_hub **out
     h->routes[1] = (struct rpc_route){CAIRN__REQUEST__BODY_WATCH_NEXT, on_next, h, 0};
     h->routes[2] = (struct rpc_route){CAIRN__REQUEST__BODY_WATCH_CANCEL, on_cancel, h, 0};
     h->routes[3] = (struct rpc_route){CAIRN__REQUEST__BODY_WATCH_PROGRESS, on_progress, h, 0};
+    h->routes[4] = (struct rpc_route){CAIRN__REQUEST__BODY_WATCH_POLL, on_poll, h, 0};
     struct node_observer obs;
     watch_feed_observer(h, &obs);
     if ((rc = node_observe(n, &obs)) < 0) {
@@ -727,6 +1110,8 @@ void watch_stop(struct watch_hub *h)
         for (struct watcher *w = lists[l]->head; w; w = w->next)
             if (w->call)
                 detach_empty(h, w, CAIRN_E_STOPPED, &replies);
+    while (h->groups)
+        group_end(h, h->groups, CAIRN_E_STOPPED, &replies);
     pthread_cond_broadcast(&h->sync_cv);
     pthread_mutex_unlock(&h->mu);
     pthread_mutex_lock(&h->ring_mu);

@@ -256,6 +256,8 @@ static int64_t timers(struct watch_hub *h, struct wreply **replies)
                     next = w->deadline_ns;
                 continue;
             }
+            if (w->group)
+                continue; /* polled: its WatchPoll's deadline is below */
             if (now - w->active_ns >= idle) {
                 log_info(LOG_FIELDS(LOG_I64("CAIRN_WATCH", w->id), LOG_STR("CAIRN_REMOTE", w->remote)),
                          "watch %" PRId64 " of %s dropped: not polled for %u ms (--watch-idle-timeout)", w->id,
@@ -265,7 +267,7 @@ static int64_t timers(struct watch_hub *h, struct wreply **replies)
                 next = w->active_ns + idle;
             }
         }
-    return next;
+    return whub_group_timers(h, now, next, replies);
 }
 
 void *watch_disp_main(void *arg)
@@ -324,6 +326,7 @@ void *watch_disp_main(void *arg)
         }
         if (run_timers)
             timer_at = timers(h, &replies);
+        whub_flush(h, &replies); /* the WatchPolls this round made answerable: all their members fed */
         pthread_mutex_unlock(&h->mu);
         whub_send(h, replies);
 

@@ -159,6 +159,28 @@ void wbatch_free(struct wbatch *b);
 enum wstate { W_SYNCED, W_UNSYNCED };
 
 struct wreply;
+struct watcher;
+
+/* WatchPoll: the most watches one poll names. */
+#define WATCH_POLL_MAX_IDS 4096
+
+/*
+ * A parked WatchPoll: one request context for several watchers.  A member
+ * w[i] points back with its group field; a member that leaves early (its
+ * watch removed, or polled anew) leaves a NULL.  The poll is answered at
+ * the end of the round that made any member answerable (whub_flush), so
+ * one batch's events for all of them go in one reply.
+ */
+struct wgroup {
+    struct rpc_call *call;
+    uint32_t pipe;
+    struct watcher **w;
+    size_t n;
+    size_t max_bytes;
+    int64_t deadline_ns;
+    bool ready;                   /* a member can be answered: whub_flush answers it */
+    struct wgroup *prev, *next;   /* hub.groups */
+};
 
 struct watcher {
     struct watch_hub *h;
@@ -190,6 +212,7 @@ struct watcher {
     size_t max_bytes;
     uint32_t call_pipe;
     int64_t active_ns;            /* creation or last answered poll: the idle drop counts from here */
+    struct wgroup *group;         /* the WatchPoll it is parked in (never with call) */
 };
 
 struct wlist {
@@ -214,13 +237,18 @@ struct wreply {
     int64_t compact_revision, progress;
     char cancel_reason[200];
     int err;                      /* a positive CAIRN_E_ code: an error reply instead */
+    /* A WatchPoll answer: its parts (one per watch, in order) or the IDs it did not find. */
+    bool poll;
+    struct wreply *parts;
+    int64_t *missing;
+    size_t n_missing;
     struct wreply *next;
 };
 
 struct watch_hub {
     const struct config *cfg;
     struct node *node;
-    struct rpc_route routes[4];
+    struct rpc_route routes[5];
     uint32_t idle_ms, max_watchers, max_per_conn;
 
     /* --- guarded by mu: watchers, queues, parked polls, the recent batches */
@@ -230,7 +258,10 @@ struct watch_hub {
     size_t table_size, n_watchers, n_reserved;
     struct pipe_count *pipes[WATCH_PIPE_BUCKETS];
     struct wlist synced, unsynced;
-    size_t n_parked;
+    struct wgroup *groups, *groups_tail; /* parked WatchPolls */
+    size_t n_ready;               /* groups marked ready since the last whub_flush */
+    size_t poll_rr;               /* where the next WatchPoll answer starts among its members */
+    size_t n_parked;              /* parked requests: WatchNexts and WatchPolls */
     size_t total_bytes;
     int64_t hub_rev;              /* synced watchers have been fed every batch up to here */
     struct wbatch *recent, *recent_tail;
@@ -268,8 +299,14 @@ void whub_set_synced(struct watch_hub *h, struct watcher *w);
 void whub_rotate(struct watch_hub *h, struct watcher *w);
 /* whub_feed: give w the events of b it lacks; false if w went back to catching up. */
 bool whub_feed(struct watch_hub *h, struct watcher *w, const struct wbatch *b);
-/* whub_wake: if w has a parked poll that can be answered now, detach it into *replies. */
+/* whub_wake: if w has a parked WatchNext that can be answered now, detach it into *replies; if
+ * it is in a WatchPoll, mark that ready for whub_flush. */
 void whub_wake(struct watch_hub *h, struct watcher *w, struct wreply **replies);
+/* whub_flush: answer the WatchPolls marked ready into *replies.  Every caller of whub_wake calls
+ * it before it lets go of mu. */
+void whub_flush(struct watch_hub *h, struct wreply **replies);
+/* whub_group_timers: answer WatchPolls past their deadline; returns the earliest deadline left, or next. */
+int64_t whub_group_timers(struct watch_hub *h, int64_t now, int64_t next, struct wreply **replies);
 /* whub_cancel: the member cancels w (told to the client once its queue is drained). */
 void whub_cancel(struct watch_hub *h, struct watcher *w, int64_t compact_revision, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

@@ -265,6 +265,7 @@ void *watch_sync_main(void *arg)
         struct wreply *replies = NULL;
         apply_page(h, w, next_rev, &p, &replies);
         page_free(&p);
+        whub_flush(h, &replies);
         if (replies) {
             pthread_mutex_unlock(&h->mu);
             whub_send(h, replies);

@@ -285,8 +285,9 @@ def test_lease_time_to_live_lists_keys_only_to_a_user_who_may_read_them(env, wir
 
 
 def test_a_watch_answers_only_the_user_who_created_it(env, wire):
-    """A watch ID is no capability: with auth on, only its creator may poll or
-    cancel it (before, any token could read another user's watch)."""
+    """A watch ID is no capability: with auth on, only its creator may poll
+    (WatchNext or WatchPoll) or cancel it (before, any token could read
+    another user's watch)."""
     m = env.cluster(1)[0]
     enable_auth(wire, m, users=[("a", "pw", ["ra"]), ("b", "pw", ["rb"])],
                 roles={"ra": [wire.permission("READWRITE", "a/", "a0")],
@@ -300,6 +301,14 @@ def test_a_watch_answers_only_the_user_who_created_it(env, wire):
     assert name == "PERMISSION_DENIED" and str(wid) in msg, msg
     name, msg = err(wire, cb.call(pb.Request(watch_cancel=pb.WatchCancelRequest(watch_id=wid))))
     assert name == "PERMISSION_DENIED", msg
+    # nor in a WatchPoll beside a watch of its own, which the refusal leaves alone
+    own = ok(wire, cb.call(pb.Request(watch_create=pb.WatchCreateRequest(key=b"b/", range_end=b"b0"))),
+             "watch_create").watch_create.watch_id
+    name, msg = err(wire, cb.call(pb.Request(watch_poll=pb.WatchPollRequest(watch_ids=[own, wid], timeout_ms=500))))
+    assert name == "PERMISSION_DENIED" and str(wid) in msg, msg
+    ok(wire, cb.put("b/1", "v"), "put")
+    r = ok(wire, cb.call(pb.Request(watch_poll=pb.WatchPollRequest(watch_ids=[own], timeout_ms=2000))), "watch_poll")
+    assert [[e.kv.key for e in n.events] for n in r.watch_poll.watches] == [[b"b/1"]], r
     # its creator still gets the event, and may cancel it
     r = ok(wire, ca.call(pb.Request(watch_next=pb.WatchNextRequest(watch_id=wid, timeout_ms=2000))), "watch_next")
     assert [e.kv.key for e in r.watch_next.events] == [b"a/secret"], r
