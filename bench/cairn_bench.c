@@ -35,7 +35,8 @@ static void usage(FILE *out)
         "  txn      Txn: compare the key's mod_revision with the last revision seen, then put\n"
         "  mixed    gets (as range) and puts, --read-ratio R of them reads (default 0.5)\n"
         "  watch    --watchers W (default 100) watches on the key prefix, one writer putting\n"
-        "           --total keys (at --rate, or --clients in flight): events/s and put->event delay\n"
+        "           --total keys (at --rate, or --clients in flight): events/s and put->event delay;\n"
+        "           --shared-polls: each connection polls its watchers together (cairn_watch_poll)\n"
         "  lease    grant --leases L (default: --clients) leases, then LeaseKeepAlive calls\n"
         "  echo     put mode against an nng rep0 server, this program in a child process, that\n"
         "           answers every request with one fixed reply: the transport's ceiling\n"
@@ -402,6 +403,10 @@ static int parse_args(int argc, char **argv, struct bench_opts *o, bool *prefix_
         }
         if (!strcmp(a, "--echo-inproc")) {
             o->echo_inproc = true;
+            continue;
+        }
+        if (!strcmp(a, "--shared-polls")) {
+            o->shared_polls = true;
             continue;
         }
         if (!strcmp(a, "--task-callbacks")) {

@@ -49,6 +49,7 @@ struct bench_opts {
     unsigned range_keys;  /* range: keys per request (1 = point get) */
     double read_ratio;    /* mixed */
     unsigned watchers;    /* watch */
+    bool shared_polls;    /* watch: one cairn_watch_poll per connection for its watchers */
     unsigned leases;      /* lease */
     bool prefill;         /* put every key of the key space once before measuring */
     bool echo_inproc;     /* echo: the server in this process, not a child */

@@ -1,6 +1,7 @@
 /*
  * cairn-bench's watch mode: --watchers watches on the key prefix, each
- * polled again from its own completion, and one writer in the same process
+ * polled again from its own completion (with --shared-polls, the watchers
+ * of each connection together, cairn_watch_poll), and one writer in the same process
  * (the request loop of cairn_bench_load.c, at --rate or with --clients in
  * flight) whose values start with their send time.  Reports the events
  * delivered per second over the run and the delay from put to event; checks
@@ -39,52 +40,72 @@ struct wrun {
     struct errs errs;
 };
 
+/* One watcher's share of a reply: events checked for order, their delays recorded.  Returns how many. */
+static uint64_t take_events(struct watcher *wt, const Cairn__WatchNextResponse *b, uint64_t now)
+{
+    struct wrun *r = wt->r;
+    uint64_t got = 0;
+    for (size_t i = 0; b && i < b->n_events; i++) {
+        const Cairn__Event *e = b->events[i];
+        if (!e->kv || e->kv->mod_revision <= wt->last_rev) {
+            pthread_mutex_lock(&r->mu);
+            r->problems++;
+            pthread_mutex_unlock(&r->mu);
+            continue;
+        }
+        wt->last_rev = e->kv->mod_revision;
+        if (e->kv->value.len >= 17) {
+            char hex[17];
+            memcpy(hex, e->kv->value.data, 16); /* protobuf bytes: not NUL-terminated */
+            hex[16] = '\0';
+            uint64_t sent = strtoull(hex, NULL, 16);
+            if (sent && sent <= now)
+                hist_add(&r->delay, (now - sent) / 1000);
+        }
+        got++;
+    }
+    return got;
+}
+
+/* Count a watcher's events of one poll, and its end (with r->mu held). */
+static void count_events(struct wrun *r, struct watcher *wt, uint64_t got, int code, uint64_t now)
+{
+    wt->events += got;
+    if (got) {
+        atomic_fetch_add(&r->events, got);
+        r->last_event_ns = now;
+    }
+    /* These end the watch; the rest (TOO_MANY_REQUESTS, a lost member) are polled again. */
+    if (code == -CAIRN_E_WATCH_CANCELED || code == -CAIRN_E_COMPACTED || code == -ECANCELED)
+        wt->failed = true;
+}
+
+/* A poll could not start: the watchers it was for stop polling (with r->mu held). */
+static void poll_refused(struct wrun *r, struct watcher **wts, unsigned n, int rc)
+{
+    errs_add(&r->errs, rc);
+    for (unsigned i = 0; i < n; i++)
+        wts[i]->failed = true;
+    r->polling--;
+    pthread_cond_broadcast(&r->cv);
+}
+
 static void watch_poll(struct watcher *wt);
 
 static void watch_polled(void *arg, int rc, Cairn__Response *resp, const struct cairn_error_detail *err)
 {
     struct watcher *wt = arg;
     struct wrun *r = wt->r;
-    uint64_t now = now_ns(), got = 0;
+    uint64_t now = now_ns();
     (void)err;
-
-    if (rc == 0) {
-        const Cairn__WatchNextResponse *b = resp->watch_next;
-        for (size_t i = 0; b && i < b->n_events; i++) {
-            const Cairn__Event *e = b->events[i];
-            if (!e->kv || e->kv->mod_revision <= wt->last_rev) {
-                pthread_mutex_lock(&r->mu);
-                r->problems++;
-                pthread_mutex_unlock(&r->mu);
-                continue;
-            }
-            wt->last_rev = e->kv->mod_revision;
-            if (e->kv->value.len >= 17) {
-                char hex[17];
-                memcpy(hex, e->kv->value.data, 16); /* protobuf bytes: not NUL-terminated */
-                hex[16] = '\0';
-                uint64_t sent = strtoull(hex, NULL, 16);
-                if (sent && sent <= now)
-                    hist_add(&r->delay, (now - sent) / 1000);
-            }
-            got++;
-        }
-    }
+    uint64_t got = rc == 0 ? take_events(wt, resp->watch_next, now) : 0;
     cairn_response_free(resp);
 
     pthread_mutex_lock(&r->mu);
     r->polls++;
-    wt->events += got;
-    if (got) {
-        atomic_fetch_add(&r->events, got);
-        r->last_event_ns = now;
-    }
-    if (rc != 0) {
+    if (rc != 0)
         errs_add(&r->errs, rc);
-        /* These end the watch; the rest (TOO_MANY_REQUESTS, a lost member) are polled again. */
-        if (rc == -CAIRN_E_WATCH_CANCELED || rc == -CAIRN_E_COMPACTED || rc == -ECANCELED)
-            wt->failed = true;
-    }
+    count_events(r, wt, got, rc, now);
     bool again = !r->stop && !wt->failed && !bench_interrupted;
     if (!again)
         r->polling--;
@@ -100,12 +121,97 @@ static void watch_poll(struct watcher *wt)
     int rc = cairn_watch_next_async(wt->c, wt->w, POLL_MS, 0, watch_polled, wt);
     if (rc != 0) {
         pthread_mutex_lock(&r->mu);
-        errs_add(&r->errs, rc);
-        wt->failed = true;
-        r->polling--;
-        pthread_cond_broadcast(&r->cv);
+        poll_refused(r, &wt, 1, rc);
         pthread_mutex_unlock(&r->mu);
     }
+}
+
+/* --shared-polls: the watchers of one connection, polled together by cairn_watch_poll. */
+struct poller {
+    struct wrun *r;
+    struct cairn_client *c;
+    struct watcher **wts;         /* the live ones first: n_live of n */
+    struct cairn_watch **ws;
+    unsigned n, n_live;
+};
+
+static void group_poll(struct poller *p);
+
+static void group_polled(void *arg, int rc, struct cairn_watch_poll *res, const struct cairn_error_detail *err)
+{
+    struct poller *p = arg;
+    struct wrun *r = p->r;
+    uint64_t now = now_ns();
+    (void)err;
+    uint64_t *got = calloc(p->n_live, sizeof(*got));
+    for (unsigned i = 0; rc == 0 && got && i < p->n_live; i++)
+        got[i] = take_events(p->wts[i], res->parts[i].next, now);
+
+    pthread_mutex_lock(&r->mu);
+    r->polls++;
+    if (rc != 0)
+        errs_add(&r->errs, rc);
+    unsigned live = 0;
+    for (unsigned i = 0; i < p->n_live; i++) {
+        int code = rc != 0 ? rc : res->parts[i].code;
+        if (code != 0 && rc == 0)
+            errs_add(&r->errs, code);
+        count_events(r, p->wts[i], got ? got[i] : 0, code, now);
+        if (!p->wts[i]->failed) {
+            struct watcher *t = p->wts[live];
+            p->wts[live++] = p->wts[i];
+            p->wts[i] = t;
+        }
+    }
+    p->n_live = live;
+    bool again = !r->stop && live && !bench_interrupted;
+    if (!again)
+        r->polling--;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    free(got);
+    cairn_watch_poll_free(res);
+    if (again)
+        group_poll(p);
+}
+
+static void group_poll(struct poller *p)
+{
+    for (unsigned i = 0; i < p->n_live; i++)
+        p->ws[i] = p->wts[i]->w;
+    int rc = cairn_watch_poll_async(p->c, p->ws, p->n_live, POLL_MS, 0, group_polled, p);
+    if (rc != 0) {
+        pthread_mutex_lock(&p->r->mu);
+        poll_refused(p->r, p->wts, p->n_live, rc);
+        pthread_mutex_unlock(&p->r->mu);
+    }
+}
+
+/* Start polling: a poll per watcher, or with --shared-polls one per connection (pollers, o->conns of them). */
+static int start_polls(const struct bench_opts *o, struct wrun *r, struct watcher *ws, unsigned nw,
+                       struct poller *pollers)
+{
+    if (!o->shared_polls) {
+        r->polling = nw;
+        for (unsigned i = 0; i < nw; i++)
+            watch_poll(&ws[i]);
+        return 0;
+    }
+    unsigned np = o->conns < nw ? o->conns : nw; /* a poller per connection that has watchers */
+    for (unsigned j = 0; j < np; j++) {
+        struct poller *p = &pollers[j];
+        p->r = r;
+        p->c = ws[j].c;
+        if (!(p->wts = calloc(nw, sizeof(*p->wts))) || !(p->ws = calloc(nw, sizeof(*p->ws))))
+            return -1;
+        for (unsigned i = j; i < nw; i += o->conns)
+            p->wts[p->n++] = &ws[i];
+        p->n_live = p->n;
+    }
+    r->polling = np;
+    for (unsigned j = 0; j < np; j++)
+        group_poll(&pollers[j]);
+    return 0;
 }
 
 static struct timespec in_ms(int ms)
@@ -138,11 +244,11 @@ static void print_watch_report(const struct bench_opts *o, struct wrun *r, struc
 
     if (o->json) {
         printf("{\"mode\": \"watch\", \"endpoints\": %zu, \"conns\": %u, \"clients\": %u, \"rate\": %.1f"
-               ", \"watchers\": %u, \"val_size\": %zu, \"total\": %" PRIu64 ", \"ok\": %" PRIu64
+               ", \"watchers\": %u, \"shared_polls\": %s, \"val_size\": %zu, \"total\": %" PRIu64 ", \"ok\": %" PRIu64
                ", \"failed\": %" PRIu64 ", \"events\": %" PRIu64 ", \"expected\": %" PRIu64
                ", \"problems\": %" PRIu64 ", \"polls\": %" PRIu64 ", \"span_s\": %.3f, \"events_per_s\": %.1f"
                ", \"puts_per_s\": %.1f, ",
-               n_eps, o->conns, o->clients, o->rate, nw, o->val_size, o->total,
+               n_eps, o->conns, o->clients, o->rate, nw, o->shared_polls ? "true" : "false", o->val_size, o->total,
                acked, atomic_load(&puts->errs.total), events, acked * nw, r->problems, r->polls, span, eps, pps);
         print_latency_json("delay_ms", &r->delay);
         printf(", ");
@@ -156,9 +262,10 @@ static void print_watch_report(const struct bench_opts *o, struct wrun *r, struc
         printf("}\n");
         return;
     }
-    printf("watch: %u watchers, %" PRIu64 " of %" PRIu64 " puts acknowledged, %" PRIu64 " of %" PRIu64
+    printf("watch: %u watchers%s, %" PRIu64 " of %" PRIu64 " puts acknowledged, %" PRIu64 " of %" PRIu64
            " events delivered in %.3f s (%" PRIu64 " polls)\n",
-           nw, acked, o->total, events, acked * nw, span, r->polls);
+           nw, o->shared_polls ? " (polled together per connection)" : "", acked, o->total, events, acked * nw, span,
+           r->polls);
     printf("rate: %.0f events/s delivered, %.0f puts/s\n", eps, pps);
     print_latency_text("delay put->event", &r->delay);
     print_latency_text("put latency", &puts->lat);
@@ -176,6 +283,7 @@ int run_watch(const struct bench_opts *in)
     struct cairn_client *cs[BENCH_MAX_CONNS] = {0};
     struct wrun r = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     struct watcher *ws = NULL;
+    struct poller pollers[BENCH_MAX_CONNS] = {0};
     struct load *l = NULL;
     unsigned nw = 0;
     int rc = 1;
@@ -213,9 +321,10 @@ int run_watch(const struct bench_opts *in)
             goto stop;
         }
     }
-    r.polling = nw;
-    for (unsigned i = 0; i < nw; i++)
-        watch_poll(&ws[i]);
+    if (start_polls(&o, &r, ws, nw, pollers) != 0) {
+        fprintf(stderr, "cairn-bench: out of memory\n");
+        goto stop;
+    }
 
     struct cpu_mark cpu0;
     double secs;
@@ -264,6 +373,10 @@ out:
     for (unsigned i = 0; ws && i < nw; i++)
         cairn_watch_free(ws[i].w);
     free(ws);
+    for (unsigned j = 0; j < BENCH_MAX_CONNS; j++) {
+        free(pollers[j].wts);
+        free(pollers[j].ws);
+    }
     load_free(l);
     return rc;
 }

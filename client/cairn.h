@@ -410,7 +410,7 @@ int cairn_txn_commit(struct cairn_client *c, const struct cairn_txn *t,
  * fragment and the revision is larger than the reply limit.
  *
  * A struct cairn_watch is used by one thread at a time, with at most one
- * cairn_watch_next (sync or async) in flight.  The library does not poll on
+ * cairn_watch_next or cairn_watch_poll (sync or async) in flight.  The library does not poll on
  * its own: a watch nobody polls is dropped by its member after its idle
  * timeout, and the next call resumes it elsewhere or there.
  */
@@ -469,6 +469,51 @@ int cairn_watch_next(struct cairn_client *c, struct cairn_watch *w, int timeout_
 /* cairn_watch_next_async: as cairn_watch_next, the result to cb (see cairn_callback). */
 int cairn_watch_next_async(struct cairn_client *c, struct cairn_watch *w, int timeout_ms,
                            size_t max_bytes, cairn_callback cb, void *arg);
+
+/*
+ * cairn_watch_poll: one long poll for n watches of c (1 to 4096, distinct,
+ * none with a call in flight).  The member parks one request for all of
+ * them, the way etcd's watch stream carries many watches: far fewer
+ * messages than a cairn_watch_next each, and more watches than a member
+ * parks polls for.  Waits up to timeout_ms (0: 10 s) until any of them has
+ * events, then returns 0 with *out (the caller frees it with
+ * cairn_watch_poll_free): for each ws[i], out->parts[i].next is its reply
+ * as cairn_watch_next would have returned it (events, fragment,
+ * progress_revision), or NULL when it had nothing this time; at the
+ * deadline every watch has one.  out->parts[i].code is 0, or what ended
+ * ws[i] (-CAIRN_E_COMPACTED, -CAIRN_E_WATCH_CANCELED; a later
+ * cairn_watch_next returns it with the message).  max_bytes (0: 1 MiB)
+ * bounds the whole reply; a watch left out for room goes first in a later
+ * one.  The watches are kept on one member: a watch that has none, or is
+ * on another, is made again there from the revision after the last one it
+ * delivered (as cairn_watch_next resumes one), and when that member is
+ * lost they all resume on another.  Errors: those of cairn_watch_next,
+ * for the poll as a whole; -EINVAL for a bad set of watches.
+ */
+struct cairn_watch_part {
+    Cairn__WatchNextResponse *next; /* in out->resp; NULL: nothing for this watch this time */
+    int code;                       /* 0, or the code that ended the watch */
+};
+
+struct cairn_watch_poll {
+    size_t n;                        /* as many parts as watches polled, in their order */
+    struct cairn_watch_part *parts;
+    Cairn__Response *resp;           /* holds the parts' replies (NULL when none came) */
+};
+
+int cairn_watch_poll(struct cairn_client *c, struct cairn_watch *const *ws, size_t n, int timeout_ms,
+                     size_t max_bytes, struct cairn_watch_poll **out, struct cairn_error_detail *err);
+
+/* Completion of cairn_watch_poll_async: p is the caller's on rc == 0 (free it with cairn_watch_poll_free), else NULL. */
+typedef void (*cairn_watch_poll_fn)(void *arg, int rc, struct cairn_watch_poll *p,
+                                    const struct cairn_error_detail *err);
+
+/* cairn_watch_poll_async: as cairn_watch_poll; cb is called exactly once when 0 is returned. */
+int cairn_watch_poll_async(struct cairn_client *c, struct cairn_watch *const *ws, size_t n, int timeout_ms,
+                           size_t max_bytes, cairn_watch_poll_fn cb, void *arg);
+
+/* cairn_watch_poll_free: release a poll's result.  NULL is ignored. */
+void cairn_watch_poll_free(struct cairn_watch_poll *p);
 
 /*
  * cairn_watch_cancel: tell the member to drop the watch and release w (do

@@ -1,7 +1,8 @@
 /*
  * libcairn's watches: a long poll on the member that created the watch,
  * resumed on any member from the last revision delivered when that member is
- * lost.  Built on cairn_call_async only: each poll is a chain of calls
+ * lost; and one long poll for several watches kept on one member
+ * (cairn_watch_poll, WatchPoll on the wire).  Built on cairn_call_async only: each poll is a chain of calls
  * (create if needed, then WatchNext pinned to the watch's endpoint) whose
  * callbacks run on nng's threads; the blocking functions wait on that chain.
  * A watch remembers how far it delivered (progress revision, and how many
@@ -218,6 +219,7 @@ struct waiter {
     int rc;
     Cairn__Response *resp;
     struct cairn_watch *w;
+    struct cairn_watch_poll *poll;
     struct cairn_error_detail d;
 };
 
@@ -527,6 +529,392 @@ int cairn_watch_next(struct cairn_client *c, struct cairn_watch *w, int timeout_
         pthread_mutex_unlock(&w->mu);
     }
     *resp = x.resp;
+    return rc;
+}
+
+/* -------------------------------------------------------------------- poll */
+
+#define WATCH_POLL_MAX 4096 /* cairnd's bound on a WatchPoll's watches */
+
+/*
+ * One cairn_watch_poll: a chain of calls on nng's threads, one at a time.
+ * Each step makes again, one by one, the watches that have no member or are
+ * on another than the poll's (ep), then sends one WatchPoll there.
+ */
+struct poll_ctx {
+    struct cairn_client *c;
+    struct cairn_watch **ws;
+    size_t n;
+    int timeout_ms;
+    size_t max_bytes;
+    nng_time deadline;
+    int resumes;
+    int ep;                      /* the member the watches are kept on; -1: none yet */
+    size_t creating;             /* the watch the create in flight is for */
+    struct cairn_watch_poll *out;
+    cairn_watch_poll_fn cb;
+    void *arg;
+};
+
+void cairn_watch_poll_free(struct cairn_watch_poll *p)
+{
+    if (!p)
+        return;
+    cairn_response_free(p->resp);
+    free(p->parts);
+    free(p);
+}
+
+static void poll_step(struct poll_ctx *x);
+
+/* End the poll: the watches are free again, the caller's callback, then the poll's references. */
+static void poll_finish(struct poll_ctx *x, int rc, Cairn__Response *resp, const struct cairn_error_detail *d)
+{
+    struct cairn_watch_poll *p = x->out;
+    for (size_t i = 0; i < x->n; i++) {
+        struct cairn_watch *w = x->ws[i];
+        pthread_mutex_lock(&w->mu);
+        w->busy = false;
+        if (w->ended && !p->parts[i].code)
+            p->parts[i].code = w->end_code;
+        pthread_mutex_unlock(&w->mu);
+    }
+    struct cairn_error_detail out = *d;
+    out.code = rc;
+    if (rc != 0 && !out.message[0])
+        snprintf(out.message, sizeof out.message, "%s", cairn_strerror(rc));
+    if (rc != 0) {
+        cairn_response_free(resp);
+        cairn_watch_poll_free(p);
+        p = NULL;
+    } else {
+        p->resp = resp;
+    }
+    x->cb(x->arg, rc, p, &out);
+    for (size_t i = 0; i < x->n; i++)
+        watch_put(x->ws[i]);
+    free(x->ws);
+    free(x);
+}
+
+/* Another step after rc, or the end: the member is lost to every watch of the poll. */
+static void poll_retry_or_finish(struct poll_ctx *x, int rc, const struct cairn_error_detail *d)
+{
+    bool again = resumable(rc) && nng_clock() < x->deadline && x->resumes++ < 2 * (int)x->c->n_eps + 2;
+    if (resumable(rc)) {
+        for (size_t i = 0; i < x->n; i++) {
+            pthread_mutex_lock(&x->ws[i]->mu);
+            x->ws[i]->id = 0;
+            pthread_mutex_unlock(&x->ws[i]->mu);
+        }
+        x->ep = -1;
+    }
+    if (again)
+        poll_step(x);
+    else
+        poll_finish(x, rc, NULL, d);
+}
+
+static void ignore_reply(void *arg, int rc, Cairn__Response *resp, const struct cairn_error_detail *err)
+{
+    (void)arg, (void)rc, (void)err;
+    cairn_response_free(resp);
+}
+
+/* w moves to the poll's member: its old one is told to drop it (or drops it when idle). */
+static void drop_elsewhere(struct cairn_client *c, int64_t id, unsigned ep)
+{
+    Cairn__WatchCancelRequest q = CAIRN__WATCH_CANCEL_REQUEST__INIT;
+    Cairn__Request req = CAIRN__REQUEST__INIT;
+    struct cairn_call_opts o = {.pinned = true, .endpoint = ep};
+    q.watch_id = id;
+    req.body_case = CAIRN__REQUEST__BODY_WATCH_CANCEL;
+    req.watch_cancel = &q;
+    cairn_call_async(c, &req, &o, ignore_reply, NULL);
+}
+
+static void poll_create_cb(void *arg, int rc, Cairn__Response *resp, const struct cairn_error_detail *err)
+{
+    struct poll_ctx *x = arg;
+    struct cairn_watch *w = x->ws[x->creating];
+    struct cairn_error_detail d = *err;
+    if (rc == 0) {
+        pthread_mutex_lock(&w->mu);
+        rc = created(w, resp, err, w->progress + 1, &d);
+        if (rc == 0) {
+            w->skip = w->frag_rev == w->progress + 1 ? w->frag_seen : 0;
+            if (x->ep < 0)
+                x->ep = (int)w->endpoint;
+        } else if (rc == -CAIRN_E_COMPACTED || rc == -CAIRN_E_WATCH_CANCELED) {
+            end_watch(w, rc, d.message); /* this watch is over; its part says so, the others go on */
+            rc = 0;
+        }
+        pthread_mutex_unlock(&w->mu);
+    }
+    cairn_response_free(resp);
+    if (rc != 0)
+        poll_retry_or_finish(x, rc, &d);
+    else
+        poll_step(x);
+}
+
+static int cmp_pair(const void *a, const void *b)
+{
+    int64_t x = ((const int64_t *)a)[0], y = ((const int64_t *)b)[0];
+    return x < y ? -1 : x > y;
+}
+
+/* Take a WatchPoll reply: each part to its watch (by ID), as cairn_watch_next takes its reply. */
+static void poll_cb(void *arg, int rc, Cairn__Response *resp, const struct cairn_error_detail *err)
+{
+    struct poll_ctx *x = arg;
+    struct cairn_error_detail d = *err;
+    if (rc != 0) {
+        poll_retry_or_finish(x, rc, &d);
+        return;
+    }
+    Cairn__WatchPollResponse *b = resp->watch_poll;
+    if (resp->body_case != CAIRN__RESPONSE__BODY_WATCH_POLL || !b) {
+        detail_set(&d, -CAIRN_E_MALFORMED, "WatchPoll reply carries body %d", (int)resp->body_case);
+        cairn_response_free(resp);
+        poll_finish(x, -CAIRN_E_MALFORMED, NULL, &d);
+        return;
+    }
+    /* (watch ID, index) sorted by ID: a part finds its watch in log n */
+    int64_t(*ids)[2] = malloc(x->n * sizeof(*ids));
+    if (!ids) {
+        cairn_response_free(resp);
+        detail_set(&d, -ENOMEM, "out of memory");
+        poll_finish(x, -ENOMEM, NULL, &d); /* the events are lost: the watches' progress did not move */
+        return;
+    }
+    for (size_t i = 0; i < x->n; i++) {
+        pthread_mutex_lock(&x->ws[i]->mu);
+        ids[i][0] = x->ws[i]->ended ? 0 : x->ws[i]->id;
+        ids[i][1] = (int64_t)i;
+        pthread_mutex_unlock(&x->ws[i]->mu);
+    }
+    qsort(ids, x->n, sizeof(*ids), cmp_pair);
+    /* a reply naming missing watches carries nothing else */
+    size_t n_named = b->n_missing ? b->n_missing : b->n_watches;
+    for (size_t k = 0; k < n_named; k++) {
+        int64_t id = b->n_missing ? b->missing[k] : b->watches[k]->watch_id;
+        int64_t key[2] = {id, 0};
+        int64_t(*hit)[2] = id ? bsearch(key, ids, x->n, sizeof(*ids), cmp_pair) : NULL;
+        if (!hit)
+            continue; /* not one of ours (a reply must not name others): left alone */
+        struct cairn_watch *w = x->ws[(*hit)[1]];
+        pthread_mutex_lock(&w->mu);
+        if (b->n_missing) {
+            w->id = 0; /* canceled or dropped when idle: made again from its progress revision */
+        } else {
+            Cairn__WatchNextResponse *part = b->watches[k];
+            x->out->parts[(*hit)[1]].next = part;
+            if (part->canceled) {
+                int code = part->compact_revision ? -CAIRN_E_COMPACTED : -CAIRN_E_WATCH_CANCELED;
+                end_watch(w, code, part->cancel_reason && part->cancel_reason[0] ? part->cancel_reason
+                                                                                : cairn_strerror(code));
+            } else {
+                delivered(w, part);
+            }
+        }
+        pthread_mutex_unlock(&w->mu);
+    }
+    free(ids);
+    if (b->n_missing) {
+        /* the member answered at once and took nothing: make those again, then poll anew */
+        cairn_response_free(resp);
+        detail_set(&d, -CAIRN_E_WATCH_NOT_FOUND, "%s", cairn_strerror(-CAIRN_E_WATCH_NOT_FOUND));
+        if (nng_clock() < x->deadline && x->resumes++ < 2 * (int)x->c->n_eps + 2)
+            poll_step(x);
+        else
+            poll_finish(x, -CAIRN_E_WATCH_NOT_FOUND, NULL, &d);
+        return;
+    }
+    poll_finish(x, 0, resp, &d);
+}
+
+/*
+ * The next call of the poll: keep the watches on one member (the first
+ * with a connected one), make again one that has none or is elsewhere,
+ * and once all are there, one WatchPoll for those not ended.
+ */
+static void poll_step(struct poll_ctx *x)
+{
+    struct cairn_client *c = x->c;
+    struct cairn_error_detail d = {.endpoint = -1};
+    size_t live = 0, remake = x->n;
+    int64_t *ids = malloc(x->n * sizeof(*ids));
+    if (!ids) {
+        detail_set(&d, -ENOMEM, "out of memory");
+        poll_finish(x, -ENOMEM, NULL, &d);
+        return;
+    }
+    if (x->ep >= 0 && !cairn_endpoint_connected(c, (unsigned)x->ep))
+        x->ep = -1;
+    for (size_t i = 0; i < x->n; i++) {
+        struct cairn_watch *w = x->ws[i];
+        pthread_mutex_lock(&w->mu);
+        if (!w->ended && w->id && !cairn_endpoint_connected(c, w->endpoint))
+            w->id = 0; /* its member is unreachable: resume elsewhere rather than wait for it */
+        if (!w->ended && w->id && x->ep < 0)
+            x->ep = (int)w->endpoint;
+        pthread_mutex_unlock(&w->mu);
+    }
+    for (size_t i = 0; i < x->n; i++) {
+        struct cairn_watch *w = x->ws[i];
+        pthread_mutex_lock(&w->mu);
+        if (!w->ended) {
+            if (w->id && (int)w->endpoint != x->ep) {
+                drop_elsewhere(c, w->id, w->endpoint);
+                w->id = 0;
+            }
+            if (!w->id && remake == x->n)
+                remake = i;
+            ids[live++] = w->id;
+        }
+        pthread_mutex_unlock(&w->mu);
+    }
+    int left = (int)(x->deadline > nng_clock() ? x->deadline - nng_clock() : 1);
+    int rc;
+    if (!live) {
+        free(ids);
+        poll_finish(x, 0, NULL, &d); /* every watch is over: each part's code says how */
+        return;
+    }
+    if (remake < x->n) {
+        struct cairn_watch *w = x->ws[remake];
+        struct cairn_call_opts opts = {.timeout_ms = c->call_timeout_ms < left ? c->call_timeout_ms : left};
+        if (x->ep >= 0) {
+            opts.pinned = true;
+            opts.endpoint = (unsigned)x->ep;
+        }
+        pthread_mutex_lock(&w->mu);
+        int64_t from = w->progress + 1;
+        pthread_mutex_unlock(&w->mu);
+        x->creating = remake;
+        rc = send_create(w, from, &opts, poll_create_cb, x);
+    } else {
+        Cairn__WatchPollRequest q = CAIRN__WATCH_POLL_REQUEST__INIT;
+        Cairn__Request req = CAIRN__REQUEST__INIT;
+        q.watch_ids = ids;
+        q.n_watch_ids = live;
+        q.timeout_ms = (uint32_t)x->timeout_ms;
+        q.max_bytes = x->max_bytes > UINT32_MAX ? UINT32_MAX : (uint32_t)x->max_bytes;
+        req.body_case = CAIRN__REQUEST__BODY_WATCH_POLL;
+        req.watch_poll = &q;
+        /* the member answers after timeout_ms at the latest: wait that long plus a call's time */
+        struct cairn_call_opts opts = {.pinned = true, .endpoint = (unsigned)x->ep,
+                                       .timeout_ms = (x->timeout_ms ? x->timeout_ms : WATCH_DEFAULT_POLL_MS) +
+                                                     c->call_timeout_ms};
+        rc = cairn_call_async(c, &req, &opts, poll_cb, x);
+    }
+    free(ids);
+    if (rc != 0) {
+        detail_set(&d, rc, "%s", cairn_strerror(rc));
+        poll_finish(x, rc, NULL, &d);
+    }
+}
+
+static int cmp_ptr(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t) * (void *const *)a, y = (uintptr_t) * (void *const *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* ws holds n distinct watches of c: 0 or -EINVAL (-ENOMEM). */
+static int check_set(struct cairn_client *c, struct cairn_watch *const *ws, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!ws[i] || ws[i]->c != c)
+            return -EINVAL;
+    struct cairn_watch **sorted = malloc(n * sizeof(*sorted));
+    if (!sorted)
+        return -ENOMEM;
+    memcpy(sorted, ws, n * sizeof(*sorted));
+    qsort(sorted, n, sizeof(*sorted), cmp_ptr);
+    int rc = 0;
+    for (size_t i = 1; i < n && !rc; i++)
+        if (sorted[i] == sorted[i - 1])
+            rc = -EINVAL;
+    free(sorted);
+    return rc;
+}
+
+int cairn_watch_poll_async(struct cairn_client *c, struct cairn_watch *const *ws, size_t n, int timeout_ms,
+                           size_t max_bytes, cairn_watch_poll_fn cb, void *arg)
+{
+    if (!c || !ws || !cb || !n || n > WATCH_POLL_MAX || timeout_ms < 0)
+        return -EINVAL;
+    int rc = check_set(c, ws, n);
+    if (rc != 0)
+        return rc;
+    struct poll_ctx *x = calloc(1, sizeof(*x));
+    struct cairn_watch_poll *out = calloc(1, sizeof(*out));
+    if (!x || !out || !(x->ws = malloc(n * sizeof(*x->ws))) || !(out->parts = calloc(n, sizeof(*out->parts)))) {
+        if (x)
+            free(x->ws);
+        free(x);
+        cairn_watch_poll_free(out);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct cairn_watch *w = ws[i];
+        pthread_mutex_lock(&w->mu);
+        bool busy = w->busy;
+        if (!busy) {
+            w->busy = true;
+            w->refs++;
+        }
+        pthread_mutex_unlock(&w->mu);
+        if (busy) {
+            for (size_t j = 0; j < i; j++) {
+                pthread_mutex_lock(&ws[j]->mu);
+                ws[j]->busy = false;
+                pthread_mutex_unlock(&ws[j]->mu);
+                watch_put(ws[j]);
+            }
+            free(x->ws);
+            free(x);
+            cairn_watch_poll_free(out);
+            return -EBUSY;
+        }
+        x->ws[i] = w;
+    }
+    out->n = n;
+    x->c = c;
+    x->n = n;
+    x->timeout_ms = timeout_ms;
+    x->max_bytes = max_bytes;
+    x->ep = -1;
+    x->deadline = nng_clock() + (nng_time)(timeout_ms ? timeout_ms : WATCH_DEFAULT_POLL_MS) +
+                  (nng_time)c->call_timeout_ms;
+    x->out = out;
+    x->cb = cb;
+    x->arg = arg;
+    poll_step(x);
+    return 0;
+}
+
+static void poll_wait_cb(void *arg, int rc, struct cairn_watch_poll *p, const struct cairn_error_detail *err)
+{
+    struct waiter *x = arg;
+    pthread_mutex_lock(&x->mu);
+    x->poll = p;
+    pthread_mutex_unlock(&x->mu);
+    waiter_done(x, rc, NULL, NULL, err);
+}
+
+int cairn_watch_poll(struct cairn_client *c, struct cairn_watch *const *ws, size_t n, int timeout_ms,
+                     size_t max_bytes, struct cairn_watch_poll **out, struct cairn_error_detail *err)
+{
+    struct waiter x;
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    waiter_init(&x);
+    int rc = waiter_wait(&x, cairn_watch_poll_async(c, ws, n, timeout_ms, max_bytes, poll_wait_cb, &x), err);
+    *out = x.poll;
     return rc;
 }
 

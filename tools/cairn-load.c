@@ -40,7 +40,7 @@ struct opts {
     uint64_t total, key_space, seed, watchers;
     unsigned inflight;
     size_t val_size;
-    bool val_size_set, json, serializable;
+    bool val_size_set, json, serializable, shared_polls;
     double timeout_s;
     int call_timeout_ms, dial_timeout_ms;
 };
@@ -55,7 +55,7 @@ static void usage(FILE *out)
             "       cairn-load put KEY VALUE [OPTIONS]\n"
             "       cairn-load value KEY SEQ [--val-size B]\n"
             "       cairn-load watch [--watchers W] [--total N] [--inflight K] [--key-prefix P]\n"
-            "                        [--val-size B] [--put-endpoints URL,...] [OPTIONS]\n\n"
+            "                        [--val-size B] [--put-endpoints URL,...] [--shared-polls] [OPTIONS]\n\n"
             "put (load)  keep K puts in flight (default 32) until N (default 10000) are done\n"
             "            or --timeout passes.  Keys are P (default load/) followed by a number\n"
             "            below M (default N), drawn from --seed (default 1); each value is\n"
@@ -74,7 +74,8 @@ static void usage(FILE *out)
             "            must get every put once, in revision order.  Prints events delivered\n"
             "            per second and the put-to-event delay.  Exit 0 if every watcher got\n"
             "            every event exactly once, 1 otherwise.  The writer uses\n"
-            "            --put-endpoints if given (default: --endpoints).\n\n"
+            "            --put-endpoints if given (default: --endpoints).  With --shared-polls\n"
+            "            the watchers are polled together (cairn_watch_poll, up to 4096 a poll).\n\n"
             "Options: --endpoints URL[,URL...] (default " DEFAULT_ENDPOINT ")\n"
             "         --cacert F --cert F --key F --server-name NAME   (tls+tcp://)\n"
             "         --timeout SEC (whole run, default 60)  --call-timeout MS (default 10000)\n"
@@ -113,6 +114,10 @@ static int parse_args(int argc, char **argv, struct opts *o, const char **pos, i
         }
         if (!strcmp(a, "--json")) {
             o->json = true;
+            continue;
+        }
+        if (!strcmp(a, "--shared-polls")) {
+            o->shared_polls = true;
             continue;
         }
         if (!strcmp(a, "--serializable")) {
@@ -602,62 +607,77 @@ struct wrun {
 
 static void watch_poll(struct watcher *wt);
 
+/* A watcher ends (with r->mu held). */
+static void watcher_done(struct wrun *r, struct watcher *wt, bool failed)
+{
+    if (!wt->done) {
+        wt->done = true;
+        wt->failed = failed;
+        r->done_watchers++;
+    }
+}
+
+/* Take one reply's events for wt, checking their order; it is done once it has every put (with r->mu held). */
+static void take_events(struct wrun *r, struct watcher *wt, const Cairn__WatchNextResponse *b, uint64_t now)
+{
+    int64_t id = cairn_watch_id(wt->w);
+    if (id && id != wt->id) { /* made again on some member: its old one was lost */
+        r->resumed++;
+        wt->id = id;
+    }
+    for (size_t i = 0; b && i < b->n_events; i++) {
+        const Cairn__Event *e = b->events[i];
+        if (!e->kv || e->kv->mod_revision <= wt->last_rev) {
+            if (r->problems++ < SHOW_PROBLEMS)
+                fprintf(stderr, "cairn-load: watcher got revision %" PRId64 " after %" PRId64 "\n",
+                        e->kv ? e->kv->mod_revision : -1, wt->last_rev);
+            continue;
+        }
+        wt->last_rev = e->kv->mod_revision;
+        char hex[17] = "";
+        uint64_t sent = 0;
+        if (e->kv->value.len >= 16) { /* protobuf bytes: not NUL-terminated */
+            memcpy(hex, e->kv->value.data, 16);
+            sent = strtoull(hex, NULL, 16);
+        }
+        if (sent && sent <= now)
+            hist_add(&r->delay, (now - sent) / 1000);
+        wt->events++;
+        r->events++;
+        r->last_event_ns = now;
+    }
+    if (wt->events >= r->o->total)
+        watcher_done(r, wt, false);
+}
+
+/* A code that ends a watcher (or the run being interrupted): true if it ended wt (with r->mu held). */
+static bool ended_by(struct wrun *r, struct watcher *wt, int rc, const char *message)
+{
+    if (rc == -CAIRN_E_WATCH_CANCELED || rc == -CAIRN_E_COMPACTED || rc == -ECANCELED || interrupted) {
+        if (!wt->done)
+            fprintf(stderr, "cairn-load: watch ended: %s\n", message);
+        watcher_done(r, wt, true);
+        return true;
+    }
+    return false;
+}
+
 static void watch_polled(void *arg, int rc, Cairn__Response *resp, const struct cairn_error_detail *err)
 {
     struct watcher *wt = arg;
     struct wrun *r = wt->run;
     uint64_t now = now_ns();
-    bool again = false;
-    int64_t id = cairn_watch_id(wt->w);
     pthread_mutex_lock(&r->mu);
     r->polls++;
-    if (rc == 0 && id != wt->id) { /* made again on some member: its old one was lost */
-        r->resumed++;
-        wt->id = id;
-    }
     if (rc != 0) {
         errs_add(&r->errs, rc);
-        if (rc == -CAIRN_E_WATCH_CANCELED || rc == -CAIRN_E_COMPACTED || rc == -ECANCELED || interrupted) {
-            wt->failed = wt->done = true;
-            r->done_watchers++;
-            fprintf(stderr, "cairn-load: watch ended: %s\n", err->message);
-        } else {
-            again = true;
-        }
+        ended_by(r, wt, rc, err->message);
     } else {
-        const Cairn__WatchNextResponse *b = resp->watch_next;
-        for (size_t i = 0; i < b->n_events; i++) {
-            const Cairn__Event *e = b->events[i];
-            if (!e->kv || e->kv->mod_revision <= wt->last_rev) {
-                if (r->problems++ < SHOW_PROBLEMS)
-                    fprintf(stderr, "cairn-load: watcher got revision %" PRId64 " after %" PRId64 "\n",
-                            e->kv ? e->kv->mod_revision : -1, wt->last_rev);
-                continue;
-            }
-            wt->last_rev = e->kv->mod_revision;
-            char hex[17] = "";
-            uint64_t sent = 0;
-            if (e->kv->value.len >= 16) { /* protobuf bytes: not NUL-terminated */
-                memcpy(hex, e->kv->value.data, 16);
-                sent = strtoull(hex, NULL, 16);
-            }
-            if (sent && sent <= now)
-                hist_add(&r->delay, (now - sent) / 1000);
-            wt->events++;
-            r->events++;
-            r->last_event_ns = now;
-        }
-        if (wt->events >= r->o->total && !wt->done) {
-            wt->done = true;
-            r->done_watchers++;
-        }
-        again = !wt->done;
+        take_events(r, wt, resp->watch_next, now);
     }
-    if (interrupted && !wt->done) {
-        wt->done = true;
-        r->done_watchers++;
-        again = false;
-    }
+    if (interrupted)
+        watcher_done(r, wt, false);
+    bool again = !wt->done;
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
     cairn_response_free(resp);
@@ -672,11 +692,100 @@ static void watch_poll(struct watcher *wt)
     if (rc != 0) {
         pthread_mutex_lock(&r->mu);
         errs_add(&r->errs, rc);
-        wt->failed = wt->done = true;
-        r->done_watchers++;
+        watcher_done(r, wt, true);
         pthread_cond_broadcast(&r->cv);
         pthread_mutex_unlock(&r->mu);
     }
+}
+
+/* --shared-polls: watchers polled together, those not done first (n_live of n). */
+#define SHARED_POLL_MAX 4096
+struct pgroup {
+    struct wrun *run;
+    struct watcher **wts;
+    struct cairn_watch **ws;
+    size_t n, n_live;
+};
+
+static void group_poll(struct pgroup *g);
+
+static void group_polled(void *arg, int rc, struct cairn_watch_poll *p, const struct cairn_error_detail *err)
+{
+    struct pgroup *g = arg;
+    struct wrun *r = g->run;
+    uint64_t now = now_ns();
+    pthread_mutex_lock(&r->mu);
+    r->polls++;
+    if (rc != 0)
+        errs_add(&r->errs, rc);
+    size_t live = 0;
+    for (size_t i = 0; i < g->n_live; i++) {
+        struct watcher *wt = g->wts[i];
+        if (rc != 0) {
+            ended_by(r, wt, rc, err->message);
+        } else if (p->parts[i].code) {
+            errs_add(&r->errs, p->parts[i].code);
+            ended_by(r, wt, p->parts[i].code, cairn_strerror(p->parts[i].code));
+        } else {
+            take_events(r, wt, p->parts[i].next, now);
+        }
+        if (interrupted)
+            watcher_done(r, wt, false);
+        if (!wt->done) {
+            g->wts[i] = g->wts[live];
+            g->wts[live++] = wt;
+        }
+    }
+    g->n_live = live;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    cairn_watch_poll_free(p);
+    if (live)
+        group_poll(g);
+}
+
+static void group_poll(struct pgroup *g)
+{
+    for (size_t i = 0; i < g->n_live; i++)
+        g->ws[i] = g->wts[i]->w;
+    int rc = cairn_watch_poll_async(g->run->c, g->ws, g->n_live, 2000, 0, group_polled, g);
+    if (rc != 0) {
+        pthread_mutex_lock(&g->run->mu);
+        errs_add(&g->run->errs, rc);
+        for (size_t i = 0; i < g->n_live; i++)
+            watcher_done(g->run, g->wts[i], true);
+        pthread_cond_broadcast(&g->run->cv);
+        pthread_mutex_unlock(&g->run->mu);
+    }
+}
+
+/* Start polling every watcher: one poll each, or (--shared-polls) up to SHARED_POLL_MAX together.  -1: no memory. */
+static int start_polls(struct wrun *r, struct watcher *ws, uint64_t nw, struct pgroup **groups, size_t *n_groups)
+{
+    if (!r->o->shared_polls) {
+        for (uint64_t i = 0; i < nw; i++)
+            watch_poll(&ws[i]);
+        return 0;
+    }
+    size_t ng = (size_t)((nw + SHARED_POLL_MAX - 1) / SHARED_POLL_MAX);
+    struct pgroup *gs = calloc(ng, sizeof(*gs));
+    if (!gs)
+        return -1;
+    *groups = gs;
+    *n_groups = ng;
+    for (size_t k = 0; k < ng; k++) {
+        struct pgroup *g = &gs[k];
+        size_t from = k * SHARED_POLL_MAX, n = nw - from < SHARED_POLL_MAX ? nw - from : SHARED_POLL_MAX;
+        g->run = r;
+        if (!(g->wts = calloc(n, sizeof(*g->wts))) || !(g->ws = calloc(n, sizeof(*g->ws))))
+            return -1;
+        for (size_t i = 0; i < n; i++)
+            g->wts[i] = &ws[from + i];
+        g->n = g->n_live = n;
+    }
+    for (size_t k = 0; k < ng; k++)
+        group_poll(&gs[k]);
+    return 0;
 }
 
 static void print_watch_report(const struct opts *o, struct wrun *r, double secs)
@@ -729,6 +838,8 @@ static int run_watch(const struct opts *o)
     r.put.cv = (pthread_cond_t)PTHREAD_COND_INITIALIZER;
     uint64_t nw = o->watchers ? o->watchers : 100;
     struct watcher *ws = calloc(nw, sizeof(*ws));
+    struct pgroup *groups = NULL;
+    size_t n_groups = 0;
     size_t vsize = o->val_size < 24 ? 24 : o->val_size;
     char *val = malloc(vsize + 1);
     double secs = 0;
@@ -761,8 +872,10 @@ static int run_watch(const struct opts *o)
             goto stop;
         }
     }
-    for (uint64_t i = 0; i < nw; i++)
-        watch_poll(&ws[i]);
+    if (start_polls(&r, ws, nw, &groups, &n_groups) != 0) {
+        fprintf(stderr, "cairn-load: out of memory\n");
+        goto stop;
+    }
 
     uint64_t start = now_ns(), end = start + (uint64_t)(o->timeout_s * 1e9), issued = 0;
     r.first_put_ns = start;
@@ -839,6 +952,11 @@ out:
     if (r.c)
         cairn_close(r.c);
     cairn_close(pc);
+    for (size_t k = 0; k < n_groups; k++) {
+        free(groups[k].wts);
+        free(groups[k].ws);
+    }
+    free(groups);
     free(ws);
     free(val);
     return rc;

@@ -82,9 +82,13 @@ def test_mode_reports_every_request(cairn_bench_path, member, name):
         assert r["conns"] == 2 and r["key_size"] == 16, r
 
 
-def test_watch_delivers_every_put_to_every_watcher(cairn_bench_path, member):
-    r = bench_json(cairn_bench_path, "watch", "--watchers", 5, "--total", 200, "--clients", 4,
-                   "--endpoints", member.client_url)
+@pytest.mark.parametrize("shared", [False, True], ids=["one-poll-each", "shared-polls"])
+def test_watch_delivers_every_put_to_every_watcher(cairn_bench_path, member, shared):
+    """Each watcher polled on its own, or (--shared-polls) the watchers of each
+    of the 2 connections in one cairn_watch_poll."""
+    r = bench_json(cairn_bench_path, "watch", "--watchers", 5, "--total", 200, "--clients", 4, "--conns", 2,
+                   "--endpoints", member.client_url, *(["--shared-polls"] if shared else []))
+    assert r["shared_polls"] is shared and r["conns"] == 2, r
     assert r["ok"] == 200 and r["failed"] == 0 and r["errors"] == {} and r["watch_errors"] == {}, r
     assert r["events"] == r["expected"] == 200 * 5 and r["problems"] == 0, r
     assert r["events_per_s"] > 0 and r["polls"] > 0, r

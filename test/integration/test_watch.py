@@ -521,3 +521,37 @@ def test_libcairn_watches_resume_across_a_member_kill(env, build_dir):
     assert r["acked"] == 4000, text
     assert r["resumed"] > 0, "no watch was on the killed member: %s" % text
     assert r["problems"] == 0 and r["events"] == r["expected"] == 20 * 4000 and rc == 0, text
+
+
+def test_libcairn_shared_poll_keeps_its_watches_together_across_a_member_kill(env, build_dir):
+    """cairn-load watch --shared-polls: 20 watchers in one cairn_watch_poll over
+    the two followers, the writer on the leader.  The poll keeps all 20 on one
+    member; that member is killed mid-run and all 20 move to the other; every
+    watcher gets every put once, in order."""
+    import prom
+    cl = prom.start_with_metrics(env, 3)
+    leader = cl.leader()
+    followers = [m for m in cl if m is not leader]
+    out = str(env.tmp_path / "watch.out")
+
+    def watchers(m):
+        return prom.scrape(m).value("etcd_debugging_mvcc_watcher_total")
+
+    with open(out, "w") as f:
+        p = env.registry.spawn([build_dir / "cairn-load", "watch", "--endpoints", cl.endpoints(followers),
+                                "--put-endpoints", cl.endpoints([leader]), "--watchers", 20, "--total", 4000,
+                                "--inflight", 8, "--timeout", 180, "--call-timeout", 5000, "--json",
+                                "--shared-polls"], stdout=f, stderr=subprocess.STDOUT)
+    cluster.poll(lambda: leader.status() and leader.status().header.revision > 1000 or p.poll() is not None,
+                 120, "the load reaching revision 1000")
+    counts = [watchers(m) for m in followers]
+    assert sorted(counts) == [0, 20], "the poll's watches are not on one member: %s" % counts
+    holder, other = followers if counts[0] == 20 else followers[::-1]
+    holder.kill()
+    rc = p.wait(timeout=240)
+    text = open(out).read()
+    r = cluster.LoadResult(rc, text).report
+    assert r is not None, text
+    assert r["acked"] == 4000, text
+    assert r["problems"] == 0 and r["events"] == r["expected"] == 20 * 4000 and rc == 0, text
+    assert watchers(other) == 20, "the watches did not all move to the other member"

@@ -501,6 +501,28 @@ static void test_open_rejects_bad_configuration(void **state)
     assert_int_equal(cairn_open(&neg, &c, &err), -CAIRN_E_CONFIG);
 }
 
+/* cairn_watch_poll refuses a bad set before it sends anything (the rest is test_watch*.py's, on real members). */
+static void test_watch_poll_rejects_a_bad_set(void **state)
+{
+    (void)state;
+    struct mock m;
+    assert_int_equal(mock_start(&m, "tcp://127.0.0.1:0", NULL, 1), 0);
+    const char *urls[] = {m.url};
+    struct cairn_client *c = open_client(urls, 1, 0, LONG_MS);
+    struct cairn_watch *ws[2] = {NULL, NULL};
+    struct cairn_watch_poll *p = (struct cairn_watch_poll *)&p; /* set to NULL on failure */
+    assert_int_equal(cairn_watch_poll(c, ws, 0, 100, 0, &p, NULL), -EINVAL);
+    assert_null(p);
+    assert_int_equal(cairn_watch_poll(c, ws, 4097, 100, 0, &p, NULL), -EINVAL);
+    assert_int_equal(cairn_watch_poll(c, ws, 2, 100, 0, &p, NULL), -EINVAL); /* NULL watches */
+    assert_int_equal(cairn_watch_poll(c, ws, 1, -1, 0, &p, NULL), -EINVAL);
+    assert_int_equal(cairn_watch_poll(c, ws, 1, 100, 0, NULL, NULL), -EINVAL);
+    assert_int_equal(m.total, 0);
+    cairn_watch_poll_free(NULL);
+    cairn_close(c);
+    mock_stop(&m);
+}
+
 /* --------------------------------------------------- endpoints and retries */
 
 static void test_calls_rotate_round_robin_across_two_members(void **state)
@@ -1300,6 +1322,7 @@ int main(void)
         cmocka_unit_test(test_error_reply_maps_code_message_and_compact_revision),
         cmocka_unit_test(test_garbage_reply_is_malformed),
         cmocka_unit_test(test_open_rejects_bad_configuration),
+        cmocka_unit_test(test_watch_poll_rejects_a_bad_set),
         cmocka_unit_test(test_calls_rotate_round_robin_across_two_members),
         cmocka_unit_test(test_read_fails_over_from_a_refused_member),
         cmocka_unit_test(test_read_retries_elsewhere_after_no_leader),
