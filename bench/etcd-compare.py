@@ -7,11 +7,16 @@ workloads: puts of 256-byte values over 100,000 keys to the leader over one
 connection, with 1 to 256 in flight; and 100 watchers on the key prefix with
 a writer keeping 1, 8 or 32 puts in flight, over 10 connections (etcd's
 watchers share one HTTP/2 connection badly: over one, its events came
-tens of milliseconds late at any rate).  Every process is stopped and every
-directory removed, as in run-suite.py, whose Cluster this uses.
+tens of milliseconds late at any rate).  etcd's client carries the watches
+of one connection on one gRPC stream (clientv3 keys its streams by the
+context's metadata, the same for all of them), so Cairn's watchers are
+polled the same way, each connection's together (cairn-bench
+--shared-polls); --single-polls polls each of Cairn's on its own instead.
+Every process is stopped and every directory removed, as in run-suite.py,
+whose Cluster this uses.
 
     bench/etcd-compare.py [--build DIR] [--rounds R] [--duration S]
-                          [--only "put|watch MEMBERS CLIENTS"] [--json]
+                          [--only "put|watch MEMBERS CLIENTS"] [--single-polls] [--json]
 
 It needs etcd 3.4 and Go with etcd's client sources, from Debian:
 `apt-get install etcd-server etcd-client golang-go golang-etcd-server-dev`
@@ -137,11 +142,13 @@ def etcd_row(etcdput, kind, members, clients, duration):
     return {"per_s": r["ops_per_s"], "p50": r["p50_ms"], "p99": r["p99_ms"], "errors": r["errors"]}
 
 
-def cairn_row(build, kind, members, clients, duration):
+def cairn_row(build, kind, members, clients, duration, shared_polls=True):
     bench = os.path.join(build, "cairn-bench")
     args = ["put", "--clients", str(clients), "--val-size", "256", "--key-space", "100000"]
     if kind == "watch":
         args = ["watch", "--watchers", str(WATCHERS), "--conns", str(WATCH_CONNS)] + args[1:]
+        if shared_polls:
+            args.append("--shared-polls")
     cl = suite.Cluster(os.path.join(build, "cairnd"), members, bench).start()
     try:
         r = suite.run_row(bench, cl.leader()["client"], args, duration)
@@ -160,6 +167,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--duration", type=float, default=5)
     ap.add_argument("--only", help='one row: "put MEMBERS CLIENTS" or "watch MEMBERS CLIENTS"')
+    ap.add_argument("--single-polls", action="store_true",
+                    help="watch rows: poll each of Cairn's watchers on its own (cairn_watch_next)")
     ap.add_argument("--json", action="store_true", help="one JSON object per row instead of text")
     a = ap.parse_args()
     rows = ROWS
@@ -175,7 +184,7 @@ def main():
     for _ in range(a.rounds):
         for kind, members, clients in rows:
             e = etcd_row(etcdput, kind, members, clients, a.duration)
-            c = cairn_row(a.build, kind, members, clients, a.duration)
+            c = cairn_row(a.build, kind, members, clients, a.duration, not a.single_polls)
             if a.json:
                 print(json.dumps({"kind": kind, "members": members, "clients": clients, "etcd": e, "cairn": c}),
                       flush=True)

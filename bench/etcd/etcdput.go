@@ -6,10 +6,10 @@
 // connections until --duration is over.  As `cairn-bench put --clients N
 // --val-size 256 --key-space 100000`.
 //
-// watch (--watchers W): W watches on the key prefix, each on its own gRPC
-// stream, and the same writer, whose values start with their send time.
-// Counts the events delivered per second and the delay from put to event,
-// as `cairn-bench watch --watchers W --clients N`.
+// watch (--watchers W): W watches on the key prefix, those of one connection
+// on one gRPC stream, and the same writer, whose values start with their send
+// time.  Counts the events delivered per second and the delay from put to
+// event, as `cairn-bench watch --watchers W --clients N --shared-polls`.
 //
 // Prints one JSON line: per second, errors, and percentiles (ms) of every
 // put's latency or every event's delay, sorted.
@@ -107,7 +107,8 @@ func main() {
 			float64(n)/time.Since(start).Seconds(), n, errs, q(0.5), q(0.99), q(1))
 		return
 	}
-	// Each watch on its own context: clientv3 gives each context its own stream.
+	// Each watch on its own context, all with the same metadata: clientv3 keys its
+	// streams by that metadata, so the watches of one client share one stream.
 	var events, lastNs int64
 	var mu sync.Mutex
 	var delays []time.Duration
