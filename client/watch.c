@@ -316,12 +316,18 @@ static bool resumable(int rc)
     }
 }
 
+/* One more resume within deadline: at most two tries per endpoint, plus two. */
+static bool may_resume(const struct cairn_client *c, int *resumes, nng_time deadline)
+{
+    return nng_clock() < deadline && (*resumes)++ < 2 * (int)c->n_eps + 2;
+}
+
+
 /* Another attempt after rc, or the end of the poll: a bounded number of resumes within the deadline. */
 static void retry_or_finish(struct cairn_watch *w, int rc, const struct cairn_error_detail *d)
 {
     pthread_mutex_lock(&w->mu);
-    bool again = resumable(rc) && !w->ended && nng_clock() < w->deadline &&
-                 w->resumes++ < 2 * (int)w->c->n_eps + 2;
+    bool again = resumable(rc) && !w->ended && may_resume(w->c, &w->resumes, w->deadline);
     if (resumable(rc))
         w->id = 0; /* the member lost it, or we lost the member: made again from the progress revision */
     pthread_mutex_unlock(&w->mu);
@@ -380,6 +386,14 @@ static void end_watch(struct cairn_watch *w, int code, const char *message)
     snprintf(w->end_message, sizeof w->end_message, "%s", message);
 }
 
+/* The code a canceled reply ends its watch with; ends w (with w->mu held) and returns it. */
+static int end_canceled(struct cairn_watch *w, const Cairn__WatchNextResponse *b)
+{
+    int code = b->compact_revision ? -CAIRN_E_COMPACTED : -CAIRN_E_WATCH_CANCELED;
+    end_watch(w, code, b->cancel_reason && b->cancel_reason[0] ? b->cancel_reason : cairn_strerror(code));
+    return code;
+}
+
 static void next_cb(void *arg, int rc, Cairn__Response *resp, const struct cairn_error_detail *err)
 {
     struct cairn_watch *w = arg;
@@ -397,10 +411,9 @@ static void next_cb(void *arg, int rc, Cairn__Response *resp, const struct cairn
     }
     pthread_mutex_lock(&w->mu);
     if (b->canceled) {
-        int code = b->compact_revision ? -CAIRN_E_COMPACTED : -CAIRN_E_WATCH_CANCELED;
-        detail_set(&d, code, "%s", b->cancel_reason && b->cancel_reason[0] ? b->cancel_reason : cairn_strerror(code));
+        int code = end_canceled(w, b);
+        detail_set(&d, code, "%s", w->end_message);
         d.compact_revision = b->compact_revision;
-        end_watch(w, code, d.message);
         pthread_mutex_unlock(&w->mu);
         cairn_response_free(resp);
         finish(w, code, NULL, &d);
@@ -600,7 +613,7 @@ static void poll_finish(struct poll_ctx *x, int rc, Cairn__Response *resp, const
 /* Another step after rc, or the end: the member is lost to every watch of the poll. */
 static void poll_retry_or_finish(struct poll_ctx *x, int rc, const struct cairn_error_detail *d)
 {
-    bool again = resumable(rc) && nng_clock() < x->deadline && x->resumes++ < 2 * (int)x->c->n_eps + 2;
+    bool again = resumable(rc) && may_resume(x->c, &x->resumes, x->deadline);
     if (resumable(rc)) {
         for (size_t i = 0; i < x->n; i++) {
             pthread_mutex_lock(&x->ws[i]->mu);
@@ -710,13 +723,10 @@ static void poll_cb(void *arg, int rc, Cairn__Response *resp, const struct cairn
         } else {
             Cairn__WatchNextResponse *part = b->watches[k];
             x->out->parts[(*hit)[1]].next = part;
-            if (part->canceled) {
-                int code = part->compact_revision ? -CAIRN_E_COMPACTED : -CAIRN_E_WATCH_CANCELED;
-                end_watch(w, code, part->cancel_reason && part->cancel_reason[0] ? part->cancel_reason
-                                                                                : cairn_strerror(code));
-            } else {
+            if (part->canceled)
+                end_canceled(w, part);
+            else
                 delivered(w, part);
-            }
         }
         pthread_mutex_unlock(&w->mu);
     }
@@ -725,7 +735,7 @@ static void poll_cb(void *arg, int rc, Cairn__Response *resp, const struct cairn
         /* the member answered at once and took nothing: make those again, then poll anew */
         cairn_response_free(resp);
         detail_set(&d, -CAIRN_E_WATCH_NOT_FOUND, "%s", cairn_strerror(-CAIRN_E_WATCH_NOT_FOUND));
-        if (nng_clock() < x->deadline && x->resumes++ < 2 * (int)x->c->n_eps + 2)
+        if (may_resume(x->c, &x->resumes, x->deadline))
             poll_step(x);
         else
             poll_finish(x, -CAIRN_E_WATCH_NOT_FOUND, NULL, &d);

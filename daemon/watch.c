@@ -756,6 +756,22 @@ static bool owner(const struct watcher *w, struct rpc_call *call)
     return strcmp(w->user, rpc_call_auth(call, &rev)) == 0;
 }
 
+/* A poll's timeout_ms and max_bytes as the member applies them: its deadline, and *max. */
+static int64_t poll_bounds(uint32_t timeout_ms, uint32_t max_bytes, size_t *max)
+{
+    uint32_t ms = timeout_ms ? (timeout_ms < WATCH_POLL_MAX_MS ? timeout_ms : WATCH_POLL_MAX_MS) : WATCH_POLL_DEFAULT_MS;
+    size_t m = max_bytes ? max_bytes : WATCH_REPLY_DEFAULT;
+    *max = m < WATCH_REPLY_MIN ? WATCH_REPLY_MIN : m > WATCH_REPLY_MAX ? WATCH_REPLY_MAX : m;
+    return mono_now_ns() + (int64_t)ms * 1000000LL;
+}
+
+/* The refusal of a poll past WATCH_MAX_PARKED (TOO_MANY_REQUESTS). */
+static void too_many_parked(const struct watch_hub *h, char *msg, size_t len)
+{
+    snprintf(msg, len, "too many watch polls waiting on member %s (%d, the most it parks so other requests keep "
+             "contexts); poll fewer watches at once or spread them over members", h->cfg->name, WATCH_MAX_PARKED);
+}
+
 static void on_next(void *arg, struct rpc_call *call)
 {
     struct watch_hub *h = arg;
@@ -765,10 +781,8 @@ static void on_next(void *arg, struct rpc_call *call)
         rpc_call_error(call, ENOMEM, NULL);
         return;
     }
-    uint32_t ms = q->timeout_ms ? (q->timeout_ms < WATCH_POLL_MAX_MS ? q->timeout_ms : WATCH_POLL_MAX_MS)
-                                : WATCH_POLL_DEFAULT_MS;
-    size_t max = q->max_bytes ? q->max_bytes : WATCH_REPLY_DEFAULT;
-    max = max < WATCH_REPLY_MIN ? WATCH_REPLY_MIN : max > WATCH_REPLY_MAX ? WATCH_REPLY_MAX : max;
+    size_t max;
+    int64_t deadline = poll_bounds(q->timeout_ms, q->max_bytes, &max);
     int code = 0;
     char msg[300] = "";
     pthread_mutex_lock(&h->mu);
@@ -794,7 +808,7 @@ static void on_next(void *arg, struct rpc_call *call)
         w->call = call;
         w->call_pipe = rpc_call_pipe(call);
         w->max_bytes = max;
-        w->deadline_ns = mono_now_ns() + (int64_t)ms * 1000000LL;
+        w->deadline_ns = deadline;
         h->n_parked++;
         size_t before = h->n_parked;
         whub_answer(h, w, false, &replies);
@@ -805,9 +819,7 @@ static void on_next(void *arg, struct rpc_call *call)
             h->n_parked--;
             w->active_ns = mono_now_ns();
             code = CAIRN_E_TOO_MANY_REQUESTS;
-            snprintf(msg, sizeof msg, "too many watch polls waiting on member %s (%d, the most it parks so "
-                     "other requests keep contexts); poll fewer watches at once or spread them over members",
-                     h->cfg->name, WATCH_MAX_PARKED);
+            too_many_parked(h, msg, sizeof msg);
         } else if (h->n_parked == before) {
             whub_nudge_timer(h, w->deadline_ns);
         }
@@ -896,9 +908,7 @@ static int park_group(struct watch_hub *h, struct wgroup *g, struct wreply **rep
     if (h->n_parked > WATCH_MAX_PARKED) {
         free(group_unpark(h, g));
         group_free(g);
-        snprintf(msg, len, "too many watch polls waiting on member %s (%d, the most it parks so other requests "
-                 "keep contexts); poll fewer watches at once or spread them over members",
-                 h->cfg->name, WATCH_MAX_PARKED);
+        too_many_parked(h, msg, len);
         return CAIRN_E_TOO_MANY_REQUESTS;
     }
     whub_nudge_timer(h, g->deadline_ns);
@@ -923,14 +933,10 @@ static void on_poll(void *arg, struct rpc_call *call)
         rpc_call_error(call, ENOMEM, NULL);
         return;
     }
-    uint32_t ms = q->timeout_ms ? (q->timeout_ms < WATCH_POLL_MAX_MS ? q->timeout_ms : WATCH_POLL_MAX_MS)
-                                : WATCH_POLL_DEFAULT_MS;
-    size_t max = q->max_bytes ? q->max_bytes : WATCH_REPLY_DEFAULT;
-    g->max_bytes = max < WATCH_REPLY_MIN ? WATCH_REPLY_MIN : max > WATCH_REPLY_MAX ? WATCH_REPLY_MAX : max;
+    g->deadline_ns = poll_bounds(q->timeout_ms, q->max_bytes, &g->max_bytes);
     g->n = q->n_watch_ids;
     g->call = call;
     g->pipe = rpc_call_pipe(call);
-    g->deadline_ns = mono_now_ns() + (int64_t)ms * 1000000LL;
     pthread_mutex_lock(&h->mu);
     if (h->stopping) {
         code = CAIRN_E_STOPPED;
